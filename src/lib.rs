@@ -11,6 +11,9 @@
 //! - [`libsql_storage`]: [`LibsqlTraceStorage`], the plain one-statement-per-call
 //!   backend, and the one executor that writes rows.
 //! - [`tracer`]: [`SessionTracer`], the high-level recording API.
+//! - [`writer`]: [`BufferedTraceWriter`], the batching writer: producer
+//!   handles, the actor thread that owns the connection, id leases, counters
+//!   and spill files.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -20,9 +23,14 @@ pub mod models;
 pub mod schema;
 pub mod storage;
 pub mod tracer;
+pub mod writer;
 
 pub use error::{Result, TracingError};
 pub use libsql_storage::LibsqlTraceStorage;
 pub use models::*;
 pub use storage::{JournalMode, StorageConfig, Synchronous, TraceStorage, DEFAULT_BUSY_TIMEOUT};
 pub use tracer::SessionTracer;
+pub use writer::{
+    replay_spill_file, BlockingWriter, BufferedTraceWriter, OverflowPolicy, ReplayReport,
+    WriterConfig, WriterStats,
+};

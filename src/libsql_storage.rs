@@ -772,6 +772,18 @@ impl Executor {
         Ok(())
     }
 
+    /// Applies an operation, skipping an insert whose row (by id or unique
+    /// key) already exists; returns how many rows were inserted.
+    pub(crate) async fn apply_ignoring_duplicates(&mut self, op: &Op) -> Result<usize, TracingError> {
+        match op {
+            Op::Insert { table, values } => {
+                let sql = table.insert_sql(1, false).replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
+                Ok(self.conn.execute(&sql, Params::Positional(values.clone())).await? as usize)
+            }
+            other => self.apply(other).await.map(|_| 0),
+        }
+    }
+
     /// Whether a transaction is open (SQLite rolls some back on its own after
     /// an error, such as a full disk).
     pub(crate) fn in_transaction(&self) -> bool {
@@ -1389,5 +1401,67 @@ impl TraceStorage for LibsqlTraceStorage {
     async fn update_session_counts(&self, session_id: &str) -> Result<(), TracingError> {
         let op = Op::update_counts(session_id)?;
         self.apply(op).await.map(|_| ())
+    }
+}
+
+// ============================================================================
+// Id leases for the writer
+// ============================================================================
+
+/// Reserves `n` ids of `table` in one committed transaction, by raising the
+/// table's `sqlite_sequence` row past them. AUTOINCREMENT never hands out an
+/// id at or below that row, and every writer leases the same way, so the
+/// block is this caller's alone.
+///
+/// # Errors
+/// `Database`; the transaction is rolled back.
+pub(crate) async fn lease_ids(
+    conn: &Connection,
+    table: Table,
+    n: i64,
+) -> Result<std::ops::Range<i64>, TracingError> {
+    conn.execute("BEGIN IMMEDIATE", ()).await?;
+    let result = async {
+        let name = table.name();
+        let seq = first_i64(
+            conn,
+            "SELECT seq FROM sqlite_sequence WHERE name = ?",
+            vec![text(name)],
+        )
+        .await?;
+        let max = first_i64(conn, &format!("SELECT COALESCE(MAX(id), 0) FROM {name}"), vec![])
+            .await?
+            .unwrap_or(0);
+        let start = seq.unwrap_or(0).max(max) + 1;
+        let end = start + n;
+        if seq.is_some() {
+            conn.execute(
+                "UPDATE sqlite_sequence SET seq = ? WHERE name = ?",
+                vec![Value::Integer(end - 1), text(name)],
+            )
+            .await?;
+        } else {
+            conn.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)",
+                vec![text(name), Value::Integer(end - 1)],
+            )
+            .await?;
+        }
+        Ok::<_, TracingError>(start..end)
+    }
+    .await;
+    match result {
+        Ok(range) => {
+            if let Err(e) = conn.execute("COMMIT", ()).await {
+                let _ = conn.execute("ROLLBACK", ()).await;
+                return Err(e.into());
+            }
+            Ok(range)
+        }
+        Err(e) => {
+            // Best effort: the lease's own error is the one to report.
+            let _ = conn.execute("ROLLBACK", ()).await;
+            Err(e)
+        }
     }
 }

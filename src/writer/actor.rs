@@ -1,0 +1,726 @@
+//! The actor: the one thread that owns the connection.
+//!
+//! It takes whatever is queued (up to a batch's bounds), applies it in one
+//! explicit transaction, commits, and answers whoever waits. Producers did
+//! all serialization; the actor only binds values.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use serde_json::Value as Json;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::error::TracingError;
+use crate::libsql_storage::{self, Executor, Op, Opened, Table};
+use crate::models::SessionTrace;
+use crate::storage::StorageConfig;
+use crate::writer::config::WriterConfig;
+use crate::writer::ids::{IdAllocator, LeaseRequest};
+use crate::writer::spill;
+use crate::writer::stats::Counters;
+
+type Reply<T> = oneshot::Sender<Result<T, TracingError>>;
+
+/// Everything a producer sends to the actor, in one FIFO.
+pub(crate) enum Msg {
+    /// A write; its queue permits are returned once it is done.
+    Write { op: Op, bytes: usize },
+    /// Step ids of a session, read inside the current batch.
+    LoadSteps {
+        session_id: String,
+        reply: Reply<Vec<(String, i64)>>,
+    },
+    /// A whole session, read inside the current batch.
+    GetSession {
+        session_id: String,
+        reply: Reply<Option<SessionTrace>>,
+    },
+    /// User SQL, run after the batch before it is committed.
+    Query {
+        sql: String,
+        params: Vec<Json>,
+        reply: Reply<Vec<Json>>,
+    },
+    /// A delete, run after the batch before it is committed.
+    DeleteSession {
+        session_id: String,
+        reply: Reply<bool>,
+    },
+    /// A barrier: answered once everything before it is committed.
+    Flush { reply: Reply<()> },
+    /// Drain, commit, close the connection, stop.
+    Close { reply: Reply<()> },
+}
+
+/// State shared by the handles and the actor.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) counters: Arc<Counters>,
+    pub(crate) ids: IdAllocator,
+    /// Queue space in operations and in bytes. Producers take permits before
+    /// they send; the actor gives them back when an operation is done.
+    pub(crate) ops_sem: Semaphore,
+    pub(crate) bytes_sem: Semaphore,
+    /// Set by `close()` or the drop of the last handle: past it, the actor
+    /// spills instead of retrying.
+    pub(crate) close_deadline: Mutex<Option<Instant>>,
+    pub(crate) recent_errors: Mutex<VecDeque<String>>,
+    /// Why the actor stopped, if it stopped abnormally.
+    pub(crate) dead: Mutex<Option<String>>,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section on these mutexes is a few plain assignments, so
+    // a panic elsewhere cannot leave them half-updated.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    pub(crate) fn permits_for(bytes: usize) -> u32 {
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+
+    fn past_close_deadline(&self) -> bool {
+        lock(&self.close_deadline).is_some_and(|d| Instant::now() >= d)
+    }
+
+    pub(crate) fn dead_cause(&self) -> Option<String> {
+        lock(&self.dead).clone()
+    }
+}
+
+/// Marks the writer dead if the actor thread unwinds or returns early, so
+/// that no producer is left waiting.
+struct DeathGuard {
+    shared: Arc<Shared>,
+    clean: bool,
+}
+
+impl Drop for DeathGuard {
+    fn drop(&mut self) {
+        if !self.clean {
+            let cause = if std::thread::panicking() {
+                "the writer's actor thread panicked".to_string()
+            } else {
+                "the writer's actor thread stopped".to_string()
+            };
+            tracing::error!(target: "trace_writer", "{cause}");
+            lock(&self.shared.dead).get_or_insert(cause);
+        }
+        // Wake every producer that waits for space or ids: they fail with
+        // `WriterClosed` instead of hanging.
+        self.shared.ops_sem.close();
+        self.shared.bytes_sem.close();
+        self.shared.ids.shut_down(TracingError::WriterClosed);
+    }
+}
+
+enum Item {
+    Write {
+        op: Op,
+        bytes: usize,
+        failed: bool,
+    },
+    LoadSteps {
+        session_id: String,
+        reply: Option<Reply<Vec<(String, i64)>>>,
+    },
+    GetSession {
+        session_id: String,
+        reply: Option<Reply<Option<SessionTrace>>>,
+    },
+}
+
+enum Terminator {
+    Flush(Reply<()>),
+    Query {
+        sql: String,
+        params: Vec<Json>,
+        reply: Reply<Vec<Json>>,
+    },
+    Delete {
+        session_id: String,
+        reply: Reply<bool>,
+    },
+    Close(Reply<()>),
+}
+
+enum AttemptError {
+    /// Busy, locked, I/O, network: retry the batch after a backoff.
+    Transient(TracingError),
+    /// SQLite rolled the transaction back after marking a poison operation:
+    /// start again without it.
+    Restart,
+    /// A multi-row statement failed: redo the batch row by row to find the
+    /// operation at fault.
+    MultiRowFailed,
+    /// The commit failed for good.
+    Fatal(TracingError),
+}
+
+/// The loop's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    /// Serving producers.
+    Running,
+    /// `close()` was received or every handle dropped: drain and stop.
+    Stopping,
+}
+
+pub(crate) struct Actor {
+    rx: Receiver<Msg>,
+    lease_rx: Receiver<LeaseRequest>,
+    shared: Arc<Shared>,
+    config: WriterConfig,
+    opened: Option<Opened>,
+    exec: Executor,
+    multi_row: bool,
+    failed_since_flush: u64,
+    first_failure: Option<String>,
+    spill_path: PathBuf,
+    spilled: usize,
+    state: RunState,
+}
+
+impl Actor {
+    /// Opens the database, migrates it and leases the first id blocks.
+    pub(crate) async fn start(
+        rx: Receiver<Msg>,
+        lease_rx: Receiver<LeaseRequest>,
+        shared: Arc<Shared>,
+        config: WriterConfig,
+        storage: StorageConfig,
+    ) -> Result<Actor, TracingError> {
+        let opened = libsql_storage::open(&storage).await?;
+        let exec = Executor::new(opened.conn.clone(), opened.remote);
+        let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
+        let spill_path = spill::default_path(&config, &storage);
+        let actor = Actor {
+            rx,
+            lease_rx,
+            shared,
+            config,
+            opened: Some(opened),
+            exec,
+            multi_row,
+            failed_since_flush: 0,
+            first_failure: None,
+            spill_path,
+            spilled: 0,
+            state: RunState::Running,
+        };
+        for table in Table::WITH_IDS {
+            let size = actor.shared.ids.block_size(table);
+            let ids = libsql_storage::lease_ids(&actor.exec.conn, table, size).await?;
+            Counters::add(&actor.shared.counters.id_leases, 1);
+            actor.shared.ids.grant(table, ids);
+        }
+        Ok(actor)
+    }
+
+    /// The loop. Returns when closed or when every handle is gone.
+    pub(crate) async fn run(mut self) {
+        let mut guard = DeathGuard {
+            shared: self.shared.clone(),
+            clean: false,
+        };
+        let mut close_reply = None;
+        while self.state == RunState::Running {
+            self.serve_leases().await;
+            let first = crossbeam_channel::select! {
+                recv(self.rx) -> msg => msg.ok(),
+                recv(self.lease_rx) -> req => {
+                    if let Ok(req) = req {
+                        self.lease(req).await;
+                    }
+                    continue;
+                }
+            };
+            let Some(first) = first else {
+                // Every handle is gone and the queue is empty.
+                self.state = RunState::Stopping;
+                break;
+            };
+            let (items, terminator) = self.collect(first);
+            if !items.is_empty() {
+                self.execute(items).await;
+            }
+            if let Some(t) = terminator {
+                if let Some(reply) = self.finish(t).await {
+                    close_reply = Some(reply);
+                    self.state = RunState::Stopping;
+                }
+            }
+        }
+        let (reply, result) = self.stop(close_reply).await;
+        // Closing the connection: the statements, the connection and the
+        // database all go with `self`, before `close()` hears back.
+        drop(self);
+        guard.clean = true;
+        drop(guard);
+        if let Some(r) = reply {
+            let _ = r.send(result);
+        }
+    }
+
+    async fn serve_leases(&mut self) {
+        while let Ok(req) = self.lease_rx.try_recv() {
+            self.lease(req).await;
+        }
+    }
+
+    async fn lease(&mut self, req: LeaseRequest) {
+        let mut backoff = self.config.retry_initial;
+        loop {
+            match libsql_storage::lease_ids(&self.exec.conn, req.table, req.size).await {
+                Ok(ids) => {
+                    Counters::add(&self.shared.counters.id_leases, 1);
+                    self.shared.ids.grant(req.table, ids);
+                    return;
+                }
+                Err(e) if e.is_transient() && !self.shared.past_close_deadline() => {
+                    tracing::warn!(target: "trace_writer", error = %e, "id lease failed; retrying");
+                    Counters::add(&self.shared.counters.retries, 1);
+                    self.reconnect_if_remote().await;
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.config.retry_max);
+                }
+                Err(e) => {
+                    tracing::error!(target: "trace_writer", error = %e, "id lease failed");
+                    self.shared.ids.lease_failed(req.table, e);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Takes what is queued, up to the batch bounds, stopping after a
+    /// message that needs a commit first. When the queue runs dry it waits up
+    /// to `linger` for more, unless a read is waiting.
+    fn collect(&mut self, first: Msg) -> (Vec<Item>, Option<Terminator>) {
+        let mut items = Vec::new();
+        let (mut ops, mut bytes, mut has_read) = (0usize, 0usize, false);
+        let linger_end = Instant::now() + self.config.linger;
+        let mut next = Some(first);
+        loop {
+            let msg = match next.take() {
+                Some(m) => m,
+                None => match self.rx.try_recv() {
+                    Ok(m) => m,
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => {
+                        if has_read || self.config.linger.is_zero() {
+                            break;
+                        }
+                        match self.rx.recv_deadline(linger_end) {
+                            Ok(m) => m,
+                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
+                                break
+                            }
+                        }
+                    }
+                },
+            };
+            match msg {
+                Msg::Write { op, bytes: b } => {
+                    items.push(Item::Write {
+                        op,
+                        bytes: b,
+                        failed: false,
+                    });
+                    ops += 1;
+                    bytes += b;
+                    if ops >= self.config.max_batch_ops || bytes >= self.config.max_batch_bytes {
+                        break;
+                    }
+                }
+                Msg::LoadSteps { session_id, reply } => {
+                    has_read = true;
+                    items.push(Item::LoadSteps {
+                        session_id,
+                        reply: Some(reply),
+                    });
+                }
+                Msg::GetSession { session_id, reply } => {
+                    has_read = true;
+                    items.push(Item::GetSession {
+                        session_id,
+                        reply: Some(reply),
+                    });
+                }
+                Msg::Flush { reply } => return (items, Some(Terminator::Flush(reply))),
+                Msg::Query { sql, params, reply } => {
+                    return (items, Some(Terminator::Query { sql, params, reply }))
+                }
+                Msg::DeleteSession { session_id, reply } => {
+                    return (items, Some(Terminator::Delete { session_id, reply }))
+                }
+                Msg::Close { reply } => return (items, Some(Terminator::Close(reply))),
+            }
+        }
+        (items, None)
+    }
+
+    /// Applies a batch in one transaction: poison operations are set aside
+    /// and reported, transient faults are retried with backoff, and past the
+    /// close deadline the remaining writes are spilled.
+    async fn execute(&mut self, mut items: Vec<Item>) {
+        let started = Instant::now();
+        let mut backoff = self.config.retry_initial;
+        let mut multi = self.multi_row;
+        let mut spill_rest = false;
+        loop {
+            match self.attempt(&mut items, multi).await {
+                Ok(()) => break,
+                Err(AttemptError::Restart) => {}
+                Err(AttemptError::MultiRowFailed) => {
+                    self.rollback().await;
+                    multi = false;
+                }
+                Err(AttemptError::Transient(e)) => {
+                    self.rollback().await;
+                    Counters::add(&self.shared.counters.retries, 1);
+                    if self.shared.past_close_deadline() {
+                        tracing::error!(target: "trace_writer", error = %e,
+                            "close deadline passed while retrying; spilling the batch");
+                        spill_rest = true;
+                        break;
+                    }
+                    tracing::warn!(target: "trace_writer", error = %e, ?backoff,
+                        "transient fault; retrying the batch");
+                    self.reconnect_if_remote().await;
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.config.retry_max);
+                }
+                Err(AttemptError::Fatal(e)) => {
+                    self.rollback().await;
+                    for item in &mut items {
+                        if let Item::Write { op, failed, .. } = item {
+                            if !*failed {
+                                *failed = true;
+                                self.record_failure(op, &e);
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        // Reads not answered yet (the batch never got to them) learn why.
+        let mut committed = 0u64;
+        let (mut ops, mut bytes) = (0usize, 0usize);
+        let mut to_spill = Vec::new();
+        for item in items {
+            match item {
+                Item::Write { op, bytes: b, failed } => {
+                    ops += 1;
+                    bytes += b;
+                    if spill_rest && !failed {
+                        to_spill.push(op);
+                    } else if !failed {
+                        committed += 1;
+                    }
+                }
+                Item::LoadSteps { reply, .. } => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(TracingError::WriterClosed));
+                    }
+                }
+                Item::GetSession { reply, .. } => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(TracingError::WriterClosed));
+                    }
+                }
+            }
+        }
+        if !to_spill.is_empty() {
+            self.spill(to_spill);
+        }
+        let c = &self.shared.counters;
+        Counters::add(&c.committed, committed);
+        if committed > 0 {
+            c.record_batch(committed, started.elapsed().as_nanos() as u64);
+        }
+        c.queued_bytes
+            .fetch_sub(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        // Give the queue space back only now: the permits bound the memory
+        // the writer holds, batch included.
+        self.shared.ops_sem.add_permits(ops);
+        self.shared
+            .bytes_sem
+            .add_permits(Shared::permits_for(bytes) as usize);
+    }
+
+    async fn attempt(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
+        let classify = |e: TracingError| {
+            if e.is_transient() {
+                AttemptError::Transient(e)
+            } else {
+                AttemptError::Fatal(e)
+            }
+        };
+        self.exec
+            .conn
+            .execute("BEGIN IMMEDIATE", ())
+            .await
+            .map_err(|e| classify(e.into()))?;
+        let mut i = 0;
+        while i < items.len() {
+            if multi && matches!(&items[i], Item::Write { op: Op::Insert { .. }, failed: false, .. })
+            {
+                // A run of inserts: they commute (ids are assigned), so each
+                // table's rows go in as few statements as possible.
+                let end = (i..items.len())
+                    .find(|&j| {
+                        !matches!(&items[j], Item::Write { op: Op::Insert { .. }, failed: false, .. })
+                    })
+                    .unwrap_or(items.len());
+                let mut by_table: Vec<(Table, Vec<&Vec<libsql::Value>>)> = Vec::new();
+                for item in &items[i..end] {
+                    if let Item::Write {
+                        op: Op::Insert { table, values },
+                        ..
+                    } = item
+                    {
+                        match by_table.iter_mut().find(|(t, _)| t == table) {
+                            Some((_, rows)) => rows.push(values),
+                            None => by_table.push((*table, vec![values])),
+                        }
+                    }
+                }
+                by_table.sort_by_key(|(t, _)| *t);
+                for (table, rows) in by_table {
+                    if let Err(e) = self.exec.insert_multi(table, &rows).await {
+                        return Err(if e.is_transient() {
+                            AttemptError::Transient(e)
+                        } else {
+                            AttemptError::MultiRowFailed
+                        });
+                    }
+                }
+                i = end;
+                continue;
+            }
+            match &mut items[i] {
+                Item::Write { op, failed, .. } => {
+                    if !*failed {
+                        if let Err(e) = self.exec.apply(op).await {
+                            if e.is_transient() {
+                                return Err(AttemptError::Transient(e));
+                            }
+                            *failed = true;
+                            let op = op.clone();
+                            self.record_failure(&op, &e);
+                            if !self.exec.in_transaction() {
+                                return Err(AttemptError::Restart);
+                            }
+                        }
+                    }
+                }
+                Item::LoadSteps { session_id, reply } => {
+                    if let Some(r) = reply.take() {
+                        let _ = r.send(libsql_storage::load_steps(&self.exec.conn, session_id).await);
+                    }
+                }
+                Item::GetSession { session_id, reply } => {
+                    if let Some(r) = reply.take() {
+                        let _ = r.send(libsql_storage::get_session(&self.exec.conn, session_id).await);
+                    }
+                }
+            }
+            i += 1;
+        }
+        self.exec
+            .conn
+            .execute("COMMIT", ())
+            .await
+            .map_err(|e| classify(e.into()))?;
+        Ok(())
+    }
+
+    async fn rollback(&mut self) {
+        if self.exec.in_transaction() {
+            if let Err(e) = self.exec.conn.execute("ROLLBACK", ()).await {
+                tracing::warn!(target: "trace_writer", error = %e, "rollback failed");
+            }
+        }
+    }
+
+    async fn reconnect_if_remote(&mut self) {
+        if !self.exec.is_remote() {
+            return;
+        }
+        let Some(opened) = &self.opened else { return };
+        match opened._db.connect() {
+            Ok(conn) => self.exec = Executor::new(conn, true),
+            Err(e) => tracing::warn!(target: "trace_writer", error = %e, "reconnect failed"),
+        }
+    }
+
+    fn record_failure(&mut self, op: &Op, err: &TracingError) {
+        let text = format!("{} for session `{}`: {err}", op.kind(), op.session_id());
+        tracing::error!(target: "trace_writer", session = op.session_id(), kind = op.kind(),
+            error = %err, "write failed");
+        Counters::add(&self.shared.counters.failed, 1);
+        self.failed_since_flush += 1;
+        self.first_failure.get_or_insert_with(|| text.clone());
+        let mut recent = lock(&self.shared.recent_errors);
+        if recent.len() >= self.config.error_history.max(1) {
+            recent.pop_front();
+        }
+        recent.push_back(text);
+    }
+
+    fn take_failures(&mut self) -> Result<(), TracingError> {
+        let failed = std::mem::take(&mut self.failed_since_flush);
+        match self.first_failure.take() {
+            Some(first_cause) if failed > 0 => Err(TracingError::WriteFailed {
+                failed,
+                first_cause,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Handles a message that needed everything before it committed.
+    /// Returns the reply of a `Close`.
+    async fn finish(&mut self, t: Terminator) -> Option<Reply<()>> {
+        match t {
+            Terminator::Flush(reply) => {
+                let _ = reply.send(self.take_failures());
+            }
+            Terminator::Query { sql, params, reply } => {
+                let result = libsql_storage::run_query(&self.exec.conn, &sql, &params).await;
+                if self.exec.in_transaction() {
+                    // User SQL must not leave our connection inside its
+                    // transaction: the next batch begins its own.
+                    self.rollback().await;
+                    let _ = reply.send(Err(TracingError::InvalidInput(
+                        "the query left a transaction open; it was rolled back".into(),
+                    )));
+                } else {
+                    let _ = reply.send(result);
+                }
+            }
+            Terminator::Delete { session_id, reply } => {
+                let _ = reply.send(libsql_storage::delete_session(&self.exec.conn, &session_id).await);
+            }
+            Terminator::Close(reply) => return Some(reply),
+        }
+        None
+    }
+
+    /// Drains what is left (nothing can be sent after `close()` closed the
+    /// gate), commits it, closes the connection and answers `close()`.
+    async fn stop(
+        &mut self,
+        reply: Option<Reply<()>>,
+    ) -> (Option<Reply<()>>, Result<(), TracingError>) {
+        loop {
+            let first = match self.rx.try_recv() {
+                Ok(m) => m,
+                Err(_) => break,
+            };
+            let (items, terminator) = self.collect(first);
+            if !items.is_empty() {
+                self.execute(items).await;
+            }
+            match terminator {
+                Some(Terminator::Close(r)) => {
+                    let _ = r.send(Ok(()));
+                }
+                Some(t) => {
+                    self.finish(t).await;
+                }
+                None => {}
+            }
+        }
+        self.serve_leases().await;
+        let result = if self.spilled > 0 {
+            Err(TracingError::Spilled {
+                path: self.spill_path.clone(),
+                count: self.spilled,
+            })
+        } else {
+            self.take_failures()
+        };
+        if let Err(e) = &result {
+            tracing::error!(target: "trace_writer", error = %e, "writer closed with errors");
+        }
+        (reply, result)
+    }
+
+    fn spill(&mut self, ops: Vec<Op>) {
+        let n = ops.len();
+        match spill::append(&self.spill_path, &ops) {
+            Ok(()) => {
+                self.spilled += n;
+                Counters::add(&self.shared.counters.spilled, n as u64);
+                tracing::error!(target: "trace_writer", count = n, path = %self.spill_path.display(),
+                    "operations spilled");
+            }
+            Err(e) => {
+                let err = TracingError::Internal(format!(
+                    "could not spill to {}: {e}",
+                    self.spill_path.display()
+                ));
+                for op in &ops {
+                    self.record_failure(op, &err);
+                }
+            }
+        }
+    }
+}
+
+/// Spawns the actor on its own named thread and waits until the database is
+/// open, so a bad path or URL fails here and a handle never points at a dead
+/// actor.
+pub(crate) fn spawn(
+    rx: Receiver<Msg>,
+    lease_rx: Receiver<LeaseRequest>,
+    shared: Arc<Shared>,
+    config: WriterConfig,
+    storage: StorageConfig,
+) -> Result<
+    (
+        std::thread::JoinHandle<()>,
+        oneshot::Receiver<Result<(), TracingError>>,
+    ),
+    TracingError,
+> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let handle = std::thread::Builder::new()
+        .name("trace-writer".into())
+        .spawn(move || {
+            // The actor's own runtime: libsql's API is async (remote
+            // connections need a reactor), but this thread blocks freely.
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(TracingError::Internal(format!(
+                        "cannot build the actor's runtime: {e}"
+                    ))));
+                    return;
+                }
+            };
+            rt.block_on(async move {
+                match Actor::start(rx, lease_rx, shared, config, storage).await {
+                    Ok(actor) => {
+                        let _ = ready_tx.send(Ok(()));
+                        actor.run().await;
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                    }
+                }
+            });
+        })
+        .map_err(|e| TracingError::Internal(format!("cannot spawn the writer thread: {e}")))?;
+    Ok((handle, ready_rx))
+}

@@ -1,0 +1,253 @@
+//! [`WriterConfig`] and its defaults, each with the reason for its value.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::TracingError;
+
+/// Most operations in one transaction. Past a few thousand rows the commit's
+/// fixed cost is already amortised to under 1%, while larger batches only
+/// hold more memory and delay the first reply to a read.
+pub const DEFAULT_MAX_BATCH_OPS: usize = 4096;
+/// Most bytes in one transaction: bounds the work redone after a fault.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+/// How long a batch may wait to grow once the queue runs dry. Under load the
+/// queue never runs dry, so batches grow by themselves while the previous one
+/// commits (group commit); linger only helps a trickle of operations share a
+/// commit, and 1 ms is far below what a producer would notice.
+pub const DEFAULT_LINGER: Duration = Duration::from_millis(1);
+/// Operations the queue may hold: 64 full batches, enough to ride out a slow
+/// commit (an fsync, a checkpoint) without blocking producers.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 18;
+/// Bytes the queue may hold. This bounds the writer's memory when producers
+/// outrun the disk: about 64 MiB of serialized rows.
+pub const DEFAULT_QUEUE_CAPACITY_BYTES: usize = 64 << 20;
+/// The largest single operation accepted.
+pub const DEFAULT_MAX_OP_BYTES: usize = 16 << 20;
+/// How long `close()` may take to drain and commit before it spills.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `flush()` waits for its barrier before it gives up (the
+/// operations stay queued and are not lost).
+pub const DEFAULT_FLUSH_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a producer waits for queue space under `Block`, and for a read's
+/// answer, before it gets `Timeout`.
+pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long opening the database may take.
+pub const DEFAULT_OPEN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Ids leased per table at a time. The block doubles whenever a producer had
+/// to wait for one, so busy tables lease rarely.
+pub const DEFAULT_ID_BLOCK: i64 = 1024;
+/// First wait before retrying a transient fault; it doubles per attempt.
+pub const DEFAULT_RETRY_INITIAL: Duration = Duration::from_millis(10);
+/// Longest wait between retries of a transient fault.
+pub const DEFAULT_RETRY_MAX: Duration = Duration::from_secs(1);
+/// How many recent write errors [`crate::BufferedTraceWriter::recent_errors`] keeps.
+pub const DEFAULT_ERROR_HISTORY: usize = 64;
+/// Sessions whose step ids the writer remembers; older ones are reloaded
+/// from the database when they are touched again.
+pub const DEFAULT_SESSION_CACHE: usize = 16_384;
+
+/// What a producer gets when the queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OverflowPolicy {
+    /// Wait for space: an async producer awaits, a blocking one blocks.
+    /// Nothing is lost. The default.
+    #[default]
+    Block,
+    /// Fail at once with [`TracingError::QueueFull`], counted in
+    /// `stats().rejected`.
+    Reject,
+}
+
+/// How the [`crate::BufferedTraceWriter`] batches, bounds and retries.
+///
+/// ```
+/// use std::time::Duration;
+/// use trace_writer::{OverflowPolicy, WriterConfig};
+///
+/// let config = WriterConfig::default()
+///     .max_batch_ops(1000)
+///     .linger(Duration::from_millis(5))
+///     .queue_capacity(100_000)
+///     .queue_capacity_bytes(100 << 20)
+///     .overflow(OverflowPolicy::Reject)
+///     .close_timeout(Duration::from_secs(10));
+/// assert!(config.validate().is_ok());
+/// assert!(WriterConfig::default().max_batch_ops(0).validate().is_err());
+/// ```
+#[derive(Debug, Clone)]
+pub struct WriterConfig {
+    pub(crate) max_batch_ops: usize,
+    pub(crate) max_batch_bytes: usize,
+    pub(crate) linger: Duration,
+    pub(crate) queue_capacity: usize,
+    pub(crate) queue_capacity_bytes: usize,
+    pub(crate) max_op_bytes: usize,
+    pub(crate) overflow: OverflowPolicy,
+    pub(crate) close_timeout: Duration,
+    pub(crate) flush_timeout: Duration,
+    pub(crate) enqueue_timeout: Duration,
+    pub(crate) open_timeout: Duration,
+    pub(crate) id_block: i64,
+    pub(crate) retry_initial: Duration,
+    pub(crate) retry_max: Duration,
+    pub(crate) error_history: usize,
+    pub(crate) session_cache: usize,
+    pub(crate) spill_path: Option<PathBuf>,
+    pub(crate) multi_row_inserts: Option<bool>,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_ops: DEFAULT_MAX_BATCH_OPS,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            linger: DEFAULT_LINGER,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            queue_capacity_bytes: DEFAULT_QUEUE_CAPACITY_BYTES,
+            max_op_bytes: DEFAULT_MAX_OP_BYTES,
+            overflow: OverflowPolicy::Block,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            flush_timeout: DEFAULT_FLUSH_TIMEOUT,
+            enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
+            open_timeout: DEFAULT_OPEN_TIMEOUT,
+            id_block: DEFAULT_ID_BLOCK,
+            retry_initial: DEFAULT_RETRY_INITIAL,
+            retry_max: DEFAULT_RETRY_MAX,
+            error_history: DEFAULT_ERROR_HISTORY,
+            session_cache: DEFAULT_SESSION_CACHE,
+            spill_path: None,
+            multi_row_inserts: None,
+        }
+    }
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$name = value;
+            self
+        }
+    };
+}
+
+impl WriterConfig {
+    setter!(
+        /// Most operations in one transaction.
+        max_batch_ops: usize
+    );
+    setter!(
+        /// Most bytes of operations in one transaction.
+        max_batch_bytes: usize
+    );
+    setter!(
+        /// How long a batch may wait to grow once the queue runs dry.
+        linger: Duration
+    );
+    setter!(
+        /// Most write operations queued at once.
+        queue_capacity: usize
+    );
+    setter!(
+        /// Most bytes of write operations queued at once: the writer's memory bound.
+        queue_capacity_bytes: usize
+    );
+    setter!(
+        /// The largest single operation; larger ones get `InvalidInput`.
+        max_op_bytes: usize
+    );
+    setter!(
+        /// What a producer gets when the queue is full.
+        overflow: OverflowPolicy
+    );
+    setter!(
+        /// How long `close()` (or the drop of the last handle) may take to
+        /// commit what is queued before the rest is spilled.
+        close_timeout: Duration
+    );
+    setter!(
+        /// How long `flush()` waits before it returns `Timeout`.
+        flush_timeout: Duration
+    );
+    setter!(
+        /// How long a producer waits for queue space (under `Block`) or for a
+        /// read's answer before it returns `Timeout`.
+        enqueue_timeout: Duration
+    );
+    setter!(
+        /// How long opening and migrating the database may take.
+        open_timeout: Duration
+    );
+    setter!(
+        /// Ids leased per table at a time, at first.
+        id_block: i64
+    );
+    setter!(
+        /// First wait before a transient fault is retried.
+        retry_initial: Duration
+    );
+    setter!(
+        /// Longest wait between retries.
+        retry_max: Duration
+    );
+    setter!(
+        /// How many recent write errors are kept for `recent_errors()`.
+        error_history: usize
+    );
+    setter!(
+        /// Sessions whose step ids are kept in memory.
+        session_cache: usize
+    );
+
+    /// Where `close()` spills what it could not commit in time. By default,
+    /// beside the database: `<db>.spill-<pid>-<n>.jsonl`, or the temp folder
+    /// for `:memory:` and remote databases.
+    pub fn spill_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.spill_path = Some(path.into());
+        self
+    }
+
+    /// Forces multi-row `INSERT` statements on (`true`) or off. By default
+    /// they are on for remote databases, where every statement is a round
+    /// trip, and off for local ones, where one prepared statement per row is
+    /// faster.
+    pub fn multi_row_inserts(mut self, on: bool) -> Self {
+        self.multi_row_inserts = Some(on);
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the first bad setting.
+    pub fn validate(&self) -> Result<(), TracingError> {
+        let bad = |m: &str| Err(TracingError::InvalidInput(m.to_string()));
+        if self.max_batch_ops == 0 {
+            return bad("max_batch_ops must be at least 1");
+        }
+        if self.max_batch_bytes == 0 {
+            return bad("max_batch_bytes must be at least 1");
+        }
+        if self.queue_capacity == 0 {
+            return bad("queue_capacity must be at least 1");
+        }
+        if self.queue_capacity > MAX_PERMITS || self.queue_capacity_bytes > MAX_PERMITS {
+            return bad("queue_capacity and queue_capacity_bytes must be below 2^31");
+        }
+        if self.max_op_bytes == 0 || self.max_op_bytes > self.queue_capacity_bytes {
+            return bad("max_op_bytes must be at least 1 and at most queue_capacity_bytes");
+        }
+        if self.id_block < 1 {
+            return bad("id_block must be at least 1");
+        }
+        if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
+            return bad("retry_initial must be positive and at most retry_max");
+        }
+        Ok(())
+    }
+}
+
+/// Permits are counted in `u32` by acquire calls; stay well inside.
+const MAX_PERMITS: usize = (u32::MAX >> 1) as usize;

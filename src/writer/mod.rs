@@ -1,0 +1,964 @@
+//! [`BufferedTraceWriter`]: producers enqueue, one actor batches and commits.
+//!
+//! A write call validates and serializes its row on the caller's thread,
+//! takes queue space, takes an id from a leased block, sends the row to the
+//! actor and returns the id: microseconds, no database round trip. Reads go
+//! through the same FIFO, so they see every write queued before them.
+
+mod actor;
+mod config;
+mod ids;
+mod spill;
+mod stats;
+mod wait;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crossbeam_channel::Sender;
+use serde_json::Value as Json;
+use tokio::sync::{oneshot, Semaphore, TryAcquireError};
+
+use crate::error::TracingError;
+use crate::libsql_storage::{Op, Table};
+use crate::models::{
+    EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingEvent,
+};
+use crate::storage::{StorageConfig, TraceStorage};
+use actor::{lock, Msg, Shared};
+use stats::Counters;
+use wait::{bounded, block_on_deadline, Clock};
+
+pub use config::{
+    OverflowPolicy, WriterConfig, DEFAULT_CLOSE_TIMEOUT, DEFAULT_ENQUEUE_TIMEOUT,
+    DEFAULT_ERROR_HISTORY, DEFAULT_FLUSH_TIMEOUT, DEFAULT_ID_BLOCK, DEFAULT_LINGER,
+    DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_OPS, DEFAULT_MAX_OP_BYTES, DEFAULT_OPEN_TIMEOUT,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_CAPACITY_BYTES, DEFAULT_RETRY_INITIAL,
+    DEFAULT_RETRY_MAX, DEFAULT_SESSION_CACHE,
+};
+pub use spill::{replay_spill_file, ReplayReport};
+pub use stats::WriterStats;
+
+/// Extra time `close()` gives the actor past `close_timeout` to write the
+/// spill file and answer.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A batching writer that stands in for [`crate::LibsqlTraceStorage`].
+///
+/// It is a cheap [`Clone`] handle: every clone feeds the same actor thread,
+/// which owns the only connection. Share it as `Arc<dyn TraceStorage>` with
+/// code written for the plain backend, or use [`BufferedTraceWriter::blocking`]
+/// on threads without a runtime.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use trace_writer::*;
+///
+/// let writer = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await?;
+/// let storage: Arc<dyn TraceStorage> = Arc::new(writer.clone());
+/// storage.ensure_session("s1", chrono::Utc::now(), &serde_json::json!({})).await?;
+/// let reward = OutcomeReward { total_reward: 1.0, ..Default::default() };
+/// assert_eq!(storage.insert_outcome_reward("s1", &reward).await?, 1);
+/// writer.flush().await?;
+/// assert_eq!(writer.stats().committed, 2);
+/// writer.close().await?;
+/// assert!(matches!(storage.get_session("s1").await, Err(TracingError::WriterClosed)));
+/// # Ok::<(), TracingError>(()) }).unwrap();
+/// ```
+///
+/// # Durability
+/// - When a write call returns `Ok`, the operation is in the writer's memory
+///   and will be committed in order, unless it fails (then `flush()` and
+///   `close()` report it).
+/// - When [`BufferedTraceWriter::flush`] returns `Ok`, everything queued
+///   before it is committed to the database (on a WAL file with
+///   `Synchronous::Normal`, a power loss may still drop the last commits; an
+///   application crash cannot).
+/// - When [`TraceStorage::close`] returns, everything is committed, or was
+///   spilled to the file that its error names.
+///
+/// # Drop
+/// Dropping the last handle without `close()` drains and commits in the
+/// background, bounded by `close_timeout`; it never blocks. A process that
+/// exits right after may cut that short: call `close()`.
+///
+/// # Runtime
+/// Async calls use tokio's timer for their deadlines, so the runtime needs
+/// its time driver (`#[tokio::main]` enables it). Both multi-thread and
+/// current-thread runtimes work; the actor has its own thread.
+#[derive(Clone)]
+pub struct BufferedTraceWriter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BufferedTraceWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedTraceWriter")
+            .field("storage", &self.inner.storage)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    tx: Sender<Msg>,
+    shared: Arc<Shared>,
+    config: WriterConfig,
+    storage: StorageConfig,
+    /// `true` once closed. Producers hold the read lock only across their
+    /// non-blocking send, and `close()` takes the write lock before it sends
+    /// `Close`: so every accepted write is queued ahead of `Close`.
+    gate: RwLock<bool>,
+    sessions: Mutex<SessionCache>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let closed = *self.gate.read().unwrap_or_else(|p| p.into_inner());
+        if !closed {
+            // The last handle is gone: the actor sees the channel disconnect
+            // after the queue, drains it and stops, within this deadline.
+            *lock(&self.shared.close_deadline) = Some(Instant::now() + self.config.close_timeout);
+        }
+    }
+}
+
+/// Step ids of recently touched sessions: `(session_id, step_id) -> id` for
+/// every step stored or queued, so repeated `ensure_timestep` calls answer
+/// at once. A session not here is loaded from the database (in FIFO order,
+/// so the load sees every queued step) before its steps are created.
+#[derive(Default)]
+struct SessionCache {
+    map: HashMap<String, HashMap<String, i64>>,
+    order: VecDeque<String>,
+}
+
+enum Lookup {
+    Found(i64),
+    Missing,
+    Unloaded,
+}
+
+impl SessionCache {
+    fn lookup(&self, session_id: &str, step_id: &str) -> Lookup {
+        match self.map.get(session_id) {
+            None => Lookup::Unloaded,
+            Some(steps) => steps.get(step_id).map_or(Lookup::Missing, |&id| Lookup::Found(id)),
+        }
+    }
+
+    fn load(&mut self, session_id: &str, steps: Vec<(String, i64)>, cap: usize) {
+        if self.map.contains_key(session_id) {
+            // Someone loaded it first; theirs is at least as new.
+            return;
+        }
+        self.map
+            .insert(session_id.to_string(), steps.into_iter().collect());
+        self.order.push_back(session_id.to_string());
+        while self.map.len() > cap.max(1) {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn forget(&mut self, session_id: &str) {
+        self.map.remove(session_id);
+        self.order.retain(|s| s != session_id);
+    }
+}
+
+/// Queue space taken by a producer; given back on drop unless sent.
+struct Reservation<'a> {
+    shared: &'a Shared,
+    bytes: u32,
+    armed: bool,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.shared.ops_sem.add_permits(1);
+            self.shared.bytes_sem.add_permits(self.bytes as usize);
+        }
+    }
+}
+
+impl BufferedTraceWriter {
+    /// Starts the actor, opens the database and migrates its schema before it
+    /// returns, so a bad path or URL fails here.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a bad config, URL or folder; `Database` when the
+    /// database cannot be opened, reached or migrated; `Timeout` past
+    /// `open_timeout`.
+    pub async fn new(storage: StorageConfig, config: WriterConfig) -> Result<Self, TracingError> {
+        let (writer, ready) = Self::spawn(storage, config.clone())?;
+        let outcome = bounded(Clock::current(), config.open_timeout, "opening the database", ready)
+            .await?
+            .map_err(|_| writer.closed_error())?;
+        outcome?;
+        Ok(writer)
+    }
+
+    /// As [`BufferedTraceWriter::new`], for threads without a runtime.
+    ///
+    /// # Errors
+    /// As [`BufferedTraceWriter::new`].
+    pub fn new_blocking(storage: StorageConfig, config: WriterConfig) -> Result<Self, TracingError> {
+        let (writer, ready) = Self::spawn(storage, config.clone())?;
+        let outcome = block_on_deadline(ready, config.open_timeout)
+            .ok_or_else(|| TracingError::Timeout("opening the database".into()))?
+            .map_err(|_| writer.closed_error())?;
+        outcome?;
+        Ok(writer)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn spawn(
+        storage: StorageConfig,
+        config: WriterConfig,
+    ) -> Result<(Self, oneshot::Receiver<Result<(), TracingError>>), TracingError> {
+        config.validate()?;
+        storage.kind()?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (lease_tx, lease_rx) = crossbeam_channel::unbounded();
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            counters: counters.clone(),
+            ids: ids::IdAllocator::new(config.id_block, lease_tx, counters),
+            ops_sem: Semaphore::new(config.queue_capacity),
+            bytes_sem: Semaphore::new(config.queue_capacity_bytes),
+            close_deadline: Mutex::new(None),
+            recent_errors: Mutex::new(VecDeque::new()),
+            dead: Mutex::new(None),
+        });
+        let (thread, ready) =
+            actor::spawn(rx, lease_rx, shared.clone(), config.clone(), storage.clone())?;
+        let writer = Self {
+            inner: Arc::new(Inner {
+                tx,
+                shared,
+                config,
+                storage,
+                gate: RwLock::new(false),
+                sessions: Mutex::new(SessionCache::default()),
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        Ok((writer, ready))
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> WriterStats {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// The most recent write errors, oldest first, each naming the
+    /// operation's kind and session.
+    pub fn recent_errors(&self) -> Vec<String> {
+        lock(&self.inner.shared.recent_errors).iter().cloned().collect()
+    }
+
+    /// Why the actor stopped, if it stopped abnormally (a bug). Every call
+    /// then fails with `WriterClosed`.
+    pub fn failure_cause(&self) -> Option<String> {
+        self.inner.shared.dead_cause()
+    }
+
+    /// The writer's configuration.
+    pub fn config(&self) -> &WriterConfig {
+        &self.inner.config
+    }
+
+    /// A handle for plain threads with no tokio runtime.
+    pub fn blocking(&self) -> BlockingWriter {
+        BlockingWriter {
+            writer: self.clone(),
+        }
+    }
+
+    /// Resolves once every operation queued before it is committed.
+    ///
+    /// # Errors
+    /// - `WriteFailed` with the count and first cause, if any write failed
+    ///   since the previous flush; the good operations are committed all the
+    ///   same.
+    /// - `Timeout` after `flush_timeout`; the operations stay queued.
+    /// - `WriterClosed` after `close()`, or if the actor is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves the queue as it was.
+    ///
+    /// # Durability
+    /// On `Ok`, everything queued before the call is committed.
+    pub async fn flush(&self) -> Result<(), TracingError> {
+        self.flush_with(Clock::current()).await
+    }
+
+    async fn flush_with(&self, clock: Clock) -> Result<(), TracingError> {
+        let limit = self.inner.config.flush_timeout;
+        self.request(clock, limit, "flush", |reply| Msg::Flush { reply })
+            .await?
+    }
+
+    fn closed_error(&self) -> TracingError {
+        TracingError::WriterClosed
+    }
+
+    fn check_open(&self) -> Result<(), TracingError> {
+        let closed = *self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        if closed {
+            Err(TracingError::WriterClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends a message that expects an answer, and waits for it.
+    async fn request<T>(
+        &self,
+        clock: Clock,
+        limit: Duration,
+        what: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, TracingError>>) -> Msg,
+    ) -> Result<Result<T, TracingError>, TracingError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply))?;
+        // A dropped reply means the actor is gone: the same error as a
+        // closed channel.
+        bounded(clock, limit, what, answer)
+            .await?
+            .map_err(|_| self.closed_error())
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), TracingError> {
+        let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        if *gate {
+            return Err(TracingError::WriterClosed);
+        }
+        // Unbounded channel: never blocks. Space was reserved beforehand.
+        self.inner.tx.send(msg).map_err(|_| self.closed_error())
+    }
+
+    fn check_size(&self, op: &Op) -> Result<usize, TracingError> {
+        let bytes = op.size_bytes();
+        if bytes > self.inner.config.max_op_bytes {
+            return Err(TracingError::InvalidInput(format!(
+                "{} of {bytes} bytes is larger than max_op_bytes ({})",
+                op.kind(),
+                self.inner.config.max_op_bytes
+            )));
+        }
+        Ok(bytes)
+    }
+
+    /// Takes queue space for one operation of `bytes`.
+    async fn reserve(&self, clock: Clock, bytes: usize) -> Result<Reservation<'_>, TracingError> {
+        let shared = &*self.inner.shared;
+        let n = Shared::permits_for(bytes);
+        let closed = |_| TracingError::WriterClosed;
+        match self.inner.config.overflow {
+            OverflowPolicy::Reject => {
+                let reject = |e: TryAcquireError| match e {
+                    TryAcquireError::NoPermits => {
+                        Counters::add(&shared.counters.rejected, 1);
+                        TracingError::QueueFull
+                    }
+                    TryAcquireError::Closed => TracingError::WriterClosed,
+                };
+                let ops = shared.ops_sem.try_acquire_many(1).map_err(reject)?;
+                let b = shared.bytes_sem.try_acquire_many(n).map_err(reject)?;
+                ops.forget();
+                b.forget();
+            }
+            OverflowPolicy::Block => {
+                let limit = self.inner.config.enqueue_timeout;
+                bounded(clock, limit, "waiting for queue space", async {
+                    // Both guards give their permits back if this future is
+                    // dropped half-way.
+                    let ops = shared.ops_sem.acquire_many(1).await.map_err(closed)?;
+                    let b = shared.bytes_sem.acquire_many(n).await.map_err(closed)?;
+                    ops.forget();
+                    b.forget();
+                    Ok::<_, TracingError>(())
+                })
+                .await??;
+            }
+        }
+        Ok(Reservation {
+            shared,
+            bytes: n,
+            armed: true,
+        })
+    }
+
+    fn send_write(&self, op: Op, bytes: usize, mut res: Reservation<'_>) -> Result<(), TracingError> {
+        self.send(Msg::Write { op, bytes })?;
+        res.armed = false;
+        let c = &self.inner.shared.counters;
+        Counters::add(&c.enqueued, 1);
+        Counters::add(&c.queued_bytes, bytes as u64);
+        Ok(())
+    }
+
+    /// Queues a write that returns no id.
+    async fn write(&self, clock: Clock, op: Op) -> Result<(), TracingError> {
+        self.check_open()?;
+        let bytes = self.check_size(&op)?;
+        let res = self.reserve(clock, bytes).await?;
+        self.send_write(op, bytes, res)
+    }
+
+    /// Queues an insert with an id from `table`'s block, and returns the id.
+    async fn insert(&self, clock: Clock, mut op: Op, table: Table) -> Result<i64, TracingError> {
+        self.check_open()?;
+        let bytes = self.check_size(&op)?;
+        let res = self.reserve(clock, bytes).await?;
+        let id = self.alloc(clock, table).await?;
+        set_id(&mut op, id);
+        self.send_write(op, bytes, res)?;
+        Ok(id)
+    }
+
+    async fn alloc(&self, clock: Clock, table: Table) -> Result<i64, TracingError> {
+        let ids = &self.inner.shared.ids;
+        // The fast path takes no await and no timer.
+        if let Some(id) = ids.try_alloc(table)? {
+            return Ok(id);
+        }
+        bounded(
+            clock,
+            self.inner.config.enqueue_timeout,
+            "waiting for an id block",
+            ids.alloc(table),
+        )
+        .await?
+    }
+
+    async fn ensure_session_with(
+        &self,
+        clock: Clock,
+        session_id: &str,
+        created_at: DateTime<Utc>,
+        metadata: &Json,
+    ) -> Result<(), TracingError> {
+        self.write(clock, Op::session(session_id, created_at, metadata)?)
+            .await
+    }
+
+    async fn ensure_timestep_with(
+        &self,
+        clock: Clock,
+        session_id: &str,
+        step: &SessionTimeStep,
+    ) -> Result<i64, TracingError> {
+        let op = Op::timestep(None, session_id, step)?;
+        self.check_open()?;
+        let bytes = self.check_size(&op)?;
+        let cap = self.inner.config.session_cache;
+        loop {
+            let found = lock(&self.inner.sessions).lookup(session_id, &step.step_id);
+            match found {
+                Lookup::Found(id) => return Ok(id),
+                Lookup::Unloaded => {
+                    let steps = self
+                        .request(
+                            clock,
+                            self.inner.config.enqueue_timeout,
+                            "loading the session's steps",
+                            |reply| Msg::LoadSteps {
+                                session_id: session_id.to_string(),
+                                reply,
+                            },
+                        )
+                        .await??;
+                    lock(&self.inner.sessions).load(session_id, steps, cap);
+                }
+                Lookup::Missing => {
+                    let res = self.reserve(clock, bytes).await?;
+                    let id = self.alloc(clock, Table::Timesteps).await?;
+                    // The cache lock is held across the (non-blocking) send,
+                    // so no producer can use this id before its row is queued.
+                    let mut cache = lock(&self.inner.sessions);
+                    match cache.lookup(session_id, &step.step_id) {
+                        // Another producer created it meanwhile; `id` is left
+                        // unused.
+                        Lookup::Found(existing) => return Ok(existing),
+                        // Evicted meanwhile: load again.
+                        Lookup::Unloaded => continue,
+                        Lookup::Missing => {}
+                    }
+                    let mut op = op.clone();
+                    set_id(&mut op, id);
+                    self.send_write(op, bytes, res)?;
+                    if let Some(steps) = cache.map.get_mut(session_id) {
+                        steps.insert(step.step_id.clone(), id);
+                    }
+                    return Ok(id);
+                }
+            }
+        }
+    }
+
+    async fn update_timestep_with(
+        &self,
+        clock: Clock,
+        session_id: &str,
+        step_id: &str,
+        completed_at: Option<DateTime<Utc>>,
+    ) -> Result<(), TracingError> {
+        self.write(clock, Op::update_timestep(session_id, step_id, completed_at)?)
+            .await
+    }
+
+    async fn insert_event_with(
+        &self,
+        clock: Clock,
+        session_id: &str,
+        timestep_db_id: Option<i64>,
+        event: &TracingEvent,
+    ) -> Result<i64, TracingError> {
+        let op = Op::event(None, session_id, timestep_db_id, event)?;
+        self.insert(clock, op, Table::Events).await
+    }
+
+    async fn insert_message_with(
+        &self,
+        clock: Clock,
+        session_id: &str,
+        timestep_db_id: Option<i64>,
+        msg: &MarkovBlanketMessage,
+    ) -> Result<i64, TracingError> {
+        let op = Op::message(None, session_id, timestep_db_id, msg)?;
+        self.insert(clock, op, Table::Messages).await
+    }
+
+    async fn insert_outcome_reward_with(
+        &self,
+        clock: Clock,
+        session_id: &str,
+        reward: &OutcomeReward,
+    ) -> Result<i64, TracingError> {
+        let op = Op::outcome_reward(None, session_id, reward)?;
+        self.insert(clock, op, Table::OutcomeRewards).await
+    }
+
+    async fn insert_event_reward_with(
+        &self,
+        clock: Clock,
+        session_id: &str,
+        event_id: i64,
+        message_id: Option<i64>,
+        turn_number: Option<i32>,
+        reward: &EventReward,
+    ) -> Result<i64, TracingError> {
+        let op = Op::event_reward(None, session_id, event_id, message_id, turn_number, reward)?;
+        self.insert(clock, op, Table::EventRewards).await
+    }
+
+    async fn close_inner(&self) -> Result<(), TracingError> {
+        {
+            let mut gate = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+            if *gate {
+                // Closing twice is harmless.
+                return Ok(());
+            }
+            *gate = true;
+        }
+        let limit = self.inner.config.close_timeout;
+        *lock(&self.inner.shared.close_deadline) = Some(Instant::now() + limit);
+        let (reply, answer) = oneshot::channel();
+        // The gate is closed, so `send` would refuse: go to the channel.
+        if self.inner.tx.send(Msg::Close { reply }).is_err() {
+            return Err(self.dead_error());
+        }
+        let result = match bounded(Clock::current(), limit + CLOSE_GRACE, "close", answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.dead_error()),
+            Err(_) => {
+                let left = self.stats().queue_depth as usize;
+                return Err(TracingError::CloseFailed {
+                    count: left,
+                    cause: format!(
+                        "the close deadline of {limit:?} passed with {left} operation(s) uncommitted"
+                    ),
+                });
+            }
+        };
+        // The actor answered just before its thread ends: join it off the
+        // runtime's threads.
+        let handle = lock(&self.inner.thread).take();
+        if let Some(handle) = handle {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let _ = rt.spawn_blocking(move || handle.join()).await;
+                }
+                Err(_) => {
+                    let _ = handle.join();
+                }
+            }
+        }
+        result
+    }
+
+    fn dead_error(&self) -> TracingError {
+        match self.failure_cause() {
+            Some(cause) => TracingError::Internal(format!("writer closed: {cause}")),
+            None => TracingError::WriterClosed,
+        }
+    }
+}
+
+fn set_id(op: &mut Op, id: i64) {
+    if let Op::Insert { values, .. } = op {
+        values[0] = libsql::Value::Integer(id);
+    }
+}
+
+#[async_trait]
+impl TraceStorage for BufferedTraceWriter {
+    /// The schema was migrated by [`BufferedTraceWriter::new`]; this only
+    /// checks that the writer is open.
+    async fn initialize(&self) -> Result<(), TracingError> {
+        self.check_open()
+    }
+
+    /// Drains the queue, commits, closes the connection and joins the actor,
+    /// within `close_timeout`. Later calls fail with `WriterClosed`; a second
+    /// `close()` returns `Ok`.
+    ///
+    /// # Errors
+    /// `WriteFailed` if writes failed since the last flush; `Spilled` naming
+    /// the file and count if the deadline passed and the rest was spilled;
+    /// `CloseFailed` if the actor did not answer in time.
+    async fn close(&self) -> Result<(), TracingError> {
+        self.close_inner().await
+    }
+
+    async fn ensure_session(
+        &self,
+        session_id: &str,
+        created_at: DateTime<Utc>,
+        metadata: &Json,
+    ) -> Result<(), TracingError> {
+        self.ensure_session_with(Clock::current(), session_id, created_at, metadata)
+            .await
+    }
+
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError> {
+        self.request(
+            Clock::current(),
+            self.inner.config.enqueue_timeout,
+            "get_session",
+            |reply| Msg::GetSession {
+                session_id: session_id.to_string(),
+                reply,
+            },
+        )
+        .await?
+    }
+
+    async fn delete_session(&self, session_id: &str) -> Result<bool, TracingError> {
+        // Forget the cached steps first: an `ensure_timestep` after this call
+        // reloads them in FIFO order, after the delete.
+        lock(&self.inner.sessions).forget(session_id);
+        self.request(
+            Clock::current(),
+            self.inner.config.enqueue_timeout,
+            "delete_session",
+            |reply| Msg::DeleteSession {
+                session_id: session_id.to_string(),
+                reply,
+            },
+        )
+        .await?
+    }
+
+    async fn ensure_timestep(
+        &self,
+        session_id: &str,
+        step: &SessionTimeStep,
+    ) -> Result<i64, TracingError> {
+        self.ensure_timestep_with(Clock::current(), session_id, step)
+            .await
+    }
+
+    async fn update_timestep(
+        &self,
+        session_id: &str,
+        step_id: &str,
+        completed_at: Option<DateTime<Utc>>,
+    ) -> Result<(), TracingError> {
+        self.update_timestep_with(Clock::current(), session_id, step_id, completed_at)
+            .await
+    }
+
+    async fn insert_event(
+        &self,
+        session_id: &str,
+        timestep_db_id: Option<i64>,
+        event: &TracingEvent,
+    ) -> Result<i64, TracingError> {
+        self.insert_event_with(Clock::current(), session_id, timestep_db_id, event)
+            .await
+    }
+
+    async fn insert_message(
+        &self,
+        session_id: &str,
+        timestep_db_id: Option<i64>,
+        msg: &MarkovBlanketMessage,
+    ) -> Result<i64, TracingError> {
+        self.insert_message_with(Clock::current(), session_id, timestep_db_id, msg)
+            .await
+    }
+
+    async fn insert_outcome_reward(
+        &self,
+        session_id: &str,
+        reward: &OutcomeReward,
+    ) -> Result<i64, TracingError> {
+        self.insert_outcome_reward_with(Clock::current(), session_id, reward)
+            .await
+    }
+
+    async fn insert_event_reward(
+        &self,
+        session_id: &str,
+        event_id: i64,
+        message_id: Option<i64>,
+        turn_number: Option<i32>,
+        reward: &EventReward,
+    ) -> Result<i64, TracingError> {
+        self.insert_event_reward_with(
+            Clock::current(),
+            session_id,
+            event_id,
+            message_id,
+            turn_number,
+            reward,
+        )
+        .await
+    }
+
+    /// Commits what is queued before it, then runs the SQL on the writer's
+    /// connection. SQL that leaves a transaction open is rolled back and
+    /// refused.
+    async fn query(&self, sql: &str, params: Vec<Json>) -> Result<Vec<Json>, TracingError> {
+        self.request(
+            Clock::current(),
+            self.inner.config.enqueue_timeout,
+            "query",
+            |reply| Msg::Query {
+                sql: sql.to_string(),
+                params,
+                reply,
+            },
+        )
+        .await?
+    }
+
+    /// Queued like a write: it returns once queued, and the counts are
+    /// computed in FIFO order, over everything queued before it.
+    async fn update_session_counts(&self, session_id: &str) -> Result<(), TracingError> {
+        self.write(Clock::current(), Op::update_counts(session_id)?)
+            .await
+    }
+}
+
+/// The writer for plain threads with no tokio runtime.
+///
+/// Each call blocks its own thread: for queue space under
+/// [`OverflowPolicy::Block`] (at most `enqueue_timeout`), and in `flush()`
+/// (at most `flush_timeout`). Never call it from async code: it would block
+/// a runtime thread.
+///
+/// ```
+/// use trace_writer::*;
+///
+/// let writer = BufferedTraceWriter::new_blocking(StorageConfig::memory(), WriterConfig::default())?;
+/// let handle = writer.blocking();
+/// let t = std::thread::spawn(move || {
+///     handle.ensure_session("s", chrono::Utc::now(), &serde_json::json!({}))?;
+///     let step = SessionTimeStep::new("step-0", 0);
+///     let ts = handle.ensure_timestep("s", &step)?;
+///     handle.flush()?;
+///     Ok::<i64, TracingError>(ts)
+/// });
+/// assert_eq!(t.join().unwrap()?, 1);
+/// assert_eq!(writer.stats().committed, 2);
+/// # Ok::<(), TracingError>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct BlockingWriter {
+    writer: BufferedTraceWriter,
+}
+
+impl BlockingWriter {
+    fn run<T>(
+        &self,
+        limit: Duration,
+        fut: impl std::future::Future<Output = Result<T, TracingError>>,
+    ) -> Result<T, TracingError> {
+        block_on_deadline(fut, limit).unwrap_or_else(|| {
+            Err(TracingError::Timeout(format!(
+                "blocking call took longer than {limit:?}"
+            )))
+        })
+    }
+
+    fn limit(&self) -> Duration {
+        self.writer.inner.config.enqueue_timeout
+    }
+
+    /// See [`TraceStorage::ensure_session`].
+    ///
+    /// # Errors
+    /// As the async method, plus `Timeout` past `enqueue_timeout`.
+    pub fn ensure_session(
+        &self,
+        session_id: &str,
+        created_at: DateTime<Utc>,
+        metadata: &Json,
+    ) -> Result<(), TracingError> {
+        self.run(
+            self.limit(),
+            self.writer
+                .ensure_session_with(Clock::External, session_id, created_at, metadata),
+        )
+    }
+
+    /// See [`TraceStorage::ensure_timestep`].
+    ///
+    /// # Errors
+    /// As the async method, plus `Timeout` past `enqueue_timeout`.
+    pub fn ensure_timestep(
+        &self,
+        session_id: &str,
+        step: &SessionTimeStep,
+    ) -> Result<i64, TracingError> {
+        self.run(
+            self.limit(),
+            self.writer
+                .ensure_timestep_with(Clock::External, session_id, step),
+        )
+    }
+
+    /// See [`TraceStorage::update_timestep`].
+    ///
+    /// # Errors
+    /// As the async method, plus `Timeout` past `enqueue_timeout`.
+    pub fn update_timestep(
+        &self,
+        session_id: &str,
+        step_id: &str,
+        completed_at: Option<DateTime<Utc>>,
+    ) -> Result<(), TracingError> {
+        self.run(
+            self.limit(),
+            self.writer
+                .update_timestep_with(Clock::External, session_id, step_id, completed_at),
+        )
+    }
+
+    /// See [`TraceStorage::insert_event`].
+    ///
+    /// # Errors
+    /// As the async method, plus `Timeout` past `enqueue_timeout`.
+    pub fn insert_event(
+        &self,
+        session_id: &str,
+        timestep_db_id: Option<i64>,
+        event: &TracingEvent,
+    ) -> Result<i64, TracingError> {
+        self.run(
+            self.limit(),
+            self.writer
+                .insert_event_with(Clock::External, session_id, timestep_db_id, event),
+        )
+    }
+
+    /// See [`TraceStorage::insert_message`].
+    ///
+    /// # Errors
+    /// As the async method, plus `Timeout` past `enqueue_timeout`.
+    pub fn insert_message(
+        &self,
+        session_id: &str,
+        timestep_db_id: Option<i64>,
+        msg: &MarkovBlanketMessage,
+    ) -> Result<i64, TracingError> {
+        self.run(
+            self.limit(),
+            self.writer
+                .insert_message_with(Clock::External, session_id, timestep_db_id, msg),
+        )
+    }
+
+    /// See [`TraceStorage::insert_outcome_reward`].
+    ///
+    /// # Errors
+    /// As the async method, plus `Timeout` past `enqueue_timeout`.
+    pub fn insert_outcome_reward(
+        &self,
+        session_id: &str,
+        reward: &OutcomeReward,
+    ) -> Result<i64, TracingError> {
+        self.run(
+            self.limit(),
+            self.writer
+                .insert_outcome_reward_with(Clock::External, session_id, reward),
+        )
+    }
+
+    /// See [`TraceStorage::insert_event_reward`].
+    ///
+    /// # Errors
+    /// As the async method, plus `Timeout` past `enqueue_timeout`.
+    pub fn insert_event_reward(
+        &self,
+        session_id: &str,
+        event_id: i64,
+        message_id: Option<i64>,
+        turn_number: Option<i32>,
+        reward: &EventReward,
+    ) -> Result<i64, TracingError> {
+        self.run(
+            self.limit(),
+            self.writer.insert_event_reward_with(
+                Clock::External,
+                session_id,
+                event_id,
+                message_id,
+                turn_number,
+                reward,
+            ),
+        )
+    }
+
+    /// See [`BufferedTraceWriter::flush`].
+    ///
+    /// # Errors
+    /// As the async method; `Timeout` past `flush_timeout`.
+    pub fn flush(&self) -> Result<(), TracingError> {
+        self.run(
+            self.writer.inner.config.flush_timeout,
+            self.writer.flush_with(Clock::External),
+        )
+    }
+
+    /// The writer's counters.
+    pub fn stats(&self) -> WriterStats {
+        self.writer.stats()
+    }
+}
