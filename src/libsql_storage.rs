@@ -371,7 +371,11 @@ impl Op {
         non_empty("session_id", session_id)?;
         Ok(Op::Insert {
             table: Table::Sessions,
-            values: vec![text(session_id), time_text(&created_at), json_text(metadata)?],
+            values: vec![
+                text(session_id),
+                time_text(&created_at),
+                json_text(metadata)?,
+            ],
         })
     }
 
@@ -774,11 +778,20 @@ impl Executor {
 
     /// Applies an operation, skipping an insert whose row (by id or unique
     /// key) already exists; returns how many rows were inserted.
-    pub(crate) async fn apply_ignoring_duplicates(&mut self, op: &Op) -> Result<usize, TracingError> {
+    pub(crate) async fn apply_ignoring_duplicates(
+        &mut self,
+        op: &Op,
+    ) -> Result<usize, TracingError> {
         match op {
             Op::Insert { table, values } => {
-                let sql = table.insert_sql(1, false).replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
-                Ok(self.conn.execute(&sql, Params::Positional(values.clone())).await? as usize)
+                let sql =
+                    table
+                        .insert_sql(1, false)
+                        .replacen("INSERT INTO", "INSERT OR IGNORE INTO", 1);
+                Ok(self
+                    .conn
+                    .execute(&sql, Params::Positional(values.clone()))
+                    .await? as usize)
             }
             other => self.apply(other).await.map(|_| 0),
         }
@@ -1429,9 +1442,13 @@ pub(crate) async fn lease_ids(
             vec![text(name)],
         )
         .await?;
-        let max = first_i64(conn, &format!("SELECT COALESCE(MAX(id), 0) FROM {name}"), vec![])
-            .await?
-            .unwrap_or(0);
+        let max = first_i64(
+            conn,
+            &format!("SELECT COALESCE(MAX(id), 0) FROM {name}"),
+            vec![],
+        )
+        .await?
+        .unwrap_or(0);
         let start = seq.unwrap_or(0).max(max) + 1;
         let end = start + n;
         if seq.is_some() {

@@ -142,7 +142,11 @@ pub async fn migrate(conn: &Connection) -> Result<(), TracingError> {
 async fn migrate_in_tx(conn: &Connection) -> Result<(), TracingError> {
     conn.execute_batch(CREATE_TABLES).await?;
     for (table, column, ty) in V1_COLUMNS {
-        if !table_columns(conn, table).await?.iter().any(|c| c == column) {
+        if !table_columns(conn, table)
+            .await?
+            .iter()
+            .any(|c| c == column)
+        {
             conn.execute(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"), ())
                 .await?;
         }
@@ -154,7 +158,11 @@ async fn migrate_in_tx(conn: &Connection) -> Result<(), TracingError> {
 
 async fn has_all_columns(conn: &Connection) -> Result<bool, TracingError> {
     for (table, column, _) in V1_COLUMNS {
-        if !table_columns(conn, table).await?.iter().any(|c| c == column) {
+        if !table_columns(conn, table)
+            .await?
+            .iter()
+            .any(|c| c == column)
+        {
             return Ok(false);
         }
     }

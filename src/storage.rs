@@ -389,7 +389,10 @@ mod tests {
             "ws://a",
             "wss://a",
         ] {
-            assert!(matches!(kind(remote).unwrap(), DbKind::Remote(_)), "{remote}");
+            assert!(
+                matches!(kind(remote).unwrap(), DbKind::Remote(_)),
+                "{remote}"
+            );
         }
         assert_eq!(
             kind("file:traces.db").unwrap(),

@@ -106,7 +106,12 @@ impl SessionTracer {
         }
         let id = session_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         let mut trace = SessionTrace::new(id.clone());
-        let meta = Value::Object(metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect());
+        let meta = Value::Object(
+            metadata
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        );
         self.storage
             .ensure_session(&id, trace.created_at, &meta)
             .await?;

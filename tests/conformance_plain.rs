@@ -11,7 +11,11 @@ mod memory {
 
     async fn make() -> Backend {
         Backend {
-            storage: Arc::new(LibsqlTraceStorage::new(StorageConfig::memory()).await.unwrap()),
+            storage: Arc::new(
+                LibsqlTraceStorage::new(StorageConfig::memory())
+                    .await
+                    .unwrap(),
+            ),
             dir: None,
         }
     }

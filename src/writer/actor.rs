@@ -415,7 +415,11 @@ impl Actor {
         let mut to_spill = Vec::new();
         for item in items {
             match item {
-                Item::Write { op, bytes: b, failed } => {
+                Item::Write {
+                    op,
+                    bytes: b,
+                    failed,
+                } => {
                     ops += 1;
                     bytes += b;
                     if spill_rest && !failed {
@@ -469,13 +473,28 @@ impl Actor {
             .map_err(|e| classify(e.into()))?;
         let mut i = 0;
         while i < items.len() {
-            if multi && matches!(&items[i], Item::Write { op: Op::Insert { .. }, failed: false, .. })
+            if multi
+                && matches!(
+                    &items[i],
+                    Item::Write {
+                        op: Op::Insert { .. },
+                        failed: false,
+                        ..
+                    }
+                )
             {
                 // A run of inserts: they commute (ids are assigned), so each
                 // table's rows go in as few statements as possible.
                 let end = (i..items.len())
                     .find(|&j| {
-                        !matches!(&items[j], Item::Write { op: Op::Insert { .. }, failed: false, .. })
+                        !matches!(
+                            &items[j],
+                            Item::Write {
+                                op: Op::Insert { .. },
+                                failed: false,
+                                ..
+                            }
+                        )
                     })
                     .unwrap_or(items.len());
                 let mut by_table: Vec<(Table, Vec<&Vec<libsql::Value>>)> = Vec::new();
@@ -522,12 +541,14 @@ impl Actor {
                 }
                 Item::LoadSteps { session_id, reply } => {
                     if let Some(r) = reply.take() {
-                        let _ = r.send(libsql_storage::load_steps(&self.exec.conn, session_id).await);
+                        let _ =
+                            r.send(libsql_storage::load_steps(&self.exec.conn, session_id).await);
                     }
                 }
                 Item::GetSession { session_id, reply } => {
                     if let Some(r) = reply.take() {
-                        let _ = r.send(libsql_storage::get_session(&self.exec.conn, session_id).await);
+                        let _ =
+                            r.send(libsql_storage::get_session(&self.exec.conn, session_id).await);
                     }
                 }
             }
@@ -606,7 +627,8 @@ impl Actor {
                 }
             }
             Terminator::Delete { session_id, reply } => {
-                let _ = reply.send(libsql_storage::delete_session(&self.exec.conn, &session_id).await);
+                let _ =
+                    reply.send(libsql_storage::delete_session(&self.exec.conn, &session_id).await);
             }
             Terminator::Close(reply) => return Some(reply),
         }

@@ -31,14 +31,14 @@ use crate::models::{
 use crate::storage::{StorageConfig, TraceStorage};
 use actor::{lock, Msg, Shared};
 use stats::Counters;
-use wait::{bounded, block_on_deadline, Clock};
+use wait::{block_on_deadline, bounded};
 
 pub use config::{
     OverflowPolicy, WriterConfig, DEFAULT_CLOSE_TIMEOUT, DEFAULT_ENQUEUE_TIMEOUT,
     DEFAULT_ERROR_HISTORY, DEFAULT_FLUSH_TIMEOUT, DEFAULT_ID_BLOCK, DEFAULT_LINGER,
     DEFAULT_MAX_BATCH_BYTES, DEFAULT_MAX_BATCH_OPS, DEFAULT_MAX_OP_BYTES, DEFAULT_OPEN_TIMEOUT,
-    DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_CAPACITY_BYTES, DEFAULT_RETRY_INITIAL,
-    DEFAULT_RETRY_MAX, DEFAULT_SESSION_CACHE,
+    DEFAULT_QUEUE_CAPACITY, DEFAULT_QUEUE_CAPACITY_BYTES, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX,
+    DEFAULT_SESSION_CACHE,
 };
 pub use spill::{replay_spill_file, ReplayReport};
 pub use stats::WriterStats;
@@ -149,7 +149,9 @@ impl SessionCache {
     fn lookup(&self, session_id: &str, step_id: &str) -> Lookup {
         match self.map.get(session_id) {
             None => Lookup::Unloaded,
-            Some(steps) => steps.get(step_id).map_or(Lookup::Missing, |&id| Lookup::Found(id)),
+            Some(steps) => steps
+                .get(step_id)
+                .map_or(Lookup::Missing, |&id| Lookup::Found(id)),
         }
     }
 
@@ -203,7 +205,7 @@ impl BufferedTraceWriter {
     /// `open_timeout`.
     pub async fn new(storage: StorageConfig, config: WriterConfig) -> Result<Self, TracingError> {
         let (writer, ready) = Self::spawn(storage, config.clone())?;
-        let outcome = bounded(Clock::current(), config.open_timeout, "opening the database", ready)
+        let outcome = bounded(config.open_timeout, "opening the database", ready)
             .await?
             .map_err(|_| writer.closed_error())?;
         outcome?;
@@ -214,7 +216,10 @@ impl BufferedTraceWriter {
     ///
     /// # Errors
     /// As [`BufferedTraceWriter::new`].
-    pub fn new_blocking(storage: StorageConfig, config: WriterConfig) -> Result<Self, TracingError> {
+    pub fn new_blocking(
+        storage: StorageConfig,
+        config: WriterConfig,
+    ) -> Result<Self, TracingError> {
         let (writer, ready) = Self::spawn(storage, config.clone())?;
         let outcome = block_on_deadline(ready, config.open_timeout)
             .ok_or_else(|| TracingError::Timeout("opening the database".into()))?
@@ -242,8 +247,13 @@ impl BufferedTraceWriter {
             recent_errors: Mutex::new(VecDeque::new()),
             dead: Mutex::new(None),
         });
-        let (thread, ready) =
-            actor::spawn(rx, lease_rx, shared.clone(), config.clone(), storage.clone())?;
+        let (thread, ready) = actor::spawn(
+            rx,
+            lease_rx,
+            shared.clone(),
+            config.clone(),
+            storage.clone(),
+        )?;
         let writer = Self {
             inner: Arc::new(Inner {
                 tx,
@@ -266,7 +276,10 @@ impl BufferedTraceWriter {
     /// The most recent write errors, oldest first, each naming the
     /// operation's kind and session.
     pub fn recent_errors(&self) -> Vec<String> {
-        lock(&self.inner.shared.recent_errors).iter().cloned().collect()
+        lock(&self.inner.shared.recent_errors)
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Why the actor stopped, if it stopped abnormally (a bug). Every call
@@ -302,12 +315,12 @@ impl BufferedTraceWriter {
     /// # Durability
     /// On `Ok`, everything queued before the call is committed.
     pub async fn flush(&self) -> Result<(), TracingError> {
-        self.flush_with(Clock::current()).await
+        self.flush_with().await
     }
 
-    async fn flush_with(&self, clock: Clock) -> Result<(), TracingError> {
+    async fn flush_with(&self) -> Result<(), TracingError> {
         let limit = self.inner.config.flush_timeout;
-        self.request(clock, limit, "flush", |reply| Msg::Flush { reply })
+        self.request(limit, "flush", |reply| Msg::Flush { reply })
             .await?
     }
 
@@ -327,7 +340,6 @@ impl BufferedTraceWriter {
     /// Sends a message that expects an answer, and waits for it.
     async fn request<T>(
         &self,
-        clock: Clock,
         limit: Duration,
         what: &str,
         make: impl FnOnce(oneshot::Sender<Result<T, TracingError>>) -> Msg,
@@ -336,7 +348,7 @@ impl BufferedTraceWriter {
         self.send(make(reply))?;
         // A dropped reply means the actor is gone: the same error as a
         // closed channel.
-        bounded(clock, limit, what, answer)
+        bounded(limit, what, answer)
             .await?
             .map_err(|_| self.closed_error())
     }
@@ -363,7 +375,7 @@ impl BufferedTraceWriter {
     }
 
     /// Takes queue space for one operation of `bytes`.
-    async fn reserve(&self, clock: Clock, bytes: usize) -> Result<Reservation<'_>, TracingError> {
+    async fn reserve(&self, bytes: usize) -> Result<Reservation<'_>, TracingError> {
         let shared = &*self.inner.shared;
         let n = Shared::permits_for(bytes);
         let closed = |_| TracingError::WriterClosed;
@@ -383,7 +395,7 @@ impl BufferedTraceWriter {
             }
             OverflowPolicy::Block => {
                 let limit = self.inner.config.enqueue_timeout;
-                bounded(clock, limit, "waiting for queue space", async {
+                bounded(limit, "waiting for queue space", async {
                     // Both guards give their permits back if this future is
                     // dropped half-way.
                     let ops = shared.ops_sem.acquire_many(1).await.map_err(closed)?;
@@ -402,7 +414,12 @@ impl BufferedTraceWriter {
         })
     }
 
-    fn send_write(&self, op: Op, bytes: usize, mut res: Reservation<'_>) -> Result<(), TracingError> {
+    fn send_write(
+        &self,
+        op: Op,
+        bytes: usize,
+        mut res: Reservation<'_>,
+    ) -> Result<(), TracingError> {
         self.send(Msg::Write { op, bytes })?;
         res.armed = false;
         let c = &self.inner.shared.counters;
@@ -412,32 +429,31 @@ impl BufferedTraceWriter {
     }
 
     /// Queues a write that returns no id.
-    async fn write(&self, clock: Clock, op: Op) -> Result<(), TracingError> {
+    async fn write(&self, op: Op) -> Result<(), TracingError> {
         self.check_open()?;
         let bytes = self.check_size(&op)?;
-        let res = self.reserve(clock, bytes).await?;
+        let res = self.reserve(bytes).await?;
         self.send_write(op, bytes, res)
     }
 
     /// Queues an insert with an id from `table`'s block, and returns the id.
-    async fn insert(&self, clock: Clock, mut op: Op, table: Table) -> Result<i64, TracingError> {
+    async fn insert(&self, mut op: Op, table: Table) -> Result<i64, TracingError> {
         self.check_open()?;
         let bytes = self.check_size(&op)?;
-        let res = self.reserve(clock, bytes).await?;
-        let id = self.alloc(clock, table).await?;
+        let res = self.reserve(bytes).await?;
+        let id = self.alloc(table).await?;
         set_id(&mut op, id);
         self.send_write(op, bytes, res)?;
         Ok(id)
     }
 
-    async fn alloc(&self, clock: Clock, table: Table) -> Result<i64, TracingError> {
+    async fn alloc(&self, table: Table) -> Result<i64, TracingError> {
         let ids = &self.inner.shared.ids;
         // The fast path takes no await and no timer.
         if let Some(id) = ids.try_alloc(table)? {
             return Ok(id);
         }
         bounded(
-            clock,
             self.inner.config.enqueue_timeout,
             "waiting for an id block",
             ids.alloc(table),
@@ -447,18 +463,16 @@ impl BufferedTraceWriter {
 
     async fn ensure_session_with(
         &self,
-        clock: Clock,
         session_id: &str,
         created_at: DateTime<Utc>,
         metadata: &Json,
     ) -> Result<(), TracingError> {
-        self.write(clock, Op::session(session_id, created_at, metadata)?)
+        self.write(Op::session(session_id, created_at, metadata)?)
             .await
     }
 
     async fn ensure_timestep_with(
         &self,
-        clock: Clock,
         session_id: &str,
         step: &SessionTimeStep,
     ) -> Result<i64, TracingError> {
@@ -473,7 +487,6 @@ impl BufferedTraceWriter {
                 Lookup::Unloaded => {
                     let steps = self
                         .request(
-                            clock,
                             self.inner.config.enqueue_timeout,
                             "loading the session's steps",
                             |reply| Msg::LoadSteps {
@@ -485,8 +498,8 @@ impl BufferedTraceWriter {
                     lock(&self.inner.sessions).load(session_id, steps, cap);
                 }
                 Lookup::Missing => {
-                    let res = self.reserve(clock, bytes).await?;
-                    let id = self.alloc(clock, Table::Timesteps).await?;
+                    let res = self.reserve(bytes).await?;
+                    let id = self.alloc(Table::Timesteps).await?;
                     // The cache lock is held across the (non-blocking) send,
                     // so no producer can use this id before its row is queued.
                     let mut cache = lock(&self.inner.sessions);
@@ -512,50 +525,45 @@ impl BufferedTraceWriter {
 
     async fn update_timestep_with(
         &self,
-        clock: Clock,
         session_id: &str,
         step_id: &str,
         completed_at: Option<DateTime<Utc>>,
     ) -> Result<(), TracingError> {
-        self.write(clock, Op::update_timestep(session_id, step_id, completed_at)?)
+        self.write(Op::update_timestep(session_id, step_id, completed_at)?)
             .await
     }
 
     async fn insert_event_with(
         &self,
-        clock: Clock,
         session_id: &str,
         timestep_db_id: Option<i64>,
         event: &TracingEvent,
     ) -> Result<i64, TracingError> {
         let op = Op::event(None, session_id, timestep_db_id, event)?;
-        self.insert(clock, op, Table::Events).await
+        self.insert(op, Table::Events).await
     }
 
     async fn insert_message_with(
         &self,
-        clock: Clock,
         session_id: &str,
         timestep_db_id: Option<i64>,
         msg: &MarkovBlanketMessage,
     ) -> Result<i64, TracingError> {
         let op = Op::message(None, session_id, timestep_db_id, msg)?;
-        self.insert(clock, op, Table::Messages).await
+        self.insert(op, Table::Messages).await
     }
 
     async fn insert_outcome_reward_with(
         &self,
-        clock: Clock,
         session_id: &str,
         reward: &OutcomeReward,
     ) -> Result<i64, TracingError> {
         let op = Op::outcome_reward(None, session_id, reward)?;
-        self.insert(clock, op, Table::OutcomeRewards).await
+        self.insert(op, Table::OutcomeRewards).await
     }
 
     async fn insert_event_reward_with(
         &self,
-        clock: Clock,
         session_id: &str,
         event_id: i64,
         message_id: Option<i64>,
@@ -563,7 +571,7 @@ impl BufferedTraceWriter {
         reward: &EventReward,
     ) -> Result<i64, TracingError> {
         let op = Op::event_reward(None, session_id, event_id, message_id, turn_number, reward)?;
-        self.insert(clock, op, Table::EventRewards).await
+        self.insert(op, Table::EventRewards).await
     }
 
     async fn close_inner(&self) -> Result<(), TracingError> {
@@ -582,7 +590,7 @@ impl BufferedTraceWriter {
         if self.inner.tx.send(Msg::Close { reply }).is_err() {
             return Err(self.dead_error());
         }
-        let result = match bounded(Clock::current(), limit + CLOSE_GRACE, "close", answer).await {
+        let result = match bounded(limit + CLOSE_GRACE, "close", answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(self.dead_error()),
             Err(_) => {
@@ -651,20 +659,17 @@ impl TraceStorage for BufferedTraceWriter {
         created_at: DateTime<Utc>,
         metadata: &Json,
     ) -> Result<(), TracingError> {
-        self.ensure_session_with(Clock::current(), session_id, created_at, metadata)
+        self.ensure_session_with(session_id, created_at, metadata)
             .await
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError> {
-        self.request(
-            Clock::current(),
-            self.inner.config.enqueue_timeout,
-            "get_session",
-            |reply| Msg::GetSession {
+        self.request(self.inner.config.enqueue_timeout, "get_session", |reply| {
+            Msg::GetSession {
                 session_id: session_id.to_string(),
                 reply,
-            },
-        )
+            }
+        })
         .await?
     }
 
@@ -673,7 +678,6 @@ impl TraceStorage for BufferedTraceWriter {
         // reloads them in FIFO order, after the delete.
         lock(&self.inner.sessions).forget(session_id);
         self.request(
-            Clock::current(),
             self.inner.config.enqueue_timeout,
             "delete_session",
             |reply| Msg::DeleteSession {
@@ -689,8 +693,7 @@ impl TraceStorage for BufferedTraceWriter {
         session_id: &str,
         step: &SessionTimeStep,
     ) -> Result<i64, TracingError> {
-        self.ensure_timestep_with(Clock::current(), session_id, step)
-            .await
+        self.ensure_timestep_with(session_id, step).await
     }
 
     async fn update_timestep(
@@ -699,7 +702,7 @@ impl TraceStorage for BufferedTraceWriter {
         step_id: &str,
         completed_at: Option<DateTime<Utc>>,
     ) -> Result<(), TracingError> {
-        self.update_timestep_with(Clock::current(), session_id, step_id, completed_at)
+        self.update_timestep_with(session_id, step_id, completed_at)
             .await
     }
 
@@ -709,7 +712,7 @@ impl TraceStorage for BufferedTraceWriter {
         timestep_db_id: Option<i64>,
         event: &TracingEvent,
     ) -> Result<i64, TracingError> {
-        self.insert_event_with(Clock::current(), session_id, timestep_db_id, event)
+        self.insert_event_with(session_id, timestep_db_id, event)
             .await
     }
 
@@ -719,7 +722,7 @@ impl TraceStorage for BufferedTraceWriter {
         timestep_db_id: Option<i64>,
         msg: &MarkovBlanketMessage,
     ) -> Result<i64, TracingError> {
-        self.insert_message_with(Clock::current(), session_id, timestep_db_id, msg)
+        self.insert_message_with(session_id, timestep_db_id, msg)
             .await
     }
 
@@ -728,8 +731,7 @@ impl TraceStorage for BufferedTraceWriter {
         session_id: &str,
         reward: &OutcomeReward,
     ) -> Result<i64, TracingError> {
-        self.insert_outcome_reward_with(Clock::current(), session_id, reward)
-            .await
+        self.insert_outcome_reward_with(session_id, reward).await
     }
 
     async fn insert_event_reward(
@@ -740,39 +742,28 @@ impl TraceStorage for BufferedTraceWriter {
         turn_number: Option<i32>,
         reward: &EventReward,
     ) -> Result<i64, TracingError> {
-        self.insert_event_reward_with(
-            Clock::current(),
-            session_id,
-            event_id,
-            message_id,
-            turn_number,
-            reward,
-        )
-        .await
+        self.insert_event_reward_with(session_id, event_id, message_id, turn_number, reward)
+            .await
     }
 
     /// Commits what is queued before it, then runs the SQL on the writer's
     /// connection. SQL that leaves a transaction open is rolled back and
     /// refused.
     async fn query(&self, sql: &str, params: Vec<Json>) -> Result<Vec<Json>, TracingError> {
-        self.request(
-            Clock::current(),
-            self.inner.config.enqueue_timeout,
-            "query",
-            |reply| Msg::Query {
+        self.request(self.inner.config.enqueue_timeout, "query", |reply| {
+            Msg::Query {
                 sql: sql.to_string(),
                 params,
                 reply,
-            },
-        )
+            }
+        })
         .await?
     }
 
     /// Queued like a write: it returns once queued, and the counts are
     /// computed in FIFO order, over everything queued before it.
     async fn update_session_counts(&self, session_id: &str) -> Result<(), TracingError> {
-        self.write(Clock::current(), Op::update_counts(session_id)?)
-            .await
+        self.write(Op::update_counts(session_id)?).await
     }
 }
 
@@ -834,7 +825,7 @@ impl BlockingWriter {
         self.run(
             self.limit(),
             self.writer
-                .ensure_session_with(Clock::External, session_id, created_at, metadata),
+                .ensure_session_with(session_id, created_at, metadata),
         )
     }
 
@@ -849,8 +840,7 @@ impl BlockingWriter {
     ) -> Result<i64, TracingError> {
         self.run(
             self.limit(),
-            self.writer
-                .ensure_timestep_with(Clock::External, session_id, step),
+            self.writer.ensure_timestep_with(session_id, step),
         )
     }
 
@@ -867,7 +857,7 @@ impl BlockingWriter {
         self.run(
             self.limit(),
             self.writer
-                .update_timestep_with(Clock::External, session_id, step_id, completed_at),
+                .update_timestep_with(session_id, step_id, completed_at),
         )
     }
 
@@ -884,7 +874,7 @@ impl BlockingWriter {
         self.run(
             self.limit(),
             self.writer
-                .insert_event_with(Clock::External, session_id, timestep_db_id, event),
+                .insert_event_with(session_id, timestep_db_id, event),
         )
     }
 
@@ -901,7 +891,7 @@ impl BlockingWriter {
         self.run(
             self.limit(),
             self.writer
-                .insert_message_with(Clock::External, session_id, timestep_db_id, msg),
+                .insert_message_with(session_id, timestep_db_id, msg),
         )
     }
 
@@ -916,8 +906,7 @@ impl BlockingWriter {
     ) -> Result<i64, TracingError> {
         self.run(
             self.limit(),
-            self.writer
-                .insert_outcome_reward_with(Clock::External, session_id, reward),
+            self.writer.insert_outcome_reward_with(session_id, reward),
         )
     }
 
@@ -936,7 +925,6 @@ impl BlockingWriter {
         self.run(
             self.limit(),
             self.writer.insert_event_reward_with(
-                Clock::External,
                 session_id,
                 event_id,
                 message_id,
@@ -953,7 +941,7 @@ impl BlockingWriter {
     pub fn flush(&self) -> Result<(), TracingError> {
         self.run(
             self.writer.inner.config.flush_timeout,
-            self.writer.flush_with(Clock::External),
+            self.writer.flush_with(),
         )
     }
 

@@ -53,7 +53,11 @@ fn json_value(j: &Json) -> Result<Value, TracingError> {
             Some(b) => Value::Blob(serde_json::from_value(b.clone())?),
             None => return Err(TracingError::Serialization("unknown value object".into())),
         },
-        other => return Err(TracingError::Serialization(format!("unexpected value {other}"))),
+        other => {
+            return Err(TracingError::Serialization(format!(
+                "unexpected value {other}"
+            )))
+        }
     })
 }
 

@@ -1,48 +1,184 @@
-//! Deadlines for every wait, on a tokio runtime or on a plain thread.
+//! Deadlines for every wait, on any runtime or on a plain thread.
+//!
+//! The deadlines run on one small timer thread with the system clock, not on
+//! tokio's timer: they work on a runtime without a time driver, on a plain
+//! thread, and under `tokio::time::pause()`, where tokio's clock would jump
+//! ahead and fire them while the actor (on its own thread) is still working.
 
-use std::future::Future;
-use std::pin::pin;
-use std::sync::Arc;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::future::{poll_fn, Future};
+use std::pin::{pin, Pin};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::error::TracingError;
 
-/// Which clock bounds a wait.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Clock {
-    /// tokio's timer: the caller is on a runtime.
-    Tokio,
-    /// An outer [`block_on_deadline`] bounds the whole call.
-    External,
+/// One pending deadline.
+struct Entry {
+    at: Instant,
+    state: Arc<SleepState>,
 }
 
-impl Clock {
-    /// tokio's timer when called on a runtime, else none (the caller is
-    /// bounded from outside).
-    pub(crate) fn current() -> Self {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            Clock::Tokio
-        } else {
-            Clock::External
+impl PartialEq for Entry {
+    fn eq(&self, other: &Self) -> bool {
+        self.at == other.at
+    }
+}
+impl Eq for Entry {}
+impl PartialOrd for Entry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Entry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.at.cmp(&other.at)
+    }
+}
+
+#[derive(Default)]
+struct SleepState {
+    fired: AtomicBool,
+    /// Set when the sleep is dropped before it fired.
+    cancelled: AtomicBool,
+    waker: Mutex<Option<Waker>>,
+}
+
+struct Timer {
+    heap: Mutex<BinaryHeap<Reverse<Entry>>>,
+    changed: Condvar,
+}
+
+/// Past this many pending entries, cancelled ones are swept out.
+const SWEEP_AT: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Critical sections here are heap pushes and pops: a panic elsewhere
+    // cannot leave them half-done.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn timer() -> Option<&'static Timer> {
+    static TIMER: OnceLock<Option<&'static Timer>> = OnceLock::new();
+    *TIMER.get_or_init(|| {
+        let timer: &'static Timer = Box::leak(Box::new(Timer {
+            heap: Mutex::new(BinaryHeap::new()),
+            changed: Condvar::new(),
+        }));
+        thread::Builder::new()
+            .name("trace-writer-timer".into())
+            .spawn(move || timer.run())
+            .ok()
+            .map(|_| timer)
+    })
+}
+
+impl Timer {
+    fn run(&self) {
+        let mut heap = lock(&self.heap);
+        loop {
+            let now = Instant::now();
+            while heap.peek().is_some_and(|e| e.0.at <= now) {
+                if let Some(Reverse(e)) = heap.pop() {
+                    e.state.fired.store(true, Ordering::Release);
+                    if let Some(w) = lock(&e.state.waker).take() {
+                        w.wake();
+                    }
+                }
+            }
+            if heap.len() > SWEEP_AT {
+                heap.retain(|e| !e.0.state.cancelled.load(Ordering::Acquire));
+            }
+            heap = match heap.peek().map(|e| e.0.at) {
+                Some(at) => {
+                    let wait = at.saturating_duration_since(Instant::now());
+                    self.changed
+                        .wait_timeout(heap, wait)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+                None => self.changed.wait(heap).unwrap_or_else(|p| p.into_inner()),
+            };
         }
     }
 }
 
-/// Runs `fut`, failing with `Timeout` after `limit` on the tokio clock.
+/// A future that completes at a system-clock instant.
+struct Sleep {
+    at: Instant,
+    state: Option<Arc<SleepState>>,
+}
+
+impl Future for Sleep {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if Instant::now() >= self.at {
+            return Poll::Ready(());
+        }
+        let Some(timer) = timer() else {
+            // No timer thread could be started: the wait is unbounded rather
+            // than failing at once.
+            return Poll::Pending;
+        };
+        match &self.state {
+            Some(state) => {
+                if state.fired.load(Ordering::Acquire) {
+                    return Poll::Ready(());
+                }
+                *lock(&state.waker) = Some(cx.waker().clone());
+            }
+            None => {
+                let state = Arc::new(SleepState::default());
+                *lock(&state.waker) = Some(cx.waker().clone());
+                lock(&timer.heap).push(Reverse(Entry {
+                    at: self.at,
+                    state: state.clone(),
+                }));
+                timer.changed.notify_one();
+                self.state = Some(state);
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some(state) = &self.state {
+            state.cancelled.store(true, Ordering::Release);
+            lock(&state.waker).take();
+        }
+    }
+}
+
+/// Runs `fut`, failing with `Timeout` after `limit`.
 pub(crate) async fn bounded<T>(
-    clock: Clock,
     limit: Duration,
     what: &str,
     fut: impl Future<Output = T>,
 ) -> Result<T, TracingError> {
-    match clock {
-        Clock::Tokio => tokio::time::timeout(limit, fut)
-            .await
-            .map_err(|_| TracingError::Timeout(format!("{what} took longer than {limit:?}"))),
-        Clock::External => Ok(fut.await),
-    }
+    let mut fut = pin!(fut);
+    let mut sleep = pin!(Sleep {
+        at: Instant::now() + limit,
+        state: None,
+    });
+    poll_fn(|cx| {
+        if let Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(v));
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(TracingError::Timeout(format!(
+                "{what} took longer than {limit:?}"
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
+    })
+    .await
 }
 
 struct ThreadWaker(Thread);
@@ -60,7 +196,7 @@ impl Wake for ThreadWaker {
 /// Drives `fut` on this thread, parking between polls; `None` after `limit`.
 ///
 /// The futures driven here only use runtime-free primitives (channels,
-/// semaphores, `Notify`), so no tokio runtime is needed.
+/// semaphores, `Notify`, [`bounded`]), so no tokio runtime is needed.
 pub(crate) fn block_on_deadline<F: Future>(fut: F, limit: Duration) -> Option<F::Output> {
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut cx = Context::from_waker(&waker);
@@ -75,5 +211,38 @@ pub(crate) fn block_on_deadline<F: Future>(fut: F, limit: Duration) -> Option<F:
             return None;
         }
         thread::park_timeout(end - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_times_out_and_completes() {
+        let never = std::future::pending::<()>();
+        let r = block_on_deadline(
+            bounded(Duration::from_millis(20), "never", never),
+            Duration::from_secs(10),
+        );
+        assert!(matches!(r, Some(Err(TracingError::Timeout(_)))));
+        let ready = async { 7 };
+        let r = block_on_deadline(
+            bounded(Duration::from_secs(10), "ready", ready),
+            Duration::from_secs(10),
+        );
+        assert_eq!(r.map(|r| r.ok()), Some(Some(7)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn paused_tokio_time_does_not_fire_deadlines() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let _ = tx.send(5);
+        });
+        // tokio's paused clock would jump past 10 s at once; the system clock does not.
+        let got = bounded(Duration::from_secs(10), "reply", rx).await;
+        assert_eq!(got.ok().and_then(|r| r.ok()), Some(5));
     }
 }

@@ -227,8 +227,14 @@ pub async fn ids_are_sequential(b: Backend) {
     for i in 1..=5 {
         let step = SessionTimeStep::new(format!("t{i}"), i as i32);
         assert_eq!(s.ensure_timestep("s", &step).await.unwrap(), i);
-        assert_eq!(s.insert_event("s", Some(i), &env_event(1)).await.unwrap(), i);
-        assert_eq!(s.insert_message("s", Some(i), &message(1)).await.unwrap(), i);
+        assert_eq!(
+            s.insert_event("s", Some(i), &env_event(1)).await.unwrap(),
+            i
+        );
+        assert_eq!(
+            s.insert_message("s", Some(i), &message(1)).await.unwrap(),
+            i
+        );
         let r = OutcomeReward {
             total_reward: i as f64,
             ..Default::default()
@@ -239,7 +245,9 @@ pub async fn ids_are_sequential(b: Backend) {
             ..Default::default()
         };
         assert_eq!(
-            s.insert_event_reward("s", i, Some(i), Some(1), &r).await.unwrap(),
+            s.insert_event_reward("s", i, Some(i), Some(1), &r)
+                .await
+                .unwrap(),
             i
         );
     }
@@ -248,8 +256,12 @@ pub async fn ids_are_sequential(b: Backend) {
 
 pub async fn ensure_is_idempotent(b: Backend) {
     let s = &*b.storage;
-    s.ensure_session("s", Utc::now(), &json!({"a": 1})).await.unwrap();
-    s.ensure_session("s", Utc::now(), &json!({"a": 2})).await.unwrap();
+    s.ensure_session("s", Utc::now(), &json!({"a": 1}))
+        .await
+        .unwrap();
+    s.ensure_session("s", Utc::now(), &json!({"a": 2}))
+        .await
+        .unwrap();
     assert_eq!(count(s, "session_traces").await, 1);
     let step = SessionTimeStep::new("t", 0);
     let a = s.ensure_timestep("s", &step).await.unwrap();
@@ -290,7 +302,10 @@ pub async fn delete_session(b: Backend) {
             .unwrap();
         assert_eq!(rows[0]["n"], json!(0), "{table}");
     }
-    assert_eq!(s.get_session("keep").await.unwrap().unwrap().num_events(), 7);
+    assert_eq!(
+        s.get_session("keep").await.unwrap().unwrap().num_events(),
+        7
+    );
     s.close().await.unwrap();
 }
 
@@ -334,9 +349,14 @@ pub async fn query_params(b: Backend) {
 pub async fn bad_sql_is_an_error(b: Backend) {
     let s = &*b.storage;
     assert!(s.query("SELEKT nonsense", vec![]).await.is_err());
-    assert!(s.query("SELECT * FROM no_such_table", vec![]).await.is_err());
+    assert!(s
+        .query("SELECT * FROM no_such_table", vec![])
+        .await
+        .is_err());
     // Still usable afterwards.
-    s.ensure_session("after", Utc::now(), &json!({})).await.unwrap();
+    s.ensure_session("after", Utc::now(), &json!({}))
+        .await
+        .unwrap();
     assert!(s.get_session("after").await.unwrap().is_some());
     s.close().await.unwrap();
 }
@@ -423,7 +443,9 @@ pub async fn bad_input_is_rejected(b: Backend) {
 pub async fn verbatim_text(b: Backend) {
     let s = &*b.storage;
     let id = "séssion-🚀-'; DROP TABLE session_traces; --";
-    s.ensure_session(id, Utc::now(), &json!({"ü": "🙂"})).await.unwrap();
+    s.ensure_session(id, Utc::now(), &json!({"ü": "🙂"}))
+        .await
+        .unwrap();
     let step = SessionTimeStep::new("步骤\"1\"", 0);
     let ts = s.ensure_timestep(id, &step).await.unwrap();
     let msg = MarkovBlanketMessage {
