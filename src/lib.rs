@@ -11,6 +11,7 @@
 //! - [`libsql_storage`]: [`LibsqlTraceStorage`], the plain one-statement-per-call
 //!   backend, and the one executor that writes rows.
 //! - [`tracer`]: [`SessionTracer`], the high-level recording API.
+//! - [`workload`]: synthetic rollouts shared by the example, benches and report.
 //! - [`writer`]: [`BufferedTraceWriter`], the batching writer: producer
 //!   handles, the actor thread that owns the connection, id leases, counters
 //!   and spill files.
@@ -23,6 +24,7 @@ pub mod models;
 pub mod schema;
 pub mod storage;
 pub mod tracer;
+pub mod workload;
 pub mod writer;
 
 pub use error::{Result, TracingError};
