@@ -98,7 +98,12 @@ pub fn env_event(i: usize) -> TracingEvent {
 
 pub fn runtime_event(i: usize) -> TracingEvent {
     TracingEvent::Runtime(RuntimeEvent {
-        base: BaseEventFields::new("runtime"),
+        base: BaseEventFields {
+            system_instance_id: "runtime".into(),
+            time_record: time(1_700_000_002.25 + i as f64),
+            metadata: HashMap::new(),
+            event_metadata: None,
+        },
         actions: vec![i as i32, 3, -1],
     })
 }
