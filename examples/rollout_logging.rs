@@ -40,9 +40,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || it.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
             "--rollouts" => {
-                args.rollouts = value()?
-                    .parse()
-                    .map_err(|e| format!("--rollouts: {e}"))?
+                args.rollouts = value()?.parse().map_err(|e| format!("--rollouts: {e}"))?
             }
             "--db" => args.db = value()?,
             "--backend" => args.backend = value()?,
@@ -62,7 +60,10 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if !matches!(args.backend.as_str(), "writer" | "plain") {
-        return Err(format!("--backend: expected writer or plain, got `{}`", args.backend));
+        return Err(format!(
+            "--backend: expected writer or plain, got `{}`",
+            args.backend
+        ));
     }
     Ok(args)
 }
@@ -176,7 +177,10 @@ async fn run(args: Args) -> Result<(), trace_writer::TracingError> {
         println!("| writer batches | {} |", s.batches);
         println!("| mean batch size | {:.1} operations |", s.mean_batch_ops());
         println!("| largest batch | {} operations |", s.max_batch_ops);
-        println!("| rejected / failed / retries | {} / {} / {} |", s.rejected, s.failed, s.retries);
+        println!(
+            "| rejected / failed / retries | {} / {} / {} |",
+            s.rejected, s.failed, s.retries
+        );
     }
     let expected = [
         (args.rollouts - failed) as i64,

@@ -72,7 +72,9 @@ pub fn cais_event(rollout: usize, step: usize) -> TracingEvent {
             latency_ms: Some(640),
             input_messages: vec![LLMMessage::new(
                 "user",
-                format!("Step {step}: you see a tree to the north and water to the east. What next?"),
+                format!(
+                    "Step {step}: you see a tree to the north and water to the east. What next?"
+                ),
             )],
             output_messages: vec![LLMMessage::new("assistant", "move_north; collect_wood")],
             usage: Some(LLMUsage {
@@ -97,7 +99,9 @@ pub fn env_event(step: usize) -> TracingEvent {
         terminated: step + 1 == STEPS_PER_ROLLOUT,
         truncated: false,
         system_state_before: None,
-        system_state_after: Some(json!({"pos": [step, 3], "health": 9, "inventory": {"wood": step / 2}})),
+        system_state_after: Some(
+            json!({"pos": [step, 3], "health": 9, "inventory": {"wood": step / 2}}),
+        ),
     })
 }
 
@@ -149,7 +153,12 @@ pub async fn run_rollout(tracer: &SessionTracer, rollout: usize) -> Result<Strin
             ..Default::default()
         })
         .await?;
-    for &event_id in env_events.iter().skip(3).step_by(4).take(EVENT_REWARDS_PER_ROLLOUT) {
+    for &event_id in env_events
+        .iter()
+        .skip(3)
+        .step_by(4)
+        .take(EVENT_REWARDS_PER_ROLLOUT)
+    {
         tracer
             .record_event_reward(
                 event_id,

@@ -27,7 +27,9 @@ async fn tasks_and_threads_write_at_once() {
     // which event each reward belongs to.
     async fn produce(w: BufferedTraceWriter, p: usize) -> Vec<(i64, i64, i64)> {
         let sid = format!("p{p}");
-        w.ensure_session(&sid, Utc::now(), &json!({})).await.unwrap();
+        w.ensure_session(&sid, Utc::now(), &json!({}))
+            .await
+            .unwrap();
         let ts = w
             .ensure_timestep(&sid, &SessionTimeStep::new("t", 0))
             .await
@@ -102,8 +104,14 @@ async fn tasks_and_threads_write_at_once() {
 
     assert_eq!(common::count(&writer, "events").await, total as i64);
     assert_eq!(common::count(&writer, "event_rewards").await, total as i64);
-    assert_eq!(common::count(&writer, "session_traces").await, producers as i64);
-    assert_eq!(common::count(&writer, "session_timesteps").await, producers as i64);
+    assert_eq!(
+        common::count(&writer, "session_traces").await,
+        producers as i64
+    );
+    assert_eq!(
+        common::count(&writer, "session_timesteps").await,
+        producers as i64
+    );
 
     // Every reward points at the event the producer wrote it for: the
     // event's message_time carries the same number as the reward value.
@@ -117,7 +125,10 @@ async fn tasks_and_threads_write_at_once() {
         .unwrap();
     assert_eq!(rows.len(), total);
     for row in &rows {
-        assert_eq!(row["v"].as_f64().unwrap() as i64, row["m"].as_i64().unwrap());
+        assert_eq!(
+            row["v"].as_f64().unwrap() as i64,
+            row["m"].as_i64().unwrap()
+        );
     }
     for (e, r, n) in &all {
         let row = rows
@@ -141,7 +152,10 @@ fn child_writer_process() {
     let Ok(path) = std::env::var("TRACE_WRITER_CHILD_DB") else {
         return;
     };
-    let child: usize = std::env::var("TRACE_WRITER_CHILD_N").unwrap().parse().unwrap();
+    let child: usize = std::env::var("TRACE_WRITER_CHILD_N")
+        .unwrap()
+        .parse()
+        .unwrap();
     let writer = BufferedTraceWriter::new_blocking(
         StorageConfig::file(path),
         WriterConfig::default().id_block(8),
@@ -152,7 +166,10 @@ fn child_writer_process() {
     h.ensure_session(&sid, Utc::now(), &json!({})).unwrap();
     let mut ids = Vec::new();
     for i in 0..CHILD_EVENTS {
-        ids.push(h.insert_event(&sid, None, &workload::small_event(i)).unwrap());
+        ids.push(
+            h.insert_event(&sid, None, &workload::small_event(i))
+                .unwrap(),
+        );
     }
     h.flush().unwrap();
     println!("IDS {}", serde_json::to_string(&ids).unwrap());
@@ -172,7 +189,12 @@ async fn processes_get_disjoint_ids_and_lose_nothing() {
     let children: Vec<_> = (0..3)
         .map(|n| {
             std::process::Command::new(&exe)
-                .args(["--exact", "child_writer_process", "--nocapture", "--test-threads=1"])
+                .args([
+                    "--exact",
+                    "child_writer_process",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
                 .env("TRACE_WRITER_CHILD_DB", &path)
                 .env("TRACE_WRITER_CHILD_N", n.to_string())
                 .stdout(std::process::Stdio::piped())

@@ -73,7 +73,10 @@ fn helpers() {
     step.complete();
     assert!(step.completed_at.is_some());
     let t = SessionTrace::new("x");
-    assert_eq!((t.num_timesteps(), t.num_events(), t.num_messages()), (0, 0, 0));
+    assert_eq!(
+        (t.num_timesteps(), t.num_events(), t.num_messages()),
+        (0, 0, 0)
+    );
     let part = LLMContentPart::text("a");
     assert_eq!(part.content_type, "text");
     let now = TimeRecord::now();

@@ -171,7 +171,8 @@ fn trace() -> impl Strategy<Value = SessionTrace> {
                 step.step_metadata = smd;
                 step.turn_number = turn;
                 if done {
-                    step.completed_at = Some(Utc.timestamp_opt(1_700_000_000 + i as i64, 7).unwrap());
+                    step.completed_at =
+                        Some(Utc.timestamp_opt(1_700_000_000 + i as i64, 7).unwrap());
                 }
                 trace.event_history.extend(events.clone());
                 trace.markov_blanket_message_history.extend(msgs.clone());
@@ -195,12 +196,21 @@ async fn write(storage: &dyn TraceStorage, trace: &SessionTrace) {
     for step in &trace.session_time_steps {
         let mut bare = step.clone();
         bare.completed_at = None;
-        let ts = storage.ensure_timestep(&trace.session_id, &bare).await.unwrap();
+        let ts = storage
+            .ensure_timestep(&trace.session_id, &bare)
+            .await
+            .unwrap();
         for e in &step.events {
-            storage.insert_event(&trace.session_id, Some(ts), e).await.unwrap();
+            storage
+                .insert_event(&trace.session_id, Some(ts), e)
+                .await
+                .unwrap();
         }
         for m in &step.markov_blanket_messages {
-            storage.insert_message(&trace.session_id, Some(ts), m).await.unwrap();
+            storage
+                .insert_message(&trace.session_id, Some(ts), m)
+                .await
+                .unwrap();
         }
         if step.completed_at.is_some() {
             storage
@@ -211,7 +221,10 @@ async fn write(storage: &dyn TraceStorage, trace: &SessionTrace) {
         in_steps += step.events.len();
     }
     for e in &trace.event_history[in_steps..] {
-        storage.insert_event(&trace.session_id, None, e).await.unwrap();
+        storage
+            .insert_event(&trace.session_id, None, e)
+            .await
+            .unwrap();
     }
 }
 
@@ -285,7 +298,10 @@ async fn run_calls(storage: &dyn TraceStorage, calls: &[Call]) -> Vec<Value> {
     let mut out = Vec::new();
     for c in calls {
         let r: Value = match c {
-            Call::Session(s) => json!(storage.ensure_session(&sid(s), created, &json!({"s": s})).await.is_ok()),
+            Call::Session(s) => json!(storage
+                .ensure_session(&sid(s), created, &json!({"s": s}))
+                .await
+                .is_ok()),
             Call::Timestep(s, t) => {
                 let mut step = SessionTimeStep::new(format!("t{t}"), *t as i32);
                 step.timestamp = created;
@@ -295,7 +311,10 @@ async fn run_calls(storage: &dyn TraceStorage, calls: &[Call]) -> Vec<Value> {
             }
             Call::UpdateStep(s, t, done) => {
                 let at = done.then_some(created);
-                json!(storage.update_timestep(&sid(s), &format!("t{t}"), at).await.is_ok())
+                json!(storage
+                    .update_timestep(&sid(s), &format!("t{t}"), at)
+                    .await
+                    .is_ok())
             }
             Call::Event(s, t, k) => {
                 let ts = t.and_then(|t| steps.get(&(*s, t)).copied());
@@ -310,16 +329,36 @@ async fn run_calls(storage: &dyn TraceStorage, calls: &[Call]) -> Vec<Value> {
             }
             Call::Message(s, t, k) => {
                 let ts = t.and_then(|t| steps.get(&(*s, t)).copied());
-                json!(storage.insert_message(&sid(s), ts, &common::message(*k as usize)).await.unwrap())
+                json!(storage
+                    .insert_message(&sid(s), ts, &common::message(*k as usize))
+                    .await
+                    .unwrap())
             }
             Call::Outcome(s, r) => {
-                let reward = OutcomeReward { total_reward: *r as f64 / 8.0, ..Default::default() };
-                json!(storage.insert_outcome_reward(&sid(s), &reward).await.unwrap())
+                let reward = OutcomeReward {
+                    total_reward: *r as f64 / 8.0,
+                    ..Default::default()
+                };
+                json!(storage
+                    .insert_outcome_reward(&sid(s), &reward)
+                    .await
+                    .unwrap())
             }
             Call::EventReward(s, e, r) => {
-                let event_id = if events.is_empty() { 999 } else { events[*e as usize % events.len()] };
-                let reward = EventReward { reward_value: *r as f64, key: Some("k".into()), ..Default::default() };
-                json!(storage.insert_event_reward(&sid(s), event_id, None, Some(1), &reward).await.unwrap())
+                let event_id = if events.is_empty() {
+                    999
+                } else {
+                    events[*e as usize % events.len()]
+                };
+                let reward = EventReward {
+                    reward_value: *r as f64,
+                    key: Some("k".into()),
+                    ..Default::default()
+                };
+                json!(storage
+                    .insert_event_reward(&sid(s), event_id, None, Some(1), &reward)
+                    .await
+                    .unwrap())
             }
             Call::Counts(s) => json!(storage.update_session_counts(&sid(s)).await.is_ok()),
             Call::Delete(s) => {
@@ -328,7 +367,8 @@ async fn run_calls(storage: &dyn TraceStorage, calls: &[Call]) -> Vec<Value> {
                 json!(storage.delete_session(&sid(s)).await.unwrap())
             }
             Call::Get(s) => {
-                let mut v = serde_json::to_value(storage.get_session(&sid(s)).await.unwrap()).unwrap();
+                let mut v =
+                    serde_json::to_value(storage.get_session(&sid(s)).await.unwrap()).unwrap();
                 if let Some(obj) = v.as_object_mut() {
                     obj.remove("created_at");
                 }
@@ -336,7 +376,10 @@ async fn run_calls(storage: &dyn TraceStorage, calls: &[Call]) -> Vec<Value> {
             }
             Call::Query(s) => Value::Array(
                 storage
-                    .query("SELECT id, event_type FROM events WHERE session_id = ? ORDER BY id", vec![json!(sid(s))])
+                    .query(
+                        "SELECT id, event_type FROM events WHERE session_id = ? ORDER BY id",
+                        vec![json!(sid(s))],
+                    )
                     .await
                     .unwrap(),
             ),

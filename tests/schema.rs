@@ -57,7 +57,10 @@ async fn original_layout_is_migrated_in_place() {
         };
         // Old rows have only the rounded cents.
         assert_eq!(e.cost_usd, Some(0.12));
-        assert_eq!(old.markov_blanket_message_history[0].content.as_text(), Some("hi"));
+        assert_eq!(
+            old.markov_blanket_message_history[0].content.as_text(),
+            Some("hi")
+        );
         // New rows continue the old ids.
         let id = storage
             .insert_event("old", None, &trace_writer::workload::small_event(1))
@@ -77,7 +80,10 @@ async fn migration_is_idempotent() {
     let conn = raw(&path).await;
     schema::migrate(&conn).await.unwrap();
     schema::migrate(&conn).await.unwrap();
-    assert_eq!(schema::user_version(&conn).await.unwrap(), schema::SCHEMA_VERSION);
+    assert_eq!(
+        schema::user_version(&conn).await.unwrap(),
+        schema::SCHEMA_VERSION
+    );
     // Opening twice more through the backends changes nothing either.
     for _ in 0..2 {
         let s = LibsqlTraceStorage::new_file(path.to_str().unwrap())

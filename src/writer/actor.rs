@@ -53,6 +53,9 @@ pub(crate) enum Msg {
     Flush { reply: Reply<()> },
     /// Drain, commit, close the connection, stop.
     Close { reply: Reply<()> },
+    /// Fault injection: the actor panics, as a bug would make it.
+    #[cfg(feature = "fault-injection")]
+    Crash,
 }
 
 /// State shared by the handles and the actor.
@@ -359,6 +362,8 @@ impl Actor {
                     return (items, Some(Terminator::Delete { session_id, reply }))
                 }
                 Msg::Close { reply } => return (items, Some(Terminator::Close(reply))),
+                #[cfg(feature = "fault-injection")]
+                Msg::Crash => panic!("fault injection: the actor was told to crash"),
             }
         }
         (items, None)
@@ -391,7 +396,9 @@ impl Actor {
                     }
                     tracing::warn!(target: "trace_writer", error = %e, ?backoff,
                         "transient fault; retrying the batch");
+                    self.remember(format!("retrying a batch of {} item(s): {e}", items.len()));
                     self.reconnect_if_remote().await;
+                    self.answer_step_loads_outside_tx(&mut items).await;
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(self.config.retry_max);
                 }
@@ -562,6 +569,58 @@ impl Actor {
         Ok(())
     }
 
+    /// While the batch cannot start (another connection holds the lock),
+    /// answers step loads from committed rows plus the steps queued ahead of
+    /// them in this batch: every earlier batch is already committed, so that
+    /// is exactly what the load would see. A new session then costs its
+    /// producer no wait on the lock; its rows simply queue.
+    async fn answer_step_loads_outside_tx(&mut self, items: &mut [Item]) {
+        if self.exec.in_transaction() {
+            return;
+        }
+        for k in 0..items.len() {
+            let (before, rest) = items.split_at_mut(k);
+            let Item::LoadSteps { session_id, reply } = &mut rest[0] else {
+                continue;
+            };
+            if reply.is_none() {
+                continue;
+            }
+            // A read may fail too (a rollback journal's exclusive lock):
+            // then the load waits for the batch like everything else.
+            let Ok(mut steps) = libsql_storage::load_steps(&self.exec.conn, session_id).await
+            else {
+                continue;
+            };
+            for item in before.iter() {
+                if let Item::Write {
+                    op:
+                        Op::Insert {
+                            table: Table::Timesteps,
+                            values,
+                        },
+                    failed: false,
+                    ..
+                } = item
+                {
+                    if let (
+                        Some(libsql::Value::Integer(id)),
+                        Some(libsql::Value::Text(sid)),
+                        Some(libsql::Value::Text(step)),
+                    ) = (values.first(), values.get(1), values.get(2))
+                    {
+                        if sid == session_id && !steps.iter().any(|(s, _)| s == step) {
+                            steps.push((step.clone(), *id));
+                        }
+                    }
+                }
+            }
+            if let Some(r) = reply.take() {
+                let _ = r.send(Ok(steps));
+            }
+        }
+    }
+
     async fn rollback(&mut self) {
         if self.exec.in_transaction() {
             if let Err(e) = self.exec.conn.execute("ROLLBACK", ()).await {
@@ -588,6 +647,11 @@ impl Actor {
         Counters::add(&self.shared.counters.failed, 1);
         self.failed_since_flush += 1;
         self.first_failure.get_or_insert_with(|| text.clone());
+        self.remember(text);
+    }
+
+    /// Keeps an error where `recent_errors()` can read it.
+    fn remember(&self, text: String) {
         let mut recent = lock(&self.shared.recent_errors);
         if recent.len() >= self.config.error_history.max(1) {
             recent.pop_front();
@@ -697,6 +761,9 @@ impl Actor {
     }
 }
 
+/// Answered once the database is open and the first id blocks are leased.
+pub(crate) type Ready = oneshot::Receiver<Result<(), TracingError>>;
+
 /// Spawns the actor on its own named thread and waits until the database is
 /// open, so a bad path or URL fails here and a handle never points at a dead
 /// actor.
@@ -706,13 +773,7 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
     config: WriterConfig,
     storage: StorageConfig,
-) -> Result<
-    (
-        std::thread::JoinHandle<()>,
-        oneshot::Receiver<Result<(), TracingError>>,
-    ),
-    TracingError,
-> {
+) -> Result<(std::thread::JoinHandle<()>, Ready), TracingError> {
     let (ready_tx, ready_rx) = oneshot::channel();
     let handle = std::thread::Builder::new()
         .name("trace-writer".into())

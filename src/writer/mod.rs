@@ -228,11 +228,10 @@ impl BufferedTraceWriter {
         Ok(writer)
     }
 
-    #[allow(clippy::type_complexity)]
     fn spawn(
         storage: StorageConfig,
         config: WriterConfig,
-    ) -> Result<(Self, oneshot::Receiver<Result<(), TracingError>>), TracingError> {
+    ) -> Result<(Self, actor::Ready), TracingError> {
         config.validate()?;
         storage.kind()?;
         let (tx, rx) = crossbeam_channel::unbounded();
@@ -286,6 +285,14 @@ impl BufferedTraceWriter {
     /// then fails with `WriterClosed`.
     pub fn failure_cause(&self) -> Option<String> {
         self.inner.shared.dead_cause()
+    }
+
+    /// Fault injection for tests: makes the actor thread panic, as a bug
+    /// would. Only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn inject_actor_crash(&self) {
+        let _ = self.inner.tx.send(Msg::Crash);
     }
 
     /// The writer's configuration.

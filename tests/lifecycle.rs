@@ -1,0 +1,330 @@
+//! Flush, close and drop; linger; overflow policies; runtimes.
+mod common;
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde_json::json;
+use trace_writer::*;
+
+fn file_config(dir: &tempfile::TempDir, name: &str) -> StorageConfig {
+    StorageConfig::file(dir.path().join(name).to_str().unwrap())
+}
+
+/// Another connection that holds the write lock until dropped or released.
+struct Lock {
+    conn: libsql::Connection,
+    _db: libsql::Database,
+}
+
+impl Lock {
+    async fn take(path: &std::path::Path) -> Lock {
+        let db = libsql::Builder::new_local(path).build().await.unwrap();
+        let conn = db.connect().unwrap();
+        conn.execute("BEGIN IMMEDIATE", ()).await.unwrap();
+        Lock { conn, _db: db }
+    }
+
+    async fn release(self) {
+        self.conn.execute("COMMIT", ()).await.unwrap();
+    }
+}
+
+/// Polls `check` until it is true; fails (does not hang) after a minute.
+async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(Instant::now() < end, "never happened: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_fails_after_close() {
+    let w = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default())
+        .await
+        .unwrap();
+    let h = w.blocking();
+    w.ensure_session("s", Utc::now(), &json!({})).await.unwrap();
+    w.close().await.unwrap();
+    // A second close is harmless.
+    w.close().await.unwrap();
+    assert_eq!(w.flush().await, Err(TracingError::WriterClosed));
+    assert_eq!(
+        w.insert_event("s", None, &common::env_event(1)).await,
+        Err(TracingError::WriterClosed)
+    );
+    assert_eq!(
+        w.ensure_timestep("s", &SessionTimeStep::new("t", 0)).await,
+        Err(TracingError::WriterClosed)
+    );
+    assert_eq!(w.get_session("s").await, Err(TracingError::WriterClosed));
+    assert_eq!(w.initialize().await, Err(TracingError::WriterClosed));
+    let blocking =
+        std::thread::spawn(move || (h.flush(), h.insert_message("s", None, &common::message(1))));
+    let (f, m) = blocking.join().unwrap();
+    assert_eq!(f, Err(TracingError::WriterClosed));
+    assert_eq!(m, Err(TracingError::WriterClosed));
+    let s = w.stats();
+    assert_eq!((s.enqueued, s.committed), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_without_close_commits_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_config(&dir, "drop.db");
+    {
+        let w = BufferedTraceWriter::new(config.clone(), WriterConfig::default())
+            .await
+            .unwrap();
+        let clone = w.clone();
+        for i in 0..500 {
+            clone
+                .insert_event("dropped", None, &common::env_event(i))
+                .await
+                .unwrap();
+        }
+        // Both handles go out of scope here, inside the runtime: no block.
+    }
+    let plain = LibsqlTraceStorage::new(config).await.unwrap();
+    eventually("the dropped writer's rows are committed", || async {
+        common::count(&plain, "events").await == 500
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn flush_and_close_on_a_current_thread_runtime() {
+    let w = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default())
+        .await
+        .unwrap();
+    for i in 0..100 {
+        w.insert_event("ct", None, &common::env_event(i))
+            .await
+            .unwrap();
+    }
+    w.flush().await.unwrap();
+    assert_eq!(w.stats().committed, 100);
+    assert_eq!(common::count(&w, "events").await, 100);
+    w.close().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn paused_tokio_time_does_not_break_flush_or_close() {
+    // tokio's paused clock jumps ahead whenever the runtime idles; the
+    // writer's deadlines use the system clock, so they do not fire early.
+    let w = BufferedTraceWriter::new(
+        StorageConfig::memory(),
+        WriterConfig::default().flush_timeout(Duration::from_secs(5)),
+    )
+    .await
+    .unwrap();
+    for i in 0..50 {
+        w.insert_event("p", None, &common::env_event(i))
+            .await
+            .unwrap();
+    }
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    w.flush().await.unwrap();
+    assert_eq!(w.stats().committed, 50);
+    w.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linger_holds_a_partial_batch_until_flush() {
+    // Batches of 4; a partial batch waits for up to an hour to grow.
+    let config = WriterConfig::default()
+        .max_batch_ops(4)
+        .linger(Duration::from_secs(3600));
+    let w = BufferedTraceWriter::new(StorageConfig::memory(), config)
+        .await
+        .unwrap();
+    for i in 0..10 {
+        w.insert_event("l", None, &common::env_event(i))
+            .await
+            .unwrap();
+    }
+    // Full batches do not wait for linger.
+    eventually("two full batches commit", || async {
+        w.stats().committed >= 8
+    })
+    .await;
+    let s = w.stats();
+    assert_eq!((s.committed, s.batches, s.queue_depth), (8, 2, 2));
+    // The flush barrier ends the lingering batch at once.
+    w.flush().await.unwrap();
+    let s = w.stats();
+    assert_eq!((s.committed, s.batches, s.queue_depth), (10, 3, 0));
+    w.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reject_policy_counts_refusals_and_loses_nothing_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file_config(&dir, "reject.db").with_busy_timeout(Duration::from_millis(50));
+    let path = dir.path().join("reject.db");
+    let w = BufferedTraceWriter::new(
+        config,
+        WriterConfig::default()
+            .queue_capacity(4)
+            .overflow(OverflowPolicy::Reject),
+    )
+    .await
+    .unwrap();
+    // Hold the lock so the actor cannot commit: the queue stays full.
+    let lock = Lock::take(&path).await;
+    let mut accepted = 0;
+    let mut rejected = 0;
+    for i in 0..10 {
+        match w.insert_event("r", None, &common::env_event(i)).await {
+            Ok(_) => accepted += 1,
+            Err(TracingError::QueueFull) => rejected += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!((accepted, rejected), (4, 6));
+    assert_eq!(w.stats().rejected, 6);
+    // Hold the lock past the busy timeout, so the actor has to retry.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    lock.release().await;
+    w.flush().await.unwrap();
+    assert_eq!(common::count(&w, "events").await, 4);
+    let s = w.stats();
+    assert_eq!((s.enqueued, s.committed, s.failed), (4, 4, 0));
+    assert!(s.retries > 0, "the busy database was retried: {s:?}");
+    w.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn block_policy_waits_and_gives_up_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("block.db");
+    let config = file_config(&dir, "block.db").with_busy_timeout(Duration::from_millis(50));
+    let w = BufferedTraceWriter::new(
+        config,
+        WriterConfig::default()
+            .queue_capacity(2)
+            .enqueue_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap();
+    let lock = Lock::take(&path).await;
+    w.insert_event("b", None, &common::env_event(0))
+        .await
+        .unwrap();
+    w.insert_event("b", None, &common::env_event(1))
+        .await
+        .unwrap();
+    let third = w.insert_event("b", None, &common::env_event(2)).await;
+    assert!(matches!(third, Err(TracingError::Timeout(_))), "{third:?}");
+    // A blocked producer resumes once space frees up.
+    let w2 = w.clone();
+    let waiter =
+        tokio::spawn(async move { w2.insert_event("b", None, &common::env_event(3)).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    lock.release().await;
+    let id = waiter.await.unwrap().unwrap();
+    w.flush().await.unwrap();
+    assert_eq!(common::count(&w, "events").await, 3);
+    assert!(id > 0);
+    w.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missed_close_deadline_spills_and_replay_restores_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("spill.db");
+    let spill = dir.path().join("spill.jsonl");
+    let config = file_config(&dir, "spill.db").with_busy_timeout(Duration::from_millis(50));
+    let w = BufferedTraceWriter::new(
+        config.clone(),
+        WriterConfig::default()
+            .close_timeout(Duration::from_millis(400))
+            .spill_path(&spill),
+    )
+    .await
+    .unwrap();
+    let trace = common::sample_trace("spilled", 3);
+    // Hold the lock before anything is written: nothing can commit.
+    let lock = Lock::take(&path).await;
+    common::write_trace(&w, &trace).await;
+    w.insert_outcome_reward(
+        "spilled",
+        &OutcomeReward {
+            total_reward: 3.5,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let queued = w.stats().enqueued as usize;
+    let err = w.close().await.unwrap_err();
+    match &err {
+        TracingError::Spilled { path, count } => {
+            assert_eq!(path, &spill);
+            assert_eq!(*count, queued);
+        }
+        other => panic!("expected Spilled, got {other}"),
+    }
+    assert!(err.to_string().contains("spill.jsonl"), "{err}");
+    assert_eq!(w.stats().spilled as usize, queued);
+    lock.release().await;
+
+    let report = replay_spill_file(config.clone(), &spill).await.unwrap();
+    assert_eq!(report.operations, queued);
+    let plain = LibsqlTraceStorage::new(config.clone()).await.unwrap();
+    let back = plain.get_session("spilled").await.unwrap().unwrap();
+    assert_eq!(back, trace);
+    assert_eq!(common::count(&plain, "outcome_rewards").await, 1);
+    // Replaying twice duplicates nothing.
+    let again = replay_spill_file(config, &spill).await.unwrap();
+    assert_eq!(again.inserted, 0);
+    assert_eq!(common::count(&plain, "events").await, 10);
+    assert_eq!(common::count(&plain, "messages").await, 7);
+    assert_eq!(plain.get_session("spilled").await.unwrap().unwrap(), trace);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_actor_never_strands_a_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dead.db");
+    let config = file_config(&dir, "dead.db").with_busy_timeout(Duration::from_millis(50));
+    let w = BufferedTraceWriter::new(config, WriterConfig::default().queue_capacity(1))
+        .await
+        .unwrap();
+    let lock = Lock::take(&path).await;
+    w.insert_event("d", None, &common::env_event(0))
+        .await
+        .unwrap();
+    // This producer waits for queue space that the stuck actor holds.
+    let w2 = w.clone();
+    let waiter =
+        tokio::spawn(async move { w2.insert_event("d", None, &common::env_event(1)).await });
+    let reader = {
+        let w3 = w.clone();
+        tokio::spawn(async move { w3.get_session("d").await })
+    };
+    w.inject_actor_crash();
+    lock.release().await;
+    let waited = waiter.await.unwrap();
+    assert!(
+        matches!(waited, Err(TracingError::WriterClosed)),
+        "{waited:?}"
+    );
+    assert!(reader.await.unwrap().is_err());
+    eventually("the cause is recorded", || async {
+        w.failure_cause().is_some()
+    })
+    .await;
+    assert!(w.failure_cause().unwrap().contains("panicked"));
+    assert!(w.flush().await.is_err());
+    assert!(w
+        .insert_event("d", None, &common::env_event(2))
+        .await
+        .is_err());
+    assert!(w.close().await.is_err());
+}
