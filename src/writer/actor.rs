@@ -247,7 +247,7 @@ impl Actor {
                 self.state = RunState::Stopping;
                 break;
             };
-            let (items, terminator) = self.collect(first);
+            let (items, terminator) = self.collect(first).await;
             if !items.is_empty() {
                 self.execute(items).await;
             }
@@ -303,12 +303,17 @@ impl Actor {
     /// Takes what is queued, up to the batch bounds, stopping after a
     /// message that needs a commit first. When the queue runs dry it waits up
     /// to `linger` for more, unless a read is waiting.
-    fn collect(&mut self, first: Msg) -> (Vec<Item>, Option<Terminator>) {
+    async fn collect(&mut self, first: Msg) -> (Vec<Item>, Option<Terminator>) {
         let mut items = Vec::new();
         let (mut ops, mut bytes, mut has_read) = (0usize, 0usize, false);
         let linger_end = Instant::now() + self.config.linger;
         let mut next = Some(first);
         loop {
+            if items.len() % 256 == 255 {
+                // Producers may be waiting for ids: lease before the batch
+                // grows further, not after it commits.
+                self.serve_leases().await;
+            }
             let msg = match next.take() {
                 Some(m) => m,
                 None => match self.rx.try_recv() {
@@ -318,6 +323,7 @@ impl Actor {
                         if has_read || self.config.linger.is_zero() {
                             break;
                         }
+                        self.serve_leases().await;
                         match self.rx.recv_deadline(linger_end) {
                             Ok(m) => m,
                             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
@@ -710,7 +716,7 @@ impl Actor {
                 Ok(m) => m,
                 Err(_) => break,
             };
-            let (items, terminator) = self.collect(first);
+            let (items, terminator) = self.collect(first).await;
             if !items.is_empty() {
                 self.execute(items).await;
             }

@@ -9,6 +9,7 @@
 
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use tokio::sync::Notify;
@@ -19,6 +20,10 @@ use crate::writer::stats::Counters;
 
 /// Largest block a table grows to.
 const MAX_BLOCK: i64 = 1 << 20;
+
+/// Blocks used up faster than this double, so that a busy table leases about
+/// once a second at most: each lease is a small transaction of its own.
+const FAST_USE: Duration = Duration::from_secs(1);
 
 /// A request from a producer to the actor for the next block of a table.
 #[derive(Debug)]
@@ -36,6 +41,11 @@ struct IdState {
     block: i64,
     /// The last lease failure, given to waiters until a lease succeeds.
     error: Option<TracingError>,
+    /// A producer found no id since the last grant.
+    starved: bool,
+    /// When the current block was granted: a block used up within
+    /// [`FAST_USE`] means the next one should be bigger.
+    granted_at: Instant,
 }
 
 #[derive(Debug)]
@@ -70,6 +80,8 @@ impl IdAllocator {
                     pending: false,
                     block,
                     error: None,
+                    starved: false,
+                    granted_at: Instant::now(),
                 }),
                 granted: Notify::new(),
             })
@@ -96,10 +108,14 @@ impl IdAllocator {
         if s.cur.is_empty() {
             if let Some(next) = s.spare.take() {
                 s.cur = next;
+                s.granted_at = Instant::now();
             }
         }
         if let Some(id) = s.cur.next() {
             if s.spare.is_none() && !s.pending && s.cur.end - s.cur.start < s.block / 2 {
+                if s.granted_at.elapsed() < FAST_USE {
+                    s.block = (s.block * 2).min(MAX_BLOCK);
+                }
                 self.request(table, &mut s)?;
             }
             return Ok(Some(id));
@@ -111,10 +127,13 @@ impl IdAllocator {
             }
             return Err(err);
         }
-        if !s.pending {
-            // Someone had to wait: lease bigger blocks from now on.
+        if !s.starved {
+            // Someone has to wait: lease bigger blocks from now on.
+            s.starved = true;
             s.block = (s.block * 2).min(MAX_BLOCK);
             Counters::add(&self.counters.lease_waits, 1);
+        }
+        if !s.pending {
             self.request(table, &mut s)?;
         }
         Ok(None)
@@ -160,7 +179,9 @@ impl IdAllocator {
             let mut s = lock(&t.state);
             s.pending = false;
             s.error = None;
+            s.starved = false;
             if s.cur.is_empty() {
+                s.granted_at = Instant::now();
                 s.cur = ids;
             } else {
                 s.spare = Some(ids);
