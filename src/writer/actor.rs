@@ -286,6 +286,7 @@ impl Actor {
                 }
                 Err(e) if e.is_transient() && !self.shared.past_close_deadline() => {
                     tracing::warn!(target: "trace_writer", error = %e, "id lease failed; retrying");
+                    self.remember(format!("retrying an id lease for {}: {e}", req.table.name()));
                     Counters::add(&self.shared.counters.retries, 1);
                     self.reconnect_if_remote().await;
                     std::thread::sleep(backoff);
