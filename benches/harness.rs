@@ -115,10 +115,18 @@ impl Outcome {
     }
 }
 
-async fn open(backend: Backend, config: StorageConfig, writer: WriterConfig) -> Arc<dyn TraceStorage> {
+async fn open(
+    backend: Backend,
+    config: StorageConfig,
+    writer: WriterConfig,
+) -> Arc<dyn TraceStorage> {
     match backend {
         Backend::Plain => Arc::new(LibsqlTraceStorage::new(config).await.expect("open plain")),
-        _ => Arc::new(BufferedTraceWriter::new(config, writer).await.expect("open writer")),
+        _ => Arc::new(
+            BufferedTraceWriter::new(config, writer)
+                .await
+                .expect("open writer"),
+        ),
     }
 }
 
@@ -219,7 +227,9 @@ async fn ceiling(db: Db, total: usize, rows: Rows) -> Outcome {
         .collect();
     let to_value = |v: &serde_json::Value| match v {
         serde_json::Value::Null => libsql::Value::Null,
-        serde_json::Value::Number(n) if n.is_i64() => libsql::Value::Integer(n.as_i64().unwrap_or(0)),
+        serde_json::Value::Number(n) if n.is_i64() => {
+            libsql::Value::Integer(n.as_i64().unwrap_or(0))
+        }
         serde_json::Value::Number(n) => libsql::Value::Real(n.as_f64().unwrap_or(0.0)),
         serde_json::Value::String(s) => libsql::Value::Text(s.clone()),
         other => libsql::Value::Text(other.to_string()),
@@ -232,14 +242,25 @@ async fn ceiling(db: Db, total: usize, rows: Rows) -> Outcome {
         .collect();
 
     let (config, _dir) = db.fresh();
-    let path = if db == Db::Memory { ":memory:".to_string() } else { config.db_url.clone() };
-    let database = libsql::Builder::new_local(&path).build().await.expect("open");
+    let path = if db == Db::Memory {
+        ":memory:".to_string()
+    } else {
+        config.db_url.clone()
+    };
+    let database = libsql::Builder::new_local(&path)
+        .build()
+        .await
+        .expect("open");
     let conn = database.connect().expect("connect");
     if db != Db::Memory {
         let mode = if db == Db::Wal { "WAL" } else { "DELETE" };
         let sync = if db == Db::Wal { "NORMAL" } else { "FULL" };
-        conn.query(&format!("PRAGMA journal_mode = {mode}"), ()).await.expect("journal");
-        conn.execute(&format!("PRAGMA synchronous = {sync}"), ()).await.expect("sync");
+        conn.query(&format!("PRAGMA journal_mode = {mode}"), ())
+            .await
+            .expect("journal");
+        conn.execute(&format!("PRAGMA synchronous = {sync}"), ())
+            .await
+            .expect("sync");
     }
     schema::migrate(&conn).await.expect("schema");
     let sql = format!(

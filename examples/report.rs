@@ -79,33 +79,101 @@ async fn main() {
             Db::DeleteFull => (600, 100_000),
             _ => (20_000, 200_000),
         };
-        push("small events", db, Backend::Ceiling, 1, harness::events(db, Backend::Ceiling, 1, writer_n, Rows::Small, false).await);
+        push(
+            "small events",
+            db,
+            Backend::Ceiling,
+            1,
+            harness::events(db, Backend::Ceiling, 1, writer_n, Rows::Small, false).await,
+        );
         for producers in [1, 8, 64] {
-            let n = if producers == 1 { writer_n / 2 } else { writer_n };
+            let n = if producers == 1 {
+                writer_n / 2
+            } else {
+                writer_n
+            };
             let record = db == Db::Wal && producers == 64;
-            push("small events", db, Backend::Writer, producers, harness::events(db, Backend::Writer, producers, n, Rows::Small, record).await);
+            push(
+                "small events",
+                db,
+                Backend::Writer,
+                producers,
+                harness::events(db, Backend::Writer, producers, n, Rows::Small, record).await,
+            );
         }
         for producers in [1, 64] {
-            push("small events", db, Backend::Plain, producers, harness::events(db, Backend::Plain, producers, plain_n, Rows::Small, false).await);
+            push(
+                "small events",
+                db,
+                Backend::Plain,
+                producers,
+                harness::events(db, Backend::Plain, producers, plain_n, Rows::Small, false).await,
+            );
         }
     }
     // Realistic events on the WAL file.
     let db = Db::Wal;
-    push("realistic events", db, Backend::Ceiling, 1, harness::events(db, Backend::Ceiling, 1, 50_000, Rows::Realistic, false).await);
-    push("realistic events", db, Backend::Writer, 64, harness::events(db, Backend::Writer, 64, 50_000, Rows::Realistic, false).await);
-    push("realistic events", db, Backend::Plain, 64, harness::events(db, Backend::Plain, 64, 10_000, Rows::Realistic, false).await);
+    push(
+        "realistic events",
+        db,
+        Backend::Ceiling,
+        1,
+        harness::events(db, Backend::Ceiling, 1, 50_000, Rows::Realistic, false).await,
+    );
+    push(
+        "realistic events",
+        db,
+        Backend::Writer,
+        64,
+        harness::events(db, Backend::Writer, 64, 50_000, Rows::Realistic, false).await,
+    );
+    push(
+        "realistic events",
+        db,
+        Backend::Plain,
+        64,
+        harness::events(db, Backend::Plain, 64, 10_000, Rows::Realistic, false).await,
+    );
     // The rollout mix and the single sequential producer.
     for db in [Db::Wal, Db::Memory] {
-        push("rollout mix", db, Backend::Writer, 64, harness::rollouts(db, Backend::Writer, 64, 256).await);
-        push("rollout mix", db, Backend::Plain, 64, harness::rollouts(db, Backend::Plain, 64, 64).await);
+        push(
+            "rollout mix",
+            db,
+            Backend::Writer,
+            64,
+            harness::rollouts(db, Backend::Writer, 64, 256).await,
+        );
+        push(
+            "rollout mix",
+            db,
+            Backend::Plain,
+            64,
+            harness::rollouts(db, Backend::Plain, 64, 64).await,
+        );
     }
-    push("single producer", Db::Wal, Backend::Writer, 1, harness::rollouts(Db::Wal, Backend::Writer, 1, 40).await);
-    push("single producer", Db::Wal, Backend::Plain, 1, harness::rollouts(Db::Wal, Backend::Plain, 1, 10).await);
+    push(
+        "single producer",
+        Db::Wal,
+        Backend::Writer,
+        1,
+        harness::rollouts(Db::Wal, Backend::Writer, 1, 40).await,
+    );
+    push(
+        "single producer",
+        Db::Wal,
+        Backend::Plain,
+        1,
+        harness::rollouts(Db::Wal, Backend::Plain, 1, 10).await,
+    );
 
     // A flood far faster than the disk, under a 100 MB byte bound.
     let bound = 100 << 20;
     let (flood, rss) = harness::flood(1_000_000, bound).await;
-    eprintln!("flood: {:.0} events/s, peak RSS {:?}", flood.ops_per_sec(), rss);
+    eprintln!(
+        "flood: {:.0} events/s, peak RSS {:?}",
+        flood.ops_per_sec(),
+        rss
+    );
 
     let report = render(&machine, &mut rows, &flood, rss, bound);
     println!("{report}");
@@ -122,41 +190,72 @@ async fn main() {
     }
 }
 
-fn find<'a>(rows: &'a [Row], workload: &str, db: &str, backend: &str, producers: usize) -> Option<&'a Row> {
-    rows.iter()
-        .find(|r| r.workload == workload && r.db == db && r.backend == backend && r.producers == producers)
+fn find<'a>(
+    rows: &'a [Row],
+    workload: &str,
+    db: &str,
+    backend: &str,
+    producers: usize,
+) -> Option<&'a Row> {
+    rows.iter().find(|r| {
+        r.workload == workload && r.db == db && r.backend == backend && r.producers == producers
+    })
 }
 
 fn rate(rows: &[Row], workload: &str, db: Db, backend: Backend, producers: usize) -> f64 {
-    find(rows, workload, db.label(), backend.label(), producers).map_or(f64::NAN, |r| r.outcome.ops_per_sec())
+    find(rows, workload, db.label(), backend.label(), producers)
+        .map_or(f64::NAN, |r| r.outcome.ops_per_sec())
 }
 
 fn micros(d: Duration) -> String {
     format!("{:.1} µs", d.as_secs_f64() * 1e6)
 }
 
-fn render(machine: &str, rows: &mut [Row], flood: &Outcome, rss: Option<u64>, bound: usize) -> String {
+fn render(
+    machine: &str,
+    rows: &mut [Row],
+    flood: &Outcome,
+    rss: Option<u64>,
+    bound: usize,
+) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Machine: {machine}.\n");
     let _ = writeln!(s, "| workload | database | backend | producers | ops/s | writer/plain | writer/ceiling | enqueue p50 / p99 | mean batch |");
     let _ = writeln!(s, "|---|---|---|---|---:|---:|---:|---|---:|");
     let snapshot: Vec<(String, &'static str, &'static str, usize, f64)> = rows
         .iter()
-        .map(|r| (r.workload.clone(), r.db, r.backend, r.producers, r.outcome.ops_per_sec()))
+        .map(|r| {
+            (
+                r.workload.clone(),
+                r.db,
+                r.backend,
+                r.producers,
+                r.outcome.ops_per_sec(),
+            )
+        })
         .collect();
     for r in rows.iter_mut() {
         let ops = r.outcome.ops_per_sec();
-        let (mut vs_plain, mut vs_ceiling, mut lat, mut batch) = (String::new(), String::new(), String::new(), String::new());
+        let (mut vs_plain, mut vs_ceiling, mut lat, mut batch) =
+            (String::new(), String::new(), String::new(), String::new());
         if r.backend == "writer" {
             let best_plain = snapshot
                 .iter()
-                .filter(|x| x.0 == r.workload && x.1 == r.db && x.2 == "plain" && (x.3 == r.producers || r.workload != "small events"))
+                .filter(|x| {
+                    x.0 == r.workload
+                        && x.1 == r.db
+                        && x.2 == "plain"
+                        && (x.3 == r.producers || r.workload != "small events")
+                })
                 .map(|x| x.4)
                 .fold(f64::NAN, f64::max);
             if best_plain.is_finite() {
                 vs_plain = format!("{:.1}×", ops / best_plain);
             }
-            if let Some(c) = snapshot.iter().find(|x| x.0 == r.workload && x.1 == r.db && x.2 == "ceiling") {
+            if let Some(c) = snapshot
+                .iter()
+                .find(|x| x.0 == r.workload && x.1 == r.db && x.2 == "ceiling")
+            {
                 vs_ceiling = format!("{:.2}", ops / c.4);
             }
             if !r.outcome.latencies.is_empty() {
@@ -174,7 +273,9 @@ fn render(machine: &str, rows: &mut [Row], flood: &Outcome, rss: Option<u64>, bo
             r.workload, r.db, r.backend, r.producers, ops, vs_plain, vs_ceiling, lat, batch
         );
     }
-    let peak = rss.map_or("unknown".to_string(), |b| format!("{:.0} MB", b as f64 / 1e6));
+    let peak = rss.map_or("unknown".to_string(), |b| {
+        format!("{:.0} MB", b as f64 / 1e6)
+    });
     let _ = writeln!(
         s,
         "\nFlood: {} small events from 64 producers into a rollback-journal FULL file under a {} MB byte bound: {:.0} events/s, peak RSS {} (target: at most {} MB).\n",
@@ -187,27 +288,81 @@ fn render(machine: &str, rows: &mut [Row], flood: &Outcome, rss: Option<u64>, bo
 
     let small = "small events";
     let targets: Vec<(String, f64, f64)> = vec![
-        ("WAL, 64 producers, small events: writer/ceiling".into(), rate(rows, small, Db::Wal, Backend::Writer, 64) / rate(rows, small, Db::Wal, Backend::Ceiling, 1), 0.9),
-        ("WAL, 64 producers, realistic events: writer/ceiling".into(), rate(rows, "realistic events", Db::Wal, Backend::Writer, 64) / rate(rows, "realistic events", Db::Wal, Backend::Ceiling, 1), 0.9),
-        ("WAL, 64 producers, small events: writer/plain".into(), rate(rows, small, Db::Wal, Backend::Writer, 64) / rate(rows, small, Db::Wal, Backend::Plain, 64), 7.0),
-        ("rollback FULL, 64 producers: writer/ceiling".into(), rate(rows, small, Db::DeleteFull, Backend::Writer, 64) / rate(rows, small, Db::DeleteFull, Backend::Ceiling, 1), 0.9),
-        ("rollback FULL, 64 producers: writer/plain".into(), rate(rows, small, Db::DeleteFull, Backend::Writer, 64) / rate(rows, small, Db::DeleteFull, Backend::Plain, 64), 100.0),
-        (":memory:, 64 producers: writer/plain".into(), rate(rows, small, Db::Memory, Backend::Writer, 64) / rate(rows, small, Db::Memory, Backend::Plain, 64), 3.0),
-        ("single SessionTracer producer on WAL: writer/plain".into(), rate(rows, "single producer", Db::Wal, Backend::Writer, 1) / rate(rows, "single producer", Db::Wal, Backend::Plain, 1), 5.0),
+        (
+            "WAL, 64 producers, small events: writer/ceiling".into(),
+            rate(rows, small, Db::Wal, Backend::Writer, 64)
+                / rate(rows, small, Db::Wal, Backend::Ceiling, 1),
+            0.9,
+        ),
+        (
+            "WAL, 64 producers, realistic events: writer/ceiling".into(),
+            rate(rows, "realistic events", Db::Wal, Backend::Writer, 64)
+                / rate(rows, "realistic events", Db::Wal, Backend::Ceiling, 1),
+            0.9,
+        ),
+        (
+            "WAL, 64 producers, small events: writer/plain".into(),
+            rate(rows, small, Db::Wal, Backend::Writer, 64)
+                / rate(rows, small, Db::Wal, Backend::Plain, 64),
+            7.0,
+        ),
+        (
+            "rollback FULL, 64 producers: writer/ceiling".into(),
+            rate(rows, small, Db::DeleteFull, Backend::Writer, 64)
+                / rate(rows, small, Db::DeleteFull, Backend::Ceiling, 1),
+            0.9,
+        ),
+        (
+            "rollback FULL, 64 producers: writer/plain".into(),
+            rate(rows, small, Db::DeleteFull, Backend::Writer, 64)
+                / rate(rows, small, Db::DeleteFull, Backend::Plain, 64),
+            100.0,
+        ),
+        (
+            ":memory:, 64 producers: writer/plain".into(),
+            rate(rows, small, Db::Memory, Backend::Writer, 64)
+                / rate(rows, small, Db::Memory, Backend::Plain, 64),
+            3.0,
+        ),
+        (
+            "single SessionTracer producer on WAL: writer/plain".into(),
+            rate(rows, "single producer", Db::Wal, Backend::Writer, 1)
+                / rate(rows, "single producer", Db::Wal, Backend::Plain, 1),
+            5.0,
+        ),
     ];
     let _ = writeln!(s, "| target | measured | wanted | met |");
     let _ = writeln!(s, "|---|---:|---:|---|");
     for (name, got, want) in targets {
-        let _ = writeln!(s, "| {name} | {got:.2} | ≥ {want} | {} |", if got >= want { "yes" } else { "no" });
+        let _ = writeln!(
+            s,
+            "| {name} | {got:.2} | ≥ {want} | {} |",
+            if got >= want { "yes" } else { "no" }
+        );
     }
     let p99 = find(rows, small, Db::Wal.label(), "writer", 64)
         .map(|r| harness::quantile(&mut r.outcome.latencies.clone(), 0.99));
     if let Some(p99) = p99 {
-        let _ = writeln!(s, "| enqueue p99, WAL, 64 producers | {} | ≤ 20 µs | {} |", micros(p99), if p99 <= Duration::from_micros(20) { "yes" } else { "no" });
+        let _ = writeln!(
+            s,
+            "| enqueue p99, WAL, 64 producers | {} | ≤ 20 µs | {} |",
+            micros(p99),
+            if p99 <= Duration::from_micros(20) {
+                "yes"
+            } else {
+                "no"
+            }
+        );
     }
     if let Some(b) = rss {
         let limit = bound as u64 + (50 << 20);
-        let _ = writeln!(s, "| flood peak RSS | {:.0} MB | ≤ {} MB | {} |", b as f64 / 1e6, limit >> 20, if b <= limit { "yes" } else { "no" });
+        let _ = writeln!(
+            s,
+            "| flood peak RSS | {:.0} MB | ≤ {} MB | {} |",
+            b as f64 / 1e6,
+            limit >> 20,
+            if b <= limit { "yes" } else { "no" }
+        );
     }
     s
 }
@@ -236,21 +391,43 @@ fn svg(rows: &[Row]) -> String {
         let group = format!("{} · {}", r.workload, r.db);
         if group != last_group {
             y += gap * 2.0;
-            let _ = writeln!(body, r#"<text x="10" y="{:.0}" font-weight="bold">{group}</text>"#, y + 12.0);
+            let _ = writeln!(
+                body,
+                r#"<text x="10" y="{:.0}" font-weight="bold">{group}</text>"#,
+                y + 12.0
+            );
             last_group = group;
         }
         let v = r.outcome.ops_per_sec();
         let w = (v.max(1.0).log10() * scale).max(1.0);
         let label = format!("{} ×{}", r.backend, r.producers);
-        let _ = writeln!(body, r#"<text x="{:.0}" y="{:.0}" text-anchor="end">{label}</text>"#, left - 8.0, y + 12.0);
-        let _ = writeln!(body, r#"<rect x="{left}" y="{y:.0}" width="{w:.1}" height="{bar_h}" fill="{}"/>"#, color(r.backend));
-        let _ = writeln!(body, r#"<text x="{:.0}" y="{:.0}">{v:.0}/s</text>"#, left + w + 6.0, y + 12.0);
+        let _ = writeln!(
+            body,
+            r#"<text x="{:.0}" y="{:.0}" text-anchor="end">{label}</text>"#,
+            left - 8.0,
+            y + 12.0
+        );
+        let _ = writeln!(
+            body,
+            r#"<rect x="{left}" y="{y:.0}" width="{w:.1}" height="{bar_h}" fill="{}"/>"#,
+            color(r.backend)
+        );
+        let _ = writeln!(
+            body,
+            r#"<text x="{:.0}" y="{:.0}">{v:.0}/s</text>"#,
+            left + w + 6.0,
+            y + 12.0
+        );
         y += bar_h + gap;
     }
     let mut grid = String::new();
     for p in 1..=(max_log as i32) {
         let x = left + p as f64 * scale;
-        let _ = writeln!(grid, r##"<line x1="{x:.1}" y1="30" x2="{x:.1}" y2="{:.0}" stroke="#ddd"/><text x="{x:.1}" y="24" text-anchor="middle" fill="#888">1e{p}</text>"##, y);
+        let _ = writeln!(
+            grid,
+            r##"<line x1="{x:.1}" y1="30" x2="{x:.1}" y2="{:.0}" stroke="#ddd"/><text x="{x:.1}" y="24" text-anchor="middle" fill="#888">1e{p}</text>"##,
+            y
+        );
     }
     format!(
         r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{:.0}" font-family="sans-serif" font-size="12">

@@ -42,7 +42,10 @@ fn pseudo_random_ms(round: usize) -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .unwrap()
         .subsec_nanos() as u64;
-    50 + (nanos.wrapping_mul(2654435761).wrapping_add(round as u64 * 97)) % 450
+    50 + (nanos
+        .wrapping_mul(2654435761)
+        .wrapping_add(round as u64 * 97))
+        % 450
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +104,10 @@ async fn sigkill_loses_nothing_acknowledged() {
         );
         // The ids stay unique across the killed writers.
         let dup = plain
-            .query("SELECT COUNT(*) - COUNT(DISTINCT id) AS d FROM events", vec![])
+            .query(
+                "SELECT COUNT(*) - COUNT(DISTINCT id) AS d FROM events",
+                vec![],
+            )
             .await
             .unwrap();
         assert_eq!(dup[0]["d"], json!(0));

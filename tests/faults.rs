@@ -19,7 +19,9 @@ fn file(dir: &tempfile::TempDir, name: &str) -> (StorageConfig, std::path::PathB
 async fn a_lock_held_past_the_busy_timeout_is_waited_out() {
     let dir = tempfile::tempdir().unwrap();
     let (config, path) = file(&dir, "busy.db");
-    let w = BufferedTraceWriter::new(config, WriterConfig::default()).await.unwrap();
+    let w = BufferedTraceWriter::new(config, WriterConfig::default())
+        .await
+        .unwrap();
     let db = libsql::Builder::new_local(&path).build().await.unwrap();
     let other = db.connect().unwrap();
     other.execute("BEGIN IMMEDIATE", ()).await.unwrap();
@@ -85,7 +87,10 @@ async fn a_full_disk_is_retried_then_spilled_never_dropped() {
     }
     // The disk is "full": flush cannot succeed, and says so in time.
     let flushed = w.flush().await;
-    assert!(matches!(flushed, Err(TracingError::Timeout(_))), "{flushed:?}");
+    assert!(
+        matches!(flushed, Err(TracingError::Timeout(_))),
+        "{flushed:?}"
+    );
     assert!(
         w.recent_errors().iter().any(|e| e.contains("full")),
         "{:?}",
@@ -137,7 +142,11 @@ async fn poison_is_isolated(multi_row: bool) {
         w.insert_event("p", None, &e).await.unwrap();
     }
     let err = w.flush().await.unwrap_err();
-    let TracingError::WriteFailed { failed, first_cause } = &err else {
+    let TracingError::WriteFailed {
+        failed,
+        first_cause,
+    } = &err
+    else {
         panic!("expected WriteFailed, got {err}")
     };
     assert_eq!(*failed, 1);
@@ -148,7 +157,9 @@ async fn poison_is_isolated(multi_row: bool) {
     assert_eq!((s.enqueued, s.committed, s.failed), (11, 10, 1));
     assert!(w.recent_errors()[0].contains("session `p`"));
     // The failure was reported once; the writer carries on.
-    w.insert_event("p", None, &common::env_event(1)).await.unwrap();
+    w.insert_event("p", None, &common::env_event(1))
+        .await
+        .unwrap();
     w.flush().await.unwrap();
     assert_eq!(common::count(&w, "events").await, 10);
     w.close().await.unwrap();
@@ -172,7 +183,9 @@ async fn operations_of_several_megabytes() {
     )
     .await
     .unwrap();
-    w.ensure_session("big", Utc::now(), &json!({})).await.unwrap();
+    w.ensure_session("big", Utc::now(), &json!({}))
+        .await
+        .unwrap();
     let five_mb = MarkovBlanketMessage {
         content: MessageContent::from_text("é".repeat(5 << 19)),
         message_type: "user".into(),
@@ -193,7 +206,12 @@ async fn operations_of_several_megabytes() {
     assert!(err.to_string().contains("max_op_bytes"), "{err}");
     assert_eq!(w.stats().enqueued, before, "nothing was queued");
     // No id was used up by the refusal.
-    assert_eq!(w.insert_message("big", None, &common::message(1)).await.unwrap(), 2);
+    assert_eq!(
+        w.insert_message("big", None, &common::message(1))
+            .await
+            .unwrap(),
+        2
+    );
     w.close().await.unwrap();
 }
 
@@ -202,7 +220,9 @@ async fn bad_config_is_refused_at_start() {
     for config in [
         WriterConfig::default().max_batch_ops(0),
         WriterConfig::default().queue_capacity(0),
-        WriterConfig::default().queue_capacity_bytes(1000).max_op_bytes(2000),
+        WriterConfig::default()
+            .queue_capacity_bytes(1000)
+            .max_op_bytes(2000),
         WriterConfig::default().id_block(0),
     ] {
         let err = BufferedTraceWriter::new(StorageConfig::memory(), config)

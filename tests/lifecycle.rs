@@ -328,3 +328,52 @@ async fn a_dead_actor_never_strands_a_producer() {
         .is_err());
     assert!(w.close().await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn evicted_sessions_reload_in_fifo_order_and_keep_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("evict.db");
+    let config = file_config(&dir, "evict.db").with_busy_timeout(Duration::from_millis(20));
+    let w = BufferedTraceWriter::new(config, WriterConfig::default().session_cache(2))
+        .await
+        .unwrap();
+    // Nothing can commit while the lock is held, so evicted sessions have
+    // queued steps that their committed rows do not show.
+    let lock = Lock::take(&path).await;
+    let mut first = Vec::new();
+    for s in 0..5 {
+        let sid = format!("s{s}");
+        w.ensure_session(&sid, Utc::now(), &json!({}))
+            .await
+            .unwrap();
+        first.push(
+            w.ensure_timestep(&sid, &SessionTimeStep::new("t0", 0))
+                .await
+                .unwrap(),
+        );
+    }
+    assert_eq!(w.stats().committed, 0);
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        lock.release().await;
+    });
+    // s0 was evicted with its step still queued: the reload must see it.
+    let again = w
+        .ensure_timestep("s0", &SessionTimeStep::new("t0", 0))
+        .await
+        .unwrap();
+    assert_eq!(again, first[0]);
+    release.await.unwrap();
+    for (s, first_id) in first.iter().enumerate() {
+        let id = w
+            .ensure_timestep(&format!("s{s}"), &SessionTimeStep::new("t0", 0))
+            .await
+            .unwrap();
+        assert_eq!(id, *first_id);
+    }
+    w.flush().await.unwrap();
+    assert_eq!(common::count(&w, "session_timesteps").await, 5);
+    let distinct: std::collections::HashSet<_> = first.iter().collect();
+    assert_eq!(distinct.len(), 5);
+    w.close().await.unwrap();
+}

@@ -58,6 +58,16 @@ pub(crate) enum Msg {
     Crash,
 }
 
+/// Messages that do not wait their turn in the FIFO: id leases, and step
+/// loads of sessions with nothing queued (so committed rows are the truth).
+pub(crate) enum Control {
+    Lease(LeaseRequest),
+    LoadSteps {
+        session_id: String,
+        reply: Reply<Vec<(String, i64)>>,
+    },
+}
+
 /// State shared by the handles and the actor.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -175,7 +185,9 @@ enum RunState {
 
 pub(crate) struct Actor {
     rx: Receiver<Msg>,
-    lease_rx: Receiver<LeaseRequest>,
+    control_rx: Receiver<Control>,
+    /// Leases taken off the channel while the database was locked.
+    deferred_leases: Vec<LeaseRequest>,
     shared: Arc<Shared>,
     config: WriterConfig,
     opened: Option<Opened>,
@@ -192,7 +204,7 @@ impl Actor {
     /// Opens the database, migrates it and leases the first id blocks.
     pub(crate) async fn start(
         rx: Receiver<Msg>,
-        lease_rx: Receiver<LeaseRequest>,
+        control_rx: Receiver<Control>,
         shared: Arc<Shared>,
         config: WriterConfig,
         storage: StorageConfig,
@@ -203,7 +215,8 @@ impl Actor {
         let spill_path = spill::default_path(&config, &storage);
         let actor = Actor {
             rx,
-            lease_rx,
+            control_rx,
+            deferred_leases: Vec::new(),
             shared,
             config,
             opened: Some(opened),
@@ -232,12 +245,12 @@ impl Actor {
         };
         let mut close_reply = None;
         while self.state == RunState::Running {
-            self.serve_leases().await;
+            self.serve_control(true).await;
             let first = crossbeam_channel::select! {
                 recv(self.rx) -> msg => msg.ok(),
-                recv(self.lease_rx) -> req => {
-                    if let Ok(req) = req {
-                        self.lease(req).await;
+                recv(self.control_rx) -> c => {
+                    if let Ok(c) = c {
+                        self.control(c, true).await;
                     }
                     continue;
                 }
@@ -269,9 +282,31 @@ impl Actor {
         }
     }
 
-    async fn serve_leases(&mut self) {
-        while let Ok(req) = self.lease_rx.try_recv() {
-            self.lease(req).await;
+    /// Serves what waits on the control channel. With `leases` false (the
+    /// database is locked), leases are kept for later and only step loads,
+    /// which only read, are answered.
+    async fn serve_control(&mut self, leases: bool) {
+        if leases {
+            for req in std::mem::take(&mut self.deferred_leases) {
+                self.lease(req).await;
+            }
+        }
+        while let Ok(c) = self.control_rx.try_recv() {
+            self.control(c, leases).await;
+        }
+    }
+
+    async fn control(&mut self, c: Control, leases: bool) {
+        match c {
+            Control::Lease(req) if leases => self.lease(req).await,
+            Control::Lease(req) => self.deferred_leases.push(req),
+            Control::LoadSteps { session_id, reply } => {
+                // Nothing of this session is queued or in the open batch (see
+                // `SessionCache`), so even inside a batch's transaction this
+                // reads exactly its committed steps.
+                let result = libsql_storage::load_steps(&self.exec.conn, &session_id).await;
+                let _ = reply.send(result);
+            }
         }
     }
 
@@ -286,7 +321,10 @@ impl Actor {
                 }
                 Err(e) if e.is_transient() && !self.shared.past_close_deadline() => {
                     tracing::warn!(target: "trace_writer", error = %e, "id lease failed; retrying");
-                    self.remember(format!("retrying an id lease for {}: {e}", req.table.name()));
+                    self.remember(format!(
+                        "retrying an id lease for {}: {e}",
+                        req.table.name()
+                    ));
                     Counters::add(&self.shared.counters.retries, 1);
                     self.reconnect_if_remote().await;
                     std::thread::sleep(backoff);
@@ -313,7 +351,7 @@ impl Actor {
             if items.len() % 256 == 255 {
                 // Producers may be waiting for ids: lease before the batch
                 // grows further, not after it commits.
-                self.serve_leases().await;
+                self.serve_control(true).await;
             }
             let msg = match next.take() {
                 Some(m) => m,
@@ -324,7 +362,7 @@ impl Actor {
                         if has_read || self.config.linger.is_zero() {
                             break;
                         }
-                        self.serve_leases().await;
+                        self.serve_control(true).await;
                         match self.rx.recv_deadline(linger_end) {
                             Ok(m) => m,
                             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
@@ -406,6 +444,7 @@ impl Actor {
                     self.remember(format!("retrying a batch of {} item(s): {e}", items.len()));
                     self.reconnect_if_remote().await;
                     self.answer_step_loads_outside_tx(&mut items).await;
+                    self.serve_control(false).await;
                     std::thread::sleep(backoff);
                     backoff = (backoff * 2).min(self.config.retry_max);
                 }
@@ -487,6 +526,12 @@ impl Actor {
             .map_err(|e| classify(e.into()))?;
         let mut i = 0;
         while i < items.len() {
+            if i % 64 == 63 {
+                // A producer may wait on a step load: answer it now rather
+                // than after the batch (leases wait: they need their own
+                // transaction).
+                self.serve_control(false).await;
+            }
             if multi
                 && matches!(
                     &items[i],
@@ -731,7 +776,7 @@ impl Actor {
                 None => {}
             }
         }
-        self.serve_leases().await;
+        self.serve_control(true).await;
         let result = if self.spilled > 0 {
             Err(TracingError::Spilled {
                 path: self.spill_path.clone(),
@@ -776,7 +821,7 @@ pub(crate) type Ready = oneshot::Receiver<Result<(), TracingError>>;
 /// actor.
 pub(crate) fn spawn(
     rx: Receiver<Msg>,
-    lease_rx: Receiver<LeaseRequest>,
+    control_rx: Receiver<Control>,
     shared: Arc<Shared>,
     config: WriterConfig,
     storage: StorageConfig,
@@ -800,7 +845,7 @@ pub(crate) fn spawn(
                 }
             };
             rt.block_on(async move {
-                match Actor::start(rx, lease_rx, shared, config, storage).await {
+                match Actor::start(rx, control_rx, shared, config, storage).await {
                     Ok(actor) => {
                         let _ = ready_tx.send(Ok(()));
                         actor.run().await;

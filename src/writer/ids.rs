@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 
 use crate::error::TracingError;
 use crate::libsql_storage::Table;
+use crate::writer::actor::Control;
 use crate::writer::stats::Counters;
 
 /// Largest block a table grows to.
@@ -59,7 +60,7 @@ struct TableIds {
 #[derive(Debug)]
 pub(crate) struct IdAllocator {
     tables: Vec<TableIds>,
-    lease_tx: Sender<LeaseRequest>,
+    lease_tx: Sender<Control>,
     counters: Arc<Counters>,
 }
 
@@ -70,7 +71,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl IdAllocator {
-    pub(crate) fn new(block: i64, lease_tx: Sender<LeaseRequest>, counters: Arc<Counters>) -> Self {
+    pub(crate) fn new(block: i64, lease_tx: Sender<Control>, counters: Arc<Counters>) -> Self {
         let tables = Table::WITH_IDS
             .iter()
             .map(|_| TableIds {
@@ -142,10 +143,10 @@ impl IdAllocator {
     fn request(&self, table: Table, s: &mut IdState) -> Result<(), TracingError> {
         s.pending = true;
         self.lease_tx
-            .send(LeaseRequest {
+            .send(Control::Lease(LeaseRequest {
                 table,
                 size: s.block,
-            })
+            }))
             .map_err(|_| TracingError::WriterClosed)
     }
 

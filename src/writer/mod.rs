@@ -13,6 +13,7 @@ mod stats;
 mod wait;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -29,7 +30,7 @@ use crate::models::{
     EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingEvent,
 };
 use crate::storage::{StorageConfig, TraceStorage};
-use actor::{lock, Msg, Shared};
+use actor::{lock, Control, Msg, Shared};
 use stats::Counters;
 use wait::{block_on_deadline, bounded};
 
@@ -107,6 +108,8 @@ impl std::fmt::Debug for BufferedTraceWriter {
 
 struct Inner {
     tx: Sender<Msg>,
+    /// Step loads that need not wait their turn (see [`SessionCache`]).
+    control_tx: Sender<actor::Control>,
     shared: Arc<Shared>,
     config: WriterConfig,
     storage: StorageConfig,
@@ -131,12 +134,21 @@ impl Drop for Inner {
 
 /// Step ids of recently touched sessions: `(session_id, step_id) -> id` for
 /// every step stored or queued, so repeated `ensure_timestep` calls answer
-/// at once. A session not here is loaded from the database (in FIFO order,
-/// so the load sees every queued step) before its steps are created.
+/// at once.
+///
+/// A session not here is loaded from the database before its steps are
+/// created. Every timestep insert goes through this cache, so a session
+/// that was never here has nothing queued: its committed rows are the truth,
+/// and the load skips the queue. A session evicted or deleted may still have
+/// queued operations, so until everything queued before that moment is done
+/// (the marker in `forgotten`), its load waits its turn in the FIFO.
 #[derive(Default)]
 struct SessionCache {
     map: HashMap<String, HashMap<String, i64>>,
     order: VecDeque<String>,
+    /// Session -> the count of operations that must be done before its
+    /// committed rows tell the whole story.
+    forgotten: HashMap<String, u64>,
 }
 
 enum Lookup {
@@ -155,7 +167,27 @@ impl SessionCache {
         }
     }
 
-    fn load(&mut self, session_id: &str, steps: Vec<(String, i64)>, cap: usize) {
+    /// Whether a load of `session_id` must wait its turn in the FIFO, given
+    /// how many operations are `done`.
+    fn needs_fifo_load(&mut self, session_id: &str, done: u64) -> bool {
+        match self.forgotten.get(session_id) {
+            Some(&marker) if done >= marker => {
+                self.forgotten.remove(session_id);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    fn load(
+        &mut self,
+        session_id: &str,
+        steps: Vec<(String, i64)>,
+        cap: usize,
+        enqueued: u64,
+        done: u64,
+    ) {
         if self.map.contains_key(session_id) {
             // Someone loaded it first; theirs is at least as new.
             return;
@@ -166,16 +198,31 @@ impl SessionCache {
         while self.map.len() > cap.max(1) {
             match self.order.pop_front() {
                 Some(old) => {
-                    self.map.remove(&old);
+                    if self.map.remove(&old).is_some() {
+                        self.forgotten.insert(old, enqueued);
+                    }
                 }
                 None => break,
             }
         }
+        if self.forgotten.len() > 2 * cap.max(1) {
+            self.forgotten.retain(|_, marker| *marker > done);
+        }
     }
 
+    /// Forgets a session that is being deleted: its loads wait their turn
+    /// until [`SessionCache::deleted`].
     fn forget(&mut self, session_id: &str) {
         self.map.remove(session_id);
         self.order.retain(|s| s != session_id);
+        self.forgotten.insert(session_id.to_string(), u64::MAX);
+    }
+
+    /// The delete has run: everything before it is done.
+    fn deleted(&mut self, session_id: &str) {
+        if self.forgotten.get(session_id) == Some(&u64::MAX) {
+            self.forgotten.remove(session_id);
+        }
     }
 }
 
@@ -235,11 +282,11 @@ impl BufferedTraceWriter {
         config.validate()?;
         storage.kind()?;
         let (tx, rx) = crossbeam_channel::unbounded();
-        let (lease_tx, lease_rx) = crossbeam_channel::unbounded();
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
             counters: counters.clone(),
-            ids: ids::IdAllocator::new(config.id_block, lease_tx, counters),
+            ids: ids::IdAllocator::new(config.id_block, control_tx.clone(), counters),
             ops_sem: Semaphore::new(config.queue_capacity),
             bytes_sem: Semaphore::new(config.queue_capacity_bytes),
             close_deadline: Mutex::new(None),
@@ -248,7 +295,7 @@ impl BufferedTraceWriter {
         });
         let (thread, ready) = actor::spawn(
             rx,
-            lease_rx,
+            control_rx,
             shared.clone(),
             config.clone(),
             storage.clone(),
@@ -256,6 +303,7 @@ impl BufferedTraceWriter {
         let writer = Self {
             inner: Arc::new(Inner {
                 tx,
+                control_tx,
                 shared,
                 config,
                 storage,
@@ -367,6 +415,12 @@ impl BufferedTraceWriter {
         }
         // Unbounded channel: never blocks. Space was reserved beforehand.
         self.inner.tx.send(msg).map_err(|_| self.closed_error())
+    }
+
+    /// Operations finished one way or another: committed, failed or spilled.
+    fn done_count(&self) -> u64 {
+        let s = self.stats();
+        s.committed + s.failed + s.spilled
     }
 
     fn check_size(&self, op: &Op) -> Result<usize, TracingError> {
@@ -492,17 +546,40 @@ impl BufferedTraceWriter {
             match found {
                 Lookup::Found(id) => return Ok(id),
                 Lookup::Unloaded => {
-                    let steps = self
-                        .request(
-                            self.inner.config.enqueue_timeout,
-                            "loading the session's steps",
-                            |reply| Msg::LoadSteps {
+                    let done = self.done_count();
+                    let fifo = lock(&self.inner.sessions).needs_fifo_load(session_id, done);
+                    let limit = self.inner.config.enqueue_timeout;
+                    let what = "loading the session's steps";
+                    let steps = if fifo {
+                        self.request(limit, what, |reply| Msg::LoadSteps {
+                            session_id: session_id.to_string(),
+                            reply,
+                        })
+                        .await??
+                    } else {
+                        // Nothing of this session is queued: committed rows
+                        // are the truth, and the load need not wait its turn.
+                        let (reply, answer) = oneshot::channel();
+                        self.check_open()?;
+                        self.inner
+                            .control_tx
+                            .send(Control::LoadSteps {
                                 session_id: session_id.to_string(),
                                 reply,
-                            },
-                        )
-                        .await??;
-                    lock(&self.inner.sessions).load(session_id, steps, cap);
+                            })
+                            .map_err(|_| self.closed_error())?;
+                        bounded(limit, what, answer)
+                            .await?
+                            .map_err(|_| self.closed_error())??
+                    };
+                    let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Relaxed);
+                    lock(&self.inner.sessions).load(
+                        session_id,
+                        steps,
+                        cap,
+                        enqueued,
+                        self.done_count(),
+                    );
                 }
                 Lookup::Missing => {
                     let res = self.reserve(bytes).await?;
@@ -684,15 +761,20 @@ impl TraceStorage for BufferedTraceWriter {
         // Forget the cached steps first: an `ensure_timestep` after this call
         // reloads them in FIFO order, after the delete.
         lock(&self.inner.sessions).forget(session_id);
-        self.request(
-            self.inner.config.enqueue_timeout,
-            "delete_session",
-            |reply| Msg::DeleteSession {
-                session_id: session_id.to_string(),
-                reply,
-            },
-        )
-        .await?
+        let result = self
+            .request(
+                self.inner.config.enqueue_timeout,
+                "delete_session",
+                |reply| Msg::DeleteSession {
+                    session_id: session_id.to_string(),
+                    reply,
+                },
+            )
+            .await;
+        if matches!(result, Ok(Ok(_))) {
+            lock(&self.inner.sessions).deleted(session_id);
+        }
+        result?
     }
 
     async fn ensure_timestep(
