@@ -405,3 +405,46 @@ pub fn quantile(latencies: &mut [Duration], q: f64) -> Duration {
     let idx = ((latencies.len() - 1) as f64 * q).round() as usize;
     latencies[idx]
 }
+
+/// Enqueue latency at a steady load below capacity: `producers` tasks each
+/// insert one small event every `interval`, `per_producer` times, into a
+/// WAL file through the writer. Returns every call's latency.
+pub async fn paced_latency(producers: usize, per_producer: usize, interval: Duration) -> Outcome {
+    let (config, _dir) = Db::Wal.fresh();
+    let writer = BufferedTraceWriter::new(config, WriterConfig::default())
+        .await
+        .expect("open writer");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let w = writer.clone();
+        tasks.push(tokio::spawn(async move {
+            let sid = format!("paced-{p}");
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut lat = Vec::with_capacity(per_producer);
+            for i in 0..per_producer {
+                ticker.tick().await;
+                let e = workload::small_event(i);
+                let t = Instant::now();
+                w.insert_event(&sid, None, &e).await.expect("insert");
+                lat.push(t.elapsed());
+            }
+            lat
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await.expect("task"));
+    }
+    writer.flush().await.expect("flush");
+    let elapsed = started.elapsed();
+    let stats = writer.stats();
+    writer.close().await.expect("close");
+    Outcome {
+        ops: producers * per_producer,
+        elapsed,
+        latencies,
+        stats: Some(stats),
+    }
+}

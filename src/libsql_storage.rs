@@ -605,23 +605,28 @@ impl Op {
         }
     }
 
-    /// Approximate memory held by the operation, for the byte bound.
+    /// Memory held by the queued operation, for the byte bound: the queue
+    /// slot, the value vector and each string, with the allocator's
+    /// per-allocation overhead (16 bytes, rounded to 16), so the bound holds
+    /// for real resident memory rather than payload bytes.
     pub(crate) fn size_bytes(&self) -> usize {
+        const SLOT: usize = 96;
+        fn alloc(n: usize) -> usize {
+            (n + 16).div_ceil(16) * 16
+        }
         let values = match self {
             Op::Insert { values, .. } | Op::UpdateTimestep { values } => values.as_slice(),
-            Op::UpdateSessionCounts { session_id } => return 64 + session_id.len(),
+            Op::UpdateSessionCounts { session_id } => return SLOT + alloc(session_id.len()),
         };
-        64 + values
-            .iter()
-            .map(|v| {
-                std::mem::size_of::<Value>()
-                    + match v {
-                        Value::Text(s) => s.len(),
-                        Value::Blob(b) => b.len(),
-                        _ => 0,
-                    }
-            })
-            .sum::<usize>()
+        SLOT + alloc(std::mem::size_of_val(values))
+            + values
+                .iter()
+                .map(|v| match v {
+                    Value::Text(s) => alloc(s.capacity()),
+                    Value::Blob(b) => alloc(b.capacity()),
+                    _ => 0,
+                })
+                .sum::<usize>()
     }
 }
 
