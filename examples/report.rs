@@ -28,15 +28,24 @@ fn run_flood_child() -> (Outcome, Option<u64>) {
         Ok(e) => e,
         Err(e) => return failed(e.to_string()),
     };
-    let out = match std::process::Command::new(exe).arg("--flood-child").output() {
+    let out = match std::process::Command::new(exe)
+        .arg("--flood-child")
+        .output()
+    {
         Ok(o) => o,
         Err(e) => return failed(e.to_string()),
     };
     let text = String::from_utf8_lossy(&out.stdout);
     let Some(line) = text.lines().find(|l| l.starts_with("FLOOD ")) else {
-        return failed(format!("no result; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+        return failed(format!(
+            "no result; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     };
-    let nums: Vec<u128> = line[6..].split_whitespace().filter_map(|n| n.parse().ok()).collect();
+    let nums: Vec<u128> = line[6..]
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
     if nums.len() != 3 {
         return failed(format!("bad line `{line}`"));
     }
@@ -221,7 +230,11 @@ async fn main() {
     // A flood far faster than the disk, under a 100 MB byte bound, in a
     // process of its own.
     let (flood, rss) = run_flood_child();
-    eprintln!("flood: {:.0} events/s, peak RSS {:?}", flood.ops_per_sec(), rss);
+    eprintln!(
+        "flood: {:.0} events/s, peak RSS {:?}",
+        flood.ops_per_sec(),
+        rss
+    );
 
     let steady = (p50, p99, paced.ops_per_sec());
     let report = render(&machine, &mut rows, &flood, rss, FLOOD_BOUND, steady);
