@@ -59,6 +59,69 @@ fn run_flood_child() -> (Outcome, Option<u64>) {
     )
 }
 
+/// Rounds of every case; the table shows each case's median.
+const ROUNDS: usize = 3;
+
+/// One measured workload.
+struct Case {
+    workload: &'static str,
+    db: Db,
+    backend: Backend,
+    producers: usize,
+    count: usize,
+    rows: Option<Rows>,
+}
+
+impl Case {
+    fn events(db: Db, backend: Backend, producers: usize, count: usize, rows: Rows) -> Self {
+        Case {
+            workload: rows.label(),
+            db,
+            backend,
+            producers,
+            count,
+            rows: Some(rows),
+        }
+    }
+
+    fn rollouts(
+        workload: &'static str,
+        db: Db,
+        backend: Backend,
+        producers: usize,
+        count: usize,
+    ) -> Self {
+        Case {
+            workload,
+            db,
+            backend,
+            producers,
+            count,
+            rows: None,
+        }
+    }
+
+    async fn run(&self) -> Outcome {
+        match self.rows {
+            Some(rows) => {
+                // Enqueue latency is recorded for the writer on the WAL file.
+                let record =
+                    self.backend == Backend::Writer && self.db == Db::Wal && self.producers == 64;
+                harness::events(
+                    self.db,
+                    self.backend,
+                    self.producers,
+                    self.count,
+                    rows,
+                    record,
+                )
+                .await
+            }
+            None => harness::rollouts(self.db, self.backend, self.producers, self.count).await,
+        }
+    }
+}
+
 struct Row {
     workload: String,
     db: &'static str,
@@ -110,115 +173,103 @@ async fn main() {
     }
     let machine = machine();
     eprintln!("machine: {machine}");
-    let mut rows: Vec<Row> = Vec::new();
-    let mut push = |workload: &str, db: Db, backend: Backend, producers: usize, o: Outcome| {
-        eprintln!(
-            "{workload:>18} {:>20} {:>8} x{producers:<3} {:>12.0} ops/s",
-            db.label(),
-            backend.label(),
-            o.ops_per_sec()
-        );
-        rows.push(Row {
-            workload: workload.to_string(),
-            db: db.label(),
-            backend: backend.label(),
-            producers,
-            outcome: o,
-        });
-    };
-
-    // Small events on every database.
+    // Every case runs ROUNDS times, round-robin, so that a noisy moment on
+    // this shared machine hits all backends alike; the table keeps each
+    // case's median run.
+    let mut cases: Vec<Case> = Vec::new();
     for db in Db::ALL {
-        let (plain_n, writer_n) = match db {
-            Db::DeleteFull => (600, 100_000),
-            _ => (20_000, 200_000),
-        };
-        push(
-            "small events",
-            db,
-            Backend::Ceiling,
-            1,
-            harness::events(db, Backend::Ceiling, 1, writer_n, Rows::Small, false).await,
-        );
+        let plain_n = if db == Db::DeleteFull { 400 } else { 10_000 };
+        cases.push(Case::events(db, Backend::Ceiling, 1, 100_000, Rows::Small));
         for producers in [1, 8, 64] {
-            let n = if producers == 1 {
-                writer_n / 2
-            } else {
-                writer_n
-            };
-            let record = db == Db::Wal && producers == 64;
-            push(
-                "small events",
+            cases.push(Case::events(
                 db,
                 Backend::Writer,
                 producers,
-                harness::events(db, Backend::Writer, producers, n, Rows::Small, record).await,
-            );
+                100_000,
+                Rows::Small,
+            ));
         }
         for producers in [1, 64] {
-            push(
-                "small events",
+            cases.push(Case::events(
                 db,
                 Backend::Plain,
                 producers,
-                harness::events(db, Backend::Plain, producers, plain_n, Rows::Small, false).await,
-            );
+                plain_n,
+                Rows::Small,
+            ));
         }
     }
-    // Realistic events on the WAL file.
-    let db = Db::Wal;
-    push(
-        "realistic events",
-        db,
+    cases.push(Case::events(
+        Db::Wal,
         Backend::Ceiling,
         1,
-        harness::events(db, Backend::Ceiling, 1, 50_000, Rows::Realistic, false).await,
-    );
-    push(
-        "realistic events",
-        db,
+        30_000,
+        Rows::Realistic,
+    ));
+    cases.push(Case::events(
+        Db::Wal,
         Backend::Writer,
         64,
-        harness::events(db, Backend::Writer, 64, 50_000, Rows::Realistic, false).await,
-    );
-    push(
-        "realistic events",
-        db,
+        30_000,
+        Rows::Realistic,
+    ));
+    cases.push(Case::events(
+        Db::Wal,
         Backend::Plain,
         64,
-        harness::events(db, Backend::Plain, 64, 10_000, Rows::Realistic, false).await,
-    );
-    // The rollout mix and the single sequential producer.
+        6_400,
+        Rows::Realistic,
+    ));
     for db in [Db::Wal, Db::Memory] {
-        push(
-            "rollout mix",
-            db,
-            Backend::Writer,
-            64,
-            harness::rollouts(db, Backend::Writer, 64, 256).await,
-        );
-        push(
-            "rollout mix",
-            db,
-            Backend::Plain,
-            64,
-            harness::rollouts(db, Backend::Plain, 64, 64).await,
-        );
+        cases.push(Case::rollouts("rollout mix", db, Backend::Writer, 64, 128));
+        cases.push(Case::rollouts("rollout mix", db, Backend::Plain, 64, 64));
     }
-    push(
+    cases.push(Case::rollouts(
         "single producer",
         Db::Wal,
         Backend::Writer,
         1,
-        harness::rollouts(Db::Wal, Backend::Writer, 1, 40).await,
-    );
-    push(
+        30,
+    ));
+    cases.push(Case::rollouts(
         "single producer",
         Db::Wal,
         Backend::Plain,
         1,
-        harness::rollouts(Db::Wal, Backend::Plain, 1, 10).await,
-    );
+        8,
+    ));
+
+    let mut runs: Vec<Vec<Outcome>> = vec![Vec::new(); cases.len()];
+    for round in 0..ROUNDS {
+        eprintln!("round {} of {ROUNDS}", round + 1);
+        for (case, out) in cases.iter().zip(runs.iter_mut()) {
+            let o = case.run().await;
+            eprintln!(
+                "{:>18} {:>20} {:>8} x{:<3} {:>12.0} ops/s",
+                case.workload,
+                case.db.label(),
+                case.backend.label(),
+                case.producers,
+                o.ops_per_sec()
+            );
+            out.push(o);
+        }
+    }
+    let mut rows: Vec<Row> = cases
+        .iter()
+        .zip(runs)
+        .map(|(case, mut outs)| {
+            outs.sort_by(|a, b| a.ops_per_sec().total_cmp(&b.ops_per_sec()));
+            let median = outs.swap_remove(outs.len() / 2);
+            Row {
+                workload: case.workload.to_string(),
+                db: case.db.label(),
+                backend: case.backend.label(),
+                producers: case.producers,
+                outcome: median,
+            }
+        })
+        .collect();
 
     // Enqueue latency at a steady load below capacity: 64 producers, one
     // event every 2 ms each (about 32,000 events/s in all).
@@ -283,7 +334,7 @@ fn render(
 ) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "Machine: {machine}.\n");
-    let _ = writeln!(s, "| workload | database | backend | producers | ops/s | writer/plain | writer/ceiling | enqueue p50 / p99 | mean batch |");
+    let _ = writeln!(s, "| workload | database | backend | producers | ops/s | writer/plain | writer/ceiling | enqueue p50 / p99 (saturated) | mean batch |");
     let _ = writeln!(s, "|---|---|---|---|---:|---:|---:|---|---:|");
     let snapshot: Vec<(String, &'static str, &'static str, usize, f64)> = rows
         .iter()
