@@ -115,18 +115,23 @@ impl Outcome {
     }
 }
 
+/// Opens the backend under test: the writer (also returned as itself, for
+/// `flush()` and `stats()`) or the plain backend.
 async fn open(
     backend: Backend,
     config: StorageConfig,
-    writer: WriterConfig,
-) -> Arc<dyn TraceStorage> {
+) -> (Option<BufferedTraceWriter>, Arc<dyn TraceStorage>) {
     match backend {
-        Backend::Plain => Arc::new(LibsqlTraceStorage::new(config).await.expect("open plain")),
-        _ => Arc::new(
-            BufferedTraceWriter::new(config, writer)
-                .await
-                .expect("open writer"),
+        Backend::Plain => (
+            None,
+            Arc::new(LibsqlTraceStorage::new(config).await.expect("open plain")),
         ),
+        _ => {
+            let w = BufferedTraceWriter::new(config, WriterConfig::default())
+                .await
+                .expect("open writer");
+            (Some(w.clone()), Arc::new(w))
+        }
     }
 }
 
@@ -144,18 +149,7 @@ pub async fn events(
         return ceiling(db, total, rows).await;
     }
     let (config, _dir) = db.fresh();
-    let writer = match backend {
-        Backend::Writer => Some(
-            BufferedTraceWriter::new(config.clone(), WriterConfig::default())
-                .await
-                .expect("open writer"),
-        ),
-        _ => None,
-    };
-    let storage: Arc<dyn TraceStorage> = match &writer {
-        Some(w) => Arc::new(w.clone()),
-        None => open(Backend::Plain, config, WriterConfig::default()).await,
-    };
+    let (writer, storage) = open(backend, config).await;
     let per = total / producers;
     let prebuilt: Arc<Vec<TracingEvent>> = Arc::new((0..per).map(|i| rows.event(i)).collect());
     for p in 0..producers {
@@ -289,18 +283,7 @@ async fn ceiling(db: Db, total: usize, rows: Rows) -> Outcome {
 /// `count` realistic rollouts through `SessionTracer`, `concurrent` at once.
 pub async fn rollouts(db: Db, backend: Backend, concurrent: usize, count: usize) -> Outcome {
     let (config, _dir) = db.fresh();
-    let writer = match backend {
-        Backend::Writer => Some(
-            BufferedTraceWriter::new(config.clone(), WriterConfig::default())
-                .await
-                .expect("open writer"),
-        ),
-        _ => None,
-    };
-    let storage: Arc<dyn TraceStorage> = match &writer {
-        Some(w) => Arc::new(w.clone()),
-        None => open(Backend::Plain, config, WriterConfig::default()).await,
-    };
+    let (writer, storage) = open(backend, config).await;
     let started = Instant::now();
     let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
