@@ -377,3 +377,18 @@ async fn evicted_sessions_reload_in_fifo_order_and_keep_their_ids() {
     assert_eq!(distinct.len(), 5);
     w.close().await.unwrap();
 }
+
+#[test]
+fn handles_are_cheap_clones_that_cross_threads() {
+    fn assert_handle<T: Clone + Send + Sync + 'static>() {}
+    assert_handle::<BufferedTraceWriter>();
+    assert_handle::<BlockingWriter>();
+    fn assert_snapshot<T: Copy + std::fmt::Debug>() {}
+    assert_snapshot::<WriterStats>();
+    fn assert_config<T: Default + Clone + std::fmt::Debug>() {}
+    assert_config::<WriterConfig>();
+    fn assert_storage<T: TraceStorage>() {}
+    assert_storage::<BufferedTraceWriter>();
+    assert_storage::<LibsqlTraceStorage>();
+    assert_eq!(OverflowPolicy::default(), OverflowPolicy::Block);
+}
