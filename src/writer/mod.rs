@@ -83,6 +83,22 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// - When [`TraceStorage::close`] returns, everything is committed, or was
 ///   spilled to the file that its error names.
 ///
+/// # Cancel safety
+/// A write call's future is cancel safe: dropped before it completes, it has
+/// queued nothing and used up no id (its queue space is given back). Once it
+/// returned `Ok`, the operation is queued whatever happens to the caller. A
+/// read, `query` or `delete_session` dropped after it was sent still runs in
+/// its turn; only the answer is discarded.
+///
+/// # Errors
+/// Write calls fail with `InvalidInput` for bad input (nothing queued),
+/// `QueueFull` under [`OverflowPolicy::Reject`], `Timeout` after
+/// `enqueue_timeout` under [`OverflowPolicy::Block`], and `WriterClosed`
+/// after `close()` or when the actor is gone. Failures of queued writes are
+/// reported by the next `flush()` or `close()`, counted in
+/// [`WriterStats::failed`] and listed by
+/// [`BufferedTraceWriter::recent_errors`].
+///
 /// # Drop
 /// Dropping the last handle without `close()` drains and commits in the
 /// background, bounded by `close_timeout`; it never blocks. A process that
