@@ -1,7 +1,7 @@
 //! The plain per-operation backend, and the one executor that writes rows.
 //!
-//! Every row this crate writes is first turned into an [`Op`]: a table and the
-//! values to bind, serialized by the caller. [`Executor::apply`] is the only
+//! Every row this crate writes is first turned into an `Op`: a table and the
+//! values to bind, serialized by the caller. `Executor::apply` is the only
 //! code that binds those values to SQL. [`LibsqlTraceStorage`] applies each
 //! call as a batch of one; the writer's actor applies whole batches inside one
 //! transaction through the same function.
