@@ -16,6 +16,8 @@ pub enum Db {
     Memory,
     Wal,
     DeleteFull,
+    /// The server named by `TRACE_WRITER_TEST_URL` (opt-in).
+    Remote,
 }
 
 impl Db {
@@ -26,6 +28,7 @@ impl Db {
             Db::Memory => ":memory:",
             Db::Wal => "WAL file",
             Db::DeleteFull => "rollback FULL file",
+            Db::Remote => "remote server",
         }
     }
 
@@ -33,6 +36,10 @@ impl Db {
     pub fn fresh(self) -> (StorageConfig, Option<tempfile::TempDir>) {
         match self {
             Db::Memory => (StorageConfig::memory(), None),
+            Db::Remote => {
+                let (url, token) = remote_server().expect("TRACE_WRITER_TEST_URL is set");
+                (StorageConfig::turso(url, token), None)
+            }
             Db::Wal | Db::DeleteFull => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let path = dir.path().join("bench.db");
@@ -46,6 +53,16 @@ impl Db {
             }
         }
     }
+}
+
+/// The opt-in remote server: `TRACE_WRITER_TEST_URL` and, if it needs one,
+/// `TRACE_WRITER_TEST_TOKEN`.
+pub fn remote_server() -> Option<(String, String)> {
+    let url = std::env::var("TRACE_WRITER_TEST_URL")
+        .ok()
+        .filter(|u| !u.is_empty())?;
+    let token = std::env::var("TRACE_WRITER_TEST_TOKEN").unwrap_or_default();
+    Some((url, token))
 }
 
 /// Who writes.

@@ -127,5 +127,29 @@ fn single_producer(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, events, rollout_mix, single_producer);
+fn remote(c: &mut Criterion) {
+    if harness::remote_server().is_none() {
+        eprintln!("remote benches skipped: set TRACE_WRITER_TEST_URL to a libsql server");
+        return;
+    }
+    let rt = runtime();
+    let mut group = c.benchmark_group("rollout mix/remote server");
+    group.sample_size(10);
+    for (backend, producers, count) in [(Backend::Writer, 64, 64), (Backend::Plain, 16, 16)] {
+        group.throughput(Throughput::Elements(
+            (count * trace_writer::workload::OPS_PER_ROLLOUT) as u64,
+        ));
+        group.bench_with_input(
+            BenchmarkId::new(backend.label(), producers),
+            &backend,
+            |b, &backend| {
+                b.to_async(&rt)
+                    .iter(|| harness::rollouts(Db::Remote, backend, producers, count));
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, events, rollout_mix, single_producer, remote);
 criterion_main!(benches);

@@ -238,6 +238,24 @@ async fn main() {
         1,
         8,
     ));
+    if harness::remote_server().is_some() {
+        cases.push(Case::rollouts(
+            "rollout mix",
+            Db::Remote,
+            Backend::Writer,
+            64,
+            64,
+        ));
+        cases.push(Case::rollouts(
+            "rollout mix",
+            Db::Remote,
+            Backend::Plain,
+            16,
+            16,
+        ));
+    } else {
+        eprintln!("remote server: skipped (set TRACE_WRITER_TEST_URL to include one)");
+    }
 
     let mut runs: Vec<Vec<Outcome>> = vec![Vec::new(); cases.len()];
     for round in 0..ROUNDS {
