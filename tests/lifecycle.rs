@@ -308,7 +308,13 @@ async fn a_dead_actor_never_strands_a_producer() {
         let w3 = w.clone();
         tokio::spawn(async move { w3.get_session("d").await })
     };
+    // The actor dies while it retries the locked batch, still holding the
+    // queue space the waiter wants.
     w.inject_actor_crash();
+    eventually("the actor is dead", || async {
+        w.failure_cause().is_some()
+    })
+    .await;
     lock.release().await;
     let waited = waiter.await.unwrap();
     assert!(

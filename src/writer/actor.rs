@@ -53,9 +53,6 @@ pub(crate) enum Msg {
     Flush { reply: Reply<()> },
     /// Drain, commit, close the connection, stop.
     Close { reply: Reply<()> },
-    /// Fault injection: the actor panics, as a bug would make it.
-    #[cfg(feature = "fault-injection")]
-    Crash,
 }
 
 /// Messages that do not wait their turn in the FIFO: id leases, and step
@@ -66,6 +63,10 @@ pub(crate) enum Control {
         session_id: String,
         reply: Reply<Vec<(String, i64)>>,
     },
+    /// Fault injection: the actor panics wherever it next serves control
+    /// messages (even while retrying a batch), as a bug would make it.
+    #[cfg(feature = "fault-injection")]
+    Crash,
 }
 
 /// State shared by the handles and the actor.
@@ -300,6 +301,8 @@ impl Actor {
         match c {
             Control::Lease(req) if leases => self.lease(req).await,
             Control::Lease(req) => self.deferred_leases.push(req),
+            #[cfg(feature = "fault-injection")]
+            Control::Crash => panic!("fault injection: the actor was told to crash"),
             Control::LoadSteps { session_id, reply } => {
                 // Nothing of this session is queued or in the open batch (see
                 // `SessionCache`), so even inside a batch's transaction this
@@ -407,8 +410,6 @@ impl Actor {
                     return (items, Some(Terminator::Delete { session_id, reply }))
                 }
                 Msg::Close { reply } => return (items, Some(Terminator::Close(reply))),
-                #[cfg(feature = "fault-injection")]
-                Msg::Crash => panic!("fault injection: the actor was told to crash"),
             }
         }
         (items, None)

@@ -356,7 +356,7 @@ impl BufferedTraceWriter {
     #[cfg(feature = "fault-injection")]
     #[doc(hidden)]
     pub fn inject_actor_crash(&self) {
-        let _ = self.inner.tx.send(Msg::Crash);
+        let _ = self.inner.control_tx.send(Control::Crash);
     }
 
     /// The writer's configuration.
