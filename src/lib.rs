@@ -90,3 +90,8 @@ pub use writer::{
     replay_spill_file, BlockingWriter, BufferedTraceWriter, OverflowPolicy, ReplayReport,
     WriterConfig, WriterStats,
 };
+
+/// The README's code blocks, compiled as doctests so they stay correct.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
