@@ -19,6 +19,7 @@ use crate::models::SessionTrace;
 use crate::storage::StorageConfig;
 use crate::writer::config::WriterConfig;
 use crate::writer::ids::{IdAllocator, LeaseRequest};
+use crate::writer::lock;
 use crate::writer::spill;
 use crate::writer::stats::Counters;
 
@@ -84,12 +85,6 @@ pub(crate) struct Shared {
     pub(crate) recent_errors: Mutex<VecDeque<String>>,
     /// Why the actor stopped, if it stopped abnormally.
     pub(crate) dead: Mutex<Option<String>>,
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section on these mutexes is a few plain assignments, so
-    // a panic elsewhere cannot leave them half-updated.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Shared {

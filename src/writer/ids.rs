@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 use crate::error::TracingError;
 use crate::libsql_storage::Table;
 use crate::writer::actor::Control;
+use crate::writer::lock;
 use crate::writer::stats::Counters;
 
 /// Largest block a table grows to.
@@ -62,12 +63,6 @@ pub(crate) struct IdAllocator {
     tables: Vec<TableIds>,
     lease_tx: Sender<Control>,
     counters: Arc<Counters>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding this lock cannot leave the state half-written:
-    // every critical section is a handful of integer updates.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl IdAllocator {

@@ -30,7 +30,7 @@ use crate::models::{
     EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingEvent,
 };
 use crate::storage::{StorageConfig, TraceStorage};
-use actor::{lock, Control, Msg, Shared};
+use actor::{Control, Msg, Shared};
 use stats::Counters;
 use wait::{block_on_deadline, bounded};
 
@@ -43,6 +43,16 @@ pub use config::{
 };
 pub use spill::{replay_spill_file, ReplayReport};
 pub use stats::WriterStats;
+
+/// Locks a mutex of the writer's, whether or not a panic poisoned it.
+///
+/// Every critical section on the writer's mutexes is a few assignments, a
+/// map insert or a heap push: a panic elsewhere cannot leave the data
+/// half-updated, so a poisoned lock is safe to use, and a producer never
+/// panics because another one did.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// Extra time `close()` gives the actor past `close_timeout` to write the
 /// spill file and answer.

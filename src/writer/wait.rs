@@ -16,6 +16,7 @@ use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use crate::error::TracingError;
+use crate::writer::lock;
 
 /// One pending deadline.
 struct Entry {
@@ -55,12 +56,6 @@ struct Timer {
 
 /// Past this many pending entries, cancelled ones are swept out.
 const SWEEP_AT: usize = 4096;
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Critical sections here are heap pushes and pops: a panic elsewhere
-    // cannot leave them half-done.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn timer() -> Option<&'static Timer> {
     static TIMER: OnceLock<Option<&'static Timer>> = OnceLock::new();
