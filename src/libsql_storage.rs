@@ -15,7 +15,7 @@ use libsql::params::Params;
 use libsql::{Connection, Database, Statement, Value};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value as Json;
-use tokio::sync::Mutex;
+use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::error::TracingError;
 use crate::models::{
@@ -1265,22 +1265,17 @@ impl LibsqlTraceStorage {
         &self.config
     }
 
-    async fn with_exec<T>(
-        &self,
-        f: impl for<'a> FnOnce(
-            &'a mut Executor,
-        ) -> std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<T, TracingError>> + Send + 'a>,
-        >,
-    ) -> Result<T, TracingError> {
-        let mut guard = self.inner.lock().await;
-        let inner = guard.as_mut().ok_or(TracingError::NotInitialized)?;
-        f(&mut inner.exec).await
+    /// The executor, held for the duration of one call; `NotInitialized`
+    /// once closed.
+    async fn exec(&self) -> Result<MappedMutexGuard<'_, Executor>, TracingError> {
+        MutexGuard::try_map(self.inner.lock().await, |inner| {
+            inner.as_mut().map(|i| &mut i.exec)
+        })
+        .map_err(|_| TracingError::NotInitialized)
     }
 
     async fn apply(&self, op: Op) -> Result<Option<i64>, TracingError> {
-        self.with_exec(|exec| Box::pin(async move { exec.apply(&op).await }))
-            .await
+        self.exec().await?.apply(&op).await
     }
 
     async fn insert(&self, op: Op) -> Result<i64, TracingError> {
@@ -1293,8 +1288,7 @@ impl LibsqlTraceStorage {
 #[async_trait]
 impl TraceStorage for LibsqlTraceStorage {
     async fn initialize(&self) -> Result<(), TracingError> {
-        self.with_exec(|exec| Box::pin(async move { schema::migrate(&exec.conn).await }))
-            .await
+        schema::migrate(&self.exec().await?.conn).await
     }
 
     async fn close(&self) -> Result<(), TracingError> {
@@ -1314,15 +1308,11 @@ impl TraceStorage for LibsqlTraceStorage {
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError> {
-        let id = session_id.to_string();
-        self.with_exec(|exec| Box::pin(async move { get_session(&exec.conn, &id).await }))
-            .await
+        get_session(&self.exec().await?.conn, session_id).await
     }
 
     async fn delete_session(&self, session_id: &str) -> Result<bool, TracingError> {
-        let id = session_id.to_string();
-        self.with_exec(|exec| Box::pin(async move { delete_session(&exec.conn, &id).await }))
-            .await
+        delete_session(&self.exec().await?.conn, session_id).await
     }
 
     async fn ensure_timestep(
@@ -1331,25 +1321,18 @@ impl TraceStorage for LibsqlTraceStorage {
         step: &SessionTimeStep,
     ) -> Result<i64, TracingError> {
         let op = Op::timestep(None, session_id, step)?;
-        let (sid, step_id) = (session_id.to_string(), step.step_id.clone());
-        self.with_exec(|exec| {
-            Box::pin(async move {
-                // Look first, so that a repeated call uses up no id.
-                if let Some(id) = find_timestep(&exec.conn, &sid, &step_id).await? {
-                    return Ok(id);
-                }
-                match exec.apply(&op).await? {
-                    Some(id) => Ok(id),
-                    // Another connection inserted it between the two statements.
-                    None => find_timestep(&exec.conn, &sid, &step_id)
-                        .await?
-                        .ok_or_else(|| {
-                            TracingError::Internal("timestep vanished after insert".into())
-                        }),
-                }
-            })
-        })
-        .await
+        let mut exec = self.exec().await?;
+        // Look first, so that a repeated call uses up no id.
+        if let Some(id) = find_timestep(&exec.conn, session_id, &step.step_id).await? {
+            return Ok(id);
+        }
+        match exec.apply(&op).await? {
+            Some(id) => Ok(id),
+            // Another connection inserted it between the two statements.
+            None => find_timestep(&exec.conn, session_id, &step.step_id)
+                .await?
+                .ok_or_else(|| TracingError::Internal("timestep vanished after insert".into())),
+        }
     }
 
     async fn update_timestep(
@@ -1411,9 +1394,7 @@ impl TraceStorage for LibsqlTraceStorage {
     }
 
     async fn query(&self, sql: &str, params: Vec<Json>) -> Result<Vec<Json>, TracingError> {
-        let sql = sql.to_string();
-        self.with_exec(|exec| Box::pin(async move { run_query(&exec.conn, &sql, &params).await }))
-            .await
+        run_query(&self.exec().await?.conn, sql, &params).await
     }
 
     async fn update_session_counts(&self, session_id: &str) -> Result<(), TracingError> {
