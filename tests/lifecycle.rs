@@ -327,12 +327,12 @@ async fn a_dead_actor_never_strands_a_producer() {
     })
     .await;
     assert!(w.failure_cause().unwrap().contains("panicked"));
-    assert!(w.flush().await.is_err());
+    assert_eq!(w.flush().await, Err(TracingError::WriterClosed));
     assert!(w
         .insert_event("d", None, &common::env_event(2))
         .await
         .is_err());
-    assert!(w.close().await.is_err());
+    assert_eq!(w.close().await, Err(TracingError::WriterClosed));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

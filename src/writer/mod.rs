@@ -405,6 +405,8 @@ impl BufferedTraceWriter {
             .await?
     }
 
+    /// The one error for a closed channel, a dropped reply and a closed
+    /// writer; why the actor stopped, if it died, is in `failure_cause()`.
     fn closed_error(&self) -> TracingError {
         TracingError::WriterClosed
     }
@@ -698,11 +700,11 @@ impl BufferedTraceWriter {
         let (reply, answer) = oneshot::channel();
         // The gate is closed, so `send` would refuse: go to the channel.
         if self.inner.tx.send(Msg::Close { reply }).is_err() {
-            return Err(self.dead_error());
+            return Err(self.closed_error());
         }
         let result = match bounded(limit + CLOSE_GRACE, "close", answer).await {
             Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.dead_error()),
+            Ok(Err(_)) => Err(self.closed_error()),
             Err(_) => {
                 let left = self.stats().queue_depth as usize;
                 return Err(TracingError::CloseFailed {
@@ -714,12 +716,19 @@ impl BufferedTraceWriter {
             }
         };
         // The actor answered just before its thread ends: join it off the
-        // runtime's threads.
+        // runtime's threads, and give up waiting (not the result) after the
+        // grace period.
         let handle = lock(&self.inner.thread).take();
         if let Some(handle) = handle {
             match tokio::runtime::Handle::try_current() {
                 Ok(rt) => {
-                    let _ = rt.spawn_blocking(move || handle.join()).await;
+                    let joined = rt.spawn_blocking(move || handle.join());
+                    if bounded(CLOSE_GRACE, "joining the writer thread", joined)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(target: "trace_writer", "the writer thread did not end in time");
+                    }
                 }
                 Err(_) => {
                     let _ = handle.join();
@@ -727,13 +736,6 @@ impl BufferedTraceWriter {
             }
         }
         result
-    }
-
-    fn dead_error(&self) -> TracingError {
-        match self.failure_cause() {
-            Some(cause) => TracingError::Internal(format!("writer closed: {cause}")),
-            None => TracingError::WriterClosed,
-        }
     }
 }
 
