@@ -185,49 +185,6 @@ fn trace() -> impl Strategy<Value = SessionTrace> {
         })
 }
 
-/// Writes a trace in tracer order: steps with their rows, then loose events.
-async fn write(storage: &dyn TraceStorage, trace: &SessionTrace) {
-    let md = Value::Object(trace.metadata.clone().into_iter().collect());
-    storage
-        .ensure_session(&trace.session_id, trace.created_at, &md)
-        .await
-        .unwrap();
-    let mut in_steps = 0;
-    for step in &trace.session_time_steps {
-        let mut bare = step.clone();
-        bare.completed_at = None;
-        let ts = storage
-            .ensure_timestep(&trace.session_id, &bare)
-            .await
-            .unwrap();
-        for e in &step.events {
-            storage
-                .insert_event(&trace.session_id, Some(ts), e)
-                .await
-                .unwrap();
-        }
-        for m in &step.markov_blanket_messages {
-            storage
-                .insert_message(&trace.session_id, Some(ts), m)
-                .await
-                .unwrap();
-        }
-        if step.completed_at.is_some() {
-            storage
-                .update_timestep(&trace.session_id, &step.step_id, step.completed_at)
-                .await
-                .unwrap();
-        }
-        in_steps += step.events.len();
-    }
-    for e in &trace.event_history[in_steps..] {
-        storage
-            .insert_event(&trace.session_id, None, e)
-            .await
-            .unwrap();
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -235,7 +192,7 @@ proptest! {
     fn traces_round_trip_on_the_plain_backend(trace in trace()) {
         rt().block_on(async {
             let s = LibsqlTraceStorage::new_memory().await.unwrap();
-            write(&s, &trace).await;
+            common::write_trace(&s, &trace).await;
             let back = s.get_session(&trace.session_id).await.unwrap().unwrap();
             prop_assert_eq!(back, trace);
             Ok(())
@@ -246,7 +203,7 @@ proptest! {
     fn traces_round_trip_through_the_writer(trace in trace()) {
         rt().block_on(async {
             let w = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await.unwrap();
-            write(&w, &trace).await;
+            common::write_trace(&w, &trace).await;
             let back = w.get_session(&trace.session_id).await.unwrap().unwrap();
             prop_assert_eq!(back, trace);
             w.close().await.unwrap();

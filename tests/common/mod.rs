@@ -150,58 +150,43 @@ pub fn sample_trace(id: &str, steps: usize) -> SessionTrace {
     trace
 }
 
-/// Writes a trace through the trait, in the order a tracer would.
+/// Writes a trace through the trait, in the order a tracer would: each step
+/// with its events and messages, then the events and messages that belong to
+/// no step (those past the steps' own in the histories). Returns the event ids.
 pub async fn write_trace(storage: &dyn TraceStorage, trace: &SessionTrace) -> Vec<i64> {
+    let sid = &trace.session_id;
     let meta = Value::Object(trace.metadata.clone().into_iter().collect());
     storage
-        .ensure_session(&trace.session_id, trace.created_at, &meta)
+        .ensure_session(sid, trace.created_at, &meta)
         .await
         .unwrap();
     let mut event_ids = Vec::new();
     for step in &trace.session_time_steps {
         let mut bare = step.clone();
         bare.completed_at = None;
-        let ts = storage
-            .ensure_timestep(&trace.session_id, &bare)
-            .await
-            .unwrap();
+        let ts = storage.ensure_timestep(sid, &bare).await.unwrap();
         for e in &step.events {
-            event_ids.push(
-                storage
-                    .insert_event(&trace.session_id, Some(ts), e)
-                    .await
-                    .unwrap(),
-            );
+            event_ids.push(storage.insert_event(sid, Some(ts), e).await.unwrap());
         }
         for m in &step.markov_blanket_messages {
-            storage
-                .insert_message(&trace.session_id, Some(ts), m)
-                .await
-                .unwrap();
+            storage.insert_message(sid, Some(ts), m).await.unwrap();
         }
         if step.completed_at.is_some() {
             storage
-                .update_timestep(&trace.session_id, &step.step_id, step.completed_at)
+                .update_timestep(sid, &step.step_id, step.completed_at)
                 .await
                 .unwrap();
         }
     }
-    let n = trace.event_history.len();
-    event_ids.push(
-        storage
-            .insert_event(&trace.session_id, None, &trace.event_history[n - 1])
-            .await
-            .unwrap(),
-    );
-    let m = trace.markov_blanket_message_history.len();
-    storage
-        .insert_message(
-            &trace.session_id,
-            None,
-            &trace.markov_blanket_message_history[m - 1],
-        )
-        .await
-        .unwrap();
+    let steps = &trace.session_time_steps;
+    let in_steps: usize = steps.iter().map(|s| s.events.len()).sum();
+    for e in &trace.event_history[in_steps..] {
+        event_ids.push(storage.insert_event(sid, None, e).await.unwrap());
+    }
+    let in_steps: usize = steps.iter().map(|s| s.markov_blanket_messages.len()).sum();
+    for m in &trace.markov_blanket_message_history[in_steps..] {
+        storage.insert_message(sid, None, m).await.unwrap();
+    }
     event_ids
 }
 
