@@ -152,6 +152,29 @@ async fn open(
     }
 }
 
+/// Ends a timed run: waits until the writer has committed everything, stops
+/// the clock, reads the writer's counters and closes the storage.
+async fn finish(
+    writer: Option<&BufferedTraceWriter>,
+    storage: &dyn TraceStorage,
+    started: Instant,
+    ops: usize,
+    latencies: Vec<Duration>,
+) -> Outcome {
+    if let Some(w) = writer {
+        w.flush().await.expect("flush");
+    }
+    let elapsed = started.elapsed();
+    let stats = writer.map(|w| w.stats());
+    storage.close().await.expect("close");
+    Outcome {
+        ops,
+        elapsed,
+        latencies,
+        stats,
+    }
+}
+
 /// `total` events from `producers` concurrent tasks, each into its own
 /// session. The writer's time includes the final flush.
 pub async fn events(
@@ -200,18 +223,14 @@ pub async fn events(
     for t in tasks {
         latencies.extend(t.await.expect("task"));
     }
-    if let Some(w) = &writer {
-        w.flush().await.expect("flush");
-    }
-    let elapsed = started.elapsed();
-    let stats = writer.as_ref().map(|w| w.stats());
-    storage.close().await.expect("close");
-    Outcome {
-        ops: per * producers,
-        elapsed,
+    finish(
+        writer.as_ref(),
+        &*storage,
+        started,
+        per * producers,
         latencies,
-        stats,
-    }
+    )
+    .await
 }
 
 /// The same event rows as [`events`] writes, inserted with libsql directly.
@@ -321,18 +340,14 @@ pub async fn rollouts(db: Db, backend: Backend, concurrent: usize, count: usize)
     for t in tasks {
         t.await.expect("task");
     }
-    if let Some(w) = &writer {
-        w.flush().await.expect("flush");
-    }
-    let elapsed = started.elapsed();
-    let stats = writer.as_ref().map(|w| w.stats());
-    storage.close().await.expect("close");
-    Outcome {
-        ops: count * OPS_PER_ROLLOUT,
-        elapsed,
-        latencies: Vec::new(),
-        stats,
-    }
+    finish(
+        writer.as_ref(),
+        &*storage,
+        started,
+        count * OPS_PER_ROLLOUT,
+        Vec::new(),
+    )
+    .await
 }
 
 /// Peak resident memory of this process, from `/proc/self/status`.
@@ -380,20 +395,9 @@ pub async fn flood(total: usize, bound_bytes: usize) -> (Outcome, Option<u64>) {
     for t in tasks {
         t.await.expect("task");
     }
-    writer.flush().await.expect("flush");
-    let elapsed = started.elapsed();
-    let rss = peak_rss_bytes();
-    let stats = writer.stats();
-    writer.close().await.expect("close");
-    (
-        Outcome {
-            ops: per * producers,
-            elapsed,
-            latencies: Vec::new(),
-            stats: Some(stats),
-        },
-        rss,
-    )
+    let outcome = finish(Some(&writer), &writer, started, per * producers, Vec::new()).await;
+    // The high-water mark, so reading it after the close loses nothing.
+    (outcome, peak_rss_bytes())
 }
 
 /// The `q` quantile of the latencies.
@@ -437,14 +441,12 @@ pub async fn paced_latency(producers: usize, per_producer: usize, interval: Dura
     for t in tasks {
         latencies.extend(t.await.expect("task"));
     }
-    writer.flush().await.expect("flush");
-    let elapsed = started.elapsed();
-    let stats = writer.stats();
-    writer.close().await.expect("close");
-    Outcome {
-        ops: producers * per_producer,
-        elapsed,
+    finish(
+        Some(&writer),
+        &writer,
+        started,
+        producers * per_producer,
         latencies,
-        stats: Some(stats),
-    }
+    )
+    .await
 }
