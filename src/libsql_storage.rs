@@ -357,10 +357,6 @@ fn non_empty(what: &str, v: &str) -> Result<(), TracingError> {
     }
 }
 
-fn id_value(id: Option<i64>) -> Value {
-    opt_int(id)
-}
-
 impl Op {
     /// The session row.
     pub(crate) fn session(
@@ -390,7 +386,7 @@ impl Op {
         Ok(Op::Insert {
             table: Table::Timesteps,
             values: vec![
-                id_value(id),
+                opt_int(id),
                 text(session_id),
                 text(&step.step_id),
                 Value::Integer(step.step_index.into()),
@@ -438,7 +434,7 @@ impl Op {
         let base = event.base();
         let time = finite("event_time", base.time_record.event_time)?;
         let mut v = vec![Value::Null; EVENT_COLUMNS.len()];
-        v[0] = id_value(id);
+        v[0] = opt_int(id);
         v[1] = text(session_id);
         v[2] = opt_int(timestep_id);
         v[3] = text(event.event_type().as_str());
@@ -510,7 +506,7 @@ impl Op {
         Ok(Op::Insert {
             table: Table::Messages,
             values: vec![
-                id_value(id),
+                opt_int(id),
                 text(session_id),
                 opt_int(timestep_id),
                 text(&msg.message_type),
@@ -534,7 +530,7 @@ impl Op {
         Ok(Op::Insert {
             table: Table::OutcomeRewards,
             values: vec![
-                id_value(id),
+                opt_int(id),
                 text(session_id),
                 text(&reward.objective_key),
                 Value::Real(finite("total_reward", reward.total_reward)?),
@@ -560,7 +556,7 @@ impl Op {
         Ok(Op::Insert {
             table: Table::EventRewards,
             values: vec![
-                id_value(id),
+                opt_int(id),
                 Value::Integer(event_id),
                 text(session_id),
                 opt_int(message_id),
