@@ -72,12 +72,15 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod db;
 pub mod error;
 pub mod libsql_storage;
 pub mod models;
 pub mod schema;
 pub mod storage;
 pub mod tracer;
+#[cfg(feature = "workload")]
+#[doc(hidden)]
 pub mod workload;
 pub mod writer;
 

@@ -120,23 +120,13 @@ const V1_COLUMNS: &[(&str, &str, &str)] = &[
 /// Brings the database to [`SCHEMA_VERSION`], in one transaction.
 ///
 /// # Errors
-/// `Database` if a statement fails; the transaction is rolled back.
+/// `Database` if a statement fails, `COMMIT` included; the transaction is
+/// rolled back.
 pub async fn migrate(conn: &Connection) -> Result<(), TracingError> {
     if user_version(conn).await? >= SCHEMA_VERSION && has_all_columns(conn).await? {
         return Ok(());
     }
-    conn.execute("BEGIN IMMEDIATE", ()).await?;
-    match migrate_in_tx(conn).await {
-        Ok(()) => {
-            conn.execute("COMMIT", ()).await?;
-            Ok(())
-        }
-        Err(e) => {
-            // Best effort: the migration's own error is the one to report.
-            let _ = conn.execute("ROLLBACK", ()).await;
-            Err(e)
-        }
-    }
+    crate::db::transaction(conn, migrate_in_tx(conn)).await
 }
 
 async fn migrate_in_tx(conn: &Connection) -> Result<(), TracingError> {

@@ -13,8 +13,8 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use serde_json::Value as Json;
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::error::TracingError;
-use crate::libsql_storage::{self, Executor, Op, Opened, Table};
+use crate::db::{self, read, Executor, Op, Opened, Table};
+use crate::error::{DbError, ErrorClass, TracingError};
 use crate::models::SessionTrace;
 use crate::storage::StorageConfig;
 use crate::writer::config::WriterConfig;
@@ -159,15 +159,26 @@ enum Terminator {
 
 enum AttemptError {
     /// Busy, locked, I/O, network: retry the batch after a backoff.
-    Transient(TracingError),
+    Transient(DbError),
     /// SQLite rolled the transaction back after marking a poison operation:
     /// start again without it.
     Restart,
     /// A multi-row statement failed: redo the batch row by row to find the
     /// operation at fault.
     MultiRowFailed,
-    /// The commit failed for good.
-    Fatal(TracingError),
+    /// The batch failed for good (or its `BEGIN` or `COMMIT` did).
+    Fatal(DbError),
+}
+
+impl From<DbError> for AttemptError {
+    /// `BEGIN` and `COMMIT` errors: retried if transient, else the batch fails.
+    fn from(e: DbError) -> Self {
+        if e.is_transient() {
+            AttemptError::Transient(e)
+        } else {
+            AttemptError::Fatal(e)
+        }
+    }
 }
 
 /// The loop's state.
@@ -205,7 +216,7 @@ impl Actor {
         config: WriterConfig,
         storage: StorageConfig,
     ) -> Result<Actor, TracingError> {
-        let opened = libsql_storage::open(&storage).await?;
+        let opened = db::open(&storage).await?;
         let exec = Executor::new(opened.conn.clone(), opened.remote);
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
         let spill_path = spill::default_path(&config, &storage);
@@ -226,7 +237,7 @@ impl Actor {
         };
         for table in Table::WITH_IDS {
             let size = actor.shared.ids.block_size(table);
-            let ids = libsql_storage::lease_ids(&actor.exec.conn, table, size).await?;
+            let ids = db::lease::lease_ids(&actor.exec.conn, table, size).await?;
             Counters::add(&actor.shared.counters.id_leases, 1);
             actor.shared.ids.grant(table, ids);
         }
@@ -302,8 +313,8 @@ impl Actor {
                 // Nothing of this session is queued or in the open batch (see
                 // `SessionCache`), so even inside a batch's transaction this
                 // reads exactly its committed steps.
-                let result = libsql_storage::load_steps(&self.exec.conn, &session_id).await;
-                let _ = reply.send(result);
+                let result = read::load_steps(&self.exec.conn, &session_id).await;
+                let _ = reply.send(result.map_err(Into::into));
             }
         }
     }
@@ -311,7 +322,7 @@ impl Actor {
     async fn lease(&mut self, req: LeaseRequest) {
         let mut backoff = self.config.retry_initial;
         loop {
-            match libsql_storage::lease_ids(&self.exec.conn, req.table, req.size).await {
+            match db::lease::lease_ids(&self.exec.conn, req.table, req.size).await {
                 Ok(ids) => {
                     Counters::add(&self.shared.counters.id_leases, 1);
                     self.shared.ids.grant(req.table, ids);
@@ -330,7 +341,7 @@ impl Actor {
                 }
                 Err(e) => {
                     tracing::error!(target: "trace_writer", error = %e, "id lease failed");
-                    self.shared.ids.lease_failed(req.table, e);
+                    self.shared.ids.lease_failed(req.table, e.into());
                     return;
                 }
             }
@@ -422,12 +433,8 @@ impl Actor {
             match self.attempt(&mut items, multi).await {
                 Ok(()) => break,
                 Err(AttemptError::Restart) => {}
-                Err(AttemptError::MultiRowFailed) => {
-                    self.rollback().await;
-                    multi = false;
-                }
+                Err(AttemptError::MultiRowFailed) => multi = false,
                 Err(AttemptError::Transient(e)) => {
-                    self.rollback().await;
                     Counters::add(&self.shared.counters.retries, 1);
                     if self.shared.past_close_deadline() {
                         tracing::error!(target: "trace_writer", error = %e,
@@ -445,7 +452,6 @@ impl Actor {
                     backoff = (backoff * 2).min(self.config.retry_max);
                 }
                 Err(AttemptError::Fatal(e)) => {
-                    self.rollback().await;
                     for item in &mut items {
                         if let Item::Write { op, failed, .. } = item {
                             if !*failed {
@@ -507,19 +513,16 @@ impl Actor {
             .add_permits(Shared::permits_for(bytes) as usize);
     }
 
+    /// One try at the batch, inside the one transaction helper: it commits,
+    /// or rolls back on any error, a failed `COMMIT` included.
     async fn attempt(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
-        let classify = |e: TracingError| {
-            if e.is_transient() {
-                AttemptError::Transient(e)
-            } else {
-                AttemptError::Fatal(e)
-            }
-        };
-        self.exec
-            .conn
-            .execute("BEGIN IMMEDIATE", ())
-            .await
-            .map_err(|e| classify(e.into()))?;
+        let conn = self.exec.conn.clone();
+        db::transaction(&conn, self.apply_items(items, multi)).await
+    }
+
+    /// The body of a batch's transaction: every write, and the reads queued
+    /// between them, in FIFO order.
+    async fn apply_items(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
         let mut i = 0;
         while i < items.len() {
             if i % 64 == 63 {
@@ -582,13 +585,17 @@ impl Actor {
                 Item::Write { op, failed, .. } => {
                     if !*failed {
                         if let Err(e) = self.exec.apply(op).await {
-                            if e.is_transient() {
-                                return Err(AttemptError::Transient(e));
+                            match e.class {
+                                ErrorClass::Transient => return Err(AttemptError::Transient(e)),
+                                ErrorClass::Fatal => return Err(AttemptError::Fatal(e)),
+                                ErrorClass::Operation => {}
                             }
+                            // This operation's fault: set it aside, keep the rest.
                             *failed = true;
                             let op = op.clone();
                             self.record_failure(&op, &e);
                             if !self.exec.in_transaction() {
+                                // SQLite rolled the transaction back itself.
                                 return Err(AttemptError::Restart);
                             }
                         }
@@ -596,24 +603,18 @@ impl Actor {
                 }
                 Item::LoadSteps { session_id, reply } => {
                     if let Some(r) = reply.take() {
-                        let _ =
-                            r.send(libsql_storage::load_steps(&self.exec.conn, session_id).await);
+                        let steps = read::load_steps(&self.exec.conn, session_id).await;
+                        let _ = r.send(steps.map_err(Into::into));
                     }
                 }
                 Item::GetSession { session_id, reply } => {
                     if let Some(r) = reply.take() {
-                        let _ =
-                            r.send(libsql_storage::get_session(&self.exec.conn, session_id).await);
+                        let _ = r.send(read::get_session(&self.exec.conn, session_id).await);
                     }
                 }
             }
             i += 1;
         }
-        self.exec
-            .conn
-            .execute("COMMIT", ())
-            .await
-            .map_err(|e| classify(e.into()))?;
         Ok(())
     }
 
@@ -636,29 +637,17 @@ impl Actor {
             }
             // A read may fail too (a rollback journal's exclusive lock):
             // then the load waits for the batch like everything else.
-            let Ok(mut steps) = libsql_storage::load_steps(&self.exec.conn, session_id).await
-            else {
+            let Ok(mut steps) = read::load_steps(&self.exec.conn, session_id).await else {
                 continue;
             };
             for item in before.iter() {
                 if let Item::Write {
-                    op:
-                        Op::Insert {
-                            table: Table::Timesteps,
-                            values,
-                        },
-                    failed: false,
-                    ..
+                    op, failed: false, ..
                 } = item
                 {
-                    if let (
-                        Some(libsql::Value::Integer(id)),
-                        Some(libsql::Value::Text(sid)),
-                        Some(libsql::Value::Text(step)),
-                    ) = (values.first(), values.get(1), values.get(2))
-                    {
+                    if let Some((id, sid, step)) = op.timestep_key() {
                         if sid == session_id && !steps.iter().any(|(s, _)| s == step) {
-                            steps.push((step.clone(), *id));
+                            steps.push((step.to_string(), id));
                         }
                     }
                 }
@@ -669,26 +658,18 @@ impl Actor {
         }
     }
 
-    async fn rollback(&mut self) {
-        if self.exec.in_transaction() {
-            if let Err(e) = self.exec.conn.execute("ROLLBACK", ()).await {
-                tracing::warn!(target: "trace_writer", error = %e, "rollback failed");
-            }
-        }
-    }
-
     async fn reconnect_if_remote(&mut self) {
         if !self.exec.is_remote() {
             return;
         }
         let Some(opened) = &self.opened else { return };
-        match opened._db.connect() {
+        match opened.db.connect() {
             Ok(conn) => self.exec = Executor::new(conn, true),
             Err(e) => tracing::warn!(target: "trace_writer", error = %e, "reconnect failed"),
         }
     }
 
-    fn record_failure(&mut self, op: &Op, err: &TracingError) {
+    fn record_failure(&mut self, op: &Op, err: &dyn std::fmt::Display) {
         let text = format!("{} for session `{}`: {err}", op.kind(), op.session_id());
         tracing::error!(target: "trace_writer", session = op.session_id(), kind = op.kind(),
             error = %err, "write failed");
@@ -726,11 +707,13 @@ impl Actor {
                 let _ = reply.send(self.take_failures());
             }
             Terminator::Query { sql, params, reply } => {
-                let result = libsql_storage::run_query(&self.exec.conn, &sql, &params).await;
+                let result = read::run_query(&self.exec.conn, &sql, &params)
+                    .await
+                    .map_err(Into::into);
                 if self.exec.in_transaction() {
                     // User SQL must not leave our connection inside its
                     // transaction: the next batch begins its own.
-                    self.rollback().await;
+                    db::tx::rollback(&self.exec.conn).await;
                     let _ = reply.send(Err(TracingError::InvalidInput(
                         "the query left a transaction open; it was rolled back".into(),
                     )));
@@ -739,8 +722,8 @@ impl Actor {
                 }
             }
             Terminator::Delete { session_id, reply } => {
-                let _ =
-                    reply.send(libsql_storage::delete_session(&self.exec.conn, &session_id).await);
+                let deleted = self.exec.delete_session(&session_id).await;
+                let _ = reply.send(deleted.map_err(Into::into));
             }
             Terminator::Close(reply) => return Some(reply),
         }

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use tokio::sync::Notify;
 
+use crate::db::Table;
 use crate::error::TracingError;
-use crate::libsql_storage::Table;
 use crate::writer::actor::Control;
 use crate::writer::lock;
 use crate::writer::stats::Counters;

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use libsql::Value;
 use serde_json::{json, Value as Json};
 
+use crate::db::{self, Executor, Op, Table};
+use crate::error::DbError;
 use crate::error::TracingError;
-use crate::libsql_storage::{self, Executor, Op, Table};
 use crate::storage::{DbKind, StorageConfig};
 use crate::writer::config::WriterConfig;
 
@@ -61,19 +62,6 @@ fn json_value(j: &Json) -> Result<Value, TracingError> {
     })
 }
 
-fn table_from_name(name: &str) -> Option<Table> {
-    [
-        Table::Sessions,
-        Table::Timesteps,
-        Table::Events,
-        Table::Messages,
-        Table::OutcomeRewards,
-        Table::EventRewards,
-    ]
-    .into_iter()
-    .find(|t| t.name() == name)
-}
-
 pub(crate) fn op_to_json(op: &Op) -> Json {
     let values = |v: &[Value]| Json::Array(v.iter().map(value_json).collect());
     match op {
@@ -100,7 +88,7 @@ pub(crate) fn op_from_json(j: &Json) -> Result<Op, TracingError> {
     match j.get("op").and_then(Json::as_str) {
         Some("insert") => {
             let name = j.get("table").and_then(Json::as_str).unwrap_or_default();
-            let table = table_from_name(name).ok_or_else(|| bad("unknown table"))?;
+            let table = Table::from_name(name).ok_or_else(|| bad("unknown table"))?;
             let values = values()?;
             if values.len() != table.columns().len() {
                 return Err(bad("wrong number of values"));
@@ -175,20 +163,16 @@ pub async fn replay_spill_file(
             .map_err(|e| TracingError::Serialization(format!("line {}: {e}", n + 1)))?;
         ops.push(op_from_json(&j)?);
     }
-    let opened = libsql_storage::open(&storage).await?;
+    let opened = db::open(&storage).await?;
     let mut exec = Executor::new(opened.conn.clone(), opened.remote);
-    exec.conn.execute("BEGIN IMMEDIATE", ()).await?;
-    let mut inserted = 0;
-    for op in &ops {
-        match exec.apply_ignoring_duplicates(op).await {
-            Ok(n) => inserted += n,
-            Err(e) => {
-                let _ = exec.conn.execute("ROLLBACK", ()).await;
-                return Err(e);
-            }
+    let inserted = db::transaction(&opened.conn, async {
+        let mut inserted = 0;
+        for op in &ops {
+            inserted += exec.apply_ignoring_duplicates(op).await?;
         }
-    }
-    exec.conn.execute("COMMIT", ()).await?;
+        Ok::<_, DbError>(inserted)
+    })
+    .await?;
     Ok(ReplayReport {
         operations: ops.len(),
         inserted,

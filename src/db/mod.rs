@@ -1,0 +1,31 @@
+//! The database layer both backends stand on.
+//!
+//! - [`open`](open::open): opening a database and its pragmas.
+//! - [`tx`]: [`transaction`](tx::transaction), the one helper that opens and
+//!   ends transactions. No other code writes `BEGIN`, `COMMIT` or `ROLLBACK`.
+//! - [`columns`]: [`Table`](columns::Table) and each table's columns, defined
+//!   once; the `INSERT` SQL, bind order, multi-row form and decoders derive
+//!   from them.
+//! - [`op`]: [`Op`](op::Op), a row validated and serialized by the producer.
+//! - [`exec`]: [`Executor`](exec::Executor), the one place that writes rows.
+//! - [`read`]: decoding rows, `get_session`, step loads and `query`.
+//! - [`lease`]: [`lease_ids`](lease::lease_ids), the id lease the writer
+//!   numbers its rows from.
+//!
+//! Every function returns [`DbError`](crate::error::DbError), whose class
+//! (transient, this operation's fault, fatal) is a value, decided once from
+//! the SQLite result code.
+
+pub(crate) mod columns;
+pub(crate) mod exec;
+pub(crate) mod lease;
+pub(crate) mod op;
+pub(crate) mod open;
+pub(crate) mod read;
+pub(crate) mod tx;
+
+pub(crate) use columns::Table;
+pub(crate) use exec::Executor;
+pub(crate) use op::Op;
+pub(crate) use open::{open, Opened};
+pub(crate) use tx::transaction;

@@ -1,0 +1,88 @@
+//! Opening a database: the connection, its pragmas, and the schema.
+
+use std::path::Path;
+
+use libsql::{Connection, Database};
+
+use crate::error::TracingError;
+use crate::schema;
+use crate::storage::{DbKind, JournalMode, StorageConfig};
+
+/// An open database and its one connection.
+pub(crate) struct Opened {
+    /// Kept so the database outlives the connection, and so a remote
+    /// connection can be opened again after the server dropped it.
+    pub(crate) db: Database,
+    pub(crate) conn: Connection,
+    pub(crate) remote: bool,
+}
+
+/// Opens the database the config names, applies the pragmas and, with
+/// `auto_init`, migrates the schema.
+///
+/// # Errors
+/// `InvalidInput` for a bad URL or a missing folder; `Database` when the
+/// database cannot be opened or reached.
+pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError> {
+    let kind = config.kind()?;
+    let (db, remote) = match &kind {
+        DbKind::Memory => (libsql::Builder::new_local(":memory:").build().await?, false),
+        DbKind::File(path) => {
+            check_parent_exists(path)?;
+            (libsql::Builder::new_local(path).build().await?, false)
+        }
+        DbKind::Remote(url) => {
+            let token = config.auth_token.clone().unwrap_or_default();
+            let db = libsql::Builder::new_remote(url.clone(), token)
+                .build()
+                .await?;
+            (db, true)
+        }
+    };
+    let conn = db.connect()?;
+    if !remote {
+        conn.busy_timeout(config.busy_timeout)?;
+        if matches!(kind, DbKind::File(_)) {
+            let mode = config.journal_mode.pragma();
+            // `PRAGMA journal_mode` answers with a row, so it is a query.
+            let mut rows = conn
+                .query(&format!("PRAGMA journal_mode = {mode}"), ())
+                .await?;
+            let got: String = match rows.next().await? {
+                Some(row) => row.get(0)?,
+                None => String::new(),
+            };
+            if config.journal_mode == JournalMode::Wal && !got.eq_ignore_ascii_case("wal") {
+                return Err(TracingError::Database(format!(
+                    "could not switch the database to WAL mode (it reports `{got}`)"
+                )));
+            }
+        }
+        conn.execute(
+            &format!("PRAGMA synchronous = {}", config.synchronous.pragma()),
+            (),
+        )
+        .await?;
+    }
+    if config.auto_init {
+        schema::migrate(&conn).await.map_err(|e| match e {
+            TracingError::Database(msg) => {
+                TracingError::Database(format!("cannot open `{}`: {msg}", config.db_url))
+            }
+            other => other,
+        })?;
+    }
+    Ok(Opened { db, conn, remote })
+}
+
+fn check_parent_exists(path: &Path) -> Result<(), TracingError> {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() && !parent.is_dir() => {
+            Err(TracingError::InvalidInput(format!(
+                "the folder of database file `{}` does not exist",
+                path.display()
+            )))
+        }
+        _ => Ok(()),
+    }
+}

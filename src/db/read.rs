@@ -1,0 +1,360 @@
+//! Reads, shared by both backends: decoding rows, `get_session`, step
+//! loads and user queries.
+//!
+//! Decoders select a table's columns in their defined order
+//! ([`Table::select_list`]) and read them by column, never by a number
+//! written out here.
+
+use std::collections::HashMap;
+use std::marker::PhantomData;
+
+use chrono::{DateTime, Utc};
+use libsql::{Connection, Row, Value};
+use serde::de::DeserializeOwned;
+use serde_json::Value as Json;
+
+use crate::db::columns::{Columns, EventCol, MessageCol, SessionCol, StepCol, Table};
+use crate::db::op::text;
+use crate::error::{DbError, TracingError};
+use crate::models::{
+    BaseEventFields, EnvironmentEvent, LMCAISEvent, MarkovBlanketMessage, MessageContent,
+    RuntimeEvent, SessionTimeStep, SessionTrace, TimeRecord, TracingEvent,
+};
+
+/// The first column of the first row, as an integer.
+pub(crate) async fn first_i64(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<Value>,
+) -> Result<Option<i64>, DbError> {
+    let mut rows = conn.query(sql, params).await?;
+    match rows.next().await? {
+        Some(row) => Ok(Some(row.get::<i64>(0)?)),
+        None => Ok(None),
+    }
+}
+
+/// The id of a stored timestep.
+pub(crate) async fn find_timestep(
+    conn: &Connection,
+    session_id: &str,
+    step_id: &str,
+) -> Result<Option<i64>, DbError> {
+    first_i64(
+        conn,
+        "SELECT id FROM session_timesteps WHERE session_id = ? AND step_id = ?",
+        vec![text(session_id), text(step_id)],
+    )
+    .await
+}
+
+/// Every stored step of a session, as `(step_id, id)`.
+pub(crate) async fn load_steps(
+    conn: &Connection,
+    session_id: &str,
+) -> Result<Vec<(String, i64)>, DbError> {
+    let mut rows = conn
+        .query(
+            "SELECT step_id, id FROM session_timesteps WHERE session_id = ?",
+            vec![text(session_id)],
+        )
+        .await?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await? {
+        out.push((row.get::<String>(0)?, row.get::<i64>(1)?));
+    }
+    Ok(out)
+}
+
+fn json_param(v: &Json) -> Value {
+    match v {
+        Json::Null => Value::Null,
+        Json::Bool(b) => Value::Integer((*b).into()),
+        Json::Number(n) => match n.as_i64() {
+            Some(i) => Value::Integer(i),
+            None => Value::Real(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Json::String(s) => Value::Text(s.clone()),
+        other => Value::Text(other.to_string()),
+    }
+}
+
+fn value_json(v: Value) -> Json {
+    match v {
+        Value::Null => Json::Null,
+        Value::Integer(i) => Json::from(i),
+        Value::Real(f) => serde_json::Number::from_f64(f).map_or(Json::Null, Json::Number),
+        Value::Text(s) => Json::String(s),
+        Value::Blob(b) => Json::Array(b.into_iter().map(Json::from).collect()),
+    }
+}
+
+/// Runs arbitrary SQL with JSON parameters; one JSON object per row.
+pub(crate) async fn run_query(
+    conn: &Connection,
+    sql: &str,
+    params: &[Json],
+) -> Result<Vec<Json>, DbError> {
+    let params: Vec<Value> = params.iter().map(json_param).collect();
+    let mut rows = conn.query(sql, params).await?;
+    let names: Vec<String> = (0..rows.column_count())
+        .map(|i| rows.column_name(i).unwrap_or("").to_string())
+        .collect();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await? {
+        let mut obj = serde_json::Map::with_capacity(names.len());
+        for (i, name) in names.iter().enumerate() {
+            obj.insert(name.clone(), value_json(row.get_value(i as i32)?));
+        }
+        out.push(Json::Object(obj));
+    }
+    Ok(out)
+}
+
+/// A row selected with a table's [`Table::select_list`], read by column.
+struct Cols<'r, C> {
+    row: &'r Row,
+    _columns: PhantomData<C>,
+}
+
+impl<'r, C: Columns> Cols<'r, C> {
+    fn new(row: &'r Row) -> Self {
+        Self {
+            row,
+            _columns: PhantomData,
+        }
+    }
+
+    fn value(&self, c: C) -> Result<Value, TracingError> {
+        Ok(self.row.get_value(c.index() as i32)?)
+    }
+
+    fn text(&self, c: C) -> Result<Option<String>, TracingError> {
+        Ok(match self.value(c)? {
+            Value::Null => None,
+            Value::Text(s) => Some(s),
+            Value::Integer(n) => Some(n.to_string()),
+            Value::Real(f) => Some(f.to_string()),
+            Value::Blob(b) => Some(String::from_utf8_lossy(&b).into_owned()),
+        })
+    }
+
+    fn i64(&self, c: C) -> Result<Option<i64>, TracingError> {
+        Ok(match self.value(c)? {
+            Value::Integer(n) => Some(n),
+            Value::Real(f) => Some(f as i64),
+            Value::Text(s) => s.parse().ok(),
+            _ => None,
+        })
+    }
+
+    fn i32(&self, c: C) -> Result<Option<i32>, TracingError> {
+        Ok(self.i64(c)?.and_then(|n| i32::try_from(n).ok()))
+    }
+
+    fn f64(&self, c: C) -> Result<Option<f64>, TracingError> {
+        Ok(match self.value(c)? {
+            Value::Integer(n) => Some(n as f64),
+            Value::Real(f) => Some(f),
+            Value::Text(s) => s.parse().ok(),
+            _ => None,
+        })
+    }
+
+    fn json<T: DeserializeOwned>(&self, c: C) -> Result<Option<T>, TracingError> {
+        match self.text(c)? {
+            None => Ok(None),
+            Some(s) => Ok(Some(serde_json::from_str(&s)?)),
+        }
+    }
+
+    fn map(&self, c: C) -> Result<HashMap<String, Json>, TracingError> {
+        match self.json::<Json>(c)? {
+            Some(Json::Object(m)) => Ok(m.into_iter().collect()),
+            _ => Ok(HashMap::new()),
+        }
+    }
+
+    fn time(&self, c: C) -> Result<Option<DateTime<Utc>>, TracingError> {
+        match self.text(c)? {
+            None => Ok(None),
+            Some(s) => DateTime::parse_from_rfc3339(&s)
+                .map(|t| Some(t.with_timezone(&Utc)))
+                .map_err(|e| TracingError::Serialization(format!("bad timestamp `{s}`: {e}"))),
+        }
+    }
+}
+
+/// An event row: its timestep id and the event.
+fn decode_event(row: &Row) -> Result<(Option<i64>, TracingEvent), TracingError> {
+    use EventCol as C;
+    let r = Cols::<C>::new(row);
+    let base = BaseEventFields {
+        system_instance_id: r.text(C::SystemInstanceId)?.unwrap_or_default(),
+        time_record: TimeRecord {
+            event_time: r.f64(C::EventTime)?.unwrap_or_default(),
+            message_time: r.i64(C::MessageTime)?,
+        },
+        metadata: r.map(C::Metadata)?,
+        event_metadata: r.json(C::EventMetadata)?,
+    };
+    let kind = r.text(C::EventType)?.unwrap_or_default();
+    let event = match kind.as_str() {
+        "cais" => TracingEvent::Cais(LMCAISEvent {
+            base,
+            model_name: r.text(C::ModelName)?.unwrap_or_default(),
+            provider: r.text(C::Provider)?,
+            input_tokens: r.i32(C::InputTokens)?,
+            output_tokens: r.i32(C::OutputTokens)?,
+            total_tokens: r.i32(C::TotalTokens)?,
+            // Rows from the original module have only the rounded cents.
+            cost_usd: match r.f64(C::CostUsd)? {
+                Some(c) => Some(c),
+                None => r.i64(C::CostCents)?.map(|c| c as f64 / 100.0),
+            },
+            latency_ms: r.i32(C::LatencyMs)?,
+            span_id: r.text(C::SpanId)?,
+            trace_id: r.text(C::TraceId)?,
+            call_records: r.json(C::CallRecords)?,
+            system_state_before: r.json(C::SystemStateBefore)?,
+            system_state_after: r.json(C::SystemStateAfter)?,
+        }),
+        "environment" => TracingEvent::Environment(EnvironmentEvent {
+            base,
+            reward: r.f64(C::Reward)?.unwrap_or_default(),
+            terminated: r.i64(C::Terminated)?.unwrap_or_default() != 0,
+            truncated: r.i64(C::Truncated)?.unwrap_or_default() != 0,
+            system_state_before: r.json(C::SystemStateBefore)?,
+            system_state_after: r.json(C::SystemStateAfter)?,
+        }),
+        "runtime" => TracingEvent::Runtime(RuntimeEvent {
+            base,
+            actions: r.json(C::Actions)?.unwrap_or_default(),
+        }),
+        other => {
+            return Err(TracingError::Serialization(format!(
+                "unknown event_type `{other}` in the events table"
+            )))
+        }
+    };
+    Ok((r.i64(C::TimestepId)?, event))
+}
+
+/// A message row: its timestep id and the message.
+fn decode_message(row: &Row) -> Result<(Option<i64>, MarkovBlanketMessage), TracingError> {
+    use MessageCol as C;
+    let r = Cols::<C>::new(row);
+    let content = r.text(C::Content)?;
+    let content = match r.text(C::ContentKind)?.as_deref() {
+        Some("json") => MessageContent {
+            text: None,
+            json_payload: content,
+        },
+        Some("both") => MessageContent {
+            text: content,
+            json_payload: r.text(C::JsonPayload)?,
+        },
+        _ => MessageContent {
+            text: content,
+            json_payload: None,
+        },
+    };
+    let msg = MarkovBlanketMessage {
+        content,
+        message_type: r.text(C::MessageType)?.unwrap_or_default(),
+        time_record: TimeRecord {
+            event_time: r.f64(C::EventTime)?.unwrap_or_default(),
+            message_time: r.i64(C::MessageTime)?,
+        },
+        metadata: r.map(C::Metadata)?,
+    };
+    Ok((r.i64(C::TimestepId)?, msg))
+}
+
+/// A timestep row: its id and the step, without events or messages.
+fn decode_step(row: &Row) -> Result<(i64, SessionTimeStep), TracingError> {
+    use StepCol as C;
+    let r = Cols::<C>::new(row);
+    let step = SessionTimeStep {
+        step_id: r.text(C::StepId)?.unwrap_or_default(),
+        step_index: r.i32(C::StepIndex)?.unwrap_or_default(),
+        timestamp: r.time(C::StartedAt)?.unwrap_or_default(),
+        turn_number: r.i32(C::TurnNumber)?,
+        events: Vec::new(),
+        markov_blanket_messages: Vec::new(),
+        step_metadata: r.map(C::StepMetadata)?,
+        completed_at: r.time(C::CompletedAt)?,
+    };
+    Ok((r.i64(C::Id)?.unwrap_or_default(), step))
+}
+
+/// The rows of `table` that belong to a session, in `order`.
+async fn session_rows(
+    conn: &Connection,
+    table: Table,
+    session_id: &str,
+    order: &str,
+) -> Result<libsql::Rows, TracingError> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE session_id = ? ORDER BY {order}",
+        table.select_list(),
+        table.name()
+    );
+    Ok(conn.query(&sql, vec![text(session_id)]).await?)
+}
+
+/// Reads a whole session: steps in step order, each with its events and
+/// messages, and the full histories in id order.
+pub(crate) async fn get_session(
+    conn: &Connection,
+    session_id: &str,
+) -> Result<Option<SessionTrace>, TracingError> {
+    let mut rows = session_rows(conn, Table::Sessions, session_id, "session_id").await?;
+    let Some(row) = rows.next().await? else {
+        return Ok(None);
+    };
+    let session = Cols::<SessionCol>::new(&row);
+    let created_at = session.time(SessionCol::CreatedAt)?.unwrap_or_default();
+    let metadata = session.map(SessionCol::Metadata)?;
+    drop(rows);
+
+    let mut steps = Vec::new();
+    let mut step_pos = HashMap::new();
+    let mut rows = session_rows(conn, Table::Timesteps, session_id, "step_index, id").await?;
+    while let Some(row) = rows.next().await? {
+        let (id, step) = decode_step(&row)?;
+        step_pos.insert(id, steps.len());
+        steps.push(step);
+    }
+    drop(rows);
+
+    let mut event_history = Vec::new();
+    let mut rows = session_rows(conn, Table::Events, session_id, "id").await?;
+    while let Some(row) = rows.next().await? {
+        let (ts, event) = decode_event(&row)?;
+        if let Some(pos) = ts.and_then(|id| step_pos.get(&id)) {
+            steps[*pos].events.push(event.clone());
+        }
+        event_history.push(event);
+    }
+    drop(rows);
+
+    let mut message_history = Vec::new();
+    let mut rows = session_rows(conn, Table::Messages, session_id, "id").await?;
+    while let Some(row) = rows.next().await? {
+        let (ts, msg) = decode_message(&row)?;
+        if let Some(pos) = ts.and_then(|id| step_pos.get(&id)) {
+            steps[*pos].markov_blanket_messages.push(msg.clone());
+        }
+        message_history.push(msg);
+    }
+
+    Ok(Some(SessionTrace {
+        session_id: session_id.to_string(),
+        created_at,
+        session_time_steps: steps,
+        event_history,
+        markov_blanket_message_history: message_history,
+        metadata,
+    }))
+}

@@ -1,0 +1,100 @@
+//! The one transaction helper: `BEGIN IMMEDIATE`, the body, `COMMIT`.
+//!
+//! It rolls back on every failure: the body's, a failed `COMMIT` (in
+//! rollback-journal mode a reader in another process makes `COMMIT` return
+//! `SQLITE_BUSY` and leaves the transaction open), and a future dropped
+//! half-way. No other code in the crate opens or ends a transaction.
+
+use std::future::Future;
+use std::pin::pin;
+use std::task::{Context, Waker};
+
+use libsql::Connection;
+
+use crate::error::DbError;
+
+/// Runs `body` inside one `BEGIN IMMEDIATE` … `COMMIT` on `conn`.
+///
+/// `body` is a future that has not been polled yet (futures are lazy), so
+/// none of its statements runs before `BEGIN`. A transaction left open on
+/// the connection by an earlier failure is rolled back first.
+///
+/// # Errors
+/// The body's error, or the `BEGIN` or `COMMIT` error converted into `E`. In
+/// every error case the transaction has been rolled back (or SQLite had
+/// already rolled it back), so the connection is in autocommit mode again.
+///
+/// # Cancel safety
+/// Dropping the returned future half-way rolls the transaction back: at once
+/// on a local connection, on the current tokio runtime for a remote one, and
+/// at the latest before the next `transaction` on the connection.
+pub(crate) async fn transaction<T, E>(
+    conn: &Connection,
+    body: impl Future<Output = Result<T, E>>,
+) -> Result<T, E>
+where
+    E: From<DbError>,
+{
+    if !conn.is_autocommit() {
+        tracing::warn!(target: "trace_writer", "a transaction was left open; rolling it back");
+        rollback(conn).await;
+    }
+    conn.execute("BEGIN IMMEDIATE", ())
+        .await
+        .map_err(|e| E::from(e.into()))?;
+    let mut guard = RollbackOnDrop { conn: Some(conn) };
+    let result = match body.await {
+        Ok(value) => match conn.execute("COMMIT", ()).await {
+            Ok(_) => Ok(value),
+            Err(e) => Err(E::from(e.into())),
+        },
+        Err(e) => Err(e),
+    };
+    // Past this point the future is not dropped half-way: end it here.
+    guard.conn = None;
+    if result.is_err() {
+        rollback(conn).await;
+    }
+    result
+}
+
+/// Rolls back whatever transaction is open. SQLite rolls some back on its
+/// own (a full disk, some constraint failures), so it checks first. A
+/// failed rollback is logged: the caller's own error is the one to report.
+pub(crate) async fn rollback(conn: &Connection) {
+    if conn.is_autocommit() {
+        return;
+    }
+    if let Err(e) = conn.execute("ROLLBACK", ()).await {
+        tracing::warn!(target: "trace_writer", error = %e, "rollback failed");
+    }
+}
+
+/// Rolls back when a `transaction` future is dropped between `BEGIN` and
+/// its end.
+struct RollbackOnDrop<'c> {
+    conn: Option<&'c Connection>,
+}
+
+impl Drop for RollbackOnDrop<'_> {
+    fn drop(&mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if conn.is_autocommit() {
+            return;
+        }
+        // A local connection runs the statement synchronously inside its
+        // future, so one poll finishes it. A remote one needs the network:
+        // hand it to the runtime, and `transaction` rolls back anything still
+        // open before its next `BEGIN`.
+        let local = conn.clone();
+        let mut fut = pin!(async move { rollback(&local).await });
+        let mut cx = Context::from_waker(Waker::noop());
+        if fut.as_mut().poll(&mut cx).is_ready() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let conn = conn.clone();
+            rt.spawn(async move { rollback(&conn).await });
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The step cache: `(session_id, step_id) -> id` for recently touched
+//! sessions, so that repeated `ensure_timestep` calls answer at once.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Step ids of recently touched sessions: `(session_id, step_id) -> id` for
+/// every step stored or queued, so repeated `ensure_timestep` calls answer
+/// at once.
+///
+/// A session not here is loaded from the database before its steps are
+/// created. Every timestep insert goes through this cache, so a session
+/// that was never here has nothing queued: its committed rows are the truth,
+/// and the load skips the queue. A session evicted or deleted may still have
+/// queued operations, so until everything queued before that moment is done
+/// (the marker in `forgotten`), its load waits its turn in the FIFO.
+#[derive(Default)]
+pub(crate) struct SessionCache {
+    pub(crate) map: HashMap<String, HashMap<String, i64>>,
+    order: VecDeque<String>,
+    /// Session -> the count of operations that must be done before its
+    /// committed rows tell the whole story.
+    forgotten: HashMap<String, u64>,
+}
+
+pub(crate) enum Lookup {
+    Found(i64),
+    Missing,
+    Unloaded,
+}
+
+impl SessionCache {
+    pub(crate) fn lookup(&self, session_id: &str, step_id: &str) -> Lookup {
+        match self.map.get(session_id) {
+            None => Lookup::Unloaded,
+            Some(steps) => steps
+                .get(step_id)
+                .map_or(Lookup::Missing, |&id| Lookup::Found(id)),
+        }
+    }
+
+    /// Whether a load of `session_id` must wait its turn in the FIFO, given
+    /// how many operations are `done`.
+    pub(crate) fn needs_fifo_load(&mut self, session_id: &str, done: u64) -> bool {
+        match self.forgotten.get(session_id) {
+            Some(&marker) if done >= marker => {
+                self.forgotten.remove(session_id);
+                false
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }
+
+    pub(crate) fn load(
+        &mut self,
+        session_id: &str,
+        steps: Vec<(String, i64)>,
+        cap: usize,
+        enqueued: u64,
+        done: u64,
+    ) {
+        if self.map.contains_key(session_id) {
+            // Someone loaded it first; theirs is at least as new.
+            return;
+        }
+        self.map
+            .insert(session_id.to_string(), steps.into_iter().collect());
+        self.order.push_back(session_id.to_string());
+        while self.map.len() > cap.max(1) {
+            match self.order.pop_front() {
+                Some(old) => {
+                    if self.map.remove(&old).is_some() {
+                        self.forgotten.insert(old, enqueued);
+                    }
+                }
+                None => break,
+            }
+        }
+        if self.forgotten.len() > 2 * cap.max(1) {
+            self.forgotten.retain(|_, marker| *marker > done);
+        }
+    }
+
+    /// Forgets a session that is being deleted: its loads wait their turn
+    /// until [`SessionCache::deleted`].
+    pub(crate) fn forget(&mut self, session_id: &str) {
+        self.map.remove(session_id);
+        self.order.retain(|s| s != session_id);
+        self.forgotten.insert(session_id.to_string(), u64::MAX);
+    }
+
+    /// The delete has run: everything before it is done.
+    pub(crate) fn deleted(&mut self, session_id: &str) {
+        if self.forgotten.get(session_id) == Some(&u64::MAX) {
+            self.forgotten.remove(session_id);
+        }
+    }
+}

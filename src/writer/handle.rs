@@ -1,0 +1,613 @@
+//! [`BufferedTraceWriter`]: the producers' handle, and its
+//! [`TraceStorage`] implementation.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use crossbeam_channel::Sender;
+use serde_json::Value as Json;
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::db::{Op, Table};
+use crate::error::TracingError;
+use crate::models::{
+    EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingEvent,
+};
+use crate::storage::{StorageConfig, TraceStorage};
+use crate::writer::actor::{self, Control, Msg, Shared};
+use crate::writer::blocking::BlockingWriter;
+use crate::writer::cache::{Lookup, SessionCache};
+use crate::writer::config::WriterConfig;
+use crate::writer::ids;
+use crate::writer::lock;
+use crate::writer::reserve::{check_size, reserve, Reservation};
+use crate::writer::stats::{Counters, WriterStats};
+use crate::writer::wait::{block_on_deadline, bounded};
+
+/// Extra time `close()` gives the actor past `close_timeout` to write the
+/// spill file and answer.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// A batching writer that stands in for [`crate::LibsqlTraceStorage`].
+///
+/// It is a cheap [`Clone`] handle: every clone feeds the same actor thread,
+/// which owns the only connection. Share it as `Arc<dyn TraceStorage>` with
+/// code written for the plain backend, or use [`BufferedTraceWriter::blocking`]
+/// on threads without a runtime.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::sync::Arc;
+/// use trace_writer::*;
+///
+/// let writer = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await?;
+/// let storage: Arc<dyn TraceStorage> = Arc::new(writer.clone());
+/// storage.ensure_session("s1", chrono::Utc::now(), &serde_json::json!({})).await?;
+/// let reward = OutcomeReward { total_reward: 1.0, ..Default::default() };
+/// assert_eq!(storage.insert_outcome_reward("s1", &reward).await?, 1);
+/// writer.flush().await?;
+/// assert_eq!(writer.stats().committed, 2);
+/// writer.close().await?;
+/// assert!(matches!(storage.get_session("s1").await, Err(TracingError::WriterClosed)));
+/// # Ok::<(), TracingError>(()) }).unwrap();
+/// ```
+///
+/// # Durability
+/// - When a write call returns `Ok`, the operation is in the writer's memory
+///   and will be committed in order, unless it fails (then `flush()` and
+///   `close()` report it).
+/// - When [`BufferedTraceWriter::flush`] returns `Ok`, everything queued
+///   before it is committed to the database (on a WAL file with
+///   `Synchronous::Normal`, a power loss may still drop the last commits; an
+///   application crash cannot).
+/// - When [`TraceStorage::close`] returns, everything is committed, or was
+///   spilled to the file that its error names.
+///
+/// # Cancel safety
+/// A write call's future is cancel safe: dropped before it completes, it has
+/// queued nothing and used up no id (its queue space is given back). Once it
+/// returned `Ok`, the operation is queued whatever happens to the caller. A
+/// read, `query` or `delete_session` dropped after it was sent still runs in
+/// its turn; only the answer is discarded.
+///
+/// # Errors
+/// Write calls fail with `InvalidInput` for bad input (nothing queued),
+/// `QueueFull` under [`OverflowPolicy::Reject`], `Timeout` after
+/// `enqueue_timeout` under [`OverflowPolicy::Block`], and `WriterClosed`
+/// after `close()` or when the actor is gone. Failures of queued writes are
+/// reported by the next `flush()` or `close()`, counted in
+/// [`WriterStats::failed`] and listed by
+/// [`BufferedTraceWriter::recent_errors`].
+///
+/// # Drop
+/// Dropping the last handle without `close()` drains and commits in the
+/// background, bounded by `close_timeout`; it never blocks. A process that
+/// exits right after may cut that short: call `close()`.
+///
+/// # Runtime
+/// Async calls use tokio's timer for their deadlines, so the runtime needs
+/// its time driver (`#[tokio::main]` enables it). Both multi-thread and
+/// current-thread runtimes work; the actor has its own thread.
+#[derive(Clone)]
+pub struct BufferedTraceWriter {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for BufferedTraceWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BufferedTraceWriter")
+            .field("storage", &self.inner.storage)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    tx: Sender<Msg>,
+    /// Step loads that need not wait their turn (see [`SessionCache`]).
+    control_tx: Sender<Control>,
+    shared: Arc<Shared>,
+    config: WriterConfig,
+    storage: StorageConfig,
+    /// `true` once closed. Producers hold the read lock only across their
+    /// non-blocking send, and `close()` takes the write lock before it sends
+    /// `Close`: so every accepted write is queued ahead of `Close`.
+    gate: RwLock<bool>,
+    sessions: Mutex<SessionCache>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let closed = *self.gate.read().unwrap_or_else(|p| p.into_inner());
+        if !closed {
+            // The last handle is gone: the actor sees the channel disconnect
+            // after the queue, drains it and stops, within this deadline.
+            *lock(&self.shared.close_deadline) = Some(Instant::now() + self.config.close_timeout);
+        }
+    }
+}
+
+impl BufferedTraceWriter {
+    /// Starts the actor, opens the database and migrates its schema before it
+    /// returns, so a bad path or URL fails here.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a bad config, URL or folder; `Database` when the
+    /// database cannot be opened, reached or migrated; `Timeout` past
+    /// `open_timeout`.
+    pub async fn new(storage: StorageConfig, config: WriterConfig) -> Result<Self, TracingError> {
+        let (writer, ready) = Self::spawn(storage, config.clone())?;
+        let outcome = bounded(config.open_timeout, "opening the database", ready)
+            .await?
+            .map_err(|_| writer.closed_error())?;
+        outcome?;
+        Ok(writer)
+    }
+
+    /// As [`BufferedTraceWriter::new`], for threads without a runtime.
+    ///
+    /// # Errors
+    /// As [`BufferedTraceWriter::new`].
+    pub fn new_blocking(
+        storage: StorageConfig,
+        config: WriterConfig,
+    ) -> Result<Self, TracingError> {
+        let (writer, ready) = Self::spawn(storage, config.clone())?;
+        let outcome = block_on_deadline(ready, config.open_timeout)
+            .ok_or_else(|| TracingError::Timeout("opening the database".into()))?
+            .map_err(|_| writer.closed_error())?;
+        outcome?;
+        Ok(writer)
+    }
+
+    fn spawn(
+        storage: StorageConfig,
+        config: WriterConfig,
+    ) -> Result<(Self, actor::Ready), TracingError> {
+        config.validate()?;
+        storage.kind()?;
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let counters = Arc::new(Counters::default());
+        let shared = Arc::new(Shared {
+            counters: counters.clone(),
+            ids: ids::IdAllocator::new(config.id_block, control_tx.clone(), counters),
+            ops_sem: Semaphore::new(config.queue_capacity),
+            bytes_sem: Semaphore::new(config.queue_capacity_bytes),
+            close_deadline: Mutex::new(None),
+            recent_errors: Mutex::new(VecDeque::new()),
+            dead: Mutex::new(None),
+        });
+        let (thread, ready) = actor::spawn(
+            rx,
+            control_rx,
+            shared.clone(),
+            config.clone(),
+            storage.clone(),
+        )?;
+        let writer = Self {
+            inner: Arc::new(Inner {
+                tx,
+                control_tx,
+                shared,
+                config,
+                storage,
+                gate: RwLock::new(false),
+                sessions: Mutex::new(SessionCache::default()),
+                thread: Mutex::new(Some(thread)),
+            }),
+        };
+        Ok((writer, ready))
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> WriterStats {
+        self.inner.shared.counters.snapshot()
+    }
+
+    /// The most recent write errors, oldest first, each naming the
+    /// operation's kind and session.
+    pub fn recent_errors(&self) -> Vec<String> {
+        lock(&self.inner.shared.recent_errors)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Why the actor stopped, if it stopped abnormally (a bug). Every call
+    /// then fails with `WriterClosed`.
+    pub fn failure_cause(&self) -> Option<String> {
+        self.inner.shared.dead_cause()
+    }
+
+    /// Fault injection for tests: makes the actor thread panic, as a bug
+    /// would. Only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn inject_actor_crash(&self) {
+        let _ = self.inner.control_tx.send(Control::Crash);
+    }
+
+    /// The writer's configuration.
+    pub fn config(&self) -> &WriterConfig {
+        &self.inner.config
+    }
+
+    /// A handle for plain threads with no tokio runtime.
+    pub fn blocking(&self) -> BlockingWriter {
+        BlockingWriter::new(self.clone())
+    }
+
+    /// Resolves once every operation queued before it is committed.
+    ///
+    /// # Errors
+    /// - `WriteFailed` with the count and first cause, if any write failed
+    ///   since the previous flush; the good operations are committed all the
+    ///   same.
+    /// - `Timeout` after `flush_timeout`; the operations stay queued.
+    /// - `WriterClosed` after `close()`, or if the actor is gone.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: dropping the future leaves the queue as it was.
+    ///
+    /// # Durability
+    /// On `Ok`, everything queued before the call is committed.
+    pub async fn flush(&self) -> Result<(), TracingError> {
+        let limit = self.inner.config.flush_timeout;
+        self.request(limit, "flush", |reply| Msg::Flush { reply })
+            .await?
+    }
+
+    /// The one error for a closed channel, a dropped reply and a closed
+    /// writer; why the actor stopped, if it died, is in `failure_cause()`.
+    fn closed_error(&self) -> TracingError {
+        TracingError::WriterClosed
+    }
+
+    fn check_open(&self) -> Result<(), TracingError> {
+        let closed = *self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        if closed {
+            Err(TracingError::WriterClosed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Sends a message that expects an answer, and waits for it.
+    async fn request<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        make: impl FnOnce(oneshot::Sender<Result<T, TracingError>>) -> Msg,
+    ) -> Result<Result<T, TracingError>, TracingError> {
+        let (reply, answer) = oneshot::channel();
+        self.send(make(reply))?;
+        // A dropped reply means the actor is gone: the same error as a
+        // closed channel.
+        bounded(limit, what, answer)
+            .await?
+            .map_err(|_| self.closed_error())
+    }
+
+    fn send(&self, msg: Msg) -> Result<(), TracingError> {
+        let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        if *gate {
+            return Err(TracingError::WriterClosed);
+        }
+        // Unbounded channel: never blocks. Space was reserved beforehand.
+        self.inner.tx.send(msg).map_err(|_| self.closed_error())
+    }
+
+    /// Operations finished one way or another: committed, failed or spilled.
+    fn done_count(&self) -> u64 {
+        let s = self.stats();
+        s.committed + s.failed + s.spilled
+    }
+
+    fn send_write(&self, op: Op, bytes: usize, res: Reservation<'_>) -> Result<(), TracingError> {
+        self.send(Msg::Write { op, bytes })?;
+        res.sent();
+        let c = &self.inner.shared.counters;
+        Counters::add(&c.enqueued, 1);
+        Counters::add(&c.queued_bytes, bytes as u64);
+        Ok(())
+    }
+
+    /// Queues a write that returns no id.
+    async fn write(&self, op: Op) -> Result<(), TracingError> {
+        self.check_open()?;
+        let bytes = check_size(&self.inner.config, &op)?;
+        let res = reserve(&self.inner.shared, &self.inner.config, bytes).await?;
+        self.send_write(op, bytes, res)
+    }
+
+    /// Queues an insert with an id from `table`'s block, and returns the id.
+    async fn insert(&self, mut op: Op, table: Table) -> Result<i64, TracingError> {
+        self.check_open()?;
+        let bytes = check_size(&self.inner.config, &op)?;
+        let res = reserve(&self.inner.shared, &self.inner.config, bytes).await?;
+        let id = self.alloc(table).await?;
+        op.set_id(id);
+        self.send_write(op, bytes, res)?;
+        Ok(id)
+    }
+
+    async fn alloc(&self, table: Table) -> Result<i64, TracingError> {
+        let ids = &self.inner.shared.ids;
+        // The fast path takes no await and no timer.
+        if let Some(id) = ids.try_alloc(table)? {
+            return Ok(id);
+        }
+        bounded(
+            self.inner.config.enqueue_timeout,
+            "waiting for an id block",
+            ids.alloc(table),
+        )
+        .await?
+    }
+
+    async fn close_now(&self) -> Result<(), TracingError> {
+        {
+            let mut gate = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
+            if *gate {
+                // Closing twice is harmless.
+                return Ok(());
+            }
+            *gate = true;
+        }
+        let limit = self.inner.config.close_timeout;
+        *lock(&self.inner.shared.close_deadline) = Some(Instant::now() + limit);
+        let (reply, answer) = oneshot::channel();
+        // The gate is closed, so `send` would refuse: go to the channel.
+        if self.inner.tx.send(Msg::Close { reply }).is_err() {
+            return Err(self.closed_error());
+        }
+        let result = match bounded(limit + CLOSE_GRACE, "close", answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(self.closed_error()),
+            Err(_) => {
+                let left = self.stats().queue_depth as usize;
+                return Err(TracingError::CloseFailed {
+                    count: left,
+                    cause: format!(
+                        "the close deadline of {limit:?} passed with {left} operation(s) uncommitted"
+                    ),
+                });
+            }
+        };
+        // The actor answered just before its thread ends: join it off the
+        // runtime's threads, and give up waiting (not the result) after the
+        // grace period.
+        let handle = lock(&self.inner.thread).take();
+        if let Some(handle) = handle {
+            match tokio::runtime::Handle::try_current() {
+                Ok(rt) => {
+                    let joined = rt.spawn_blocking(move || handle.join());
+                    if bounded(CLOSE_GRACE, "joining the writer thread", joined)
+                        .await
+                        .is_err()
+                    {
+                        tracing::warn!(target: "trace_writer", "the writer thread did not end in time");
+                    }
+                }
+                Err(_) => {
+                    let _ = handle.join();
+                }
+            }
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl TraceStorage for BufferedTraceWriter {
+    /// The schema was migrated by [`BufferedTraceWriter::new`]; this only
+    /// checks that the writer is open.
+    async fn initialize(&self) -> Result<(), TracingError> {
+        self.check_open()
+    }
+
+    /// Drains the queue, commits, closes the connection and joins the actor,
+    /// within `close_timeout`. Later calls fail with `WriterClosed`; a second
+    /// `close()` returns `Ok`.
+    ///
+    /// # Errors
+    /// `WriteFailed` if writes failed since the last flush; `Spilled` naming
+    /// the file and count if the deadline passed and the rest was spilled;
+    /// `CloseFailed` if the actor did not answer in time.
+    async fn close(&self) -> Result<(), TracingError> {
+        self.close_now().await
+    }
+
+    async fn ensure_session(
+        &self,
+        session_id: &str,
+        created_at: DateTime<Utc>,
+        metadata: &Json,
+    ) -> Result<(), TracingError> {
+        self.write(Op::session(session_id, created_at, metadata)?)
+            .await
+    }
+
+    async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError> {
+        self.request(self.inner.config.enqueue_timeout, "get_session", |reply| {
+            Msg::GetSession {
+                session_id: session_id.to_string(),
+                reply,
+            }
+        })
+        .await?
+    }
+
+    async fn delete_session(&self, session_id: &str) -> Result<bool, TracingError> {
+        // Forget the cached steps first: an `ensure_timestep` after this call
+        // reloads them in FIFO order, after the delete.
+        lock(&self.inner.sessions).forget(session_id);
+        let result = self
+            .request(
+                self.inner.config.enqueue_timeout,
+                "delete_session",
+                |reply| Msg::DeleteSession {
+                    session_id: session_id.to_string(),
+                    reply,
+                },
+            )
+            .await;
+        if matches!(result, Ok(Ok(_))) {
+            lock(&self.inner.sessions).deleted(session_id);
+        }
+        result?
+    }
+
+    async fn ensure_timestep(
+        &self,
+        session_id: &str,
+        step: &SessionTimeStep,
+    ) -> Result<i64, TracingError> {
+        let op = Op::timestep(None, session_id, step)?;
+        self.check_open()?;
+        let bytes = check_size(&self.inner.config, &op)?;
+        let cap = self.inner.config.session_cache;
+        loop {
+            let found = lock(&self.inner.sessions).lookup(session_id, &step.step_id);
+            match found {
+                Lookup::Found(id) => return Ok(id),
+                Lookup::Unloaded => {
+                    let done = self.done_count();
+                    let fifo = lock(&self.inner.sessions).needs_fifo_load(session_id, done);
+                    let limit = self.inner.config.enqueue_timeout;
+                    let what = "loading the session's steps";
+                    let steps = if fifo {
+                        self.request(limit, what, |reply| Msg::LoadSteps {
+                            session_id: session_id.to_string(),
+                            reply,
+                        })
+                        .await??
+                    } else {
+                        // Nothing of this session is queued: committed rows
+                        // are the truth, and the load need not wait its turn.
+                        let (reply, answer) = oneshot::channel();
+                        self.check_open()?;
+                        self.inner
+                            .control_tx
+                            .send(Control::LoadSteps {
+                                session_id: session_id.to_string(),
+                                reply,
+                            })
+                            .map_err(|_| self.closed_error())?;
+                        bounded(limit, what, answer)
+                            .await?
+                            .map_err(|_| self.closed_error())??
+                    };
+                    let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Relaxed);
+                    lock(&self.inner.sessions).load(
+                        session_id,
+                        steps,
+                        cap,
+                        enqueued,
+                        self.done_count(),
+                    );
+                }
+                Lookup::Missing => {
+                    let res = reserve(&self.inner.shared, &self.inner.config, bytes).await?;
+                    let id = self.alloc(Table::Timesteps).await?;
+                    // The cache lock is held across the (non-blocking) send,
+                    // so no producer can use this id before its row is queued.
+                    let mut cache = lock(&self.inner.sessions);
+                    match cache.lookup(session_id, &step.step_id) {
+                        // Another producer created it meanwhile; `id` is left
+                        // unused.
+                        Lookup::Found(existing) => return Ok(existing),
+                        // Evicted meanwhile: load again.
+                        Lookup::Unloaded => continue,
+                        Lookup::Missing => {}
+                    }
+                    let mut op = op.clone();
+                    op.set_id(id);
+                    self.send_write(op, bytes, res)?;
+                    if let Some(steps) = cache.map.get_mut(session_id) {
+                        steps.insert(step.step_id.clone(), id);
+                    }
+                    return Ok(id);
+                }
+            }
+        }
+    }
+
+    async fn update_timestep(
+        &self,
+        session_id: &str,
+        step_id: &str,
+        completed_at: Option<DateTime<Utc>>,
+    ) -> Result<(), TracingError> {
+        self.write(Op::update_timestep(session_id, step_id, completed_at)?)
+            .await
+    }
+
+    async fn insert_event(
+        &self,
+        session_id: &str,
+        timestep_db_id: Option<i64>,
+        event: &TracingEvent,
+    ) -> Result<i64, TracingError> {
+        let op = Op::event(None, session_id, timestep_db_id, event)?;
+        self.insert(op, Table::Events).await
+    }
+
+    async fn insert_message(
+        &self,
+        session_id: &str,
+        timestep_db_id: Option<i64>,
+        msg: &MarkovBlanketMessage,
+    ) -> Result<i64, TracingError> {
+        let op = Op::message(None, session_id, timestep_db_id, msg)?;
+        self.insert(op, Table::Messages).await
+    }
+
+    async fn insert_outcome_reward(
+        &self,
+        session_id: &str,
+        reward: &OutcomeReward,
+    ) -> Result<i64, TracingError> {
+        let op = Op::outcome_reward(None, session_id, reward)?;
+        self.insert(op, Table::OutcomeRewards).await
+    }
+
+    async fn insert_event_reward(
+        &self,
+        session_id: &str,
+        event_id: i64,
+        message_id: Option<i64>,
+        turn_number: Option<i32>,
+        reward: &EventReward,
+    ) -> Result<i64, TracingError> {
+        let op = Op::event_reward(None, session_id, event_id, message_id, turn_number, reward)?;
+        self.insert(op, Table::EventRewards).await
+    }
+
+    /// Commits what is queued before it, then runs the SQL on the writer's
+    /// connection. SQL that leaves a transaction open is rolled back and
+    /// refused.
+    async fn query(&self, sql: &str, params: Vec<Json>) -> Result<Vec<Json>, TracingError> {
+        self.request(self.inner.config.enqueue_timeout, "query", |reply| {
+            Msg::Query {
+                sql: sql.to_string(),
+                params,
+                reply,
+            }
+        })
+        .await?
+    }
+
+    /// Queued like a write: it returns once queued, and the counts are
+    /// computed in FIFO order, over everything queued before it.
+    async fn update_session_counts(&self, session_id: &str) -> Result<(), TracingError> {
+        self.write(Op::update_counts(session_id)?).await
+    }
+}
