@@ -58,17 +58,36 @@
 //!   spill file and how many operations it holds.
 //!
 //! # Layout
-//! - [`models`]: the trace data types (serde), shaped as the original module's JSON.
-//! - [`error`]: [`TracingError`] and the [`Result`] alias.
-//! - [`storage`]: the [`TraceStorage`] trait and [`StorageConfig`].
-//! - [`schema`]: DDL and migrations, the only place that creates tables.
-//! - [`libsql_storage`]: [`LibsqlTraceStorage`], the plain one-statement-per-call
-//!   backend, and the one executor that writes rows.
-//! - [`tracer`]: [`SessionTracer`], the high-level recording API.
-//! - [`workload`]: synthetic rollouts shared by the example, benches and report.
-//! - [`writer`]: [`BufferedTraceWriter`], the batching writer: producer
-//!   handles, the actor thread that owns the connection, id leases, counters
-//!   and spill files.
+//! | file | what it holds |
+//! |---|---|
+//! | `src/models.rs` | the trace data types (serde), shaped as the original module's JSON |
+//! | `src/error.rs` | [`TracingError`], the [`Result`] alias, and error classes as data (transient, this operation's fault, fatal), decided once from the SQLite result code |
+//! | `src/storage.rs` | the [`TraceStorage`] trait and [`StorageConfig`] |
+//! | `src/schema.rs` | DDL and migrations, the only place that creates tables |
+//! | `src/db/` | the layer both backends stand on (below) |
+//! | `src/libsql_storage.rs` | [`LibsqlTraceStorage`], the plain one-statement-per-call backend, thin, on top of `db/` |
+//! | `src/tracer.rs` | [`SessionTracer`], the high-level recording API |
+//! | `src/writer/` | [`BufferedTraceWriter`] and everything behind it (below) |
+//! | `src/workload.rs` | synthetic rollouts for the examples, benches and report (feature `workload`, not public API) |
+//!
+//! Where to find the load-bearing pieces:
+//! - **The one place that writes rows:** `Executor::apply` in `src/db/exec.rs`.
+//!   Every row is first an `Op` (`src/db/op.rs`), validated and serialized by
+//!   the producer; each table's columns are defined once in `src/db/columns.rs`.
+//! - **The one transaction helper:** `transaction` in `src/db/tx.rs`. No other
+//!   code writes `BEGIN`, `COMMIT` or `ROLLBACK`.
+//! - **The id lease:** `lease_ids` in `src/db/lease.rs`; the writer's blocks
+//!   of ids are handed out in `src/writer/ids.rs`.
+//! - **The actor loop:** `Actor::run` in `src/writer/actor/mod.rs`; one batch is
+//!   applied by `Actor::execute` in `src/writer/actor/batch.rs`.
+//! - Reads (decoding, `get_session`, step loads, `query`): `src/db/read.rs`.
+//!   Opening and pragmas: `src/db/open.rs`.
+//!
+//! `src/writer/`: `handle.rs` (the producers' handle and its `TraceStorage`
+//! impl), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
+//! `reserve.rs` (queue space), `actor/` (the thread that owns the
+//! connection), `ids.rs`, `config.rs`, `stats.rs`, `spill.rs` and `wait.rs`
+//! (deadlines).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 

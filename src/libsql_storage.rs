@@ -1,6 +1,6 @@
 //! The plain backend: one statement per call, as the original module ran.
 //!
-//! A thin layer over [`crate::db`]: each call builds an operation and
+//! A thin layer over the database layer (`src/db/`): each call builds an operation and
 //! applies it through the shared executor, or runs the shared read.
 
 use async_trait::async_trait;

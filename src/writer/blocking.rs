@@ -18,7 +18,7 @@ use crate::writer::wait::block_on_deadline;
 /// The writer for plain threads with no tokio runtime.
 ///
 /// Each call blocks its own thread: for queue space under
-/// [`OverflowPolicy::Block`] (at most `enqueue_timeout`), and in `flush()`
+/// [`OverflowPolicy::Block`](crate::OverflowPolicy::Block) (at most `enqueue_timeout`), and in `flush()`
 /// (at most `flush_timeout`). Never call it from async code: it would block
 /// a runtime thread.
 ///

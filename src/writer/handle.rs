@@ -77,8 +77,8 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 ///
 /// # Errors
 /// Write calls fail with `InvalidInput` for bad input (nothing queued),
-/// `QueueFull` under [`OverflowPolicy::Reject`], `Timeout` after
-/// `enqueue_timeout` under [`OverflowPolicy::Block`], and `WriterClosed`
+/// `QueueFull` under [`OverflowPolicy::Reject`](crate::OverflowPolicy::Reject), `Timeout` after
+/// `enqueue_timeout` under [`OverflowPolicy::Block`](crate::OverflowPolicy::Block), and `WriterClosed`
 /// after `close()` or when the actor is gone. Failures of queued writes are
 /// reported by the next `flush()` or `close()`, counted in
 /// [`WriterStats::failed`] and listed by

@@ -1,0 +1,285 @@
+//! Applying one batch: one transaction through the transaction helper,
+//! poison operations set aside, transient faults retried with backoff, and
+//! past the close deadline the rest spilled.
+
+use std::time::Instant;
+
+use crate::db::{self, read, Executor, Op, Table};
+use crate::error::{DbError, ErrorClass, TracingError};
+use crate::writer::actor::{Actor, Item, Shared};
+use crate::writer::stats::Counters;
+
+/// Why one try at a batch did not commit.
+enum AttemptError {
+    /// Busy, locked, I/O, network: retry the batch after a backoff.
+    Transient(DbError),
+    /// SQLite rolled the transaction back after marking a poison operation:
+    /// start again without it.
+    Restart,
+    /// A multi-row statement failed: redo the batch row by row to find the
+    /// operation at fault.
+    MultiRowFailed,
+    /// The batch failed for good (or its `BEGIN` or `COMMIT` did).
+    Fatal(DbError),
+}
+
+impl From<DbError> for AttemptError {
+    /// `BEGIN` and `COMMIT` errors: retried if transient, else the batch fails.
+    fn from(e: DbError) -> Self {
+        if e.is_transient() {
+            AttemptError::Transient(e)
+        } else {
+            AttemptError::Fatal(e)
+        }
+    }
+}
+
+impl Actor {
+    /// Applies a batch in one transaction: poison operations are set aside
+    /// and reported, transient faults are retried with backoff, and past the
+    /// close deadline the remaining writes are spilled.
+    pub(super) async fn execute(&mut self, mut items: Vec<Item>) {
+        let started = Instant::now();
+        let mut backoff = self.config.retry_initial;
+        let mut multi = self.multi_row;
+        let mut spill_rest = false;
+        loop {
+            match self.attempt(&mut items, multi).await {
+                Ok(()) => break,
+                Err(AttemptError::Restart) => {}
+                Err(AttemptError::MultiRowFailed) => multi = false,
+                Err(AttemptError::Transient(e)) => {
+                    Counters::add(&self.shared.counters.retries, 1);
+                    if self.shared.past_close_deadline() {
+                        tracing::error!(target: "trace_writer", error = %e,
+                            "close deadline passed while retrying; spilling the batch");
+                        spill_rest = true;
+                        break;
+                    }
+                    tracing::warn!(target: "trace_writer", error = %e, ?backoff,
+                        "transient fault; retrying the batch");
+                    self.remember(format!("retrying a batch of {} item(s): {e}", items.len()));
+                    self.reconnect_if_remote().await;
+                    self.answer_step_loads_outside_tx(&mut items).await;
+                    self.serve_control(false).await;
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(self.config.retry_max);
+                }
+                Err(AttemptError::Fatal(e)) => {
+                    for item in &mut items {
+                        if let Item::Write { op, failed, .. } = item {
+                            if !*failed {
+                                *failed = true;
+                                self.record_failure(op, &e);
+                            }
+                        }
+                    }
+                    break;
+                }
+            }
+        }
+        // Reads not answered yet (the batch never got to them) learn why.
+        let mut committed = 0u64;
+        let (mut ops, mut bytes) = (0usize, 0usize);
+        let mut to_spill = Vec::new();
+        for item in items {
+            match item {
+                Item::Write {
+                    op,
+                    bytes: b,
+                    failed,
+                } => {
+                    ops += 1;
+                    bytes += b;
+                    if spill_rest && !failed {
+                        to_spill.push(op);
+                    } else if !failed {
+                        committed += 1;
+                    }
+                }
+                Item::LoadSteps { reply, .. } => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(TracingError::WriterClosed));
+                    }
+                }
+                Item::GetSession { reply, .. } => {
+                    if let Some(r) = reply {
+                        let _ = r.send(Err(TracingError::WriterClosed));
+                    }
+                }
+            }
+        }
+        if !to_spill.is_empty() {
+            self.spill(to_spill);
+        }
+        let c = &self.shared.counters;
+        Counters::add(&c.committed, committed);
+        if committed > 0 {
+            c.record_batch(committed, started.elapsed().as_nanos() as u64);
+        }
+        c.queued_bytes
+            .fetch_sub(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        // Give the queue space back only now: the permits bound the memory
+        // the writer holds, batch included.
+        self.shared.ops_sem.add_permits(ops);
+        self.shared
+            .bytes_sem
+            .add_permits(Shared::permits_for(bytes) as usize);
+    }
+
+    /// One try at the batch, inside the one transaction helper: it commits,
+    /// or rolls back on any error, a failed `COMMIT` included.
+    async fn attempt(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
+        let conn = self.exec.conn.clone();
+        db::transaction(&conn, self.apply_items(items, multi)).await
+    }
+
+    /// The body of a batch's transaction: every write, and the reads queued
+    /// between them, in FIFO order.
+    async fn apply_items(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
+        let mut i = 0;
+        while i < items.len() {
+            if i % 64 == 63 {
+                // A producer may wait on a step load: answer it now rather
+                // than after the batch (leases wait: they need their own
+                // transaction).
+                self.serve_control(false).await;
+            }
+            if multi
+                && matches!(
+                    &items[i],
+                    Item::Write {
+                        op: Op::Insert { .. },
+                        failed: false,
+                        ..
+                    }
+                )
+            {
+                // A run of inserts: they commute (ids are assigned), so each
+                // table's rows go in as few statements as possible.
+                let end = (i..items.len())
+                    .find(|&j| {
+                        !matches!(
+                            &items[j],
+                            Item::Write {
+                                op: Op::Insert { .. },
+                                failed: false,
+                                ..
+                            }
+                        )
+                    })
+                    .unwrap_or(items.len());
+                let mut by_table: Vec<(Table, Vec<&Vec<libsql::Value>>)> = Vec::new();
+                for item in &items[i..end] {
+                    if let Item::Write {
+                        op: Op::Insert { table, values },
+                        ..
+                    } = item
+                    {
+                        match by_table.iter_mut().find(|(t, _)| t == table) {
+                            Some((_, rows)) => rows.push(values),
+                            None => by_table.push((*table, vec![values])),
+                        }
+                    }
+                }
+                by_table.sort_by_key(|(t, _)| *t);
+                for (table, rows) in by_table {
+                    if let Err(e) = self.exec.insert_multi(table, &rows).await {
+                        return Err(if e.is_transient() {
+                            AttemptError::Transient(e)
+                        } else {
+                            AttemptError::MultiRowFailed
+                        });
+                    }
+                }
+                i = end;
+                continue;
+            }
+            match &mut items[i] {
+                Item::Write { op, failed, .. } => {
+                    if !*failed {
+                        if let Err(e) = self.exec.apply(op).await {
+                            match e.class {
+                                ErrorClass::Transient => return Err(AttemptError::Transient(e)),
+                                ErrorClass::Fatal => return Err(AttemptError::Fatal(e)),
+                                ErrorClass::Operation => {}
+                            }
+                            // This operation's fault: set it aside, keep the rest.
+                            *failed = true;
+                            let op = op.clone();
+                            self.record_failure(&op, &e);
+                            if !self.exec.in_transaction() {
+                                // SQLite rolled the transaction back itself.
+                                return Err(AttemptError::Restart);
+                            }
+                        }
+                    }
+                }
+                Item::LoadSteps { session_id, reply } => {
+                    if let Some(r) = reply.take() {
+                        let steps = read::load_steps(&self.exec.conn, session_id).await;
+                        let _ = r.send(steps.map_err(Into::into));
+                    }
+                }
+                Item::GetSession { session_id, reply } => {
+                    if let Some(r) = reply.take() {
+                        let _ = r.send(read::get_session(&self.exec.conn, session_id).await);
+                    }
+                }
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+
+    /// While the batch cannot start (another connection holds the lock),
+    /// answers step loads from committed rows plus the steps queued ahead of
+    /// them in this batch: every earlier batch is already committed, so that
+    /// is exactly what the load would see. A new session then costs its
+    /// producer no wait on the lock; its rows simply queue.
+    async fn answer_step_loads_outside_tx(&mut self, items: &mut [Item]) {
+        if self.exec.in_transaction() {
+            return;
+        }
+        for k in 0..items.len() {
+            let (before, rest) = items.split_at_mut(k);
+            let Item::LoadSteps { session_id, reply } = &mut rest[0] else {
+                continue;
+            };
+            if reply.is_none() {
+                continue;
+            }
+            // A read may fail too (a rollback journal's exclusive lock):
+            // then the load waits for the batch like everything else.
+            let Ok(mut steps) = read::load_steps(&self.exec.conn, session_id).await else {
+                continue;
+            };
+            for item in before.iter() {
+                if let Item::Write {
+                    op, failed: false, ..
+                } = item
+                {
+                    if let Some((id, sid, step)) = op.timestep_key() {
+                        if sid == session_id && !steps.iter().any(|(s, _)| s == step) {
+                            steps.push((step.to_string(), id));
+                        }
+                    }
+                }
+            }
+            if let Some(r) = reply.take() {
+                let _ = r.send(Ok(steps));
+            }
+        }
+    }
+
+    pub(super) async fn reconnect_if_remote(&mut self) {
+        if !self.exec.is_remote() {
+            return;
+        }
+        let Some(opened) = &self.opened else { return };
+        match opened.db.connect() {
+            Ok(conn) => self.exec = Executor::new(conn, true),
+            Err(e) => tracing::warn!(target: "trace_writer", error = %e, "reconnect failed"),
+        }
+    }
+}
