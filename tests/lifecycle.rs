@@ -74,7 +74,7 @@ async fn every_call_fails_after_close() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drop_without_close_commits_in_the_background() {
+async fn drop_without_close_commits_before_it_returns() {
     let dir = tempfile::tempdir().unwrap();
     let config = file_config(&dir, "drop.db");
     {
@@ -88,13 +88,42 @@ async fn drop_without_close_commits_in_the_background() {
                 .await
                 .unwrap();
         }
-        // Both handles go out of scope here, inside the runtime: no block.
+        // Both handles go out of scope here: the last drop commits.
     }
     let plain = LibsqlTraceStorage::new(config).await.unwrap();
-    eventually("the dropped writer's rows are committed", || async {
-        common::count(&plain, "events").await == 500
-    })
-    .await;
+    assert_eq!(common::count(&plain, "events").await, 500);
+}
+
+/// A drop that cannot commit within `close_timeout` (another connection
+/// holds the write lock) spills what is left and returns.
+#[tokio::test(flavor = "current_thread")]
+async fn drop_past_the_close_deadline_spills() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dropspill.db");
+    let spill = dir.path().join("dropspill.jsonl");
+    let config = file_config(&dir, "dropspill.db").with_busy_timeout(Duration::from_millis(20));
+    let w = BufferedTraceWriter::new(
+        config.clone(),
+        WriterConfig::default()
+            .close_timeout(Duration::from_millis(200))
+            .spill_path(&spill),
+    )
+    .await
+    .unwrap();
+    let lock = Lock::take(&path).await;
+    for i in 0..20 {
+        w.insert_event("d", None, &common::env_event(i))
+            .await
+            .unwrap();
+    }
+    drop(w);
+    lock.release().await;
+    let lines = std::fs::read_to_string(&spill).unwrap().lines().count();
+    assert_eq!(lines, 20);
+    let report = replay_spill_file(config.clone(), &spill).await.unwrap();
+    assert_eq!(report.inserted, 20);
+    let plain = LibsqlTraceStorage::new(config).await.unwrap();
+    assert_eq!(common::count(&plain, "events").await, 20);
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -188,8 +217,11 @@ async fn reject_policy_counts_refusals_and_loses_nothing_accepted() {
     }
     assert_eq!((accepted, rejected), (4, 6));
     assert_eq!(w.stats().rejected, 6);
-    // Hold the lock past the busy timeout, so the actor has to retry.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Hold the lock until the actor has had to retry.
+    eventually("the busy database was retried", || async {
+        w.stats().retries > 0
+    })
+    .await;
     lock.release().await;
     w.flush().await.unwrap();
     assert_eq!(common::count(&w, "events").await, 4);
@@ -221,16 +253,44 @@ async fn block_policy_waits_and_gives_up_at_its_deadline() {
         .unwrap();
     let third = w.insert_event("b", None, &common::env_event(2)).await;
     assert!(matches!(third, Err(TracingError::Timeout(_))), "{third:?}");
-    // A blocked producer resumes once space frees up.
+    lock.release().await;
+    w.flush().await.unwrap();
+    assert_eq!(common::count(&w, "events").await, 2);
+    w.close().await.unwrap();
+}
+
+/// A blocked producer resumes once space frees up. Its deadline is the
+/// default (minutes), so when the actor's retry backoff ends after the lock
+/// goes does not matter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_producer_resumes_when_space_frees_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resume.db");
+    let config = file_config(&dir, "resume.db").with_busy_timeout(Duration::from_millis(50));
+    let w = BufferedTraceWriter::new(config, WriterConfig::default().queue_capacity(2))
+        .await
+        .unwrap();
+    let lock = Lock::take(&path).await;
+    for i in 0..2 {
+        w.insert_event("b", None, &common::env_event(i))
+            .await
+            .unwrap();
+    }
     let w2 = w.clone();
     let waiter =
         tokio::spawn(async move { w2.insert_event("b", None, &common::env_event(3)).await });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The queue is full and the actor cannot commit while the lock is held,
+    // so the waiter cannot have finished.
+    eventually("the actor retries the locked batch", || async {
+        w.stats().retries > 0
+    })
+    .await;
+    assert!(!waiter.is_finished(), "the queue was full");
     lock.release().await;
     let id = waiter.await.unwrap().unwrap();
     w.flush().await.unwrap();
     assert_eq!(common::count(&w, "events").await, 3);
-    assert!(id > 0);
+    assert_eq!(id, 3);
     w.close().await.unwrap();
 }
 

@@ -1,7 +1,9 @@
 //! Opt-in tests against a real libsql server (sqld or Turso).
 //!
-//! Set `TRACE_WRITER_TEST_URL` (and `TRACE_WRITER_TEST_TOKEN` if the server
-//! wants one) to run them; without it each test says it was skipped. The
+//! They are `#[ignore]`d, so `cargo test` lists them as ignored. Set
+//! `TRACE_WRITER_TEST_URL` (and `TRACE_WRITER_TEST_TOKEN` if the server
+//! wants one) and run `cargo test --test remote -- --ignored`; run that way
+//! without a server, they fail and say why. The
 //! server's database should be empty or disposable: the tests write
 //! sessions with unique ids and delete them afterwards.
 mod common;
@@ -10,18 +12,15 @@ use std::sync::Arc;
 
 use trace_writer::*;
 
-fn server() -> Option<StorageConfig> {
+const NEEDS_SERVER: &str = "set TRACE_WRITER_TEST_URL to a libsql server to run the remote tests";
+
+fn server() -> StorageConfig {
     match std::env::var("TRACE_WRITER_TEST_URL") {
         Ok(url) if !url.is_empty() => {
             let token = std::env::var("TRACE_WRITER_TEST_TOKEN").unwrap_or_default();
-            Some(StorageConfig::turso(url, token))
+            StorageConfig::turso(url, token)
         }
-        _ => {
-            eprintln!(
-                "skipped: set TRACE_WRITER_TEST_URL to a libsql server to run the remote tests"
-            );
-            None
-        }
+        _ => panic!("{NEEDS_SERVER}"),
     }
 }
 
@@ -49,14 +48,16 @@ async fn round_trip_on(storage: Arc<dyn TraceStorage>) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a libsql server: set TRACE_WRITER_TEST_URL, run with --ignored"]
 async fn plain_backend_round_trip() {
-    let Some(config) = server() else { return };
+    let config = server();
     round_trip_on(Arc::new(LibsqlTraceStorage::new(config).await.unwrap())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a libsql server: set TRACE_WRITER_TEST_URL, run with --ignored"]
 async fn writer_round_trip_with_multi_row_batches() {
-    let Some(config) = server() else { return };
+    let config = server();
     let writer = BufferedTraceWriter::new(config, WriterConfig::default())
         .await
         .unwrap();
@@ -64,8 +65,9 @@ async fn writer_round_trip_with_multi_row_batches() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs a libsql server: set TRACE_WRITER_TEST_URL, run with --ignored"]
 async fn writer_rollouts_over_the_network() {
-    let Some(config) = server() else { return };
+    let config = server();
     let writer = BufferedTraceWriter::new(config, WriterConfig::default())
         .await
         .unwrap();

@@ -41,7 +41,9 @@ pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError>
     };
     let conn = db.connect()?;
     if !remote {
-        conn.busy_timeout(config.busy_timeout)?;
+        // SQLite takes milliseconds as an `i32`: longer is "forever" anyway.
+        let most = std::time::Duration::from_millis(i32::MAX as u64);
+        conn.busy_timeout(config.busy_timeout.min(most))?;
         if matches!(kind, DbKind::File(_)) {
             let mode = config.journal_mode.pragma();
             // `PRAGMA journal_mode` answers with a row, so it is a query.

@@ -76,7 +76,7 @@ impl SessionCache {
                 None => break,
             }
         }
-        if self.forgotten.len() > 2 * cap.max(1) {
+        if self.forgotten.len() > cap.max(1).saturating_mul(2) {
             self.forgotten.retain(|_, marker| *marker > done);
         }
     }

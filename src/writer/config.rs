@@ -218,36 +218,74 @@ impl WriterConfig {
         self
     }
 
-    /// Checks the settings.
+    /// Checks the settings. [`crate::BufferedTraceWriter::new`] calls it, so
+    /// a bad value fails there. `Duration::MAX` is accepted wherever a
+    /// duration is a deadline or a wait, and means "no deadline".
     ///
     /// # Errors
-    /// `InvalidInput` naming the first bad setting.
+    /// `InvalidInput` whose message names the first bad setting.
     pub fn validate(&self) -> Result<(), TracingError> {
-        let bad = |m: &str| Err(TracingError::InvalidInput(m.to_string()));
+        let bad = |m: String| Err(TracingError::InvalidInput(m));
         if self.max_batch_ops == 0 {
-            return bad("max_batch_ops must be at least 1");
+            return bad("max_batch_ops must be at least 1".into());
         }
         if self.max_batch_bytes == 0 {
-            return bad("max_batch_bytes must be at least 1");
+            return bad("max_batch_bytes must be at least 1".into());
         }
-        if self.queue_capacity == 0 {
-            return bad("queue_capacity must be at least 1");
+        if self.queue_capacity == 0 || self.queue_capacity > MAX_PERMITS {
+            return bad(format!(
+                "queue_capacity must be between 1 and {MAX_PERMITS}, got {}",
+                self.queue_capacity
+            ));
         }
-        if self.queue_capacity > MAX_PERMITS || self.queue_capacity_bytes > MAX_PERMITS {
-            return bad("queue_capacity and queue_capacity_bytes must be below 2^31");
+        if self.queue_capacity_bytes == 0 || self.queue_capacity_bytes > MAX_PERMITS {
+            return bad(format!(
+                "queue_capacity_bytes must be between 1 and {MAX_PERMITS}, got {}",
+                self.queue_capacity_bytes
+            ));
         }
         if self.max_op_bytes == 0 || self.max_op_bytes > self.queue_capacity_bytes {
-            return bad("max_op_bytes must be at least 1 and at most queue_capacity_bytes");
+            return bad(format!(
+                "max_op_bytes must be between 1 and queue_capacity_bytes ({}), got {}",
+                self.queue_capacity_bytes, self.max_op_bytes
+            ));
         }
-        if self.id_block < 1 {
-            return bad("id_block must be at least 1");
+        for (name, value) in [
+            ("flush_timeout", self.flush_timeout),
+            ("enqueue_timeout", self.enqueue_timeout),
+            ("open_timeout", self.open_timeout),
+        ] {
+            if value.is_zero() {
+                return bad(format!(
+                    "{name} must be positive (Duration::MAX means no deadline);                      with zero every call would time out"
+                ));
+            }
         }
-        if self.retry_initial.is_zero() || self.retry_max < self.retry_initial {
-            return bad("retry_initial must be positive and at most retry_max");
+        if !(1..=MAX_ID_BLOCK).contains(&self.id_block) {
+            return bad(format!(
+                "id_block must be between 1 and {MAX_ID_BLOCK}, got {}",
+                self.id_block
+            ));
+        }
+        if self.retry_initial.is_zero() || self.retry_initial > self.retry_max {
+            return bad("retry_initial must be positive and at most retry_max".into());
+        }
+        if self.retry_max > MAX_RETRY_WAIT {
+            return bad(format!(
+                "retry_max must be at most {MAX_RETRY_WAIT:?}: the actor sleeps that long \
+                 between retries and serves nothing meanwhile"
+            ));
         }
         Ok(())
     }
 }
+
+/// The largest id block: a block the size of the id space would leave
+/// `sqlite_sequence` at its end, and every other writer without ids.
+pub(crate) const MAX_ID_BLOCK: i64 = 1 << 20;
+
+/// The longest wait between two retries.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(3600);
 
 /// Permits are counted in `u32` by acquire calls; stay well inside.
 const MAX_PERMITS: usize = (u32::MAX >> 1) as usize;

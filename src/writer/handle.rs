@@ -2,10 +2,10 @@
 //! [`TraceStorage`] implementation.
 
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,7 +19,7 @@ use crate::models::{
     EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingEvent,
 };
 use crate::storage::{StorageConfig, TraceStorage};
-use crate::writer::actor::{self, Control, Msg, Shared};
+use crate::writer::actor::{self, CloseDeadline, Control, Msg, Shared};
 use crate::writer::blocking::BlockingWriter;
 use crate::writer::cache::{Lookup, SessionCache};
 use crate::writer::config::WriterConfig;
@@ -85,9 +85,15 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// [`BufferedTraceWriter::recent_errors`].
 ///
 /// # Drop
-/// Dropping the last handle without `close()` drains and commits in the
-/// background, bounded by `close_timeout`; it never blocks. A process that
-/// exits right after may cut that short: call `close()`.
+/// Dropping the last handle without `close()` (returning from `main`, a
+/// panic unwinding) closes the writer there and then: the dropping thread
+/// blocks until everything queued is committed, for at most
+/// `close_timeout` plus a 5 s grace period. Whatever cannot be committed by
+/// then is spilled, and the drop says so through `tracing` (and on stderr
+/// when no subscriber is installed). The actor runs on its own thread and
+/// runtime, so this never deadlocks a current-thread runtime. Call
+/// [`TraceStorage::close`] in async code to wait without blocking a runtime
+/// thread and to get the result.
 ///
 /// # Runtime
 /// Async calls use tokio's timer for their deadlines, so the runtime needs
@@ -118,18 +124,95 @@ struct Inner {
     /// non-blocking send, and `close()` takes the write lock before it sends
     /// `Close`: so every accepted write is queued ahead of `Close`.
     gate: RwLock<bool>,
+    /// Set once the database is open: only then can anything be queued, and
+    /// only then does a drop wait for the actor.
+    ready: AtomicBool,
     sessions: Mutex<SessionCache>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        let closed = *self.gate.read().unwrap_or_else(|p| p.into_inner());
-        if !closed {
-            // The last handle is gone: the actor sees the channel disconnect
-            // after the queue, drains it and stops, within this deadline.
-            *lock(&self.shared.close_deadline) = Some(Instant::now() + self.config.close_timeout);
+impl Inner {
+    /// Closes the gate and sends `Close` behind everything queued. `None` if
+    /// the writer was closed already or its actor is gone.
+    fn begin_close(&self) -> Option<oneshot::Receiver<Result<(), TracingError>>> {
+        {
+            let mut gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            if *gate {
+                return None;
+            }
+            *gate = true;
         }
+        self.shared.start_close_deadline(self.config.close_timeout);
+        let (reply, answer) = oneshot::channel();
+        // The gate is closed, so `send` would refuse: go to the channel.
+        self.tx.send(Msg::Close { reply }).ok()?;
+        Some(answer)
+    }
+
+    /// What `close()` returns, from the actor's answer (or its absence).
+    fn close_result(
+        &self,
+        answer: Result<Result<Result<(), TracingError>, oneshot::error::RecvError>, TracingError>,
+    ) -> Result<(), TracingError> {
+        match answer {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(TracingError::WriterClosed),
+            Err(_) => {
+                let left = self.shared.counters.snapshot().queue_depth as usize;
+                Err(TracingError::CloseFailed {
+                    count: left,
+                    cause: format!(
+                        "the close deadline of {:?} passed with {left} operation(s) uncommitted",
+                        self.config.close_timeout
+                    ),
+                })
+            }
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// The last handle is gone without `close()`: close here, blocking this
+    /// thread until everything queued is committed, for at most
+    /// `close_timeout` (plus a grace period to write the spill file). The
+    /// actor has its own thread and runtime, so this cannot deadlock the
+    /// caller's runtime, current-thread ones included.
+    fn drop(&mut self) {
+        let Some(answer) = self.begin_close() else {
+            return;
+        };
+        if !self.ready.load(Ordering::Acquire) {
+            // `new()` failed or timed out: nothing was ever accepted.
+            return;
+        }
+        let limit = self.config.close_timeout.saturating_add(CLOSE_GRACE);
+        let answered = block_on_deadline(answer, limit);
+        let joined = matches!(answered, Some(Ok(_)));
+        let result = self
+            .close_result(answered.ok_or_else(|| TracingError::Timeout("closing on drop".into())));
+        match &result {
+            Ok(()) => tracing::debug!(target: "trace_writer",
+                "the last handle was dropped: everything queued is committed"),
+            Err(e) => report_drop_error(e),
+        }
+        if joined {
+            // The actor answered just before its thread ends.
+            if let Some(handle) = lock(&self.thread).take() {
+                let _ = handle.join();
+            }
+        }
+    }
+}
+
+/// Says what a close on drop could not commit: through `tracing`, and on
+/// stderr as well when no subscriber is installed, since nobody is left to
+/// receive an error.
+fn report_drop_error(e: &TracingError) {
+    let text = format!("trace-writer: the last writer handle was dropped without close(): {e}");
+    tracing::error!(target: "trace_writer", error = %e,
+        "the last writer handle was dropped without close()");
+    if !tracing::dispatcher::has_been_set() {
+        eprintln!("{text}");
     }
 }
 
@@ -147,6 +230,7 @@ impl BufferedTraceWriter {
             .await?
             .map_err(|_| writer.closed_error())?;
         outcome?;
+        writer.inner.ready.store(true, Ordering::Release);
         Ok(writer)
     }
 
@@ -163,6 +247,7 @@ impl BufferedTraceWriter {
             .ok_or_else(|| TracingError::Timeout("opening the database".into()))?
             .map_err(|_| writer.closed_error())?;
         outcome?;
+        writer.inner.ready.store(true, Ordering::Release);
         Ok(writer)
     }
 
@@ -180,7 +265,7 @@ impl BufferedTraceWriter {
             ids: ids::IdAllocator::new(config.id_block, control_tx.clone(), counters),
             ops_sem: Semaphore::new(config.queue_capacity),
             bytes_sem: Semaphore::new(config.queue_capacity_bytes),
-            close_deadline: Mutex::new(None),
+            close_deadline: Mutex::new(CloseDeadline::Open),
             recent_errors: Mutex::new(VecDeque::new()),
             dead: Mutex::new(None),
         });
@@ -199,6 +284,7 @@ impl BufferedTraceWriter {
                 config,
                 storage,
                 gate: RwLock::new(false),
+                ready: AtomicBool::new(false),
                 sessions: Mutex::new(SessionCache::default()),
                 thread: Mutex::new(Some(thread)),
             }),
@@ -353,34 +439,20 @@ impl BufferedTraceWriter {
     }
 
     async fn close_now(&self) -> Result<(), TracingError> {
-        {
-            let mut gate = self.inner.gate.write().unwrap_or_else(|p| p.into_inner());
-            if *gate {
-                // Closing twice is harmless.
-                return Ok(());
-            }
-            *gate = true;
-        }
-        let limit = self.inner.config.close_timeout;
-        *lock(&self.inner.shared.close_deadline) = Some(Instant::now() + limit);
-        let (reply, answer) = oneshot::channel();
-        // The gate is closed, so `send` would refuse: go to the channel.
-        if self.inner.tx.send(Msg::Close { reply }).is_err() {
-            return Err(self.closed_error());
-        }
-        let result = match bounded(limit + CLOSE_GRACE, "close", answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.closed_error()),
-            Err(_) => {
-                let left = self.stats().queue_depth as usize;
-                return Err(TracingError::CloseFailed {
-                    count: left,
-                    cause: format!(
-                        "the close deadline of {limit:?} passed with {left} operation(s) uncommitted"
-                    ),
-                });
-            }
+        let Some(answer) = self.inner.begin_close() else {
+            // Closing twice is harmless; a dead actor is reported as closed.
+            return match self.failure_cause() {
+                Some(_) => Err(self.closed_error()),
+                None => Ok(()),
+            };
         };
+        let limit = self.inner.config.close_timeout.saturating_add(CLOSE_GRACE);
+        let answered = bounded(limit, "close", answer).await;
+        let timed_out = answered.is_err();
+        let result = self.inner.close_result(answered);
+        if timed_out {
+            return result;
+        }
         // The actor answered just before its thread ends: join it off the
         // runtime's threads, and give up waiting (not the result) after the
         // grace period.

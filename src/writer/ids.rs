@@ -21,7 +21,7 @@ use crate::writer::lock;
 use crate::writer::stats::Counters;
 
 /// Largest block a table grows to.
-const MAX_BLOCK: i64 = 1 << 20;
+const MAX_BLOCK: i64 = crate::writer::config::MAX_ID_BLOCK;
 
 /// Blocks used up faster than this double, so that a busy table leases about
 /// once a second at most: each lease is a small transaction of its own.
@@ -110,7 +110,7 @@ impl IdAllocator {
         if let Some(id) = s.cur.next() {
             if s.spare.is_none() && !s.pending && s.cur.end - s.cur.start < s.block / 2 {
                 if s.granted_at.elapsed() < FAST_USE {
-                    s.block = (s.block * 2).min(MAX_BLOCK);
+                    s.block = s.block.saturating_mul(2).min(MAX_BLOCK);
                 }
                 self.request(table, &mut s)?;
             }
@@ -126,7 +126,7 @@ impl IdAllocator {
         if !s.starved {
             // Someone has to wait: lease bigger blocks from now on.
             s.starved = true;
-            s.block = (s.block * 2).min(MAX_BLOCK);
+            s.block = s.block.saturating_mul(2).min(MAX_BLOCK);
             Counters::add(&self.counters.lease_waits, 1);
         }
         if !s.pending {

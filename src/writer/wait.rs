@@ -151,17 +151,24 @@ impl Drop for Sleep {
     }
 }
 
-/// Runs `fut`, failing with `Timeout` after `limit`.
+/// The instant `limit` from now, or `None` (no deadline) when it lies past
+/// what the clock can represent: `Duration::MAX` means "wait forever".
+pub(crate) fn deadline(limit: Duration) -> Option<Instant> {
+    Instant::now().checked_add(limit)
+}
+
+/// Runs `fut`, failing with `Timeout` after `limit` (never, for a limit past
+/// what the clock can represent, such as `Duration::MAX`).
 pub(crate) async fn bounded<T>(
     limit: Duration,
     what: &str,
     fut: impl Future<Output = T>,
 ) -> Result<T, TracingError> {
+    let Some(at) = deadline(limit) else {
+        return Ok(fut.await);
+    };
     let mut fut = pin!(fut);
-    let mut sleep = pin!(Sleep {
-        at: Instant::now() + limit,
-        state: None,
-    });
+    let mut sleep = pin!(Sleep { at, state: None });
     poll_fn(|cx| {
         if let Poll::Ready(v) = fut.as_mut().poll(cx) {
             return Poll::Ready(Ok(v));
@@ -188,7 +195,8 @@ impl Wake for ThreadWaker {
     }
 }
 
-/// Drives `fut` on this thread, parking between polls; `None` after `limit`.
+/// Drives `fut` on this thread, parking between polls; `None` after `limit`
+/// (never, for a limit past what the clock can represent).
 ///
 /// The futures driven here only use runtime-free primitives (channels,
 /// semaphores, `Notify`, [`bounded`]), so no tokio runtime is needed.
@@ -196,16 +204,21 @@ pub(crate) fn block_on_deadline<F: Future>(fut: F, limit: Duration) -> Option<F:
     let waker = Waker::from(Arc::new(ThreadWaker(thread::current())));
     let mut cx = Context::from_waker(&waker);
     let mut fut = pin!(fut);
-    let end = Instant::now() + limit;
+    let end = deadline(limit);
     loop {
         if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
             return Some(v);
         }
-        let now = Instant::now();
-        if now >= end {
-            return None;
+        match end {
+            None => thread::park(),
+            Some(end) => {
+                let now = Instant::now();
+                if now >= end {
+                    return None;
+                }
+                thread::park_timeout(end - now);
+            }
         }
-        thread::park_timeout(end - now);
     }
 }
 

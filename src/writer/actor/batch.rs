@@ -63,7 +63,7 @@ impl Actor {
                     self.answer_step_loads_outside_tx(&mut items).await;
                     self.serve_control(false).await;
                     std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(self.config.retry_max);
+                    backoff = backoff.saturating_mul(2).min(self.config.retry_max);
                 }
                 Err(AttemptError::Fatal(e)) => {
                     for item in &mut items {

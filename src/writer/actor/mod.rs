@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use serde_json::Value as Json;
@@ -24,6 +24,7 @@ use crate::writer::ids::{IdAllocator, LeaseRequest};
 use crate::writer::lock;
 use crate::writer::spill;
 use crate::writer::stats::Counters;
+use crate::writer::wait::deadline;
 
 type Reply<T> = oneshot::Sender<Result<T, TracingError>>;
 
@@ -72,6 +73,17 @@ pub(crate) enum Control {
     Crash,
 }
 
+/// Whether the writer is closing, and until when it may retry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseDeadline {
+    /// Not closing.
+    Open,
+    /// Closing: past this instant, what is left is spilled.
+    At(Instant),
+    /// Closing with no deadline (`close_timeout(Duration::MAX)`).
+    Never,
+}
+
 /// State shared by the handles and the actor.
 #[derive(Debug)]
 pub(crate) struct Shared {
@@ -83,7 +95,7 @@ pub(crate) struct Shared {
     pub(crate) bytes_sem: Semaphore,
     /// Set by `close()` or the drop of the last handle: past it, the actor
     /// spills instead of retrying.
-    pub(crate) close_deadline: Mutex<Option<Instant>>,
+    pub(crate) close_deadline: Mutex<CloseDeadline>,
     pub(crate) recent_errors: Mutex<VecDeque<String>>,
     /// Why the actor stopped, if it stopped abnormally.
     pub(crate) dead: Mutex<Option<String>>,
@@ -95,7 +107,21 @@ impl Shared {
     }
 
     fn past_close_deadline(&self) -> bool {
-        lock(&self.close_deadline).is_some_and(|d| Instant::now() >= d)
+        match *lock(&self.close_deadline) {
+            CloseDeadline::At(d) => Instant::now() >= d,
+            CloseDeadline::Open | CloseDeadline::Never => false,
+        }
+    }
+
+    /// Starts the close deadline, `limit` from now, unless one runs already.
+    pub(crate) fn start_close_deadline(&self, limit: Duration) {
+        let mut d = lock(&self.close_deadline);
+        if *d == CloseDeadline::Open {
+            *d = match deadline(limit) {
+                Some(at) => CloseDeadline::At(at),
+                None => CloseDeadline::Never,
+            };
+        }
     }
 
     pub(crate) fn dead_cause(&self) -> Option<String> {
@@ -315,7 +341,7 @@ impl Actor {
                     Counters::add(&self.shared.counters.retries, 1);
                     self.reconnect_if_remote().await;
                     std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(self.config.retry_max);
+                    backoff = backoff.saturating_mul(2).min(self.config.retry_max);
                 }
                 Err(e) => {
                     tracing::error!(target: "trace_writer", error = %e, "id lease failed");
@@ -332,7 +358,7 @@ impl Actor {
     async fn collect(&mut self, first: Msg) -> (Vec<Item>, Option<Terminator>) {
         let mut items = Vec::new();
         let (mut ops, mut bytes, mut has_read) = (0usize, 0usize, false);
-        let linger_end = Instant::now() + self.config.linger;
+        let linger_end = deadline(self.config.linger);
         let mut next = Some(first);
         loop {
             if items.len() % 256 == 255 {
@@ -350,7 +376,11 @@ impl Actor {
                             break;
                         }
                         self.serve_control(true).await;
-                        match self.rx.recv_deadline(linger_end) {
+                        let next = match linger_end {
+                            Some(end) => self.rx.recv_deadline(end),
+                            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+                        };
+                        match next {
                             Ok(m) => m,
                             Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
                                 break
