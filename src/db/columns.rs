@@ -249,6 +249,15 @@ impl Table {
         }
     }
 
+    /// Position of `timestep_id`, for tables whose rows belong to a step.
+    pub(crate) fn timestep_column(self) -> Option<usize> {
+        match self {
+            Table::Events => Some(EventCol::TimestepId.index()),
+            Table::Messages => Some(MessageCol::TimestepId.index()),
+            _ => None,
+        }
+    }
+
     /// Position of `session_id` among the bound values.
     pub(crate) fn session_column(self) -> usize {
         match self {

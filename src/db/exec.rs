@@ -12,6 +12,7 @@ use libsql::{Connection, Statement, Value};
 
 use crate::db::columns::Table;
 use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
+use crate::db::read::find_timestep;
 use crate::db::tx::transaction;
 use crate::error::{DbError, BUG};
 
@@ -28,6 +29,12 @@ pub(crate) struct Executor {
     inserts: HashMap<(Table, bool), Statement>,
     update_timestep: Option<Statement>,
     update_counts: Option<Statement>,
+    /// Step ids handed out by this writer whose `(session_id, step_id)` row
+    /// turned out to exist already, created by someone else (another writer,
+    /// a plain backend, another process): the id given out, and the real
+    /// row's id. Events and messages that name the first are written with
+    /// the second. It only grows on such a conflict, a rare event.
+    step_remap: HashMap<i64, i64>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -45,24 +52,26 @@ enum Cached {
 }
 
 /// Runs a prepared statement and resets it, whether or not it failed: a
-/// statement must be reset before it is bound again.
+/// statement must be reset before it is bound again. Returns the id a
+/// `RETURNING` statement yielded, and how many rows changed.
 async fn run_stmt(
     stmt: &mut Statement,
     params: Params,
     returning: bool,
-) -> libsql::Result<Option<i64>> {
+) -> libsql::Result<(Option<i64>, u64)> {
     stmt.reset();
     let result = if returning {
         async {
             let mut rows = stmt.query(params).await?;
-            Ok(match rows.next().await? {
+            let id = match rows.next().await? {
                 Some(row) => Some(row.get::<i64>(0)?),
                 None => None,
-            })
+            };
+            Ok((id, u64::from(id.is_some())))
         }
         .await
     } else {
-        stmt.execute(params).await.map(|_| None)
+        stmt.execute(params).await.map(|n| (None, n as u64))
     };
     stmt.reset();
     result
@@ -76,7 +85,49 @@ impl Executor {
             inserts: HashMap::new(),
             update_timestep: None,
             update_counts: None,
+            step_remap: HashMap::new(),
         }
+    }
+
+    /// Continues on a new connection (a remote server dropped the old one),
+    /// keeping what the executor learnt about step ids.
+    pub(crate) fn replace_connection(&mut self, conn: Connection) {
+        self.conn = conn;
+        self.inserts.clear();
+        self.update_timestep = None;
+        self.update_counts = None;
+    }
+
+    /// Writes an event or message under the step's real row (see
+    /// `step_remap`).
+    fn remap_step(&self, table: Table, values: &mut [Value]) {
+        if self.step_remap.is_empty() {
+            return;
+        }
+        if let Some(slot) = table.timestep_column().and_then(|i| values.get_mut(i)) {
+            if let Value::Integer(id) = slot {
+                if let Some(real) = self.step_remap.get(id) {
+                    *slot = Value::Integer(*real);
+                }
+            }
+        }
+    }
+
+    /// A timestep insert met an existing `(session_id, step_id)` row: learn
+    /// its id, so that the rows filed under ours go under it.
+    async fn learn_existing_step(&mut self, op: &Op) -> Result<(), DbError> {
+        let Some((ours, session_id, step_id)) = op.timestep_key() else {
+            return Ok(());
+        };
+        match find_timestep(&self.conn, session_id, step_id).await? {
+            Some(real) if real != ours => {
+                tracing::debug!(target: "trace_writer", session = session_id, step = step_id,
+                    ours, real, "step created elsewhere; filing under the existing row");
+                self.step_remap.insert(ours, real);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Whether the connection is to a remote server.
@@ -95,26 +146,34 @@ impl Executor {
         match op {
             Op::Insert { table, values } => {
                 let returning = table.id_column().is_some() && op.id().is_none();
-                let params = Params::Positional(values.clone());
-                if self.remote {
+                let mut values = values.clone();
+                self.remap_step(*table, &mut values);
+                let params = Params::Positional(values);
+                let (id, changed) = if self.remote {
                     let sql = table.insert_sql(1, returning);
                     if returning {
                         let mut rows = self.conn.query(&sql, params).await?;
-                        return Ok(match rows.next().await? {
+                        let id = match rows.next().await? {
                             Some(row) => Some(row.get::<i64>(0)?),
                             None => None,
-                        });
+                        };
+                        (id, u64::from(id.is_some()))
+                    } else {
+                        (None, self.conn.execute(&sql, params).await? as u64)
                     }
-                    self.conn.execute(&sql, params).await?;
-                    return Ok(None);
-                }
-                let stmt = match self.inserts.entry((*table, returning)) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => {
-                        e.insert(self.conn.prepare(&table.insert_sql(1, returning)).await?)
-                    }
+                } else {
+                    let stmt = match self.inserts.entry((*table, returning)) {
+                        Entry::Occupied(e) => e.into_mut(),
+                        Entry::Vacant(e) => {
+                            e.insert(self.conn.prepare(&table.insert_sql(1, returning)).await?)
+                        }
+                    };
+                    run_stmt(stmt, params, returning).await?
                 };
-                Ok(run_stmt(stmt, params, returning).await?)
+                if changed == 0 && *table == Table::Timesteps && !returning {
+                    self.learn_existing_step(op).await?;
+                }
+                Ok(id)
             }
             Op::UpdateTimestep { values } => {
                 let params = Params::Positional(values.clone());
@@ -158,12 +217,26 @@ impl Executor {
         table: Table,
         rows: &[&Vec<Value>],
     ) -> Result<(), DbError> {
+        if table == Table::Timesteps {
+            // One step per many events: each goes alone, so that a step
+            // created elsewhere is noticed (see `step_remap`).
+            for row in rows {
+                let op = Op::Insert {
+                    table,
+                    values: (*row).clone(),
+                };
+                self.apply(&op).await?;
+            }
+            return Ok(());
+        }
         let per_row = table.columns().len();
         let max_rows = (MAX_BOUND_PARAMS / per_row).max(1);
         for chunk in rows.chunks(max_rows) {
             let mut values = Vec::with_capacity(chunk.len() * per_row);
             for row in chunk {
+                let start = values.len();
                 values.extend(row.iter().cloned());
+                self.remap_step(table, &mut values[start..]);
             }
             self.conn
                 .execute(

@@ -390,17 +390,23 @@ impl BufferedTraceWriter {
         self.inner.tx.send(msg).map_err(|_| self.closed_error())
     }
 
-    /// Operations finished one way or another: committed, failed or spilled.
+    /// Write operations finished one way or another (committed, failed or
+    /// spilled), counted a whole batch at a time, after the batch.
     fn done_count(&self) -> u64 {
-        let s = self.stats();
-        s.committed + s.failed + s.spilled
+        self.inner.shared.counters.done.load(Ordering::Acquire)
     }
 
     fn send_write(&self, op: Op, bytes: usize, res: Reservation<'_>) -> Result<(), TracingError> {
-        self.send(Msg::Write { op, bytes })?;
-        res.sent();
         let c = &self.inner.shared.counters;
+        // Counted before the send: a count read after this call returns (the
+        // step cache's eviction marker, taken under its lock) covers this
+        // operation, so "done >= marker" cannot pass while it is queued.
         Counters::add(&c.enqueued, 1);
+        if let Err(e) = self.send(Msg::Write { op, bytes }) {
+            c.enqueued.fetch_sub(1, Ordering::Relaxed);
+            return Err(e);
+        }
+        res.sent();
         Counters::add(&c.queued_bytes, bytes as u64);
         Ok(())
     }
@@ -577,14 +583,12 @@ impl TraceStorage for BufferedTraceWriter {
                             .await?
                             .map_err(|_| self.closed_error())??
                     };
-                    let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Relaxed);
-                    lock(&self.inner.sessions).load(
-                        session_id,
-                        steps,
-                        cap,
-                        enqueued,
-                        self.done_count(),
-                    );
+                    let mut cache = lock(&self.inner.sessions);
+                    // Read under the cache lock, which every timestep insert
+                    // holds across its send: the marker of a session evicted
+                    // here covers all of its queued steps.
+                    let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
+                    cache.load(session_id, steps, cap, enqueued, self.done_count());
                 }
                 Lookup::Missing => {
                     let res = reserve(&self.inner.shared, &self.inner.config, bytes).await?;

@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     pub(crate) enqueued: AtomicU64,
+    /// Write operations finished (committed, failed or spilled), added once
+    /// per batch after it ends, so it never counts part of an open batch.
+    pub(crate) done: AtomicU64,
     pub(crate) committed: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) failed: AtomicU64,

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::db::{self, read, Executor, Op, Table};
+use crate::db::{self, read, Op, Table};
 use crate::error::{DbError, ErrorClass, TracingError};
 use crate::writer::actor::{Actor, Item, Shared};
 use crate::writer::stats::Counters;
@@ -119,6 +119,8 @@ impl Actor {
         }
         c.queued_bytes
             .fetch_sub(bytes as u64, std::sync::atomic::Ordering::Relaxed);
+        c.done
+            .fetch_add(ops as u64, std::sync::atomic::Ordering::Release);
         // Give the queue space back only now: the permits bound the memory
         // the writer holds, batch included.
         self.shared.ops_sem.add_permits(ops);
@@ -278,7 +280,7 @@ impl Actor {
         }
         let Some(opened) = &self.opened else { return };
         match opened.db.connect() {
-            Ok(conn) => self.exec = Executor::new(conn, true),
+            Ok(conn) => self.exec.replace_connection(conn),
             Err(e) => tracing::warn!(target: "trace_writer", error = %e, "reconnect failed"),
         }
     }
