@@ -109,8 +109,8 @@ pub use models::*;
 pub use storage::{JournalMode, StorageConfig, Synchronous, TraceStorage, DEFAULT_BUSY_TIMEOUT};
 pub use tracer::SessionTracer;
 pub use writer::{
-    replay_spill_file, BlockingWriter, BufferedTraceWriter, OverflowPolicy, ReplayReport,
-    WriterConfig, WriterStats,
+    replay_spill_file, BlockingWriter, BufferedTraceWriter, OverflowPolicy, RefusedLine,
+    ReplayReport, WriterConfig, WriterStats,
 };
 
 /// The README's code blocks, compiled as doctests so they stay correct.

@@ -297,18 +297,6 @@ impl Table {
             if returning { " RETURNING id" } else { "" }
         )
     }
-
-    /// `INSERT OR IGNORE` of one row: for replay, where a row already there
-    /// (by id or unique key) was applied before.
-    pub(crate) fn insert_or_ignore_sql(self) -> String {
-        let cols = self.columns();
-        format!(
-            "INSERT OR IGNORE INTO {} ({}) VALUES ({})",
-            self.name(),
-            cols.join(", "),
-            vec!["?"; cols.len()].join(", ")
-        )
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use libsql::{Connection, Statement, Value};
 
 use crate::db::columns::Table;
 use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
-use crate::db::read::find_timestep;
+use crate::db::read::{find_timestep, first_i64};
 use crate::db::tx::transaction;
 use crate::error::{DbError, BUG};
 
@@ -43,6 +43,16 @@ impl std::fmt::Debug for Executor {
             .field("remote", &self.remote)
             .finish_non_exhaustive()
     }
+}
+
+/// What replaying one operation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replayed {
+    Inserted,
+    /// The row was there already.
+    Duplicate,
+    /// An update, applied.
+    Updated,
 }
 
 #[derive(Clone, Copy)]
@@ -143,6 +153,12 @@ impl Executor {
     /// The statement's error, classed. SQLite may have rolled back the
     /// enclosing transaction (see [`Executor::in_transaction`]).
     pub(crate) async fn apply(&mut self, op: &Op) -> Result<Option<i64>, DbError> {
+        Ok(self.apply_counted(op).await?.0)
+    }
+
+    /// [`Executor::apply`], also returning how many rows changed: 0 for an
+    /// insert that met an existing session or step.
+    async fn apply_counted(&mut self, op: &Op) -> Result<(Option<i64>, u64), DbError> {
         match op {
             Op::Insert { table, values } => {
                 let returning = table.id_column().is_some() && op.id().is_none();
@@ -173,17 +189,17 @@ impl Executor {
                 if changed == 0 && *table == Table::Timesteps && !returning {
                     self.learn_existing_step(op).await?;
                 }
-                Ok(id)
+                Ok((id, changed))
             }
             Op::UpdateTimestep { values } => {
                 let params = Params::Positional(values.clone());
                 self.run_cached(Cached::UpdateTimestep, params).await?;
-                Ok(None)
+                Ok((None, 0))
             }
             Op::UpdateSessionCounts { session_id } => {
                 let params = Params::Positional(vec![text(session_id)]);
                 self.run_cached(Cached::UpdateCounts, params).await?;
-                Ok(None)
+                Ok((None, 0))
             }
         }
     }
@@ -248,19 +264,29 @@ impl Executor {
         Ok(())
     }
 
-    /// Applies an operation, skipping an insert whose row (by id or unique
-    /// key) already exists; returns how many rows were inserted.
-    pub(crate) async fn apply_ignoring_duplicates(&mut self, op: &Op) -> Result<usize, DbError> {
-        match op {
-            Op::Insert { table, values } => Ok(self
-                .conn
-                .execute(
-                    &table.insert_or_ignore_sql(),
-                    Params::Positional(values.clone()),
-                )
-                .await? as usize),
-            other => self.apply(other).await.map(|_| 0),
+    /// Applies a replayed operation, telling a row that is already there
+    /// (by id, or by the unique key of a session or step) from a new one. A
+    /// row the database refuses is an error of class `Operation`.
+    pub(crate) async fn replay(&mut self, op: &Op) -> Result<Replayed, DbError> {
+        let Op::Insert { table, .. } = op else {
+            self.apply(op).await?;
+            return Ok(Replayed::Updated);
+        };
+        if let Some(id) = op.id() {
+            let sql = format!("SELECT 1 FROM {} WHERE id = ?", table.name());
+            if first_i64(&self.conn, &sql, vec![Value::Integer(id)])
+                .await?
+                .is_some()
+            {
+                return Ok(Replayed::Duplicate);
+            }
         }
+        let (_, changed) = self.apply_counted(op).await?;
+        Ok(if changed == 0 {
+            Replayed::Duplicate
+        } else {
+            Replayed::Inserted
+        })
     }
 
     /// Deletes a session and everything that belongs to it, in one

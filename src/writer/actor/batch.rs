@@ -42,8 +42,10 @@ impl Actor {
         let started = Instant::now();
         let mut backoff = self.config.retry_initial;
         let mut multi = self.multi_row;
-        let mut spill_rest = false;
-        loop {
+        // Once a batch was spilled, every later one is spilled too: none may
+        // commit ahead of an earlier one that is waiting in the spill file.
+        let mut spill_rest = self.spilling;
+        while !spill_rest {
             match self.attempt(&mut items, multi).await {
                 Ok(()) => break,
                 Err(AttemptError::Restart) => {}
@@ -54,6 +56,7 @@ impl Actor {
                         tracing::error!(target: "trace_writer", error = %e,
                             "close deadline passed while retrying; spilling the batch");
                         spill_rest = true;
+                        self.spilling = true;
                         break;
                     }
                     tracing::warn!(target: "trace_writer", error = %e, ?backoff,
@@ -62,7 +65,7 @@ impl Actor {
                     self.reconnect_if_remote().await;
                     self.answer_step_loads_outside_tx(&mut items).await;
                     self.serve_control(false).await;
-                    std::thread::sleep(backoff);
+                    self.shared.sleep_until_close_deadline(backoff);
                     backoff = backoff.saturating_mul(2).min(self.config.retry_max);
                 }
                 Err(AttemptError::Fatal(e)) => {

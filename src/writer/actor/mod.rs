@@ -113,6 +113,16 @@ impl Shared {
         }
     }
 
+    /// Sleeps `d` between retries, but not past the close deadline: once it
+    /// passes, the retry loop spills instead of waiting.
+    fn sleep_until_close_deadline(&self, d: Duration) {
+        let d = match *lock(&self.close_deadline) {
+            CloseDeadline::At(at) => d.min(at.saturating_duration_since(Instant::now())),
+            CloseDeadline::Open | CloseDeadline::Never => d,
+        };
+        std::thread::sleep(d);
+    }
+
     /// Starts the close deadline, `limit` from now, unless one runs already.
     pub(crate) fn start_close_deadline(&self, limit: Duration) {
         let mut d = lock(&self.close_deadline);
@@ -208,6 +218,8 @@ pub(crate) struct Actor {
     first_failure: Option<String>,
     spill_path: PathBuf,
     spilled: usize,
+    /// A batch was spilled: every later one goes to the spill file too.
+    spilling: bool,
     state: RunState,
 }
 
@@ -237,6 +249,7 @@ impl Actor {
             first_failure: None,
             spill_path,
             spilled: 0,
+            spilling: false,
             state: RunState::Running,
         };
         for table in Table::WITH_IDS {
@@ -340,7 +353,7 @@ impl Actor {
                     ));
                     Counters::add(&self.shared.counters.retries, 1);
                     self.reconnect_if_remote().await;
-                    std::thread::sleep(backoff);
+                    self.shared.sleep_until_close_deadline(backoff);
                     backoff = backoff.saturating_mul(2).min(self.config.retry_max);
                 }
                 Err(e) => {
