@@ -146,6 +146,44 @@ async fn migrate_in_tx(conn: &Connection) -> Result<(), TracingError> {
     Ok(())
 }
 
+/// Refuses trace tables whose ids lack AUTOINCREMENT, as another tool may
+/// create them. Without it SQLite may hand out an id again (the largest one,
+/// once deleted) and ignores `sqlite_sequence`, so a plain backend would
+/// collide with the ids writers lease ahead of time.
+///
+/// # Errors
+/// `Database` naming the first such table.
+pub async fn check_autoincrement(conn: &Connection) -> Result<(), TracingError> {
+    for table in [
+        "session_timesteps",
+        "events",
+        "messages",
+        "outcome_rewards",
+        "event_rewards",
+    ] {
+        let mut rows = conn
+            .query(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                [table],
+            )
+            .await?;
+        let Some(row) = rows.next().await? else {
+            // Not created yet (a database opened without `auto_init`).
+            continue;
+        };
+        let sql: String = row.get::<Option<String>>(0)?.unwrap_or_default();
+        if !sql.to_ascii_uppercase().contains("AUTOINCREMENT") {
+            return Err(TracingError::Database(format!(
+                "table `{table}` was created without AUTOINCREMENT (by another tool?): \
+                 SQLite could reuse its ids, and they would collide with the ids writers \
+                 lease ahead of time. Recreate it with `id INTEGER PRIMARY KEY AUTOINCREMENT` \
+                 (copying its rows), or use a database created by this crate"
+            )));
+        }
+    }
+    Ok(())
+}
+
 async fn has_all_columns(conn: &Connection) -> Result<bool, TracingError> {
     for (table, column, _) in V1_COLUMNS {
         if !table_columns(conn, table)

@@ -175,3 +175,33 @@ fn from_env_reads_the_documented_variables() {
     std::env::remove_var("TURSO_AUTH_TOKEN");
     assert_eq!(StorageConfig::from_env().db_url, ":memory:");
 }
+
+/// Trace tables made by another tool without AUTOINCREMENT would let SQLite
+/// reuse ids, colliding with leased ones: both backends refuse them at open.
+#[tokio::test]
+async fn tables_without_autoincrement_are_refused_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("foreign.db");
+    {
+        let conn = raw(&path).await;
+        let foreign = ORIGINAL.replacen(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT",
+            "CREATE TABLE events (id INTEGER PRIMARY KEY",
+            1,
+        );
+        assert_ne!(foreign, ORIGINAL);
+        conn.execute_batch(&foreign).await.unwrap();
+    }
+    let config = StorageConfig::file(path.to_str().unwrap());
+    let plain = LibsqlTraceStorage::new(config.clone()).await;
+    let writer = BufferedTraceWriter::new(config, WriterConfig::default()).await;
+    for err in [plain.err(), writer.err()] {
+        match err {
+            Some(TracingError::Database(msg)) => {
+                assert!(msg.contains("`events`"), "{msg}");
+                assert!(msg.contains("AUTOINCREMENT"), "{msg}");
+            }
+            other => panic!("expected a Database error, got {other:?}"),
+        }
+    }
+}

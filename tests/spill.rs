@@ -104,7 +104,11 @@ async fn once_spilling_starts_every_later_batch_is_spilled_too() {
     let plain = LibsqlTraceStorage::new(file_config(&dir, "order.db"))
         .await
         .expect("plain");
-    assert_eq!(common::count(&plain, "events").await, 0, "nothing skipped ahead");
+    assert_eq!(
+        common::count(&plain, "events").await,
+        0,
+        "nothing skipped ahead"
+    );
     let report = replay_spill_file(file_config(&dir, "order.db"), &spill)
         .await
         .expect("replay");

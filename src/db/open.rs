@@ -66,13 +66,17 @@ pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError>
         )
         .await?;
     }
+    // Before any migration: a foreign database that is refused is left as
+    // it was.
+    let named = |e: TracingError| match e {
+        TracingError::Database(msg) => {
+            TracingError::Database(format!("cannot open `{}`: {msg}", config.db_url))
+        }
+        other => other,
+    };
+    schema::check_autoincrement(&conn).await.map_err(named)?;
     if config.auto_init {
-        schema::migrate(&conn).await.map_err(|e| match e {
-            TracingError::Database(msg) => {
-                TracingError::Database(format!("cannot open `{}`: {msg}", config.db_url))
-            }
-            other => other,
-        })?;
+        schema::migrate(&conn).await.map_err(named)?;
     }
     Ok(Opened { db, conn, remote })
 }
