@@ -193,6 +193,15 @@ fn class_of_remote_code(code: &str) -> ErrorClass {
     }
 }
 
+/// Classes an error a remote server reported: by its code when it sent one,
+/// else by its text.
+pub(crate) fn classify_remote_error(code: Option<&str>, message: &str) -> ErrorClass {
+    match code.filter(|c| !c.is_empty()) {
+        Some(code) => class_of_remote_code(code),
+        None => classify_remote(message),
+    }
+}
+
 /// Classes the text of a Hrana error. A server error carries its code
 /// (`code: "SQLITE_BUSY"` in the stream error, or `"code":"..."` in an HTTP
 /// body); an error with no code is the transport's: a refused, reset or

@@ -11,6 +11,8 @@
 //! - [`read`]: decoding rows, `get_session`, step loads and `query`.
 //! - [`lease`]: [`lease_ids`](lease::lease_ids), the id lease the writer
 //!   numbers its rows from.
+//! - [`hrana`]: a Hrana-over-HTTP client that sends a whole batch to a remote
+//!   server in one request.
 //!
 //! Every function returns [`DbError`](crate::error::DbError), whose class
 //! (transient, this operation's fault, fatal) is a value, decided once from
@@ -18,6 +20,7 @@
 
 pub(crate) mod columns;
 pub(crate) mod exec;
+pub(crate) mod hrana;
 pub(crate) mod lease;
 pub(crate) mod op;
 pub(crate) mod open;

@@ -1,9 +1,11 @@
 //! Opening a database: the connection, its pragmas, and the schema.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use libsql::{Connection, Database};
 
+use crate::db::hrana::HranaClient;
 use crate::error::TracingError;
 use crate::schema;
 use crate::storage::{DbKind, JournalMode, StorageConfig};
@@ -15,6 +17,8 @@ pub(crate) struct Opened {
     pub(crate) db: Database,
     pub(crate) conn: Connection,
     pub(crate) remote: bool,
+    /// For a remote server: the client that sends a batch in one request.
+    pub(crate) pipeline: Option<Arc<HranaClient>>,
 }
 
 /// Opens the database the config names, applies the pragmas and, with
@@ -25,6 +29,7 @@ pub(crate) struct Opened {
 /// database cannot be opened or reached.
 pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError> {
     let kind = config.kind()?;
+    let mut pipeline = None;
     let (db, remote) = match &kind {
         DbKind::Memory => (libsql::Builder::new_local(":memory:").build().await?, false),
         DbKind::File(path) => {
@@ -33,6 +38,7 @@ pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError>
         }
         DbKind::Remote(url) => {
             let token = config.auth_token.clone().unwrap_or_default();
+            pipeline = Some(Arc::new(HranaClient::new(url, Some(&token))?));
             let db = libsql::Builder::new_remote(url.clone(), token)
                 .build()
                 .await?;
@@ -78,7 +84,12 @@ pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError>
     if config.auto_init {
         schema::migrate(&conn).await.map_err(named)?;
     }
-    Ok(Opened { db, conn, remote })
+    Ok(Opened {
+        db,
+        conn,
+        remote,
+        pipeline,
+    })
 }
 
 fn check_parent_exists(path: &Path) -> Result<(), TracingError> {

@@ -4,6 +4,11 @@
 //! rollback-journal mode a reader in another process makes `COMMIT` return
 //! `SQLITE_BUSY` and leaves the transaction open), and a future dropped
 //! half-way. No other code in the crate opens or ends a transaction.
+//!
+//! On a remote server, [`RemoteTx`] lays the same transaction out as the
+//! steps of one Hrana batch, sent in one request: `BEGIN`, the statements
+//! (each only if `BEGIN` succeeded), `COMMIT` only if every statement
+//! succeeded, and `ROLLBACK` otherwise.
 
 use std::future::Future;
 use std::pin::pin;
@@ -11,6 +16,7 @@ use std::task::{Context, Waker};
 
 use libsql::Connection;
 
+use crate::db::hrana::{BatchResult, Cond, Step, StepResult, Stmt};
 use crate::error::DbError;
 
 /// Runs `body` inside one `BEGIN IMMEDIATE` … `COMMIT` on `conn`.
@@ -96,5 +102,117 @@ impl Drop for RollbackOnDrop<'_> {
             let conn = conn.clone();
             rt.spawn(async move { rollback(&conn).await });
         }
+    }
+}
+
+/// A transaction laid out as the steps of one Hrana batch.
+#[derive(Debug)]
+pub(crate) struct RemoteTx {
+    pub(crate) steps: Vec<Step>,
+    /// Statements between `BEGIN` and `COMMIT`.
+    body: usize,
+}
+
+/// How a [`RemoteTx`] ended.
+#[derive(Debug)]
+pub(crate) enum RemoteOutcome {
+    /// Committed: each statement's result, in order.
+    Committed(Vec<StepResult>),
+    /// Rolled back because these statements (by index) failed.
+    Failed(Vec<(usize, DbError)>),
+}
+
+impl RemoteTx {
+    /// `BEGIN IMMEDIATE`, `body`, then `COMMIT` if all of it succeeded, else
+    /// `ROLLBACK`.
+    pub(crate) fn new(body: Vec<Stmt>) -> Self {
+        let n = body.len();
+        let mut steps = Vec::with_capacity(n + 3);
+        steps.push(Step {
+            condition: None,
+            stmt: Stmt {
+                sql: "BEGIN IMMEDIATE".into(),
+                args: Vec::new(),
+                want_rows: false,
+            },
+        });
+        for stmt in body {
+            steps.push(Step {
+                condition: Some(Cond::Ok { step: 0 }),
+                stmt,
+            });
+        }
+        let commit = (n + 1) as u32;
+        steps.push(Step {
+            condition: Some(Cond::And {
+                conds: (0..commit).map(|step| Cond::Ok { step }).collect(),
+            }),
+            stmt: Stmt {
+                sql: "COMMIT".into(),
+                args: Vec::new(),
+                want_rows: false,
+            },
+        });
+        steps.push(Step {
+            condition: Some(Cond::And {
+                conds: vec![
+                    Cond::Ok { step: 0 },
+                    Cond::Not {
+                        cond: Box::new(Cond::Ok { step: commit }),
+                    },
+                ],
+            }),
+            stmt: Stmt {
+                sql: "ROLLBACK".into(),
+                args: Vec::new(),
+                want_rows: false,
+            },
+        });
+        Self { steps, body: n }
+    }
+
+    /// Reads the server's answer.
+    ///
+    /// # Errors
+    /// `BEGIN`'s or `COMMIT`'s error (the transaction is not committed).
+    pub(crate) fn outcome(&self, mut result: BatchResult) -> Result<RemoteOutcome, DbError> {
+        let error_of = |result: &BatchResult, i: usize| {
+            result
+                .step_errors
+                .get(i)
+                .and_then(|e| e.as_ref())
+                .map(|e| e.to_db_error())
+        };
+        if let Some(e) = error_of(&result, 0) {
+            return Err(e);
+        }
+        let failed: Vec<(usize, DbError)> = (0..self.body)
+            .filter_map(|i| error_of(&result, i + 1).map(|e| (i, e)))
+            .collect();
+        if !failed.is_empty() {
+            return Ok(RemoteOutcome::Failed(failed));
+        }
+        let commit = self.body + 1;
+        if let Some(e) = error_of(&result, commit) {
+            return Err(e);
+        }
+        let committed = result.step_results.get(commit).is_some_and(|r| r.is_some());
+        if !committed {
+            return Err(DbError::new(
+                crate::error::ErrorClass::Transient,
+                "the server did not run COMMIT",
+            ));
+        }
+        let results = result
+            .step_results
+            .drain(1..commit)
+            .map(|r| {
+                r.unwrap_or(StepResult {
+                    affected_row_count: 0,
+                    rows: Vec::new(),
+                })
+            })
+            .collect();
+        Ok(RemoteOutcome::Committed(results))
     }
 }

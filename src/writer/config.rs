@@ -202,7 +202,8 @@ impl WriterConfig {
     );
 
     /// Where `close()` spills what it could not commit in time. By default,
-    /// beside the database: `<db>.spill-<pid>-<n>.jsonl`, or the temp folder
+    /// beside the database: `<db>.spill-<time>-<pid>-<n>.jsonl`, one file per
+    /// writer instance, or the temp folder
     /// for `:memory:` and remote databases.
     pub fn spill_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.spill_path = Some(path.into());

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use crate::db::exec::RemoteBatch;
 use crate::db::{self, read, Op, Table};
 use crate::error::{DbError, ErrorClass, TracingError};
 use crate::writer::actor::{Actor, Item, Shared};
@@ -133,10 +134,112 @@ impl Actor {
     }
 
     /// One try at the batch, inside the one transaction helper: it commits,
-    /// or rolls back on any error, a failed `COMMIT` included.
+    /// or rolls back on any error, a failed `COMMIT` included. On a remote
+    /// server the whole batch is one request.
     async fn attempt(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
+        if self.exec.has_pipeline() {
+            return self.attempt_remote(items, multi).await;
+        }
         let conn = self.exec.conn.clone();
         db::transaction(&conn, self.apply_items(items, multi)).await
+    }
+
+    /// One try at a batch on a remote server: one request, one transaction.
+    /// Reads queued in the batch are answered once it committed (they see
+    /// at least everything queued before them).
+    async fn attempt_remote(
+        &mut self,
+        items: &mut [Item],
+        multi: bool,
+    ) -> Result<(), AttemptError> {
+        let writes: Vec<usize> = (0..items.len())
+            .filter(|&k| matches!(items[k], Item::Write { failed: false, .. }))
+            .collect();
+        let outcome = {
+            let ops: Vec<&Op> = writes
+                .iter()
+                .filter_map(|&k| match &items[k] {
+                    Item::Write { op, .. } => Some(op),
+                    _ => None,
+                })
+                .collect();
+            if ops.is_empty() {
+                Ok(RemoteBatch::Committed)
+            } else if self.ambiguous && self.batch_was_applied(&ops).await? {
+                // The reply to the last try was lost after the server
+                // committed: sending it again would duplicate nothing (ids
+                // are fixed) but fail on every row.
+                Ok(RemoteBatch::Committed)
+            } else {
+                self.exec.apply_remote(&ops, multi).await
+            }
+        };
+        match outcome {
+            Ok(RemoteBatch::Committed) => {
+                self.answer_reads(items).await;
+                Ok(())
+            }
+            Ok(RemoteBatch::MultiRowFailed(e)) if e.is_transient() => {
+                Err(AttemptError::Transient(e))
+            }
+            Ok(RemoteBatch::MultiRowFailed(_)) => Err(AttemptError::MultiRowFailed),
+            Ok(RemoteBatch::Failed(failed)) => {
+                for (j, e) in failed {
+                    match e.class {
+                        ErrorClass::Transient => return Err(AttemptError::Transient(e)),
+                        ErrorClass::Fatal => return Err(AttemptError::Fatal(e)),
+                        ErrorClass::Operation => {}
+                    }
+                    if let Some(Item::Write { op, failed, .. }) =
+                        writes.get(j).and_then(|&k| items.get_mut(k))
+                    {
+                        *failed = true;
+                        let op = op.clone();
+                        self.record_failure(&op, &e);
+                    }
+                }
+                // The server rolled back: send the rest again.
+                Err(AttemptError::Restart)
+            }
+            Err(e) if e.is_transient() => {
+                // No answer: the server may have committed before the reply
+                // was lost. The next try checks first.
+                self.ambiguous = true;
+                Err(AttemptError::Transient(e))
+            }
+            Err(e) => Err(AttemptError::Fatal(e)),
+        }
+    }
+
+    /// Whether the server applied the batch whose reply was lost.
+    async fn batch_was_applied(&mut self, ops: &[&Op]) -> Result<bool, AttemptError> {
+        let applied = self.exec.remote_batch_applied(ops).await?;
+        self.ambiguous = false;
+        if applied == Some(true) {
+            tracing::warn!(target: "trace_writer", ops = ops.len(),
+                "the server had committed a batch whose reply was lost; not sending it again");
+        }
+        Ok(applied == Some(true))
+    }
+
+    /// Answers the reads of a committed batch.
+    async fn answer_reads(&mut self, items: &mut [Item]) {
+        for item in items.iter_mut() {
+            match item {
+                Item::LoadSteps { session_id, reply } => {
+                    if let Some(r) = reply.take() {
+                        let steps = read::load_steps(&self.exec.conn, session_id).await;
+                        let _ = r.send(steps.map_err(Into::into));
+                    }
+                }
+                Item::GetSession { session_id, reply } => {
+                    if let Some(r) = reply.take() {
+                        let _ = r.send(read::get_session(&self.exec.conn, session_id).await);
+                    }
+                }
+                Item::Write { .. } => {}
+            }
+        }
     }
 
     /// The body of a batch's transaction: every write, and the reads queued

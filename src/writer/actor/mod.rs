@@ -220,6 +220,9 @@ pub(crate) struct Actor {
     spilled: usize,
     /// A batch was spilled: every later one goes to the spill file too.
     spilling: bool,
+    /// The last remote batch request got no answer: before it is sent
+    /// again, check whether the server applied it.
+    ambiguous: bool,
     state: RunState,
 }
 
@@ -233,7 +236,8 @@ impl Actor {
         storage: StorageConfig,
     ) -> Result<Actor, TracingError> {
         let opened = db::open(&storage).await?;
-        let exec = Executor::new(opened.conn.clone(), opened.remote);
+        let exec = Executor::new(opened.conn.clone(), opened.remote)
+            .with_pipeline(opened.pipeline.clone());
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
         let spill_path = spill::default_path(&config, &storage);
         let actor = Actor {
@@ -250,6 +254,7 @@ impl Actor {
             spill_path,
             spilled: 0,
             spilling: false,
+            ambiguous: false,
             state: RunState::Running,
         };
         for table in Table::WITH_IDS {
