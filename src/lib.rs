@@ -38,8 +38,11 @@
 //!   backend, and on a fresh database one writer numbers rows 1, 2, 3, …
 //! - One actor thread owns the only connection. It takes whatever is queued,
 //!   up to `max_batch_ops` and `max_batch_bytes`, and applies it in one
-//!   explicit transaction with prepared statements (on remote servers, with
-//!   multi-row inserts). Under load batches grow by themselves: group commit.
+//!   explicit transaction with prepared statements. On a remote server the
+//!   whole batch (`BEGIN`, multi-row inserts, `COMMIT`) is one Hrana
+//!   pipeline request on a kept-alive connection, so a batch costs one round
+//!   trip however large it is. Under load batches grow by themselves: group
+//!   commit.
 //! - All producers share one FIFO. Reads are answered in it, so they see
 //!   every write queued before them. `flush()` is a barrier message in that
 //!   FIFO, not a counter.

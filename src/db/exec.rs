@@ -57,6 +57,21 @@ pub(crate) enum RemoteBatch {
     MultiRowFailed(DbError),
 }
 
+/// A Hrana text value.
+fn hrana_text(v: &serde_json::Value) -> Option<String> {
+    (v.get("type")?.as_str()? == "text")
+        .then(|| v.get("value")?.as_str().map(str::to_string))
+        .flatten()
+}
+
+/// A Hrana integer value (sent as a string).
+fn hrana_integer(v: &serde_json::Value) -> Option<i64> {
+    match v.get("value")? {
+        serde_json::Value::String(s) => s.parse().ok(),
+        n => n.as_i64(),
+    }
+}
+
 /// Which operations a statement of a remote batch carries.
 enum Carries {
     /// One operation, by index.
@@ -336,6 +351,64 @@ impl Executor {
         Ok(Some(result.step_results.first().is_some_and(|r| {
             r.as_ref().is_some_and(|r| !r.rows.is_empty())
         })))
+    }
+
+    /// The stored steps of several sessions, as `session -> [(step_id, id)]`,
+    /// in one query per 999 sessions (one request on a remote server).
+    pub(crate) async fn load_steps_many(
+        &self,
+        sessions: &[&str],
+    ) -> Result<HashMap<String, Vec<(String, i64)>>, DbError> {
+        let mut out: HashMap<String, Vec<(String, i64)>> = HashMap::new();
+        for chunk in sessions.chunks(MAX_BOUND_PARAMS) {
+            let sql = format!(
+                "SELECT session_id, step_id, id FROM session_timesteps WHERE session_id IN ({})",
+                vec!["?"; chunk.len()].join(", ")
+            );
+            let args: Vec<Value> = chunk.iter().map(|s| text(s)).collect();
+            if let Some(client) = &self.pipeline {
+                let steps = [crate::db::hrana::Step {
+                    condition: None,
+                    stmt: Stmt {
+                        sql: sql.into(),
+                        args: args.into_iter().map(Arg).collect(),
+                        want_rows: true,
+                    },
+                }];
+                let result = client.batch(&steps).await?;
+                if let Some(Some(e)) = result.step_errors.first() {
+                    return Err(e.to_db_error());
+                }
+                let rows = result
+                    .step_results
+                    .into_iter()
+                    .next()
+                    .flatten()
+                    .map(|r| r.rows)
+                    .unwrap_or_default();
+                for row in rows {
+                    let (Some(sid), Some(step), Some(id)) = (
+                        row.first().and_then(hrana_text),
+                        row.get(1).and_then(hrana_text),
+                        row.get(2).and_then(hrana_integer),
+                    ) else {
+                        return Err(DbError::new(
+                            ErrorClass::Fatal,
+                            "unexpected row from the server while loading steps",
+                        ));
+                    };
+                    out.entry(sid).or_default().push((step, id));
+                }
+            } else {
+                let mut rows = self.conn.query(&sql, args).await?;
+                while let Some(row) = rows.next().await? {
+                    out.entry(row.get::<String>(0)?)
+                        .or_default()
+                        .push((row.get::<String>(1)?, row.get::<i64>(2)?));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// [`Executor::remap_step`] on a row's arguments.

@@ -211,9 +211,11 @@ impl WriterConfig {
     }
 
     /// Forces multi-row `INSERT` statements on (`true`) or off. By default
-    /// they are on for remote databases, where every statement is a round
-    /// trip, and off for local ones, where one prepared statement per row is
-    /// faster.
+    /// they are on for remote databases, where a batch travels as one
+    /// request and fewer, larger statements cost the server less, and off
+    /// for local ones, where one prepared statement per row is faster. A
+    /// multi-row statement that fails is retried one row per statement, so
+    /// a refused row is still found and set aside alone.
     pub fn multi_row_inserts(mut self, on: bool) -> Self {
         self.multi_row_inserts = Some(on);
         self

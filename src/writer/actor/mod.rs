@@ -209,6 +209,8 @@ pub(crate) struct Actor {
     control_rx: Receiver<Control>,
     /// Leases taken off the channel while the database was locked.
     deferred_leases: Vec<LeaseRequest>,
+    /// Step loads taken off the control channel, answered together.
+    pending_loads: Vec<(String, Reply<Vec<(String, i64)>>)>,
     shared: Arc<Shared>,
     config: WriterConfig,
     opened: Option<Opened>,
@@ -244,6 +246,7 @@ impl Actor {
             rx,
             control_rx,
             deferred_leases: Vec::new(),
+            pending_loads: Vec::new(),
             shared,
             config,
             opened: Some(opened),
@@ -281,6 +284,7 @@ impl Actor {
                     if let Ok(c) = c {
                         self.control(c, true).await;
                     }
+                    self.serve_control(true).await;
                     continue;
                 }
             };
@@ -323,6 +327,34 @@ impl Actor {
         while let Ok(c) = self.control_rx.try_recv() {
             self.control(c, leases).await;
         }
+        self.answer_step_loads().await;
+    }
+
+    /// Answers every step load waiting, with one query for all of them (one
+    /// round trip on a remote server, however many sessions start at once).
+    async fn answer_step_loads(&mut self) {
+        if self.pending_loads.is_empty() {
+            return;
+        }
+        let loads = std::mem::take(&mut self.pending_loads);
+        let ids: Vec<&str> = loads.iter().map(|(s, _)| s.as_str()).collect();
+        // Nothing of these sessions is queued or in the open batch (see
+        // `SessionCache`), so even inside a batch's transaction this reads
+        // exactly their committed steps.
+        match self.exec.load_steps_many(&ids).await {
+            Ok(mut found) => {
+                for (session_id, reply) in loads {
+                    let steps = found.remove(&session_id).unwrap_or_default();
+                    let _ = reply.send(Ok(steps));
+                }
+            }
+            Err(e) => {
+                let e: TracingError = e.into();
+                for (_, reply) in loads {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     async fn control(&mut self, c: Control, leases: bool) {
@@ -331,12 +363,9 @@ impl Actor {
             Control::Lease(req) => self.deferred_leases.push(req),
             #[cfg(feature = "fault-injection")]
             Control::Crash => panic!("fault injection: the actor was told to crash"),
+            // Answered together by `answer_step_loads`.
             Control::LoadSteps { session_id, reply } => {
-                // Nothing of this session is queued or in the open batch (see
-                // `SessionCache`), so even inside a batch's transaction this
-                // reads exactly its committed steps.
-                let result = read::load_steps(&self.exec.conn, &session_id).await;
-                let _ = reply.send(result.map_err(Into::into));
+                self.pending_loads.push((session_id, reply))
             }
         }
     }
