@@ -353,12 +353,24 @@ async fn replay_applies_a_real_spill_file_once() {
     let out = stdout(&o);
     assert_eq!(field(&out, "operations"), Some(9), "{out}");
     assert_eq!(field(&out, "inserted"), Some(0), "{out}");
+    assert_eq!(field(&out, "duplicates"), Some(8), "{out}");
+    assert_eq!(field(&out, "updates"), Some(1), "{out}");
     assert_eq!(common::count(&plain, "events").await, 5);
     assert_eq!(common::count(&plain, "messages").await, 3);
+
+    // A torn last line is reported with its number; the rest still applies.
+    let mut text = std::fs::read_to_string(&spill).unwrap();
+    text.push_str("{\"op\": \"ins\n");
+    std::fs::write(&spill, text).unwrap();
+    let o = run(&["replay", s(&spill), "--db", s(&path)]);
+    assert_code(&o, 1);
+    let out = stdout(&o);
+    assert_eq!(field(&out, "refused"), Some(1), "{out}");
+    assert!(out.contains("line 10: unreadable"), "{out}");
 }
 
 #[test]
-fn replay_errors_exit_2() {
+fn replay_errors_exit_2_and_refused_lines_exit_1() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("fresh.db");
     let spill = dir.path().join("s.jsonl");
@@ -371,14 +383,15 @@ fn replay_errors_exit_2() {
     let o = run(&["replay", s(&spill), "--db", s(&db), "--create"]);
     assert_code(&o, 0);
     assert!(db.exists());
-    // A missing spill file, and a line that is not an operation.
+    // A missing spill file is an error; a line that is not an operation is
+    // refused (exit 1) with its number.
     let o = run(&["replay", s(&dir.path().join("no.jsonl")), "--db", s(&db)]);
     assert_code(&o, 2);
     assert!(stderr(&o).starts_with("error: "), "{}", stderr(&o));
     std::fs::write(&spill, "not json\n").unwrap();
     let o = run(&["replay", s(&spill), "--db", s(&db)]);
-    assert_code(&o, 2);
-    assert!(stderr(&o).contains("line 1"), "{}", stderr(&o));
+    assert_code(&o, 1);
+    assert!(stdout(&o).contains("line 1: unreadable"), "{}", stdout(&o));
 }
 
 #[test]

@@ -43,5 +43,14 @@ pub(crate) async fn run(db: &DbArgs, spill: &Path, create: bool) -> Result<Outco
 fn print_report(report: &ReplayReport) -> Result<usize, CliError> {
     say!("operations: {}", report.operations);
     say!("inserted:   {}", report.inserted);
-    Ok(0)
+    say!(
+        "duplicates: {} (already in the database)",
+        report.duplicates
+    );
+    say!("updates:    {}", report.updates);
+    say!("refused:    {}", report.refused.len());
+    for r in &report.refused {
+        say!("  line {}: {}: {}", r.line, r.kind, r.cause);
+    }
+    Ok(report.refused.len())
 }

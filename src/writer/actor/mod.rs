@@ -28,6 +28,9 @@ use crate::writer::wait::deadline;
 
 type Reply<T> = oneshot::Sender<Result<T, TracingError>>;
 
+/// A session's stored steps, as `(step_id, id)`.
+type Steps = Vec<(String, i64)>;
+
 /// Everything a producer sends to the actor, in one FIFO.
 pub(crate) enum Msg {
     /// A write; its queue permits are returned once it is done.
@@ -210,7 +213,7 @@ pub(crate) struct Actor {
     /// Leases taken off the channel while the database was locked.
     deferred_leases: Vec<LeaseRequest>,
     /// Step loads taken off the control channel, answered together.
-    pending_loads: Vec<(String, Reply<Vec<(String, i64)>>)>,
+    pending_loads: Vec<(String, Reply<Steps>)>,
     shared: Arc<Shared>,
     config: WriterConfig,
     opened: Option<Opened>,
