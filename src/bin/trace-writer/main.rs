@@ -4,12 +4,12 @@
 //!
 //! - **`replay`** applies a spill file, the JSON-lines file that `close()`
 //!   writes when it cannot commit everything in time, and prints what it did:
-//!   operations read, rows inserted and, once the library reports them,
-//!   duplicates, updates and refused lines. Replaying a file twice inserts
-//!   nothing the second time.
+//!   operations read, rows inserted, rows already there (duplicates),
+//!   updates, and each refused line with its number and cause. Replaying a
+//!   file twice inserts nothing the second time.
 //!
 //!   ```text
-//!   trace-writer replay traces.db.spill-4242-0.jsonl --db traces.db
+//!   trace-writer replay traces.db.spill-1764168000-4242-0.jsonl --db traces.db
 //!   ```
 //!
 //!   The database must exist unless `--create` is given, so that a mistyped
