@@ -71,6 +71,7 @@
 //! | `src/libsql_storage.rs` | [`LibsqlTraceStorage`], the plain one-statement-per-call backend, thin, on top of `db/` |
 //! | `src/tracer.rs` | [`SessionTracer`], the high-level recording API |
 //! | `src/writer/` | [`BufferedTraceWriter`] and everything behind it (below) |
+//! | `src/bin/trace-writer/` | the operators' command-line tool: `replay`, `check`, `stats` |
 //! | `src/workload.rs` | synthetic rollouts for the examples, benches and report (feature `workload`, not public API) |
 //!
 //! Where to find the load-bearing pieces:
@@ -84,7 +85,9 @@
 //! - **The actor loop:** `Actor::run` in `src/writer/actor/mod.rs`; one batch is
 //!   applied by `Actor::execute` in `src/writer/actor/batch.rs`.
 //! - Reads (decoding, `get_session`, step loads, `query`): `src/db/read.rs`.
-//!   Opening and pragmas: `src/db/open.rs`.
+//!   Opening and pragmas: `src/db/open.rs`. Remote batches in one request:
+//!   `src/db/hrana.rs` (the client), laid out as a transaction by `RemoteTx`
+//!   in `src/db/tx.rs`.
 //!
 //! `src/writer/`: `handle.rs` (the producers' handle and its `TraceStorage`
 //! impl), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
