@@ -174,6 +174,11 @@ impl Executor {
         self.pipeline.is_some()
     }
 
+    /// The remote server's batch client, if any.
+    pub(crate) fn pipeline(&self) -> Option<&HranaClient> {
+        self.pipeline.as_deref()
+    }
+
     fn insert_text(&mut self, table: Table, rows: usize) -> Arc<str> {
         self.insert_text
             .entry((table, rows))

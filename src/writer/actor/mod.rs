@@ -265,7 +265,7 @@ impl Actor {
         };
         for table in Table::WITH_IDS {
             let size = actor.shared.ids.block_size(table);
-            let ids = db::lease::lease_ids(&actor.exec.conn, table, size).await?;
+            let ids = db::lease::lease_ids(&actor.exec, table, size).await?;
             Counters::add(&actor.shared.counters.id_leases, 1);
             actor.shared.ids.grant(table, ids);
         }
@@ -376,7 +376,7 @@ impl Actor {
     async fn lease(&mut self, req: LeaseRequest) {
         let mut backoff = self.config.retry_initial;
         loop {
-            match db::lease::lease_ids(&self.exec.conn, req.table, req.size).await {
+            match db::lease::lease_ids(&self.exec, req.table, req.size).await {
                 Ok(ids) => {
                     Counters::add(&self.shared.counters.id_leases, 1);
                     self.shared.ids.grant(req.table, ids);
