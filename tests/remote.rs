@@ -4,10 +4,12 @@
 //! them, point `TRACE_WRITER_SQLD` at a sqld binary (0.24.33 was tested):
 //!
 //! ```text
-//! TRACE_WRITER_SQLD=/path/to/sqld cargo test --test 'remote*' -- --ignored --test-threads=1
+//! TRACE_WRITER_SQLD=/path/to/sqld cargo test --test 'remote*' -- --ignored --skip _child --test-threads=1
 //! ```
 //!
 //! Run with `--ignored` but without the variable, they fail and say why.
+//! Tests named `*_child` are child processes the others start; run alone,
+//! they fail, hence `--skip _child`.
 //! The other `remote_*` files hold the fault tests (server restarts, fan-in
 //! from several processes, a lost COMMIT reply), authentication and the
 //! latency figures; `TRACE_WRITER_REMOTE_REPEAT` sets how often the fault
