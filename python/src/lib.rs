@@ -1,0 +1,55 @@
+//! Python bindings of `trace-writer`: the module `trace_writer._trace_writer`,
+//! re-exported by the `trace_writer` package.
+//!
+//! # Layout
+//! - `errors`: the exception classes and the mapping from `TracingError`.
+//! - `convert`: dicts to models (pythonize) and back; datetimes; the field
+//!   named in an `InvalidInputError`.
+//! - `options`: the constructors' keyword options.
+//! - `runtime`: the module's tokio runtime, blocking waits with the GIL
+//!   released, and asyncio awaitables.
+//! - `storage`: `TraceStorage`, `LibsqlTraceStorage`, `BufferedTraceWriter`.
+//! - `tracer`: `SessionTracer` and its `session()`/`timestep()` helpers.
+#![forbid(unsafe_code)]
+
+mod convert;
+mod errors;
+mod options;
+mod runtime;
+mod storage;
+mod tracer;
+
+use pyo3::prelude::*;
+use trace_writer::SessionTrace;
+
+/// The trace as the models shape it: every default filled in, times as
+/// RFC 3339 strings. A trace read back from storage equals the canonical
+/// form of what was written.
+#[pyfunction]
+fn canonical_trace(py: Python<'_>, trace: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let trace: SessionTrace = convert::model("trace", trace)?;
+    convert::to_py(py, &trace)
+}
+
+/// An event as the models shape it (see `canonical_trace`).
+#[pyfunction]
+fn canonical_event(py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    let event = convert::event(event)?;
+    convert::to_py(py, &event)
+}
+
+#[pymodule]
+fn _trace_writer(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    let py = m.py();
+    let classes = errors::classes(py)?;
+    for cls in classes.all() {
+        let cls = cls.bind(py);
+        m.add(cls.name()?, cls)?;
+    }
+    storage::register(m)?;
+    tracer::register(m)?;
+    m.add_function(wrap_pyfunction!(canonical_trace, m)?)?;
+    m.add_function(wrap_pyfunction!(canonical_event, m)?)?;
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    Ok(())
+}
