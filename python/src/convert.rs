@@ -17,7 +17,7 @@ use pyo3::types::{
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use trace_writer::{
-    EnvironmentEvent, LMCAISEvent, MarkovBlanketMessage, RuntimeEvent, TimeRecord, TracingEvent,
+    BaseEventFields, EnvironmentEvent, LMCAISEvent, MarkovBlanketMessage, RuntimeEvent, TimeRecord, TracingEvent,
 };
 
 use crate::errors::invalid;
@@ -204,89 +204,61 @@ fn json_key(k: &Bound<'_, PyAny>, path: &[Seg]) -> PyResult<String> {
     }
 }
 
-/// A step in a path through a JSON value.
-#[derive(Clone)]
+/// A step in the path of the value being converted (for messages about
+/// values that have no JSON form).
 enum Seg {
     Key(String),
     Index(usize),
 }
 
-fn node<'a>(root: &'a Value, path: &[Seg]) -> Option<&'a Value> {
-    path.iter().try_fold(root, |v, seg| match (seg, v) {
-        (Seg::Key(k), Value::Object(m)) => m.get(k),
-        (Seg::Index(i), Value::Array(a)) => a.get(*i),
-        _ => None,
+/// `T` from JSON, with the path to the field at fault on failure; `None`
+/// as the path when serde could not track it (inside a flattened or tagged
+/// part, which serde buffers).
+fn from_json<T: DeserializeOwned>(value: &Value) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = (path != "." && path != "?").then_some(path);
+        (path, e.into_inner().to_string())
     })
 }
 
-fn node_mut<'a>(root: &'a mut Value, path: &[Seg]) -> Option<&'a mut Value> {
-    path.iter().try_fold(root, |v, seg| match (seg, v) {
-        (Seg::Key(k), Value::Object(m)) => m.get_mut(k),
-        (Seg::Index(i), Value::Array(a)) => a.get_mut(*i),
-        _ => None,
-    })
-}
-
-/// Finds the field at fault: walks down from the root, each time to the
-/// child whose removal makes the error go away (or turns into "missing
-/// field" for that child). Runs only on the error path.
-fn locate(root: &Value, check: &dyn Fn(Value) -> Result<(), String>) -> Vec<Seg> {
-    let mut path = Vec::new();
-    loop {
-        let children: Vec<Seg> = match node(root, &path) {
-            Some(Value::Object(m)) => m.keys().cloned().map(Seg::Key).collect(),
-            Some(Value::Array(a)) => (0..a.len()).map(Seg::Index).collect(),
-            _ => break,
-        };
-        let mut next = None;
-        for child in children {
-            let mut candidate = root.clone();
-            match node_mut(&mut candidate, &path) {
-                Some(Value::Object(m)) => {
-                    if let Seg::Key(k) = &child {
-                        m.remove(k);
-                    }
-                }
-                Some(Value::Array(a)) => {
-                    if let Seg::Index(i) = child {
-                        a.remove(i);
-                    }
-                }
-                _ => {}
-            }
-            let fixed = match check(candidate) {
-                Ok(()) => true,
-                Err(msg) => matches!(&child, Seg::Key(k) if msg.starts_with(&format!("missing field `{k}`"))),
-            };
-            if fixed {
-                next = Some(child);
-                break;
-            }
-        }
-        match next {
-            Some(child) => path.push(child),
-            None => break,
-        }
+fn bad_input(what: &str, path: Option<String>, message: String) -> PyErr {
+    match path {
+        Some(p) => invalid(format!("{what} field `{p}`: {message}")),
+        None => invalid(format!("{what}: {message}")),
     }
-    path
 }
 
 /// The slow path: JSON with datetimes converted, then serde; on failure an
 /// `InvalidInputError` naming the field.
 fn slow<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<T> {
     let value = to_json(obj)?;
-    match serde_json::from_value::<T>(value.clone()) {
-        Ok(v) => Ok(v),
-        Err(e) => {
-            let check = |v: Value| serde_json::from_value::<T>(v).map(|_| ()).map_err(|e| e.to_string());
-            let path = locate(&value, &check);
-            let at = if path.is_empty() {
-                String::new()
-            } else {
-                format!(" field `{}`", path_text(&path))
-            };
-            Err(invalid(format!("{what}{at}: {e}")))
+    from_json::<T>(&value).map_err(|(path, message)| bad_input(what, path, message))
+}
+
+/// The slow path of an event: the tag first, then the variant's own fields,
+/// then the flattened base fields, so that the message names the field.
+fn slow_event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
+    const WHAT: &str = "event";
+    let value = to_json(obj)?;
+    let tag = value.get("event_type").and_then(Value::as_str).map(str::to_owned);
+    let variant = match tag.as_deref() {
+        Some("cais") => from_json::<LMCAISEvent>(&value).map(TracingEvent::Cais),
+        Some("environment") => from_json::<EnvironmentEvent>(&value).map(TracingEvent::Environment),
+        Some("runtime") => from_json::<RuntimeEvent>(&value).map(TracingEvent::Runtime),
+        _ => {
+            return from_json::<TracingEvent>(&value).map_err(|(_, message)| {
+                bad_input(WHAT, Some("event_type".into()), message)
+            })
         }
+    };
+    match variant {
+        Ok(e) => Ok(e),
+        Err((Some(path), message)) => Err(bad_input(WHAT, Some(path), message)),
+        Err((None, message)) => match from_json::<BaseEventFields>(&value) {
+            Err((path, base_message)) => Err(bad_input(WHAT, path, base_message)),
+            Ok(_) => Err(bad_input(WHAT, None, message)),
+        },
     }
 }
 
@@ -339,7 +311,7 @@ pub(crate) fn event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
     };
     match fast {
         Some(e) => Ok(e),
-        None => slow::<TracingEvent>(WHAT, obj),
+        None => slow_event(obj),
     }
 }
 

@@ -38,6 +38,47 @@ fn canonical_event(py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAn
     convert::to_py(py, &event)
 }
 
+/// The exception that a crate error of kind `variant` maps to, built from
+/// a constructed error: lets the tests check the mapping of variants that no
+/// public call can produce on demand (`InvalidState`, `Internal`,
+/// `CloseFailed`). Not part of the API.
+#[pyfunction]
+fn _error_for_variant(py: Python<'_>, variant: &str) -> PyResult<Py<PyAny>> {
+    use trace_writer::TracingError as E;
+    let e = match variant {
+        "Database" => E::Database("disk I/O error".into()),
+        "NoActiveSession" => E::NoActiveSession,
+        "NoActiveTimestep" => E::NoActiveTimestep,
+        "SessionAlreadyActive" => E::SessionAlreadyActive("s1".into()),
+        "InvalidState" => E::InvalidState("bad state".into()),
+        "Serialization" => E::Serialization("bad json".into()),
+        "NotInitialized" => E::NotInitialized,
+        "Internal" => E::Internal("bug".into()),
+        "WriterClosed" => E::WriterClosed,
+        "QueueFull" => E::QueueFull,
+        "InvalidInput" => E::InvalidInput("bad input".into()),
+        "WriteFailed" => E::WriteFailed {
+            failed: 3,
+            first_cause: "constraint failed".into(),
+        },
+        "Timeout" => E::Timeout("flush".into()),
+        "Spilled" => E::Spilled {
+            path: "/tmp/x.spill.jsonl".into(),
+            count: 7,
+        },
+        "CloseFailed" => E::CloseFailed {
+            count: 2,
+            cause: "deadline".into(),
+        },
+        other => {
+            return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown variant {other}"
+            )))
+        }
+    };
+    Ok(errors::to_py(py, e).into_value(py).into_any())
+}
+
 #[pymodule]
 fn _trace_writer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -50,6 +91,7 @@ fn _trace_writer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     tracer::register(m)?;
     m.add_function(wrap_pyfunction!(canonical_trace, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_event, m)?)?;
+    m.add_function(wrap_pyfunction!(_error_for_variant, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
