@@ -171,8 +171,10 @@ async fn flush_within(w: &BufferedTraceWriter, limit: Duration) -> R<()> {
         })
 }
 
-/// Flush, then close even if the flush failed; the first error wins. A
-/// flush on a closed writer is not an error here: closing twice is fine.
+/// Flush, then close even if the flush failed. The error from closing wins
+/// (a `SpilledError` says where the writes went), else the flush's (a
+/// `WriteFailedError` counts the failed writes). A flush on a closed writer
+/// is not an error here: closing twice is fine.
 async fn shutdown(w: Option<BufferedTraceWriter>, s: Arc<dyn TraceStorage>) -> R<()> {
     let flushed = match w {
         Some(w) => match w.flush().await {
@@ -182,7 +184,7 @@ async fn shutdown(w: Option<BufferedTraceWriter>, s: Arc<dyn TraceStorage>) -> R
         None => Ok(()),
     };
     let closed = s.close().await;
-    flushed.and(closed)
+    closed.and(flushed)
 }
 
 /// `__exit__`: close, and chain a closing error to the exception in flight.
