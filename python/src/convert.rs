@@ -17,7 +17,8 @@ use pyo3::types::{
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use trace_writer::{
-    BaseEventFields, EnvironmentEvent, LMCAISEvent, MarkovBlanketMessage, RuntimeEvent, TimeRecord, TracingEvent,
+    BaseEventFields, EnvironmentEvent, LMCAISEvent, MarkovBlanketMessage, RuntimeEvent, TimeRecord,
+    TracingEvent,
 };
 
 use crate::errors::invalid;
@@ -90,7 +91,10 @@ pub(crate) fn time(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<DateTime<Utc>
 }
 
 /// An optional time argument; `None` stays `None`.
-pub(crate) fn opt_time(what: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<DateTime<Utc>>> {
+pub(crate) fn opt_time(
+    what: &str,
+    obj: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<DateTime<Utc>>> {
     match obj {
         Some(o) if !o.is_none() => time(what, o).map(Some),
         _ => Ok(None),
@@ -179,7 +183,9 @@ fn to_json_at(obj: &Bound<'_, PyAny>, path: &mut Vec<Seg>, seconds: bool) -> PyR
         }
         let text: String = aware.call_method0("isoformat")?.extract()?;
         let t = parse_time(&path_text(path), &text)?;
-        return Ok(Value::String(t.to_rfc3339_opts(SecondsFormat::AutoSi, true)));
+        return Ok(Value::String(
+            t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        ));
     }
     if obj.cast::<PyMapping>().is_ok() {
         let d = PyDict::new(obj.py());
@@ -241,15 +247,17 @@ fn slow<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<T> 
 fn slow_event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
     const WHAT: &str = "event";
     let value = to_json(obj)?;
-    let tag = value.get("event_type").and_then(Value::as_str).map(str::to_owned);
+    let tag = value
+        .get("event_type")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let variant = match tag.as_deref() {
         Some("cais") => from_json::<LMCAISEvent>(&value).map(TracingEvent::Cais),
         Some("environment") => from_json::<EnvironmentEvent>(&value).map(TracingEvent::Environment),
         Some("runtime") => from_json::<RuntimeEvent>(&value).map(TracingEvent::Runtime),
         _ => {
-            return from_json::<TracingEvent>(&value).map_err(|(_, message)| {
-                bad_input(WHAT, Some("event_type".into()), message)
-            })
+            return from_json::<TracingEvent>(&value)
+                .map_err(|(_, message)| bad_input(WHAT, Some("event_type".into()), message))
         }
     };
     match variant {
@@ -322,7 +330,10 @@ pub(crate) fn message(obj: &Bound<'_, PyAny>) -> PyResult<MarkovBlanketMessage> 
     if let Ok(d) = obj.cast::<PyDict>() {
         if !d.contains("time_record")? {
             let copy = d.copy()?;
-            copy.set_item("time_record", pythonize::pythonize(obj.py(), &TimeRecord::now())?)?;
+            copy.set_item(
+                "time_record",
+                pythonize::pythonize(obj.py(), &TimeRecord::now())?,
+            )?;
             return model(WHAT, copy.as_any());
         }
     }

@@ -58,8 +58,14 @@ pub(crate) fn classes(py: Python<'_>) -> PyResult<&Classes> {
         let b = base.bind(py).clone();
         let sub = |name: &str, doc: &str| class(py, name, doc, &[&b]);
         Ok(Classes {
-            database: sub("DatabaseError", "The database refused or failed an operation.")?,
-            no_active_session: sub("NoActiveSessionError", "A tracer call needed an open session.")?,
+            database: sub(
+                "DatabaseError",
+                "The database refused or failed an operation.",
+            )?,
+            no_active_session: sub(
+                "NoActiveSessionError",
+                "A tracer call needed an open session.",
+            )?,
             no_active_timestep: sub(
                 "NoActiveTimestepError",
                 "A tracer call needed an open timestep.",
@@ -68,7 +74,10 @@ pub(crate) fn classes(py: Python<'_>) -> PyResult<&Classes> {
                 "SessionAlreadyActiveError",
                 "start_session() was called while a session was open.",
             )?,
-            invalid_state: sub("InvalidStateError", "The call does not fit the current state.")?,
+            invalid_state: sub(
+                "InvalidStateError",
+                "The call does not fit the current state.",
+            )?,
             serialization: sub(
                 "SerializationError",
                 "A value could not be serialized or parsed.",
@@ -77,7 +86,10 @@ pub(crate) fn classes(py: Python<'_>) -> PyResult<&Classes> {
                 "NotInitializedError",
                 "The storage was closed (LibsqlTraceStorage) or never initialized.",
             )?,
-            internal: sub("InternalError", "A bug or an unexpected condition inside trace_writer.")?,
+            internal: sub(
+                "InternalError",
+                "A bug or an unexpected condition inside trace_writer.",
+            )?,
             writer_closed: sub(
                 "WriterClosedError",
                 "The writer was closed, or its background thread is gone.",

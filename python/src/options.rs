@@ -168,16 +168,12 @@ fn choice<'a>(key: &str, value: &Bound<'_, PyAny>, allowed: &[&'a str]) -> PyRes
         ))
     })?;
     let s = s.to_cow()?.to_ascii_lowercase();
-    allowed
-        .iter()
-        .find(|a| **a == s)
-        .copied()
-        .ok_or_else(|| {
-            PyValueError::new_err(format!(
-                "option `{key}` must be one of {}, not {s:?}",
-                list(allowed)
-            ))
-        })
+    allowed.iter().find(|a| **a == s).copied().ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "option `{key}` must be one of {}, not {s:?}",
+            list(allowed)
+        ))
+    })
 }
 
 /// A non-negative int option.

@@ -69,9 +69,7 @@ where
     F: Future<Output = Result<T, TracingError>> + Send + 'static,
     C: for<'a> FnOnce(Python<'a>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
-    let event_loop = py
-        .import("asyncio")?
-        .call_method0("get_running_loop")?;
+    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let future = event_loop.call_method0("create_future")?;
     let rt = runtime().map_err(err)?;
     let (lp, fu) = (event_loop.unbind(), future.clone().unbind());

@@ -188,7 +188,11 @@ async fn shutdown(w: Option<BufferedTraceWriter>, s: Arc<dyn TraceStorage>) -> R
 }
 
 /// `__exit__`: close, and chain a closing error to the exception in flight.
-pub(crate) fn exit(py: Python<'_>, backend: &Backend, exc: Option<&Bound<'_, PyAny>>) -> PyResult<bool> {
+pub(crate) fn exit(
+    py: Python<'_>,
+    backend: &Backend,
+    exc: Option<&Bound<'_, PyAny>>,
+) -> PyResult<bool> {
     let result = py.detach(|| backend.shutdown());
     match (result, exc) {
         (Ok(()), _) => Ok(false),
@@ -438,7 +442,11 @@ impl Storage {
 
     /// ``await storage.aget_session(session_id)``: ``get_session()`` without
     /// blocking the event loop.
-    fn aget_session<'py>(&self, py: Python<'py>, session_id: String) -> PyResult<Bound<'py, PyAny>> {
+    fn aget_session<'py>(
+        &self,
+        py: Python<'py>,
+        session_id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let s = self.backend.storage();
         awaitable(
             py,

@@ -39,8 +39,14 @@ struct OpenStep {
 /// the order it was made, so the ids come out as with `auto_save=True`.
 enum Pending {
     Step(usize),
-    Event { step: Option<usize>, index: usize },
-    Message { step: Option<usize>, index: usize },
+    Event {
+        step: Option<usize>,
+        index: usize,
+    },
+    Message {
+        step: Option<usize>,
+        index: usize,
+    },
     EndStep(usize),
     Outcome(OutcomeReward),
     EventReward {
@@ -267,9 +273,8 @@ impl Tracer {
         let step = state.step;
         let session = state.session()?;
         // The open step's turn number, or NULL when no step is open.
-        let turn = turn_number.or_else(|| {
-            step.and_then(|s| session.session_time_steps[s.pos].turn_number)
-        });
+        let turn = turn_number
+            .or_else(|| step.and_then(|s| session.session_time_steps[s.pos].turn_number));
         if self.auto_save {
             let id = self.backend.insert_event_reward(
                 &session.session_id,
@@ -315,7 +320,8 @@ impl Tracer {
                         step.completed_at = None;
                         step.events.clear();
                         step.markov_blanket_messages.clear();
-                        b.ensure_timestep(&sid, &step).map(|id| step_ids[*pos] = Some(id))
+                        b.ensure_timestep(&sid, &step)
+                            .map(|id| step_ids[*pos] = Some(id))
                     }
                     Pending::Event { step, index } => b
                         .insert_event(
@@ -420,11 +426,7 @@ impl Tracer {
     /// A tracer over ``LibsqlTraceStorage.memory()``, as in the original.
     #[staticmethod]
     #[pyo3(signature = (auto_save=true, **opts))]
-    fn memory(
-        py: Python<'_>,
-        auto_save: bool,
-        opts: Option<&Bound<'_, PyDict>>,
-    ) -> PyResult<Self> {
+    fn memory(py: Python<'_>, auto_save: bool, opts: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
         let s = open_plain(py, Target::Memory, opts)?;
         Ok(Tracer::new(s.bind(py).as_super(), auto_save))
     }
@@ -737,7 +739,11 @@ impl SessionScope {
         exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let started = self.started.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let tracer = self.tracer.get();
         let result = match started {
             // Ended already inside the block: nothing to do.
@@ -787,12 +793,16 @@ impl TimestepScope {
         exc: Option<&Bound<'_, PyAny>>,
         _tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
-        let started = self.started.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let started = self
+            .started
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
         let tracer = self.tracer.get();
         let result = match started {
-            Some((sid, pos)) if tracer.step_is_open(&sid, pos) => py
-                .detach(|| tracer.end_timestep_inner())
-                .map_err(err),
+            Some((sid, pos)) if tracer.step_is_open(&sid, pos) => {
+                py.detach(|| tracer.end_timestep_inner()).map_err(err)
+            }
             _ => Ok(()),
         };
         leave(py, exc, result)
