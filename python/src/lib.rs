@@ -79,6 +79,39 @@ fn _error_for_variant(py: Python<'_>, variant: &str) -> PyResult<Py<PyAny>> {
     Ok(errors::to_py(py, e).into_value(py).into_any())
 }
 
+/// Converts `event` `n` times and drops the result, for the benchmark's
+/// profile of where a call's time goes. `mode` is `"direct"` (what the
+/// bindings do: the tag is read, then the variant deserializes),
+/// `"enum"` (serde's internally tagged enum, which buffers the whole dict)
+/// or `"json"` (a `serde_json::Value` first, then the model: the double
+/// conversion). Not part of the API.
+#[pyfunction]
+fn _bench_convert(event: &Bound<'_, PyAny>, mode: &str, n: usize) -> PyResult<()> {
+    for _ in 0..n {
+        match mode {
+            "direct" => drop(convert::event(event)?),
+            "enum" => drop(
+                pythonize::depythonize::<trace_writer::TracingEvent>(event)
+                    .map_err(|e| errors::invalid(e.to_string()))?,
+            ),
+            "json" => {
+                let v: serde_json::Value = pythonize::depythonize(event)
+                    .map_err(|e| errors::invalid(e.to_string()))?;
+                drop(
+                    serde_json::from_value::<trace_writer::TracingEvent>(v)
+                        .map_err(|e| errors::invalid(e.to_string()))?,
+                );
+            }
+            other => {
+                return Err(pyo3::exceptions::PyValueError::new_err(format!(
+                    "unknown mode {other}"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
 #[pymodule]
 fn _trace_writer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
@@ -92,6 +125,7 @@ fn _trace_writer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical_trace, m)?)?;
     m.add_function(wrap_pyfunction!(canonical_event, m)?)?;
     m.add_function(wrap_pyfunction!(_error_for_variant, m)?)?;
+    m.add_function(wrap_pyfunction!(_bench_convert, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

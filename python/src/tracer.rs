@@ -699,7 +699,7 @@ impl Tracer {
 }
 
 /// The context manager of ``tracer.session()``.
-#[pyclass(frozen, module = "trace_writer")]
+#[pyclass(frozen, module = "trace_writer", name = "_SessionScope")]
 pub(crate) struct SessionScope {
     tracer: Py<Tracer>,
     session_id: Option<String>,
@@ -758,7 +758,7 @@ impl SessionScope {
 }
 
 /// The context manager of ``tracer.timestep()``.
-#[pyclass(frozen, module = "trace_writer")]
+#[pyclass(frozen, module = "trace_writer", name = "_TimestepScope")]
 pub(crate) struct TimestepScope {
     tracer: Py<Tracer>,
     step_id: String,
