@@ -284,7 +284,7 @@ fn require_mapping(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<()> {
 /// A model from a dict: pythonize first, the slow path on failure.
 pub(crate) fn model<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<T> {
     require_mapping(what, obj)?;
-    match pythonize::depythonize::<T>(obj) {
+    match crate::fastde::from_py::<T>(obj) {
         Ok(v) => Ok(v),
         Err(_) => slow::<T>(what, obj),
     }
@@ -300,22 +300,22 @@ pub(crate) fn event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
         Ok(d) => match d.get_item("event_type")? {
             Some(tag) => match tag.cast::<PyString>() {
                 Ok(tag) => match &*tag.to_cow()? {
-                    "cais" => pythonize::depythonize::<LMCAISEvent>(obj)
+                    "cais" => crate::fastde::from_py::<LMCAISEvent>(obj)
                         .ok()
                         .map(TracingEvent::Cais),
-                    "environment" => pythonize::depythonize::<EnvironmentEvent>(obj)
+                    "environment" => crate::fastde::from_py::<EnvironmentEvent>(obj)
                         .ok()
                         .map(TracingEvent::Environment),
-                    "runtime" => pythonize::depythonize::<RuntimeEvent>(obj)
+                    "runtime" => crate::fastde::from_py::<RuntimeEvent>(obj)
                         .ok()
                         .map(TracingEvent::Runtime),
-                    _ => pythonize::depythonize::<TracingEvent>(obj).ok(),
+                    _ => crate::fastde::from_py::<TracingEvent>(obj).ok(),
                 },
                 Err(_) => None,
             },
             None => None,
         },
-        Err(_) => pythonize::depythonize::<TracingEvent>(obj).ok(),
+        Err(_) => crate::fastde::from_py::<TracingEvent>(obj).ok(),
     };
     match fast {
         Some(e) => Ok(e),
@@ -345,7 +345,7 @@ pub(crate) fn json_object(what: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResul
     match obj {
         Some(o) if !o.is_none() => {
             require_mapping(what, o)?;
-            let v = match pythonize::depythonize::<Value>(o) {
+            let v = match crate::fastde::from_py::<Value>(o) {
                 Ok(v) => v,
                 Err(_) => to_json(o)?,
             };
@@ -376,7 +376,7 @@ pub(crate) fn params(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Value>> {
                     type_name(o)
                 )));
             }
-            match pythonize::depythonize::<Vec<Value>>(o) {
+            match crate::fastde::from_py::<Vec<Value>>(o) {
                 Ok(v) => Ok(v),
                 Err(_) => match to_json(o)? {
                     Value::Array(a) => Ok(a),

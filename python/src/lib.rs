@@ -14,6 +14,7 @@
 
 mod convert;
 mod errors;
+mod fastde;
 mod options;
 mod runtime;
 mod storage;
@@ -82,21 +83,26 @@ fn _error_for_variant(py: Python<'_>, variant: &str) -> PyResult<Py<PyAny>> {
 /// Converts `event` `n` times and drops the result, for the benchmark's
 /// profile of where a call's time goes. `mode` is `"direct"` (what the
 /// bindings do: the tag is read, then the variant deserializes),
-/// `"enum"` (serde's internally tagged enum, which buffers the whole dict)
-/// or `"json"` (a `serde_json::Value` first, then the model: the double
-/// conversion). Not part of the API.
+/// `"enum"` (serde's internally tagged enum, which buffers the whole dict),
+/// `"json"` (a `serde_json::Value` first, then the model: the double
+/// conversion) or `"pythonize"` (the enum through pythonize's own
+/// deserializer, without the fast path). Not part of the API.
 #[pyfunction]
 fn _bench_convert(event: &Bound<'_, PyAny>, mode: &str, n: usize) -> PyResult<()> {
     for _ in 0..n {
         match mode {
             "direct" => drop(convert::event(event)?),
             "enum" => drop(
+                fastde::from_py::<trace_writer::TracingEvent>(event)
+                    .map_err(|e| errors::invalid(e.to_string()))?,
+            ),
+            "pythonize" => drop(
                 pythonize::depythonize::<trace_writer::TracingEvent>(event)
                     .map_err(|e| errors::invalid(e.to_string()))?,
             ),
             "json" => {
-                let v: serde_json::Value = pythonize::depythonize(event)
-                    .map_err(|e| errors::invalid(e.to_string()))?;
+                let v: serde_json::Value =
+                    fastde::from_py(event).map_err(|e| errors::invalid(e.to_string()))?;
                 drop(
                     serde_json::from_value::<trace_writer::TracingEvent>(v)
                         .map_err(|e| errors::invalid(e.to_string()))?,
