@@ -390,7 +390,7 @@ pub(crate) fn params(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Value>> {
 
 /// A value as Python objects (dicts, lists, str, numbers), as serde shapes it.
 pub(crate) fn to_py<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Py<PyAny>> {
-    pythonize::pythonize(py, value)
+    crate::fastser::to_py(py, value)
         .map(Bound::unbind)
         .map_err(|e| crate::errors::err(trace_writer::TracingError::Serialization(e.to_string())))
 }

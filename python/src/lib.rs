@@ -3,8 +3,11 @@
 //!
 //! # Layout
 //! - `errors`: the exception classes and the mapping from `TracingError`.
-//! - `convert`: dicts to models (pythonize) and back; datetimes; the field
-//!   named in an `InvalidInputError`.
+//! - `convert`: dicts to models and back; datetimes; the field named in an
+//!   `InvalidInputError`.
+//! - `fastde`, `fastser`: serde's deserializer and serializer over Python
+//!   objects, with fast paths for plain dicts, lists and str in front of
+//!   pythonize (which they fall back to for anything else).
 //! - `options`: the constructors' keyword options.
 //! - `runtime`: the module's tokio runtime, blocking waits with the GIL
 //!   released, and asyncio awaitables.
@@ -15,6 +18,7 @@
 mod convert;
 mod errors;
 mod fastde;
+mod fastser;
 mod options;
 mod runtime;
 mod storage;

@@ -111,3 +111,32 @@ def test_canonical_helpers():
     assert e["metadata"] == {} and e["event_metadata"] is None
     with pytest.raises(tw.InvalidInputError):
         tw.canonical_trace({"session_id": "x"})
+
+
+def contains(big, small, path="") -> None:
+    """Every key and value of `small` is in `big` (defaults may be added)."""
+    if isinstance(small, dict):
+        assert isinstance(big, dict), path
+        for k, v in small.items():
+            assert k in big, f"{path}.{k}"
+            contains(big[k], v, f"{path}.{k}")
+    elif isinstance(small, list):
+        assert isinstance(big, list) and len(big) == len(small), path
+        for i, (b, s) in enumerate(zip(big, small)):
+            contains(b, s, f"{path}[{i}]")
+    elif isinstance(small, str) and small.endswith("Z") and "T" in small:
+        assert big.rstrip("Z").rstrip("0").rstrip(".") == small.rstrip("Z").rstrip("0").rstrip("."), path
+    else:
+        assert big == small and type(big) is type(small), path
+
+
+def test_conversion_keeps_every_value_and_type():
+    import json
+
+    trace = fixture_trace()
+    out = tw.canonical_trace(trace)
+    contains(out, trace)
+    assert json.loads(json.dumps(out)) == out  # plain JSON types only
+    assert tw.canonical_trace(out) == out
+    ev = llm_event(3, 4)
+    contains(tw.canonical_event(ev), ev)
