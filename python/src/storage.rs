@@ -479,14 +479,15 @@ impl Storage {
 
     /// Closes (a writer flushes first). An error from closing while an
     /// exception is in flight is chained to it as its ``__context__``.
-    #[pyo3(signature = (_exc_type=None, exc=None, _tb=None))]
+    #[pyo3(signature = (exc_type, exc, tb))]
     fn __exit__(
         &self,
         py: Python<'_>,
-        _exc_type: Option<&Bound<'_, PyAny>>,
+        exc_type: Option<&Bound<'_, PyAny>>,
         exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        let _ = (exc_type, tb);
         exit(py, &self.backend, exc)
     }
 
@@ -495,14 +496,15 @@ impl Storage {
         ready(py, slf.into_any())
     }
 
-    #[pyo3(signature = (_exc_type=None, exc=None, _tb=None))]
+    #[pyo3(signature = (exc_type, exc, tb))]
     fn __aexit__<'py>(
         &self,
         py: Python<'py>,
-        _exc_type: Option<&Bound<'py, PyAny>>,
+        exc_type: Option<&Bound<'py, PyAny>>,
         exc: Option<&Bound<'py, PyAny>>,
-        _tb: Option<&Bound<'py, PyAny>>,
+        tb: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = (exc_type, tb);
         aexit(py, &self.backend, exc)
     }
 }

@@ -670,14 +670,15 @@ impl Tracer {
     }
 
     /// Closes the storage (a writer flushes first).
-    #[pyo3(signature = (_exc_type=None, exc=None, _tb=None))]
+    #[pyo3(signature = (exc_type, exc, tb))]
     fn __exit__(
         &self,
         py: Python<'_>,
-        _exc_type: Option<&Bound<'_, PyAny>>,
+        exc_type: Option<&Bound<'_, PyAny>>,
         exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        let _ = (exc_type, tb);
         exit(py, &self.backend, exc)
     }
 
@@ -686,14 +687,15 @@ impl Tracer {
         crate::runtime::ready(py, slf.into_any())
     }
 
-    #[pyo3(signature = (_exc_type=None, exc=None, _tb=None))]
+    #[pyo3(signature = (exc_type, exc, tb))]
     fn __aexit__<'py>(
         &self,
         py: Python<'py>,
-        _exc_type: Option<&Bound<'py, PyAny>>,
+        exc_type: Option<&Bound<'py, PyAny>>,
         exc: Option<&Bound<'py, PyAny>>,
-        _tb: Option<&Bound<'py, PyAny>>,
+        tb: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let _ = (exc_type, tb);
         aexit(py, &self.backend, exc)
     }
 }
@@ -731,14 +733,15 @@ impl SessionScope {
         Ok(sid)
     }
 
-    #[pyo3(signature = (_exc_type=None, exc=None, _tb=None))]
+    #[pyo3(signature = (exc_type, exc, tb))]
     fn __exit__(
         &self,
         py: Python<'_>,
-        _exc_type: Option<&Bound<'_, PyAny>>,
+        exc_type: Option<&Bound<'_, PyAny>>,
         exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        let _ = (exc_type, tb);
         let started = self
             .started
             .lock()
@@ -785,14 +788,15 @@ impl TimestepScope {
         Ok(())
     }
 
-    #[pyo3(signature = (_exc_type=None, exc=None, _tb=None))]
+    #[pyo3(signature = (exc_type, exc, tb))]
     fn __exit__(
         &self,
         py: Python<'_>,
-        _exc_type: Option<&Bound<'_, PyAny>>,
+        exc_type: Option<&Bound<'_, PyAny>>,
         exc: Option<&Bound<'_, PyAny>>,
-        _tb: Option<&Bound<'_, PyAny>>,
+        tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
+        let _ = (exc_type, tb);
         let started = self
             .started
             .lock()

@@ -9,23 +9,23 @@ import builtins
 import datetime
 import os
 from types import TracebackType
-from typing import Any, Dict, List, Literal, Mapping, Optional, Sequence, Type, TypeVar, Union
+from typing import Any, final, Dict, List, Literal, Mapping, Optional, Sequence, Type, TypeVar, Union
 
 __version__: str
 
-Json = Any
+_Json = Any
 """A JSON-able value: dict, list, str, int, float, bool or None."""
-Time = Union[datetime.datetime, str]
+_Time = Union[datetime.datetime, str]
 """A ``datetime`` (naive means UTC) or an RFC 3339 string."""
-StrPath = Union[str, "os.PathLike[str]"]
-Event = Mapping[str, Any]
+_StrPath = Union[str, "os.PathLike[str]"]
+_Event = Mapping[str, Any]
 """An event dict tagged by ``"event_type"``: ``"cais"``, ``"environment"`` or ``"runtime"``."""
-Trace = Dict[str, Any]
+_Trace = Dict[str, Any]
 """A ``SessionTrace`` dict."""
 
-JournalMode = Literal["wal", "delete"]
-SynchronousMode = Literal["off", "normal", "full"]
-Overflow = Literal["block", "reject"]
+_JournalMode = Literal["wal", "delete"]
+_SynchronousMode = Literal["off", "normal", "full"]
+_Overflow = Literal["block", "reject"]
 
 _S = TypeVar("_S", bound="TraceStorage")
 _T = TypeVar("_T", bound="SessionTracer")
@@ -65,12 +65,12 @@ class TraceStorage:
     def ensure_session(
         self,
         session_id: str,
-        created_at: Optional[Time] = None,
-        metadata: Optional[Mapping[str, Json]] = None,
+        created_at: Optional[_Time] = None,
+        metadata: Optional[Mapping[str, _Json]] = None,
     ) -> None: ...
     def ensure_timestep(self, session_id: str, step: Mapping[str, Any]) -> int: ...
-    def update_timestep(self, session_id: str, step_id: str, completed_at: Optional[Time] = None) -> None: ...
-    def insert_event(self, session_id: str, timestep_id: Optional[int], event: Event) -> int: ...
+    def update_timestep(self, session_id: str, step_id: str, completed_at: Optional[_Time] = None) -> None: ...
+    def insert_event(self, session_id: str, timestep_id: Optional[int], event: _Event) -> int: ...
     def insert_message(self, session_id: str, timestep_id: Optional[int], message: Mapping[str, Any]) -> int: ...
     def insert_outcome_reward(self, session_id: str, reward: Mapping[str, Any]) -> int: ...
     def insert_event_reward(
@@ -82,15 +82,15 @@ class TraceStorage:
         reward: Mapping[str, Any],
     ) -> int: ...
     def update_session_counts(self, session_id: str) -> None: ...
-    def get_session(self, session_id: str) -> Optional[Trace]: ...
-    def query(self, sql: str, params: Optional[Sequence[Json]] = None) -> List[Dict[str, Json]]: ...
+    def get_session(self, session_id: str) -> Optional[_Trace]: ...
+    def query(self, sql: str, params: Optional[Sequence[_Json]] = None) -> List[Dict[str, _Json]]: ...
     def delete_session(self, session_id: str) -> bool: ...
     def flush(self, timeout: Optional[float] = None) -> None: ...
     def close(self) -> None: ...
     async def aflush(self, timeout: Optional[float] = None) -> None: ...
     async def aclose(self) -> None: ...
-    async def aget_session(self, session_id: str) -> Optional[Trace]: ...
-    async def aquery(self, sql: str, params: Optional[Sequence[Json]] = None) -> List[Dict[str, Json]]: ...
+    async def aget_session(self, session_id: str) -> Optional[_Trace]: ...
+    async def aquery(self, sql: str, params: Optional[Sequence[_Json]] = None) -> List[Dict[str, _Json]]: ...
     def __enter__(self: _S) -> _S: ...
     def __exit__(
         self,
@@ -106,22 +106,23 @@ class TraceStorage:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class LibsqlTraceStorage(TraceStorage):
     """The plain backend: one statement per call, as the original module ran."""
 
     @staticmethod
     def memory(
         *,
-        journal_mode: Optional[JournalMode] = None,
-        synchronous: Optional[SynchronousMode] = None,
+        journal_mode: Optional[_JournalMode] = None,
+        synchronous: Optional[_SynchronousMode] = None,
         busy_timeout: Optional[float] = None,
     ) -> "LibsqlTraceStorage": ...
     @staticmethod
     def file(
-        path: StrPath,
+        path: _StrPath,
         *,
-        journal_mode: Optional[JournalMode] = None,
-        synchronous: Optional[SynchronousMode] = None,
+        journal_mode: Optional[_JournalMode] = None,
+        synchronous: Optional[_SynchronousMode] = None,
         busy_timeout: Optional[float] = None,
     ) -> "LibsqlTraceStorage": ...
     @staticmethod
@@ -129,27 +130,28 @@ class LibsqlTraceStorage(TraceStorage):
         url: str,
         auth_token: Optional[str] = "",
         *,
-        journal_mode: Optional[JournalMode] = None,
-        synchronous: Optional[SynchronousMode] = None,
+        journal_mode: Optional[_JournalMode] = None,
+        synchronous: Optional[_SynchronousMode] = None,
         busy_timeout: Optional[float] = None,
     ) -> "LibsqlTraceStorage": ...
     @staticmethod
     def open(
-        url: StrPath,
+        url: _StrPath,
         auth_token: Optional[str] = None,
         *,
-        journal_mode: Optional[JournalMode] = None,
-        synchronous: Optional[SynchronousMode] = None,
+        journal_mode: Optional[_JournalMode] = None,
+        synchronous: Optional[_SynchronousMode] = None,
         busy_timeout: Optional[float] = None,
     ) -> "LibsqlTraceStorage": ...
     @staticmethod
     def from_env(
         *,
-        journal_mode: Optional[JournalMode] = None,
-        synchronous: Optional[SynchronousMode] = None,
+        journal_mode: Optional[_JournalMode] = None,
+        synchronous: Optional[_SynchronousMode] = None,
         busy_timeout: Optional[float] = None,
     ) -> "LibsqlTraceStorage": ...
 
+@final
 class BufferedTraceWriter(TraceStorage):
     """The batching writer: write calls return the id in microseconds.
 
@@ -161,8 +163,8 @@ class BufferedTraceWriter(TraceStorage):
     @staticmethod
     def memory(
         *,
-        journal_mode: Optional[JournalMode] = None,
-        synchronous: Optional[SynchronousMode] = None,
+        journal_mode: Optional[_JournalMode] = None,
+        synchronous: Optional[_SynchronousMode] = None,
         busy_timeout: Optional[float] = None,
         max_batch_ops: Optional[int] = None,
         max_batch_bytes: Optional[int] = None,
@@ -174,15 +176,15 @@ class BufferedTraceWriter(TraceStorage):
         flush_timeout: Optional[float] = None,
         enqueue_timeout: Optional[float] = None,
         open_timeout: Optional[float] = None,
-        overflow: Optional[Overflow] = None,
-        spill_path: Optional[StrPath] = None,
+        overflow: Optional[_Overflow] = None,
+        spill_path: Optional[_StrPath] = None,
     ) -> "BufferedTraceWriter": ...
     @staticmethod
     def file(
-        path: StrPath,
+        path: _StrPath,
         *,
-        journal_mode: Optional[JournalMode] = None,
-        synchronous: Optional[SynchronousMode] = None,
+        journal_mode: Optional[_JournalMode] = None,
+        synchronous: Optional[_SynchronousMode] = None,
         busy_timeout: Optional[float] = None,
         max_batch_ops: Optional[int] = None,
         max_batch_bytes: Optional[int] = None,
@@ -194,13 +196,13 @@ class BufferedTraceWriter(TraceStorage):
         flush_timeout: Optional[float] = None,
         enqueue_timeout: Optional[float] = None,
         open_timeout: Optional[float] = None,
-        overflow: Optional[Overflow] = None,
-        spill_path: Optional[StrPath] = None,
+        overflow: Optional[_Overflow] = None,
+        spill_path: Optional[_StrPath] = None,
     ) -> "BufferedTraceWriter": ...
     @staticmethod
     def turso(url: str, auth_token: Optional[str] = "", **opts: Any) -> "BufferedTraceWriter": ...
     @staticmethod
-    def open(url: StrPath, auth_token: Optional[str] = None, **opts: Any) -> "BufferedTraceWriter": ...
+    def open(url: _StrPath, auth_token: Optional[str] = None, **opts: Any) -> "BufferedTraceWriter": ...
     @staticmethod
     def from_env(**opts: Any) -> "BufferedTraceWriter": ...
     def stats(self) -> Dict[str, Union[int, float]]:
@@ -208,6 +210,7 @@ class BufferedTraceWriter(TraceStorage):
         ``queue_depth`` and more."""
     def recent_errors(self) -> List[str]: ...
 
+@final
 class _SessionScope:
     def __enter__(self) -> str: ...
     def __exit__(
@@ -217,6 +220,7 @@ class _SessionScope:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class _TimestepScope:
     def __enter__(self) -> None: ...
     def __exit__(
@@ -226,16 +230,17 @@ class _TimestepScope:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
+@final
 class SessionTracer:
     """Records one session at a time over either storage class."""
 
-    def __init__(self, storage: TraceStorage, auto_save: bool = True) -> None: ...
+    def __new__(cls, storage: TraceStorage, auto_save: bool = True) -> "SessionTracer": ...
     @staticmethod
     def memory(auto_save: bool = True, **opts: Any) -> "SessionTracer": ...
     @staticmethod
-    def file(path: StrPath, auto_save: bool = True, **opts: Any) -> "SessionTracer": ...
+    def file(path: _StrPath, auto_save: bool = True, **opts: Any) -> "SessionTracer": ...
     @staticmethod
-    def buffered(path_or_url: StrPath, auto_save: bool = True, **opts: Any) -> "SessionTracer": ...
+    def buffered(path_or_url: _StrPath, auto_save: bool = True, **opts: Any) -> "SessionTracer": ...
     @property
     def storage(self) -> TraceStorage: ...
     @property
@@ -243,16 +248,16 @@ class SessionTracer:
     @property
     def session_id(self) -> Optional[str]: ...
     def start_session(
-        self, session_id: Optional[str] = None, metadata: Optional[Mapping[str, Json]] = None
+        self, session_id: Optional[str] = None, metadata: Optional[Mapping[str, _Json]] = None
     ) -> str: ...
     def start_timestep(
         self,
         step_id: str,
         turn_number: Optional[int] = None,
-        metadata: Optional[Mapping[str, Json]] = None,
+        metadata: Optional[Mapping[str, _Json]] = None,
     ) -> None: ...
     def end_timestep(self) -> None: ...
-    def record_event(self, event: Event) -> Optional[int]: ...
+    def record_event(self, event: _Event) -> Optional[int]: ...
     def record_message(self, message: Mapping[str, Any]) -> Optional[int]: ...
     def record_outcome_reward(self, reward: Mapping[str, Any]) -> Optional[int]: ...
     def record_event_reward(
@@ -262,22 +267,22 @@ class SessionTracer:
         message_id: Optional[int] = None,
         turn_number: Optional[int] = None,
     ) -> Optional[int]: ...
-    def end_session(self, save: bool = True) -> Trace: ...
-    def get_session(self, session_id: str) -> Optional[Trace]: ...
-    def query(self, sql: str, params: Optional[Sequence[Json]] = None) -> List[Dict[str, Json]]: ...
+    def end_session(self, save: bool = True) -> _Trace: ...
+    def get_session(self, session_id: str) -> Optional[_Trace]: ...
+    def query(self, sql: str, params: Optional[Sequence[_Json]] = None) -> List[Dict[str, _Json]]: ...
     def delete_session(self, session_id: str) -> bool: ...
     def flush(self, timeout: Optional[float] = None) -> None: ...
     def close(self) -> None: ...
     async def aflush(self, timeout: Optional[float] = None) -> None: ...
     async def aclose(self) -> None: ...
     def session(
-        self, session_id: Optional[str] = None, metadata: Optional[Mapping[str, Json]] = None
+        self, session_id: Optional[str] = None, metadata: Optional[Mapping[str, _Json]] = None
     ) -> _SessionScope: ...
     def timestep(
         self,
         step_id: str,
         turn_number: Optional[int] = None,
-        metadata: Optional[Mapping[str, Json]] = None,
+        metadata: Optional[Mapping[str, _Json]] = None,
     ) -> _TimestepScope: ...
     def __enter__(self: _T) -> _T: ...
     def __exit__(
@@ -294,8 +299,14 @@ class SessionTracer:
         tb: Optional[TracebackType],
     ) -> bool: ...
 
-def canonical_trace(trace: Mapping[str, Any]) -> Trace:
+def canonical_trace(trace: Mapping[str, Any]) -> _Trace:
     """The trace as the models shape it: every default filled in."""
 
-def canonical_event(event: Event) -> Dict[str, Any]:
+def canonical_event(event: _Event) -> Dict[str, Any]:
     """The event as the models shape it: every default filled in."""
+
+def _error_for_variant(variant: str) -> TraceWriterError:
+    """The exception a crate error of kind ``variant`` maps to (for tests)."""
+
+def _bench_convert(event: _Event, mode: str, n: int) -> None:
+    """Converts ``event`` ``n`` times (for the benchmark's profile)."""
