@@ -35,18 +35,23 @@ struct OpenStep {
     db_id: Option<i64>,
 }
 
+/// Where an event or message of the session is kept: in a step, or among
+/// those recorded outside any step. Each is kept once; the histories are
+/// these slots in call order, so a record is never cloned, and the trace
+/// returned by `end_session` holds each event dict once (the histories
+/// share the steps' dicts).
+#[derive(Clone, Copy)]
+enum Slot {
+    Step(usize, usize),
+    Loose(usize),
+}
+
 /// A write kept for `end_session(save=True)` under `auto_save=False`, in
 /// the order it was made, so the ids come out as with `auto_save=True`.
 enum Pending {
     Step(usize),
-    Event {
-        step: Option<usize>,
-        index: usize,
-    },
-    Message {
-        step: Option<usize>,
-        index: usize,
-    },
+    Event(Slot),
+    Message(Slot),
     EndStep(usize),
     Outcome(OutcomeReward),
     EventReward {
@@ -64,16 +69,103 @@ impl Pending {
     }
 }
 
-#[derive(Default)]
-struct State {
-    session: Option<SessionTrace>,
+/// The open session.
+struct Open {
+    /// The session, its steps with their events and messages; the two
+    /// histories stay empty (see `event_order`).
+    trace: SessionTrace,
+    loose_events: Vec<TracingEvent>,
+    loose_messages: Vec<MarkovBlanketMessage>,
+    event_order: Vec<Slot>,
+    message_order: Vec<Slot>,
     step: Option<OpenStep>,
     pending: Vec<Pending>,
 }
 
+impl Open {
+    fn event(&self, slot: Slot) -> &TracingEvent {
+        match slot {
+            Slot::Step(p, i) => &self.trace.session_time_steps[p].events[i],
+            Slot::Loose(i) => &self.loose_events[i],
+        }
+    }
+
+    fn message(&self, slot: Slot) -> &MarkovBlanketMessage {
+        match slot {
+            Slot::Step(p, i) => &self.trace.session_time_steps[p].markov_blanket_messages[i],
+            Slot::Loose(i) => &self.loose_messages[i],
+        }
+    }
+
+    fn push_event(&mut self, event: TracingEvent) -> Slot {
+        let slot = match self.step {
+            Some(s) => {
+                let events = &mut self.trace.session_time_steps[s.pos].events;
+                events.push(event);
+                Slot::Step(s.pos, events.len() - 1)
+            }
+            None => {
+                self.loose_events.push(event);
+                Slot::Loose(self.loose_events.len() - 1)
+            }
+        };
+        self.event_order.push(slot);
+        slot
+    }
+
+    fn push_message(&mut self, msg: MarkovBlanketMessage) -> Slot {
+        let slot = match self.step {
+            Some(s) => {
+                let msgs = &mut self.trace.session_time_steps[s.pos].markov_blanket_messages;
+                msgs.push(msg);
+                Slot::Step(s.pos, msgs.len() - 1)
+            }
+            None => {
+                self.loose_messages.push(msg);
+                Slot::Loose(self.loose_messages.len() - 1)
+            }
+        };
+        self.message_order.push(slot);
+        slot
+    }
+
+    /// The trace as a dict, the histories sharing the steps' dicts.
+    fn to_py(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let trace = convert::to_py(py, &self.trace)?;
+        let d = trace.bind(py).cast::<PyDict>()?;
+        let steps = d
+            .get_item("session_time_steps")?
+            .ok_or_else(|| err(TracingError::Internal("no session_time_steps".into())))?;
+        let list = |slots: &[Slot], field: &str, loose: &dyn Fn(usize) -> PyResult<Py<PyAny>>| {
+            let mut items = Vec::with_capacity(slots.len());
+            for slot in slots {
+                items.push(match *slot {
+                    Slot::Step(p, i) => steps.get_item(p)?.get_item(field)?.get_item(i)?.unbind(),
+                    Slot::Loose(i) => loose(i)?,
+                });
+            }
+            pyo3::types::PyList::new(py, items)
+        };
+        let events = list(&self.event_order, "events", &|i| {
+            convert::to_py(py, &self.loose_events[i])
+        })?;
+        let messages = list(&self.message_order, "markov_blanket_messages", &|i| {
+            convert::to_py(py, &self.loose_messages[i])
+        })?;
+        d.set_item("event_history", events)?;
+        d.set_item("markov_blanket_message_history", messages)?;
+        Ok(trace)
+    }
+}
+
+#[derive(Default)]
+struct State {
+    open: Option<Open>,
+}
+
 impl State {
-    fn session(&mut self) -> R<&mut SessionTrace> {
-        self.session.as_mut().ok_or(TracingError::NoActiveSession)
+    fn open(&mut self) -> R<&mut Open> {
+        self.open.as_mut().ok_or(TracingError::NoActiveSession)
     }
 }
 
@@ -120,8 +212,10 @@ impl Tracer {
 
     fn start_session_inner(&self, session_id: Option<String>, metadata: Value) -> R<String> {
         let mut state = self.state();
-        if let Some(open) = &state.session {
-            return Err(TracingError::SessionAlreadyActive(open.session_id.clone()));
+        if let Some(open) = &state.open {
+            return Err(TracingError::SessionAlreadyActive(
+                open.trace.session_id.clone(),
+            ));
         }
         let id = session_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let mut trace = SessionTrace::new(id.clone());
@@ -132,27 +226,30 @@ impl Tracer {
         if let Value::Object(m) = metadata {
             trace.metadata = m.into_iter().collect();
         }
-        state.session = Some(trace);
-        state.step = None;
-        state.pending.clear();
+        state.open = Some(Open {
+            trace,
+            loose_events: Vec::new(),
+            loose_messages: Vec::new(),
+            event_order: Vec::new(),
+            message_order: Vec::new(),
+            step: None,
+            pending: Vec::new(),
+        });
         Ok(id)
     }
 
-    fn end_step(&self, state: &mut State) -> R<()> {
-        let open = state.step.ok_or(TracingError::NoActiveTimestep)?;
-        let auto = self.auto_save;
-        let session = state.session()?;
+    fn end_step(&self, open: &mut Open) -> R<()> {
+        let current = open.step.ok_or(TracingError::NoActiveTimestep)?;
         let now = Utc::now();
-        let step = &mut session.session_time_steps[open.pos];
-        if auto {
+        let step = &mut open.trace.session_time_steps[current.pos];
+        if self.auto_save {
             self.backend
-                .update_timestep(&session.session_id, &step.step_id, Some(now))?;
+                .update_timestep(&open.trace.session_id, &step.step_id, Some(now))?;
+        } else {
+            open.pending.push(Pending::EndStep(current.pos));
         }
         step.completed_at = Some(now);
-        if !auto {
-            state.pending.push(Pending::EndStep(open.pos));
-        }
-        state.step = None;
+        open.step = None;
         Ok(())
     }
 
@@ -163,102 +260,84 @@ impl Tracer {
         metadata: std::collections::HashMap<String, Value>,
     ) -> R<()> {
         let mut state = self.state();
-        state.session()?;
-        if state.step.is_some() {
-            self.end_step(&mut state)?;
+        let open = state.open()?;
+        if open.step.is_some() {
+            self.end_step(open)?;
         }
-        let session = state.session()?;
-        let mut step = SessionTimeStep::new(step_id, session.session_time_steps.len() as i32);
+        let mut step = SessionTimeStep::new(step_id, open.trace.session_time_steps.len() as i32);
         step.turn_number = turn_number;
         step.step_metadata = metadata;
         let db_id = if self.auto_save {
-            Some(self.backend.ensure_timestep(&session.session_id, &step)?)
+            Some(
+                self.backend
+                    .ensure_timestep(&open.trace.session_id, &step)?,
+            )
         } else {
             None
         };
-        session.session_time_steps.push(step);
-        let pos = session.session_time_steps.len() - 1;
+        open.trace.session_time_steps.push(step);
+        let pos = open.trace.session_time_steps.len() - 1;
         if !self.auto_save {
-            state.pending.push(Pending::Step(pos));
+            open.pending.push(Pending::Step(pos));
         }
-        state.step = Some(OpenStep { pos, db_id });
+        open.step = Some(OpenStep { pos, db_id });
         Ok(())
     }
 
     fn end_timestep_inner(&self) -> R<()> {
         let mut state = self.state();
-        state.session()?;
-        self.end_step(&mut state)
+        let open = state.open()?;
+        self.end_step(open)
     }
 
     fn record_event_inner(&self, event: TracingEvent) -> R<Option<i64>> {
         let mut state = self.state();
-        let step = state.step;
-        let auto = self.auto_save;
-        let session = state.session()?;
-        let id = if auto {
-            Some(self.backend.insert_event(
-                &session.session_id,
-                step.and_then(|s| s.db_id),
-                &event,
-            )?)
+        let open = state.open()?;
+        let id = if self.auto_save {
+            let ts = open.step.and_then(|s| s.db_id);
+            Some(
+                self.backend
+                    .insert_event(&open.trace.session_id, ts, &event)?,
+            )
         } else {
             None
         };
-        if let Some(s) = step {
-            session.session_time_steps[s.pos].events.push(event.clone());
-        }
-        session.event_history.push(event);
-        let index = session.event_history.len() - 1;
-        if !auto {
-            state.pending.push(Pending::Event {
-                step: step.map(|s| s.pos),
-                index,
-            });
+        let slot = open.push_event(event);
+        if !self.auto_save {
+            open.pending.push(Pending::Event(slot));
         }
         Ok(id)
     }
 
     fn record_message_inner(&self, msg: MarkovBlanketMessage) -> R<Option<i64>> {
         let mut state = self.state();
-        let step = state.step;
-        let auto = self.auto_save;
-        let session = state.session()?;
-        let id = if auto {
-            Some(self.backend.insert_message(
-                &session.session_id,
-                step.and_then(|s| s.db_id),
-                &msg,
-            )?)
+        let open = state.open()?;
+        let id = if self.auto_save {
+            let ts = open.step.and_then(|s| s.db_id);
+            Some(
+                self.backend
+                    .insert_message(&open.trace.session_id, ts, &msg)?,
+            )
         } else {
             None
         };
-        if let Some(s) = step {
-            session.session_time_steps[s.pos]
-                .markov_blanket_messages
-                .push(msg.clone());
-        }
-        session.markov_blanket_message_history.push(msg);
-        let index = session.markov_blanket_message_history.len() - 1;
-        if !auto {
-            state.pending.push(Pending::Message {
-                step: step.map(|s| s.pos),
-                index,
-            });
+        let slot = open.push_message(msg);
+        if !self.auto_save {
+            open.pending.push(Pending::Message(slot));
         }
         Ok(id)
     }
 
     fn record_outcome_reward_inner(&self, reward: OutcomeReward) -> R<Option<i64>> {
         let mut state = self.state();
-        let session = state.session()?;
+        let open = state.open()?;
         if self.auto_save {
             let id = self
                 .backend
-                .insert_outcome_reward(&session.session_id, &reward)?;
+                .insert_outcome_reward(&open.trace.session_id, &reward)?;
             return Ok(Some(id));
         }
-        state.pending.push(Pending::Outcome(reward));
+        open.pending.push(Pending::Outcome(reward));
         Ok(None)
     }
 
@@ -270,14 +349,15 @@ impl Tracer {
         turn_number: Option<i32>,
     ) -> R<Option<i64>> {
         let mut state = self.state();
-        let step = state.step;
-        let session = state.session()?;
+        let open = state.open()?;
         // The open step's turn number, or NULL when no step is open.
-        let turn = turn_number
-            .or_else(|| step.and_then(|s| session.session_time_steps[s.pos].turn_number));
+        let turn = turn_number.or_else(|| {
+            open.step
+                .and_then(|s| open.trace.session_time_steps[s.pos].turn_number)
+        });
         if self.auto_save {
             let id = self.backend.insert_event_reward(
-                &session.session_id,
+                &open.trace.session_id,
                 event_id,
                 message_id,
                 turn,
@@ -285,7 +365,7 @@ impl Tracer {
             )?;
             return Ok(Some(id));
         }
-        state.pending.push(Pending::EventReward {
+        open.pending.push(Pending::EventReward {
             event_id,
             message_id,
             turn,
@@ -297,11 +377,15 @@ impl Tracer {
     /// Writes what `auto_save=False` kept. On an error, the writes already
     /// made are dropped from the log (steps stay: they are idempotent), so
     /// a retried `end_session` does not write them twice.
-    fn save_pending(&self, state: &mut State) -> R<()> {
-        let pending = std::mem::take(&mut state.pending);
-        let trace = state.session()?;
-        let sid = trace.session_id.clone();
+    fn save_pending(&self, open: &mut Open) -> R<()> {
+        let pending = std::mem::take(&mut open.pending);
+        let trace = &open.trace;
+        let sid = trace.session_id.as_str();
         let mut step_ids: Vec<Option<i64>> = vec![None; trace.session_time_steps.len()];
+        let step_id = |ids: &[Option<i64>], slot: Slot| match slot {
+            Slot::Step(p, _) => ids[p],
+            Slot::Loose(_) => None,
+        };
         let meta = Value::Object(
             trace
                 .metadata
@@ -310,7 +394,7 @@ impl Tracer {
                 .collect(),
         );
         let b = &self.backend;
-        let mut result = b.ensure_session(&sid, trace.created_at, &meta);
+        let mut result = b.ensure_session(sid, trace.created_at, &meta);
         let mut done = 0;
         if result.is_ok() {
             for p in &pending {
@@ -320,35 +404,27 @@ impl Tracer {
                         step.completed_at = None;
                         step.events.clear();
                         step.markov_blanket_messages.clear();
-                        b.ensure_timestep(&sid, &step)
+                        b.ensure_timestep(sid, &step)
                             .map(|id| step_ids[*pos] = Some(id))
                     }
-                    Pending::Event { step, index } => b
-                        .insert_event(
-                            &sid,
-                            step.and_then(|p| step_ids[p]),
-                            &trace.event_history[*index],
-                        )
+                    Pending::Event(slot) => b
+                        .insert_event(sid, step_id(&step_ids, *slot), open.event(*slot))
                         .map(drop),
-                    Pending::Message { step, index } => b
-                        .insert_message(
-                            &sid,
-                            step.and_then(|p| step_ids[p]),
-                            &trace.markov_blanket_message_history[*index],
-                        )
+                    Pending::Message(slot) => b
+                        .insert_message(sid, step_id(&step_ids, *slot), open.message(*slot))
                         .map(drop),
                     Pending::EndStep(pos) => {
                         let step = &trace.session_time_steps[*pos];
-                        b.update_timestep(&sid, &step.step_id, step.completed_at)
+                        b.update_timestep(sid, &step.step_id, step.completed_at)
                     }
-                    Pending::Outcome(r) => b.insert_outcome_reward(&sid, r).map(drop),
+                    Pending::Outcome(r) => b.insert_outcome_reward(sid, r).map(drop),
                     Pending::EventReward {
                         event_id,
                         message_id,
                         turn,
                         reward,
                     } => b
-                        .insert_event_reward(&sid, *event_id, *message_id, *turn, reward)
+                        .insert_event_reward(sid, *event_id, *message_id, *turn, reward)
                         .map(drop),
                 };
                 if let Err(e) = r {
@@ -359,10 +435,10 @@ impl Tracer {
             }
         }
         if result.is_ok() {
-            result = b.update_session_counts(&sid);
+            result = b.update_session_counts(sid);
         }
         if result.is_err() {
-            state.pending = pending
+            open.pending = pending
                 .into_iter()
                 .enumerate()
                 .filter(|(i, p)| *i >= done || p.idempotent())
@@ -372,37 +448,38 @@ impl Tracer {
         result
     }
 
-    fn end_session_inner(&self, save: bool) -> R<SessionTrace> {
+    fn end_session_inner(&self, save: bool) -> R<Open> {
         let mut state = self.state();
-        state.session()?;
-        if state.step.is_some() {
-            self.end_step(&mut state)?;
+        let open = state.open()?;
+        if open.step.is_some() {
+            self.end_step(open)?;
         }
         if save {
             if self.auto_save {
-                let sid = state.session()?.session_id.clone();
-                self.backend.update_session_counts(&sid)?;
+                self.backend.update_session_counts(&open.trace.session_id)?;
             } else {
-                self.save_pending(&mut state)?;
+                self.save_pending(open)?;
             }
         }
-        state.pending.clear();
-        state.session.take().ok_or(TracingError::NoActiveSession)
+        let mut done = state.open.take().ok_or(TracingError::NoActiveSession)?;
+        done.pending.clear();
+        Ok(done)
     }
 
     /// Whether the open session is `sid`.
     fn is_open(&self, sid: &str) -> bool {
         self.state()
-            .session
+            .open
             .as_ref()
-            .is_some_and(|s| s.session_id == sid)
+            .is_some_and(|o| o.trace.session_id == sid)
     }
 
     /// Whether step `pos` of session `sid` is the open step.
     fn step_is_open(&self, sid: &str, pos: usize) -> bool {
-        let state = self.state();
-        state.session.as_ref().is_some_and(|s| s.session_id == sid)
-            && state.step.is_some_and(|s| s.pos == pos)
+        self.state()
+            .open
+            .as_ref()
+            .is_some_and(|o| o.trace.session_id == sid && o.step.is_some_and(|s| s.pos == pos))
     }
 }
 
@@ -476,7 +553,10 @@ impl Tracer {
     /// The id of the open session, or ``None``.
     #[getter]
     fn session_id(&self) -> Option<String> {
-        self.state().session.as_ref().map(|s| s.session_id.clone())
+        self.state()
+            .open
+            .as_ref()
+            .map(|o| o.trace.session_id.clone())
     }
 
     /// Starts a session and returns its id: ``session_id``, or a new UUID.
@@ -562,13 +642,15 @@ impl Tracer {
     }
 
     /// Ends the session (and its open timestep) and returns the trace dict.
+    /// Its ``event_history`` and ``markov_blanket_message_history`` hold the
+    /// same dict objects as the steps (each record is converted once).
     /// With ``save``, the session row's counts are made final (and, with
     /// ``auto_save=False``, everything is written now). On an error the
     /// session stays open, so the call can be repeated.
     #[pyo3(signature = (save=true))]
     fn end_session(&self, py: Python<'_>, save: bool) -> PyResult<Py<PyAny>> {
-        let trace = py.detach(|| self.end_session_inner(save)).map_err(err)?;
-        convert::to_py(py, &trace)
+        let done = py.detach(|| self.end_session_inner(save)).map_err(err)?;
+        done.to_py(py)
     }
 
     /// ``storage.get_session(session_id)``.
@@ -779,10 +861,9 @@ impl TimestepScope {
         tracer.start_timestep(py, self.step_id.clone(), self.turn_number, meta.as_ref())?;
         let state = tracer.state();
         let started = state
-            .session
+            .open
             .as_ref()
-            .zip(state.step)
-            .map(|(s, step)| (s.session_id.clone(), step.pos));
+            .and_then(|o| o.step.map(|step| (o.trace.session_id.clone(), step.pos)));
         drop(state);
         *self.started.lock().unwrap_or_else(|p| p.into_inner()) = started;
         Ok(())

@@ -81,6 +81,17 @@ def test_flow_gives_equal_results_on_both_backends(tmp_path, auto_save):
     assert [len(s["events"]) for s in trace["session_time_steps"]] == [2, 1]
 
 
+def test_end_session_histories_share_the_steps_dicts():
+    tracer = tw.SessionTracer.memory()
+    ids, trace = run_flow(tracer)
+    steps = trace["session_time_steps"]
+    history = trace["event_history"]
+    assert history[0] is steps[0]["events"][0] and history[2] is steps[1]["events"][0]
+    assert history[3]["actions"] == [2] and all(history[3] is not e for s in steps for e in s["events"])
+    assert trace["markov_blanket_message_history"][0] is steps[0]["markov_blanket_messages"][0]
+    tracer.close()
+
+
 def test_end_session_without_save_under_auto_save_false_writes_nothing():
     tracer = tw.SessionTracer.memory(auto_save=False)
     tracer.start_session("s")
