@@ -281,7 +281,7 @@ fn require_mapping(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<()> {
     }
 }
 
-/// A model from a dict: pythonize first, the slow path on failure.
+/// A model from a dict: the fast path first, the slow path on failure.
 pub(crate) fn model<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<T> {
     require_mapping(what, obj)?;
     match crate::fastde::from_py::<T>(obj) {
