@@ -708,6 +708,28 @@ impl Tracer {
             .call_method("aflush", (), Some(&kwargs))
     }
 
+    /// ``await tracer.aget_session(session_id)``: ``storage.aget_session()``.
+    fn aget_session<'py>(
+        &self,
+        py: Python<'py>,
+        session_id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.storage
+            .bind(py)
+            .call_method1("aget_session", (session_id,))
+    }
+
+    /// ``await tracer.aquery(sql, params)``: ``storage.aquery()``.
+    #[pyo3(signature = (sql, params=None))]
+    fn aquery<'py>(
+        &self,
+        py: Python<'py>,
+        sql: String,
+        params: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.storage.bind(py).call_method1("aquery", (sql, params))
+    }
+
     /// ``await tracer.aclose()``: ``storage.aclose()``.
     fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         self.storage.bind(py).call_method0("aclose")

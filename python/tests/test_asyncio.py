@@ -129,3 +129,16 @@ def test_aflush_reports_a_timeout(tmp_path, locked):
     lock.release()
     writer.flush()
     writer.close()
+
+
+def test_tracer_awaitables(cls):
+    async def main():
+        async with tw.SessionTracer(cls.memory()) as tracer:
+            tracer.start_session("s")
+            tracer.record_event(runtime_event(0))
+            tracer.end_session()
+            await tracer.aflush()
+            assert (await tracer.aget_session("s"))["event_history"][0]["actions"] == [0]
+            assert await tracer.aquery("SELECT COUNT(*) AS n FROM events WHERE session_id = ?", ["s"]) == [{"n": 1}]
+
+    asyncio.run(main())
