@@ -27,7 +27,49 @@ use crate::runtime::{awaitable, ready, wait};
 #[derive(Clone)]
 pub(crate) enum Backend {
     Plain(Arc<LibsqlTraceStorage>),
-    Writer(BufferedTraceWriter, BlockingWriter),
+    Writer(Arc<WriterHandle>),
+}
+
+/// A writer and its blocking handle. The Python object and every tracer
+/// over it share one `Arc`; the registry below holds only a `Weak`, so a
+/// writer dropped without `close()` still drains in the background.
+pub(crate) struct WriterHandle {
+    writer: BufferedTraceWriter,
+    blocking: BlockingWriter,
+}
+
+/// The writers opened from Python that may still be open, for the
+/// interpreter's exit (see `close_open_writers`).
+static OPEN_WRITERS: std::sync::Mutex<Vec<std::sync::Weak<WriterHandle>>> =
+    std::sync::Mutex::new(Vec::new());
+
+fn remember(handle: &Arc<WriterHandle>) {
+    let mut open = OPEN_WRITERS.lock().unwrap_or_else(|p| p.into_inner());
+    open.retain(|w| w.strong_count() > 0);
+    open.push(Arc::downgrade(handle));
+}
+
+/// Flushes and closes every writer still open: called by an `atexit` hook
+/// of the package, so that a script that never called `close()` does not
+/// lose the writes still queued when the interpreter exits (dropping a
+/// writer drains it in the background, which the exit would cut short).
+/// Returns one message per writer that failed to close.
+#[pyfunction]
+pub(crate) fn _close_open_writers(py: Python<'_>) -> Vec<String> {
+    let open: Vec<Arc<WriterHandle>> = {
+        let mut open = OPEN_WRITERS.lock().unwrap_or_else(|p| p.into_inner());
+        open.drain(..).filter_map(|w| w.upgrade()).collect()
+    };
+    py.detach(|| {
+        open.iter()
+            .filter_map(|h| {
+                let s: Arc<dyn TraceStorage> = Arc::new(h.writer.clone());
+                let w = Some(h.writer.clone());
+                wait(async move { shutdown(w, s).await }).err()
+            })
+            .map(|e| e.to_string())
+            .collect()
+    })
 }
 
 type R<T> = Result<T, TracingError>;
@@ -36,21 +78,21 @@ impl Backend {
     fn storage(&self) -> Arc<dyn TraceStorage> {
         match self {
             Backend::Plain(s) => s.clone(),
-            Backend::Writer(w, _) => Arc::new(w.clone()),
+            Backend::Writer(h) => Arc::new(h.writer.clone()),
         }
     }
 
     pub(crate) fn ensure_session(&self, sid: &str, at: DateTime<Utc>, meta: &Value) -> R<()> {
         match self {
             Backend::Plain(s) => wait(s.ensure_session(sid, at, meta)),
-            Backend::Writer(_, b) => b.ensure_session(sid, at, meta),
+            Backend::Writer(h) => h.blocking.ensure_session(sid, at, meta),
         }
     }
 
     pub(crate) fn ensure_timestep(&self, sid: &str, step: &SessionTimeStep) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.ensure_timestep(sid, step)),
-            Backend::Writer(_, b) => b.ensure_timestep(sid, step),
+            Backend::Writer(h) => h.blocking.ensure_timestep(sid, step),
         }
     }
 
@@ -62,14 +104,14 @@ impl Backend {
     ) -> R<()> {
         match self {
             Backend::Plain(s) => wait(s.update_timestep(sid, step_id, at)),
-            Backend::Writer(_, b) => b.update_timestep(sid, step_id, at),
+            Backend::Writer(h) => h.blocking.update_timestep(sid, step_id, at),
         }
     }
 
     pub(crate) fn insert_event(&self, sid: &str, ts: Option<i64>, e: &TracingEvent) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.insert_event(sid, ts, e)),
-            Backend::Writer(_, b) => b.insert_event(sid, ts, e),
+            Backend::Writer(h) => h.blocking.insert_event(sid, ts, e),
         }
     }
 
@@ -81,14 +123,14 @@ impl Backend {
     ) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.insert_message(sid, ts, m)),
-            Backend::Writer(_, b) => b.insert_message(sid, ts, m),
+            Backend::Writer(h) => h.blocking.insert_message(sid, ts, m),
         }
     }
 
     pub(crate) fn insert_outcome_reward(&self, sid: &str, r: &OutcomeReward) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.insert_outcome_reward(sid, r)),
-            Backend::Writer(_, b) => b.insert_outcome_reward(sid, r),
+            Backend::Writer(h) => h.blocking.insert_outcome_reward(sid, r),
         }
     }
 
@@ -102,7 +144,9 @@ impl Backend {
     ) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.insert_event_reward(sid, event_id, message_id, turn, r)),
-            Backend::Writer(_, b) => b.insert_event_reward(sid, event_id, message_id, turn, r),
+            Backend::Writer(h) => h
+                .blocking
+                .insert_event_reward(sid, event_id, message_id, turn, r),
         }
     }
 
@@ -131,10 +175,10 @@ impl Backend {
     pub(crate) fn flush(&self, timeout: Option<Duration>) -> R<()> {
         match self {
             Backend::Plain(_) => Ok(()),
-            Backend::Writer(w, b) => match timeout {
-                None => b.flush(),
+            Backend::Writer(h) => match timeout {
+                None => h.blocking.flush(),
                 Some(limit) => {
-                    let w = w.clone();
+                    let w = h.writer.clone();
                     wait(async move { flush_within(&w, limit).await })
                 }
             },
@@ -156,7 +200,7 @@ impl Backend {
     pub(crate) fn writer(&self) -> Option<&BufferedTraceWriter> {
         match self {
             Backend::Plain(_) => None,
-            Backend::Writer(w, _) => Some(w),
+            Backend::Writer(h) => Some(&h.writer),
         }
     }
 }
@@ -576,7 +620,9 @@ pub(crate) fn open_writer(
         .detach(|| wait(BufferedTraceWriter::new(config, writer_config)))
         .map_err(err)?;
     let blocking = writer.blocking();
-    let backend = Backend::Writer(writer, blocking);
+    let handle = Arc::new(WriterHandle { writer, blocking });
+    remember(&handle);
+    let backend = Backend::Writer(handle);
     Py::new(
         py,
         PyClassInitializer::from(Storage { backend }).add_subclass(WriterStorage),
@@ -786,5 +832,6 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Storage>()?;
     m.add_class::<PlainStorage>()?;
     m.add_class::<WriterStorage>()?;
+    m.add_function(pyo3::wrap_pyfunction!(_close_open_writers, m)?)?;
     Ok(())
 }

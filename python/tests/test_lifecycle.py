@@ -158,3 +158,23 @@ def test_tracer_with_closes_its_storage(cls, tmp_path):
     t = asyncio.run(main())
     with pytest.raises(AFTER_CLOSE):
         t.get_session("s")
+
+
+def test_a_writer_left_open_is_closed_at_exit(tmp_path):
+    """A script that never closes its writer loses nothing at exit."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "t.db"
+    script = (
+        "import trace_writer as tw\n"
+        f"w = tw.BufferedTraceWriter.file({str(path)!r}, linger=5.0)\n"
+        "w.ensure_session('s')\n"
+        "for i in range(2000):\n"
+        "    w.insert_event('s', None, {'event_type': 'runtime', 'system_instance_id': 'x',\n"
+        "                               'time_record': {'event_time': float(i)}, 'actions': [i]})\n"
+        "tracer = tw.SessionTracer(w)\n"  # a tracer holds the writer too
+    )
+    subprocess.run([sys.executable, "-c", script], check=True)
+    with tw.LibsqlTraceStorage.file(path) as s:
+        assert s.query("SELECT COUNT(*) AS n FROM events") == [{"n": 2000}]

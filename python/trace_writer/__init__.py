@@ -22,6 +22,10 @@ Example::
     asyncio.run(main())
 """
 
+import atexit as _atexit
+import sys as _sys
+
+from . import _trace_writer
 from ._trace_writer import (
     BufferedTraceWriter,
     CloseFailedError,
@@ -73,3 +77,13 @@ __all__ = [
     "canonical_event",
     "canonical_trace",
 ]
+
+
+def _close_at_exit() -> None:
+    """Flushes and closes writers the program left open, so that the writes
+    still queued are not lost when the interpreter exits."""
+    for message in _trace_writer._close_open_writers():
+        _sys.stderr.write(f"trace_writer: closing a writer at exit failed: {message}\n")
+
+
+_atexit.register(_close_at_exit)

@@ -312,3 +312,6 @@ def _error_for_variant(variant: str) -> TraceWriterError:
 
 def _bench_convert(event: _Event, mode: str, n: int) -> None:
     """Converts ``event`` ``n`` times (for the benchmark's profile)."""
+
+def _close_open_writers() -> List[str]:
+    """Flushes and closes the writers still open (the package's atexit hook)."""
