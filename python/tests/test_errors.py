@@ -78,6 +78,7 @@ def test_queue_full_under_reject(tmp_path, locked):
     path = tmp_path / "t.db"
     w = tw.BufferedTraceWriter.file(path, overflow="reject", queue_capacity=2, linger=0)
     w.ensure_session("s")
+    w.flush()  # the queue is empty
     lock = locked(path)  # commits wait, so the queue stays full
     w.insert_event("s", None, runtime_event(0))
     w.insert_event("s", None, runtime_event(1))
