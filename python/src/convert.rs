@@ -1,0 +1,396 @@
+//! Conversions between Python objects and the crate's models.
+//!
+//! Dicts go straight to the models through serde (pythonize), with no JSON
+//! text in between. Only when that fails does a slow path run: it rebuilds
+//! the dict as JSON, turning `datetime` objects into RFC 3339 strings (or
+//! Unix seconds for `event_time`), and tries again; if it still fails, it
+//! finds the field at fault for the error message.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{
+    PyBool, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PyMapping, PySet, PyString, PyTuple,
+    PyType,
+};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use trace_writer::{
+    BaseEventFields, EnvironmentEvent, LMCAISEvent, MarkovBlanketMessage, RuntimeEvent, TimeRecord,
+    TracingEvent,
+};
+
+use crate::errors::invalid;
+
+/// `datetime.datetime` and `datetime.timezone.utc`.
+struct DateTimeTypes {
+    datetime: Py<PyType>,
+    utc: Py<PyAny>,
+}
+
+static DATETIME: PyOnceLock<DateTimeTypes> = PyOnceLock::new();
+
+fn datetime_types(py: Python<'_>) -> PyResult<&DateTimeTypes> {
+    DATETIME.get_or_try_init(py, || {
+        let m = py.import("datetime")?;
+        Ok(DateTimeTypes {
+            datetime: m.getattr("datetime")?.cast_into::<PyType>()?.unbind(),
+            utc: m.getattr("timezone")?.getattr("utc")?.unbind(),
+        })
+    })
+}
+
+fn type_name(obj: &Bound<'_, PyAny>) -> String {
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// A `datetime` as an aware UTC datetime (naive means UTC), or `None` if
+/// `obj` is not a `datetime`.
+fn as_utc_datetime<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = obj.py();
+    let types = datetime_types(py)?;
+    if !obj.is_instance(types.datetime.bind(py))? {
+        return Ok(None);
+    }
+    let utc = types.utc.bind(py);
+    let aware = if obj.call_method0("utcoffset")?.is_none() {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("tzinfo", utc)?;
+        obj.call_method("replace", (), Some(&kwargs))?
+    } else {
+        obj.call_method1("astimezone", (utc,))?
+    };
+    Ok(Some(aware))
+}
+
+fn parse_time(what: &str, text: &str) -> PyResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| invalid(format!("{what}: not an RFC 3339 time ({e}): {text:?}")))
+}
+
+/// A time argument: a `datetime` (naive means UTC) or an RFC 3339 string.
+pub(crate) fn time(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<DateTime<Utc>> {
+    if let Ok(s) = obj.cast::<PyString>() {
+        return parse_time(what, &s.to_cow()?);
+    }
+    match as_utc_datetime(obj)? {
+        Some(aware) => {
+            let text: String = aware.call_method0("isoformat")?.extract()?;
+            parse_time(what, &text)
+        }
+        None => Err(PyTypeError::new_err(format!(
+            "{what} must be a datetime or an RFC 3339 str, not {}",
+            type_name(obj)
+        ))),
+    }
+}
+
+/// An optional time argument; `None` stays `None`.
+pub(crate) fn opt_time(
+    what: &str,
+    obj: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Option<DateTime<Utc>>> {
+    match obj {
+        Some(o) if !o.is_none() => time(what, o).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// A Python value as JSON, for the slow path and for free-form values
+/// (metadata, query parameters). `datetime`s become RFC 3339 strings, or
+/// Unix seconds under an `event_time` key.
+pub(crate) fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    to_json_at(obj, &mut Vec::new(), false)
+}
+
+fn path_text(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    out
+}
+
+fn to_json_at(obj: &Bound<'_, PyAny>, path: &mut Vec<Seg>, seconds: bool) -> PyResult<Value> {
+    if obj.is_none() {
+        return Ok(Value::Null);
+    }
+    if let Ok(b) = obj.cast::<PyBool>() {
+        return Ok(Value::Bool(b.is_true()));
+    }
+    if obj.is_instance_of::<PyInt>() {
+        if let Ok(i) = obj.extract::<i64>() {
+            return Ok(Value::from(i));
+        }
+        if let Ok(u) = obj.extract::<u64>() {
+            return Ok(Value::from(u));
+        }
+        return Err(invalid(format!(
+            "`{}`: integer {obj} does not fit in 64 bits",
+            path_text(path)
+        )));
+    }
+    if let Ok(f) = obj.cast::<PyFloat>() {
+        // NaN and infinities have no JSON form; null makes serde say
+        // "expected f64", which names the field.
+        return Ok(serde_json::Number::from_f64(f.value()).map_or(Value::Null, Value::Number));
+    }
+    if let Ok(s) = obj.cast::<PyString>() {
+        return Ok(Value::String(s.to_cow()?.into_owned()));
+    }
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let mut map = Map::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let key = json_key(&k, path)?;
+            let secs = key == "event_time";
+            path.push(Seg::Key(key.clone()));
+            let value = to_json_at(&v, path, secs)?;
+            path.pop();
+            map.insert(key, value);
+        }
+        return Ok(Value::Object(map));
+    }
+    if obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyTuple>()
+        || obj.is_instance_of::<PySet>()
+        || obj.is_instance_of::<PyFrozenSet>()
+    {
+        let mut items = Vec::new();
+        for (i, item) in obj.try_iter()?.enumerate() {
+            path.push(Seg::Index(i));
+            items.push(to_json_at(&item?, path, false)?);
+            path.pop();
+        }
+        return Ok(Value::Array(items));
+    }
+    if let Some(aware) = as_utc_datetime(obj)? {
+        if seconds {
+            let secs: f64 = aware.call_method0("timestamp")?.extract()?;
+            return Ok(serde_json::Number::from_f64(secs).map_or(Value::Null, Value::Number));
+        }
+        let text: String = aware.call_method0("isoformat")?.extract()?;
+        let t = parse_time(&path_text(path), &text)?;
+        return Ok(Value::String(
+            t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        ));
+    }
+    if obj.cast::<PyMapping>().is_ok() {
+        let d = PyDict::new(obj.py());
+        d.call_method1("update", (obj,))?;
+        return to_json_at(d.as_any(), path, seconds);
+    }
+    Err(invalid(format!(
+        "`{}`: unsupported type {}",
+        path_text(path),
+        type_name(obj)
+    )))
+}
+
+fn json_key(k: &Bound<'_, PyAny>, path: &[Seg]) -> PyResult<String> {
+    match k.cast::<PyString>() {
+        Ok(s) => Ok(s.to_cow()?.into_owned()),
+        Err(_) => Err(invalid(format!(
+            "`{}`: dict keys must be str, not {}",
+            path_text(path),
+            type_name(k)
+        ))),
+    }
+}
+
+/// A step in the path of the value being converted (for messages about
+/// values that have no JSON form).
+enum Seg {
+    Key(String),
+    Index(usize),
+}
+
+/// `T` from JSON, with the path to the field at fault on failure; `None`
+/// as the path when serde could not track it (inside a flattened or tagged
+/// part, which serde buffers).
+fn from_json<T: DeserializeOwned>(value: &Value) -> Result<T, (Option<String>, String)> {
+    serde_path_to_error::deserialize::<_, T>(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = (path != "." && path != "?").then_some(path);
+        (path, e.into_inner().to_string())
+    })
+}
+
+fn bad_input(what: &str, path: Option<String>, message: String) -> PyErr {
+    match path {
+        Some(p) => invalid(format!("{what} field `{p}`: {message}")),
+        None => invalid(format!("{what}: {message}")),
+    }
+}
+
+/// The slow path: JSON with datetimes converted, then serde; on failure an
+/// `InvalidInputError` naming the field.
+fn slow<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<T> {
+    let value = to_json(obj)?;
+    from_json::<T>(&value).map_err(|(path, message)| bad_input(what, path, message))
+}
+
+/// The slow path of an event: the tag first, then the variant's own fields,
+/// then the flattened base fields, so that the message names the field.
+fn slow_event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
+    const WHAT: &str = "event";
+    let value = to_json(obj)?;
+    let tag = value
+        .get("event_type")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let variant = match tag.as_deref() {
+        Some("cais") => from_json::<LMCAISEvent>(&value).map(TracingEvent::Cais),
+        Some("environment") => from_json::<EnvironmentEvent>(&value).map(TracingEvent::Environment),
+        Some("runtime") => from_json::<RuntimeEvent>(&value).map(TracingEvent::Runtime),
+        _ => {
+            return from_json::<TracingEvent>(&value)
+                .map_err(|(_, message)| bad_input(WHAT, Some("event_type".into()), message))
+        }
+    };
+    match variant {
+        Ok(e) => Ok(e),
+        Err((Some(path), message)) => Err(bad_input(WHAT, Some(path), message)),
+        Err((None, message)) => match from_json::<BaseEventFields>(&value) {
+            Err((path, base_message)) => Err(bad_input(WHAT, path, base_message)),
+            Ok(_) => Err(bad_input(WHAT, None, message)),
+        },
+    }
+}
+
+fn require_mapping(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    if obj.is_instance_of::<PyDict>() || obj.cast::<PyMapping>().is_ok() {
+        Ok(())
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "{what} must be a dict, not {}",
+            type_name(obj)
+        )))
+    }
+}
+
+/// A model from a dict: the fast path first, the slow path on failure.
+pub(crate) fn model<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<T> {
+    require_mapping(what, obj)?;
+    match crate::fastde::from_py::<T>(obj) {
+        Ok(v) => Ok(v),
+        Err(_) => slow::<T>(what, obj),
+    }
+}
+
+/// An event from a dict. The `event_type` tag is read here, so the variant
+/// deserializes directly instead of through serde's buffered tagged-enum
+/// path; an unknown tag falls back to the enum (a variant the crate added).
+pub(crate) fn event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
+    const WHAT: &str = "event";
+    require_mapping(WHAT, obj)?;
+    let fast = match obj.cast::<PyDict>() {
+        Ok(d) => match d.get_item("event_type")? {
+            Some(tag) => match tag.cast::<PyString>() {
+                Ok(tag) => match &*tag.to_cow()? {
+                    "cais" => crate::fastde::from_py::<LMCAISEvent>(obj)
+                        .ok()
+                        .map(TracingEvent::Cais),
+                    "environment" => crate::fastde::from_py::<EnvironmentEvent>(obj)
+                        .ok()
+                        .map(TracingEvent::Environment),
+                    "runtime" => crate::fastde::from_py::<RuntimeEvent>(obj)
+                        .ok()
+                        .map(TracingEvent::Runtime),
+                    _ => crate::fastde::from_py::<TracingEvent>(obj).ok(),
+                },
+                Err(_) => None,
+            },
+            None => None,
+        },
+        Err(_) => crate::fastde::from_py::<TracingEvent>(obj).ok(),
+    };
+    match fast {
+        Some(e) => Ok(e),
+        None => slow_event(obj),
+    }
+}
+
+/// A message from a dict; a missing `time_record` means now.
+pub(crate) fn message(obj: &Bound<'_, PyAny>) -> PyResult<MarkovBlanketMessage> {
+    const WHAT: &str = "message";
+    require_mapping(WHAT, obj)?;
+    if let Ok(d) = obj.cast::<PyDict>() {
+        if !d.contains("time_record")? {
+            let copy = d.copy()?;
+            copy.set_item(
+                "time_record",
+                pythonize::pythonize(obj.py(), &TimeRecord::now())?,
+            )?;
+            return model(WHAT, copy.as_any());
+        }
+    }
+    model(WHAT, obj)
+}
+
+/// A free-form JSON object argument (metadata); `None` is `{}`.
+pub(crate) fn json_object(what: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
+    match obj {
+        Some(o) if !o.is_none() => {
+            require_mapping(what, o)?;
+            let v = match crate::fastde::from_py::<Value>(o) {
+                Ok(v) => v,
+                Err(_) => to_json(o)?,
+            };
+            Ok(v)
+        }
+        _ => Ok(Value::Object(Map::new())),
+    }
+}
+
+/// A metadata map for the tracer.
+pub(crate) fn metadata(
+    what: &str,
+    obj: Option<&Bound<'_, PyAny>>,
+) -> PyResult<std::collections::HashMap<String, Value>> {
+    match json_object(what, obj)? {
+        Value::Object(m) => Ok(m.into_iter().collect()),
+        _ => Ok(Default::default()),
+    }
+}
+
+/// Query parameters: a list (or tuple) of JSON-able values; `None` is `[]`.
+pub(crate) fn params(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Value>> {
+    match obj {
+        Some(o) if !o.is_none() => {
+            if !(o.is_instance_of::<PyList>() || o.is_instance_of::<PyTuple>()) {
+                return Err(PyTypeError::new_err(format!(
+                    "params must be a list, not {}",
+                    type_name(o)
+                )));
+            }
+            match crate::fastde::from_py::<Vec<Value>>(o) {
+                Ok(v) => Ok(v),
+                Err(_) => match to_json(o)? {
+                    Value::Array(a) => Ok(a),
+                    _ => Ok(Vec::new()),
+                },
+            }
+        }
+        _ => Ok(Vec::new()),
+    }
+}
+
+/// A value as Python objects (dicts, lists, str, numbers), as serde shapes it.
+pub(crate) fn to_py<'py, T: serde::Serialize>(py: Python<'py>, value: &T) -> PyResult<Py<PyAny>> {
+    crate::fastser::to_py(py, value)
+        .map(Bound::unbind)
+        .map_err(|e| crate::errors::err(trace_writer::TracingError::Serialization(e.to_string())))
+}

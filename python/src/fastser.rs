@@ -1,0 +1,506 @@
+//! Models to Python objects: a serde `Serializer` that builds dicts, lists,
+//! str, int, float, bool and `None` directly (orjson's approach), with the
+//! dict keys of the models (field names, the `event_type` tag) cached as
+//! Python strings.
+//!
+//! pythonize gives the same objects, but makes a new `str` (decoded and
+//! hashed anew) for every key of every dict; a trace of 80 events has
+//! thousands of them, which made `end_session()` cost three times the
+//! recording of its events.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::BoundObject;
+use pythonize::PythonizeError;
+use serde::ser::{self, Serialize};
+
+type Result<T> = std::result::Result<T, PythonizeError>;
+
+/// Keys cached per thread; keys are short and few (the models' field
+/// names), but user metadata keys pass here too, so the cache is bounded.
+const KEY_CACHE_MAX: usize = 4096;
+/// Longer keys are not worth caching.
+const KEY_CACHE_LEN: usize = 64;
+
+thread_local! {
+    static KEYS: RefCell<HashMap<String, Py<PyString>>> = RefCell::new(HashMap::new());
+}
+
+fn key<'py>(py: Python<'py>, k: &str) -> Bound<'py, PyString> {
+    if k.len() > KEY_CACHE_LEN {
+        return PyString::new(py, k);
+    }
+    KEYS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(s) = cache.get(k) {
+            return s.bind(py).clone();
+        }
+        let s = PyString::new(py, k);
+        if cache.len() < KEY_CACHE_MAX {
+            cache.insert(k.to_owned(), s.clone().unbind());
+        }
+        s
+    })
+}
+
+/// `value` as Python objects.
+pub(crate) fn to_py<'py, T: Serialize + ?Sized>(
+    py: Python<'py>,
+    value: &T,
+) -> Result<Bound<'py, PyAny>> {
+    value.serialize(Ser { py })
+}
+
+#[derive(Clone, Copy)]
+struct Ser<'py> {
+    py: Python<'py>,
+}
+
+fn int<'py, T>(py: Python<'py>, v: T) -> Result<Bound<'py, PyAny>>
+where
+    T: IntoPyObject<'py>,
+    PyErr: From<T::Error>,
+{
+    Ok(v.into_pyobject(py)
+        .map_err(PyErr::from)?
+        .into_any()
+        .into_bound())
+}
+
+impl<'py> ser::Serializer for Ser<'py> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    type SerializeSeq = Seq<'py>;
+    type SerializeTuple = Seq<'py>;
+    type SerializeTupleStruct = Seq<'py>;
+    type SerializeTupleVariant = Variant<Seq<'py>>;
+    type SerializeMap = Map<'py>;
+    type SerializeStruct = Map<'py>;
+    type SerializeStructVariant = Variant<Map<'py>>;
+
+    fn serialize_bool(self, v: bool) -> Result<Self::Ok> {
+        Ok(pyo3::types::PyBool::new(self.py, v).to_owned().into_any())
+    }
+    fn serialize_i8(self, v: i8) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_i128(self, v: i128) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u128(self, v: u128) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_f32(self, v: f32) -> Result<Self::Ok> {
+        self.serialize_f64(f64::from(v))
+    }
+    fn serialize_f64(self, v: f64) -> Result<Self::Ok> {
+        Ok(pyo3::types::PyFloat::new(self.py, v).into_any())
+    }
+    fn serialize_char(self, v: char) -> Result<Self::Ok> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+    fn serialize_str(self, v: &str) -> Result<Self::Ok> {
+        Ok(PyString::new(self.py, v).into_any())
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<Self::Ok> {
+        Ok(pyo3::types::PyBytes::new(self.py, v).into_any())
+    }
+    fn serialize_none(self) -> Result<Self::Ok> {
+        Ok(self.py.None().into_bound(self.py))
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Self::Ok> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<Self::Ok> {
+        self.serialize_none()
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
+        self.serialize_none()
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<Self::Ok> {
+        Ok(key(self.py, variant).into_any())
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<Self::Ok> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<Self::Ok> {
+        // Externally tagged, as serde_json: {variant: value}.
+        let d = PyDict::new(self.py);
+        d.set_item(key(self.py, variant), value.serialize(self)?)?;
+        Ok(d.into_any())
+    }
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq> {
+        Ok(Seq {
+            py: self.py,
+            items: Vec::with_capacity(len.unwrap_or(0)),
+        })
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleStruct> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleVariant> {
+        Ok(Variant {
+            variant,
+            inner: self.serialize_seq(Some(len))?,
+        })
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap> {
+        Ok(Map {
+            py: self.py,
+            dict: PyDict::new(self.py),
+            key: None,
+        })
+    }
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Self::SerializeStruct> {
+        self.serialize_map(Some(len))
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStructVariant> {
+        Ok(Variant {
+            variant,
+            inner: self.serialize_map(Some(len))?,
+        })
+    }
+}
+
+pub(crate) struct Seq<'py> {
+    py: Python<'py>,
+    items: Vec<Bound<'py, PyAny>>,
+}
+
+impl<'py> Seq<'py> {
+    fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.items.push(value.serialize(Ser { py: self.py })?);
+        Ok(())
+    }
+    fn list(self) -> Result<Bound<'py, PyAny>> {
+        Ok(PyList::new(self.py, self.items)?.into_any())
+    }
+}
+
+impl<'py> ser::SerializeSeq for Seq<'py> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Self::Ok> {
+        self.list()
+    }
+}
+
+impl<'py> ser::SerializeTuple for Seq<'py> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Self::Ok> {
+        self.list()
+    }
+}
+
+impl<'py> ser::SerializeTupleStruct for Seq<'py> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.push(value)
+    }
+    fn end(self) -> Result<Self::Ok> {
+        self.list()
+    }
+}
+
+pub(crate) struct Map<'py> {
+    py: Python<'py>,
+    dict: Bound<'py, PyDict>,
+    key: Option<Bound<'py, PyAny>>,
+}
+
+/// Serializes a map key: strings through the key cache, anything else as
+/// its Python value (as pythonize does).
+struct KeySer<'py> {
+    py: Python<'py>,
+}
+
+impl<'py> Map<'py> {
+    fn field<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
+        let v = value.serialize(Ser { py: self.py })?;
+        self.dict.set_item(key(self.py, name), v)?;
+        Ok(())
+    }
+}
+
+impl<'py> ser::SerializeMap for Map<'py> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, k: &T) -> Result<()> {
+        self.key = Some(k.serialize(KeySer { py: self.py })?);
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        let k = self.key.take().ok_or_else(|| {
+            <PythonizeError as ser::Error>::custom("a map value came before its key")
+        })?;
+        self.dict
+            .set_item(k, value.serialize(Ser { py: self.py })?)?;
+        Ok(())
+    }
+    fn end(self) -> Result<Self::Ok> {
+        Ok(self.dict.into_any())
+    }
+}
+
+impl<'py> ser::SerializeStruct for Map<'py> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        self.field(name, value)
+    }
+    fn end(self) -> Result<Self::Ok> {
+        Ok(self.dict.into_any())
+    }
+}
+
+/// A tuple or struct variant: `{variant: inner}`.
+pub(crate) struct Variant<I> {
+    variant: &'static str,
+    inner: I,
+}
+
+impl<'py> ser::SerializeTupleVariant for Variant<Seq<'py>> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.inner.push(value)
+    }
+    fn end(self) -> Result<Self::Ok> {
+        let py = self.inner.py;
+        let d = PyDict::new(py);
+        d.set_item(key(py, self.variant), self.inner.list()?)?;
+        Ok(d.into_any())
+    }
+}
+
+impl<'py> ser::SerializeStructVariant for Variant<Map<'py>> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        self.inner.field(name, value)
+    }
+    fn end(self) -> Result<Self::Ok> {
+        let py = self.inner.py;
+        let d = PyDict::new(py);
+        d.set_item(key(py, self.variant), self.inner.dict)?;
+        Ok(d.into_any())
+    }
+}
+
+impl<'py> ser::Serializer for KeySer<'py> {
+    type Ok = Bound<'py, PyAny>;
+    type Error = PythonizeError;
+    type SerializeSeq = ser::Impossible<Self::Ok, Self::Error>;
+    type SerializeTuple = ser::Impossible<Self::Ok, Self::Error>;
+    type SerializeTupleStruct = ser::Impossible<Self::Ok, Self::Error>;
+    type SerializeTupleVariant = ser::Impossible<Self::Ok, Self::Error>;
+    type SerializeMap = ser::Impossible<Self::Ok, Self::Error>;
+    type SerializeStruct = ser::Impossible<Self::Ok, Self::Error>;
+    type SerializeStructVariant = ser::Impossible<Self::Ok, Self::Error>;
+
+    fn serialize_str(self, v: &str) -> Result<Self::Ok> {
+        Ok(key(self.py, v).into_any())
+    }
+    fn serialize_bool(self, v: bool) -> Result<Self::Ok> {
+        Ser { py: self.py }.serialize_bool(v)
+    }
+    fn serialize_i8(self, v: i8) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<Self::Ok> {
+        int(self.py, v)
+    }
+    fn serialize_f32(self, v: f32) -> Result<Self::Ok> {
+        Ser { py: self.py }.serialize_f64(f64::from(v))
+    }
+    fn serialize_f64(self, v: f64) -> Result<Self::Ok> {
+        Ser { py: self.py }.serialize_f64(v)
+    }
+    fn serialize_char(self, v: char) -> Result<Self::Ok> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+    fn serialize_bytes(self, v: &[u8]) -> Result<Self::Ok> {
+        Ser { py: self.py }.serialize_bytes(v)
+    }
+    fn serialize_none(self) -> Result<Self::Ok> {
+        Ser { py: self.py }.serialize_none()
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Self::Ok> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<Self::Ok> {
+        self.serialize_none()
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
+        self.serialize_none()
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<Self::Ok> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<Self::Ok> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<Self::Ok> {
+        Err(ser::Error::custom(
+            "a map key must be a str, number or bool",
+        ))
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq> {
+        Err(ser::Error::custom(
+            "a map key must be a str, number or bool",
+        ))
+    }
+    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple> {
+        Err(ser::Error::custom(
+            "a map key must be a str, number or bool",
+        ))
+    }
+    fn serialize_tuple_struct(
+        self,
+        _name: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleStruct> {
+        Err(ser::Error::custom(
+            "a map key must be a str, number or bool",
+        ))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeTupleVariant> {
+        Err(ser::Error::custom(
+            "a map key must be a str, number or bool",
+        ))
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap> {
+        Err(ser::Error::custom(
+            "a map key must be a str, number or bool",
+        ))
+    }
+    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self::SerializeStruct> {
+        Err(ser::Error::custom(
+            "a map key must be a str, number or bool",
+        ))
+    }
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _len: usize,
+    ) -> Result<Self::SerializeStructVariant> {
+        Err(ser::Error::custom(
+            "a map key must be a str, number or bool",
+        ))
+    }
+}

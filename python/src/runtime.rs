@@ -1,0 +1,120 @@
+//! The module's tokio runtime, blocking waits and asyncio awaitables.
+//!
+//! One multi-thread runtime, created on first use, drives the crate's async
+//! API. A synchronous call blocks its own (Python) thread on it with the GIL
+//! released; an awaitable form spawns the work on it and resolves an asyncio
+//! future through `loop.call_soon_threadsafe`, so the event loop never waits.
+
+use std::future::Future;
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+use tokio::runtime::Runtime;
+use trace_writer::TracingError;
+
+use crate::errors::{err, to_py};
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
+/// The runtime, created on first use.
+pub(crate) fn runtime() -> Result<&'static Runtime, TracingError> {
+    if let Some(rt) = RUNTIME.get() {
+        return Ok(rt);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        // Its threads only wait on the database and on timers; the writer's
+        // actor has its own thread.
+        .worker_threads(2)
+        .thread_name("trace-writer-py")
+        .enable_all()
+        .build()
+        .map_err(|e| TracingError::Internal(format!("cannot start the tokio runtime: {e}")))?;
+    // Two threads may race here; the loser's runtime is dropped unused.
+    Ok(RUNTIME.get_or_init(|| rt))
+}
+
+/// Runs `fut` to completion on the module's runtime, blocking this thread.
+/// Call it with the GIL released.
+pub(crate) fn wait<T, F>(fut: F) -> Result<T, TracingError>
+where
+    T: Send,
+    F: Future<Output = Result<T, TracingError>> + Send,
+{
+    let rt = runtime()?;
+    if tokio::runtime::Handle::try_current().is_ok() {
+        // On one of the runtime's own threads (a finalizer run by Python
+        // code there): blocking it would panic, so wait on a fresh thread.
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(fut))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    } else {
+        rt.block_on(fut)
+    }
+}
+
+/// Spawns `fut` on the runtime and returns an asyncio future of the running
+/// loop that resolves with `convert(result)`, or raises the error.
+///
+/// The work starts at once, even if the future is never awaited. Cancelling
+/// the asyncio future only drops the answer.
+pub(crate) fn awaitable<'py, T, F, C>(
+    py: Python<'py>,
+    fut: F,
+    convert: C,
+) -> PyResult<Bound<'py, PyAny>>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, TracingError>> + Send + 'static,
+    C: for<'a> FnOnce(Python<'a>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+{
+    let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
+    let future = event_loop.call_method0("create_future")?;
+    let rt = runtime().map_err(err)?;
+    let (lp, fu) = (event_loop.unbind(), future.clone().unbind());
+    rt.spawn(async move {
+        let result = fut.await;
+        Python::attach(move |py| {
+            let outcome = match result {
+                Ok(value) => convert(py, value),
+                Err(e) => Err(to_py(py, e)),
+            };
+            let (ok, value) = match outcome {
+                Ok(v) => (true, v),
+                Err(e) => (false, e.into_value(py).into_any()),
+            };
+            let resolve = match pyo3::wrap_pyfunction!(resolve, py) {
+                Ok(f) => f,
+                Err(e) => return e.write_unraisable(py, None),
+            };
+            // Fails only if the loop was closed meanwhile: nobody waits.
+            let _ = lp
+                .bind(py)
+                .call_method1("call_soon_threadsafe", (resolve, fu, ok, value));
+        });
+    });
+    Ok(future)
+}
+
+/// An asyncio future that is already resolved with `value`.
+pub(crate) fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+    let future = py
+        .import("asyncio")?
+        .call_method0("get_running_loop")?
+        .call_method0("create_future")?;
+    future.call_method1("set_result", (value,))?;
+    Ok(future)
+}
+
+/// Runs on the event loop's thread: resolves `future` unless it was
+/// cancelled meanwhile.
+#[pyfunction]
+fn resolve(future: &Bound<'_, PyAny>, ok: bool, value: &Bound<'_, PyAny>) -> PyResult<()> {
+    if future.call_method0("done")?.is_truthy()? {
+        return Ok(());
+    }
+    let method = if ok { "set_result" } else { "set_exception" };
+    future.call_method1(method, (value,))?;
+    Ok(())
+}
