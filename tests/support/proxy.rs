@@ -175,7 +175,10 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
             },
             _ = cut.changed() => End::Cut,
             _ = async {
-                let _ = doom_wait.wait_for(|d| *d).await;
+                // An error means the client side closed undoomed: no cut.
+                if doom_wait.wait_for(|d| *d).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
                 tokio::time::sleep(DOOMED_FALLBACK).await;
             } => End::PatternCut,
         }
