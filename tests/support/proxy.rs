@@ -4,7 +4,9 @@
 //!
 //! The delay is a pipe's latency, not a throttle: each chunk is stamped when
 //! it is read and written out half a round trip later, so chunks in flight
-//! overlap and throughput is not limited.
+//! overlap and throughput is not limited. Tokio's timers tick in whole
+//! milliseconds, so a delayed chunk may wait up to 1 ms longer; with no
+//! delay set, chunks are written at once.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -173,7 +175,10 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
             },
             _ = cut.changed() => End::Cut,
             _ = async {
-                let _ = doom_wait.wait_for(|d| *d).await;
+                // An error means the client side closed undoomed: no cut.
+                if doom_wait.wait_for(|d| *d).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
                 tokio::time::sleep(DOOMED_FALLBACK).await;
             } => End::PatternCut,
         }
@@ -260,7 +265,11 @@ where
     };
     let write = async {
         while let Some((due, chunk)) = rx.recv().await {
-            tokio::time::sleep_until(due).await;
+            // A timer rounds up to the next millisecond tick: with no delay
+            // left, write at once.
+            if due > Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
             to.write_all(&chunk).await.map_err(|_| Stop::Io)?;
         }
         let _ = to.shutdown().await;
