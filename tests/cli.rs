@@ -1,6 +1,8 @@
 //! The `trace-writer` binary, run as a process against real database files.
 mod common;
 
+use common::Lock;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -268,25 +270,6 @@ async fn check_never_creates_tables() {
         .unwrap();
     let mode: String = rows.next().await.unwrap().unwrap().get(0).unwrap();
     assert_eq!(mode, "delete");
-}
-
-/// Another connection that holds the write lock until released.
-struct Lock {
-    conn: libsql::Connection,
-    _db: libsql::Database,
-}
-
-impl Lock {
-    async fn take(path: &Path) -> Lock {
-        let db = libsql::Builder::new_local(path).build().await.unwrap();
-        let conn = db.connect().unwrap();
-        conn.execute("BEGIN IMMEDIATE", ()).await.unwrap();
-        Lock { conn, _db: db }
-    }
-
-    async fn release(self) {
-        self.conn.execute("COMMIT", ()).await.unwrap();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

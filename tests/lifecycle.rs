@@ -1,6 +1,8 @@
 //! Flush, close and drop; linger; overflow policies; runtimes.
 mod common;
 
+use common::Lock;
+
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -9,25 +11,6 @@ use trace_writer::*;
 
 fn file_config(dir: &tempfile::TempDir, name: &str) -> StorageConfig {
     StorageConfig::file(dir.path().join(name).to_str().unwrap())
-}
-
-/// Another connection that holds the write lock until dropped or released.
-struct Lock {
-    conn: libsql::Connection,
-    _db: libsql::Database,
-}
-
-impl Lock {
-    async fn take(path: &std::path::Path) -> Lock {
-        let db = libsql::Builder::new_local(path).build().await.unwrap();
-        let conn = db.connect().unwrap();
-        conn.execute("BEGIN IMMEDIATE", ()).await.unwrap();
-        Lock { conn, _db: db }
-    }
-
-    async fn release(self) {
-        self.conn.execute("COMMIT", ()).await.unwrap();
-    }
 }
 
 /// Polls `check` until it is true; fails (does not hang) after a minute.

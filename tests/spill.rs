@@ -3,6 +3,8 @@
 //! there from a row the database refuses, reporting each refused line.
 mod common;
 
+use common::Lock;
+
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -10,25 +12,6 @@ use trace_writer::*;
 
 fn file_config(dir: &tempfile::TempDir, name: &str) -> StorageConfig {
     StorageConfig::file(dir.path().join(name).to_str().expect("utf-8"))
-}
-
-/// Another connection that holds the write lock until released.
-struct Lock {
-    conn: libsql::Connection,
-    _db: libsql::Database,
-}
-
-impl Lock {
-    async fn take(path: &std::path::Path) -> Lock {
-        let db = libsql::Builder::new_local(path).build().await.expect("db");
-        let conn = db.connect().expect("conn");
-        conn.execute("BEGIN IMMEDIATE", ()).await.expect("lock");
-        Lock { conn, _db: db }
-    }
-
-    async fn release(self) {
-        self.conn.execute("COMMIT", ()).await.expect("unlock");
-    }
 }
 
 async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {

@@ -503,3 +503,23 @@ macro_rules! conformance_suite {
         }
     };
 }
+
+/// Another connection that holds the write lock (`BEGIN IMMEDIATE`) until
+/// released: nothing else can commit meanwhile.
+pub struct Lock {
+    conn: libsql::Connection,
+    _db: libsql::Database,
+}
+
+impl Lock {
+    pub async fn take(path: &std::path::Path) -> Lock {
+        let db = libsql::Builder::new_local(path).build().await.expect("db");
+        let conn = db.connect().expect("conn");
+        conn.execute("BEGIN IMMEDIATE", ()).await.expect("lock");
+        Lock { conn, _db: db }
+    }
+
+    pub async fn release(self) {
+        self.conn.execute("COMMIT", ()).await.expect("unlock");
+    }
+}

@@ -225,20 +225,26 @@ impl Actor {
     /// Answers the reads of a committed batch.
     async fn answer_reads(&mut self, items: &mut [Item]) {
         for item in items.iter_mut() {
-            match item {
-                Item::LoadSteps { session_id, reply } => {
-                    if let Some(r) = reply.take() {
-                        let steps = read::load_steps(&self.exec.conn, session_id).await;
-                        let _ = r.send(steps.map_err(Into::into));
-                    }
+            self.answer_read(item).await;
+        }
+    }
+
+    /// Answers a read of the batch, if it was not answered yet (a write is
+    /// left alone).
+    async fn answer_read(&self, item: &mut Item) {
+        match item {
+            Item::LoadSteps { session_id, reply } => {
+                if let Some(r) = reply.take() {
+                    let steps = read::load_steps(&self.exec.conn, session_id).await;
+                    let _ = r.send(steps.map_err(Into::into));
                 }
-                Item::GetSession { session_id, reply } => {
-                    if let Some(r) = reply.take() {
-                        let _ = r.send(read::get_session(&self.exec.conn, session_id).await);
-                    }
-                }
-                Item::Write { .. } => {}
             }
+            Item::GetSession { session_id, reply } => {
+                if let Some(r) = reply.take() {
+                    let _ = r.send(read::get_session(&self.exec.conn, session_id).await);
+                }
+            }
+            Item::Write { .. } => {}
         }
     }
 
@@ -323,17 +329,7 @@ impl Actor {
                         }
                     }
                 }
-                Item::LoadSteps { session_id, reply } => {
-                    if let Some(r) = reply.take() {
-                        let steps = read::load_steps(&self.exec.conn, session_id).await;
-                        let _ = r.send(steps.map_err(Into::into));
-                    }
-                }
-                Item::GetSession { session_id, reply } => {
-                    if let Some(r) = reply.take() {
-                        let _ = r.send(read::get_session(&self.exec.conn, session_id).await);
-                    }
-                }
+                read => self.answer_read(read).await,
             }
             i += 1;
         }
