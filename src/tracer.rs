@@ -16,9 +16,11 @@ use crate::storage::TraceStorage;
 
 /// Records one session at a time over any [`TraceStorage`].
 ///
-/// Every call writes through to the storage at once, so a crash loses
-/// nothing the storage had accepted. The tracer also keeps the session in
-/// memory, which [`SessionTracer::end_session`] returns.
+/// By default (`auto_save`, see [`SessionTracer::with_auto_save`]) every
+/// call writes through to the storage at once, so a crash loses nothing the
+/// storage had accepted, and `record_*` return the new row's id. The tracer
+/// also keeps the session in memory, which [`SessionTracer::end_session`]
+/// returns.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -43,6 +45,9 @@ use crate::storage::TraceStorage;
 /// ```
 pub struct SessionTracer {
     storage: Arc<dyn TraceStorage>,
+    /// Write each record as it is made (`true`), or keep the session in
+    /// memory and write it all at `end_session(true)`.
+    auto_save: bool,
     /// A tokio mutex: it is held across storage calls so that one tracer's
     /// operations reach the storage in the order they were made.
     state: Mutex<TracerState>,
@@ -50,28 +55,279 @@ pub struct SessionTracer {
 
 impl std::fmt::Debug for SessionTracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionTracer").finish_non_exhaustive()
+        f.debug_struct("SessionTracer")
+            .field("auto_save", &self.auto_save)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where one entry of a session's event or message history is kept in a
+/// [`RecordedSession`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HistorySlot {
+    /// The `index`-th event (or message) of `session_time_steps[step]`.
+    Step {
+        /// The step's position in `session_time_steps`.
+        step: usize,
+        /// The record's position in the step.
+        index: usize,
+    },
+    /// The `index`-th event (or message) recorded outside any timestep.
+    Loose(usize),
+}
+
+/// A session as a [`SessionTracer`] kept it: each event and message is held
+/// once, in its step or among those recorded outside any step, and the
+/// histories are lists of [`HistorySlot`]s in call order.
+///
+/// [`RecordedSession::into_trace`] turns it into the [`SessionTrace`] that
+/// [`SessionTracer::end_session`] returns. A caller that converts the trace
+/// into another form (the Python bindings build dicts) can convert each
+/// record once and share it between its step and the history.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// use std::{collections::HashMap, sync::Arc};
+/// use trace_writer::*;
+///
+/// let tracer = SessionTracer::new(Arc::new(LibsqlTraceStorage::new_memory().await?));
+/// tracer.start_session(Some("s"), HashMap::new()).await?;
+/// tracer.record_message(MessageContent::from_text("hi"), "user", HashMap::new()).await?;
+/// tracer.start_timestep("step-0", Some(0), HashMap::new()).await?;
+/// tracer.record_message(MessageContent::from_text("ok"), "assistant", HashMap::new()).await?;
+/// let recorded = tracer.end_session_recorded(true).await?;
+/// use trace_writer::tracer::HistorySlot;
+/// assert_eq!(
+///     recorded.message_order,
+///     [HistorySlot::Loose(0), HistorySlot::Step { step: 0, index: 0 }]
+/// );
+/// assert_eq!(recorded.message(recorded.message_order[1]).message_type, "assistant");
+/// let trace = recorded.into_trace();
+/// assert_eq!(trace.markov_blanket_message_history.len(), 2);
+/// # Ok::<(), TracingError>(()) }).unwrap();
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordedSession {
+    /// The session with its steps, their events and messages; its two
+    /// histories are empty (see `event_order` and `message_order`).
+    pub trace: SessionTrace,
+    /// The events recorded outside any timestep, in call order.
+    pub loose_events: Vec<TracingEvent>,
+    /// The messages recorded outside any timestep, in call order.
+    pub loose_messages: Vec<MarkovBlanketMessage>,
+    /// The event history: where each event is kept, in call order.
+    pub event_order: Vec<HistorySlot>,
+    /// The message history: where each message is kept, in call order.
+    pub message_order: Vec<HistorySlot>,
+}
+
+impl RecordedSession {
+    fn new(trace: SessionTrace) -> Self {
+        Self {
+            trace,
+            loose_events: Vec::new(),
+            loose_messages: Vec::new(),
+            event_order: Vec::new(),
+            message_order: Vec::new(),
+        }
+    }
+
+    /// The event kept at `slot`.
+    ///
+    /// # Panics
+    /// If `slot` is not one of this session's (not from `event_order`).
+    pub fn event(&self, slot: HistorySlot) -> &TracingEvent {
+        match slot {
+            HistorySlot::Step { step, index } => &self.trace.session_time_steps[step].events[index],
+            HistorySlot::Loose(i) => &self.loose_events[i],
+        }
+    }
+
+    /// The message kept at `slot`.
+    ///
+    /// # Panics
+    /// If `slot` is not one of this session's (not from `message_order`).
+    pub fn message(&self, slot: HistorySlot) -> &MarkovBlanketMessage {
+        match slot {
+            HistorySlot::Step { step, index } => {
+                &self.trace.session_time_steps[step].markov_blanket_messages[index]
+            }
+            HistorySlot::Loose(i) => &self.loose_messages[i],
+        }
+    }
+
+    /// The trace with both histories filled in call order (each record kept
+    /// in a step is cloned into its history).
+    pub fn into_trace(self) -> SessionTrace {
+        let events = self.event_order.iter().map(|s| self.event(*s).clone());
+        let events: Vec<TracingEvent> = events.collect();
+        let messages = self.message_order.iter().map(|s| self.message(*s).clone());
+        let messages: Vec<MarkovBlanketMessage> = messages.collect();
+        let mut trace = self.trace;
+        trace.event_history = events;
+        trace.markov_blanket_message_history = messages;
+        trace
+    }
+
+    fn push_event(&mut self, step: Option<usize>, event: TracingEvent) -> HistorySlot {
+        let slot = match step {
+            Some(pos) => {
+                let events = &mut self.trace.session_time_steps[pos].events;
+                events.push(event);
+                HistorySlot::Step {
+                    step: pos,
+                    index: events.len() - 1,
+                }
+            }
+            None => {
+                self.loose_events.push(event);
+                HistorySlot::Loose(self.loose_events.len() - 1)
+            }
+        };
+        self.event_order.push(slot);
+        slot
+    }
+
+    fn push_message(&mut self, step: Option<usize>, msg: MarkovBlanketMessage) -> HistorySlot {
+        let slot = match step {
+            Some(pos) => {
+                let msgs = &mut self.trace.session_time_steps[pos].markov_blanket_messages;
+                msgs.push(msg);
+                HistorySlot::Step {
+                    step: pos,
+                    index: msgs.len() - 1,
+                }
+            }
+            None => {
+                self.loose_messages.push(msg);
+                HistorySlot::Loose(self.loose_messages.len() - 1)
+            }
+        };
+        self.message_order.push(slot);
+        slot
+    }
+}
+
+/// The open timestep.
+#[derive(Clone, Copy)]
+struct OpenStep {
+    /// Its position in `session_time_steps`.
+    pos: usize,
+    /// Its database id (with `auto_save`).
+    db_id: Option<i64>,
+}
+
+/// A write kept for `end_session(true)` under `auto_save == false`, in the
+/// order it was made, so the ids come out as with `auto_save`.
+enum Pending {
+    Step(usize),
+    Event(HistorySlot),
+    Message(HistorySlot),
+    EndStep(usize),
+    Outcome(OutcomeReward),
+    EventReward {
+        event_id: i64,
+        message_id: Option<i64>,
+        turn: Option<i32>,
+        reward: EventReward,
+    },
+}
+
+impl Pending {
+    /// Whether writing it twice does no harm.
+    fn idempotent(&self) -> bool {
+        matches!(self, Pending::Step(_) | Pending::EndStep(_))
+    }
+}
+
+/// The open session.
+struct Open {
+    recorded: RecordedSession,
+    step: Option<OpenStep>,
+    /// The writes `auto_save == false` keeps for `end_session(true)`.
+    pending: Vec<Pending>,
+}
+
+impl Open {
+    fn session_id(&self) -> &str {
+        &self.recorded.trace.session_id
     }
 }
 
 #[derive(Default)]
 struct TracerState {
-    session: Option<SessionTrace>,
-    /// Index into `session_time_steps` and the database id of the open step.
-    step: Option<(usize, i64)>,
+    open: Option<Open>,
 }
 
 impl TracerState {
-    fn session(&mut self) -> Result<&mut SessionTrace> {
-        self.session.as_mut().ok_or(TracingError::NoActiveSession)
+    fn open(&mut self) -> Result<&mut Open> {
+        self.open.as_mut().ok_or(TracingError::NoActiveSession)
     }
 }
 
+/// A copy of `step` without its records or completion time: what
+/// `ensure_timestep` is given when the step starts.
+fn bare_step(step: &SessionTimeStep) -> SessionTimeStep {
+    SessionTimeStep {
+        step_id: step.step_id.clone(),
+        step_index: step.step_index,
+        timestamp: step.timestamp,
+        turn_number: step.turn_number,
+        events: Vec::new(),
+        markov_blanket_messages: Vec::new(),
+        step_metadata: step.step_metadata.clone(),
+        completed_at: None,
+    }
+}
+
+fn metadata_value(metadata: &HashMap<String, Value>) -> Value {
+    Value::Object(
+        metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    )
+}
+
 impl SessionTracer {
-    /// A tracer that writes to `storage`.
+    /// A tracer that writes to `storage` as it records (`auto_save`).
     pub fn new(storage: Arc<dyn TraceStorage>) -> Self {
+        Self::with_auto_save(storage, true)
+    }
+
+    /// A tracer over `storage` that writes each record as it is made
+    /// (`auto_save == true`, as [`SessionTracer::new`]) or keeps the session
+    /// in memory (`false`).
+    ///
+    /// Without `auto_save`, nothing reaches the storage until
+    /// [`SessionTracer::end_session`]`(true)`, which writes the session,
+    /// its steps, records and rewards in the order they were made (so the
+    /// rows and their ids are those `auto_save` would have written), and
+    /// `record_*` return `None`. `end_session(false)` writes nothing.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::{collections::HashMap, sync::Arc};
+    /// use trace_writer::*;
+    ///
+    /// let storage = Arc::new(LibsqlTraceStorage::new_memory().await?);
+    /// let tracer = SessionTracer::with_auto_save(storage.clone(), false);
+    /// assert!(!tracer.auto_save());
+    /// tracer.start_session(Some("s"), HashMap::new()).await?;
+    /// let event = TracingEvent::Runtime(RuntimeEvent {
+    ///     base: BaseEventFields::new("agent"),
+    ///     actions: vec![1],
+    /// });
+    /// assert_eq!(tracer.record_event(event).await?, None);
+    /// assert_eq!(storage.get_session("s").await?, None);
+    /// let trace = tracer.end_session(true).await?;
+    /// assert_eq!(storage.get_session("s").await?.unwrap(), trace);
+    /// # Ok::<(), TracingError>(()) }).unwrap();
+    /// ```
+    pub fn with_auto_save(storage: Arc<dyn TraceStorage>, auto_save: bool) -> Self {
         Self {
             storage,
+            auto_save,
             state: Mutex::new(TracerState::default()),
         }
     }
@@ -81,14 +337,49 @@ impl SessionTracer {
         &self.storage
     }
 
+    /// Whether each record is written as it is made (see
+    /// [`SessionTracer::with_auto_save`]).
+    pub fn auto_save(&self) -> bool {
+        self.auto_save
+    }
+
     /// The id of the open session, if any.
+    ///
+    /// # Cancel safety
+    /// Cancel safe. It waits only for a call of this tracer in progress.
     pub async fn current_session_id(&self) -> Option<String> {
-        self.state
-            .lock()
-            .await
-            .session
-            .as_ref()
-            .map(|s| s.session_id.clone())
+        let state = self.state.lock().await;
+        state.open.as_ref().map(|o| o.session_id().to_string())
+    }
+
+    /// The open session's id and the open timestep's position among its
+    /// steps (its `step_index`), or `None` when no timestep is open.
+    ///
+    /// A caller that started a step can tell with it whether that step is
+    /// still the open one.
+    ///
+    /// # Cancel safety
+    /// Cancel safe. It waits only for a call of this tracer in progress.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::{collections::HashMap, sync::Arc};
+    /// use trace_writer::*;
+    ///
+    /// let tracer = SessionTracer::new(Arc::new(LibsqlTraceStorage::new_memory().await?));
+    /// tracer.start_session(Some("s"), HashMap::new()).await?;
+    /// assert_eq!(tracer.current_timestep().await, None);
+    /// tracer.start_timestep("a", None, HashMap::new()).await?;
+    /// tracer.start_timestep("b", None, HashMap::new()).await?;
+    /// assert_eq!(tracer.current_timestep().await, Some(("s".to_string(), 1)));
+    /// tracer.end_timestep().await?;
+    /// assert_eq!(tracer.current_timestep().await, None);
+    /// # Ok::<(), TracingError>(()) }).unwrap();
+    /// ```
+    pub async fn current_timestep(&self) -> Option<(String, usize)> {
+        let state = self.state.lock().await;
+        let open = state.open.as_ref()?;
+        open.step.map(|s| (open.session_id().to_string(), s.pos))
     }
 
     /// Starts a session and returns its id: `session_id`, or a new UUID.
@@ -101,23 +392,24 @@ impl SessionTracer {
         metadata: HashMap<String, Value>,
     ) -> Result<String> {
         let mut state = self.state.lock().await;
-        if let Some(open) = &state.session {
-            return Err(TracingError::SessionAlreadyActive(open.session_id.clone()));
+        if let Some(open) = &state.open {
+            return Err(TracingError::SessionAlreadyActive(
+                open.session_id().to_string(),
+            ));
         }
         let id = session_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         let mut trace = SessionTrace::new(id.clone());
-        let meta = Value::Object(
-            metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        );
-        self.storage
-            .ensure_session(&id, trace.created_at, &meta)
-            .await?;
+        if self.auto_save {
+            self.storage
+                .ensure_session(&id, trace.created_at, &metadata_value(&metadata))
+                .await?;
+        }
         trace.metadata = metadata;
-        state.session = Some(trace);
-        state.step = None;
+        state.open = Some(Open {
+            recorded: RecordedSession::new(trace),
+            step: None,
+            pending: Vec::new(),
+        });
         Ok(id)
     }
 
@@ -132,46 +424,56 @@ impl SessionTracer {
         metadata: HashMap<String, Value>,
     ) -> Result<()> {
         let mut state = self.state.lock().await;
-        state.session()?;
-        if state.step.is_some() {
-            self.end_step(&mut state).await?;
+        let open = state.open()?;
+        if open.step.is_some() {
+            self.end_step(open).await?;
         }
-        let session = state.session()?;
-        let mut step = SessionTimeStep::new(step_id, session.session_time_steps.len() as i32);
+        let steps = &open.recorded.trace.session_time_steps;
+        let mut step = SessionTimeStep::new(step_id, steps.len() as i32);
         step.turn_number = turn_number;
         step.step_metadata = metadata;
-        let db_id = self
-            .storage
-            .ensure_timestep(&session.session_id, &step)
-            .await?;
-        session.session_time_steps.push(step);
-        let pos = session.session_time_steps.len() - 1;
-        state.step = Some((pos, db_id));
+        let db_id = if self.auto_save {
+            let id = self.storage.ensure_timestep(open.session_id(), &step);
+            Some(id.await?)
+        } else {
+            None
+        };
+        let steps = &mut open.recorded.trace.session_time_steps;
+        steps.push(step);
+        let pos = steps.len() - 1;
+        if !self.auto_save {
+            open.pending.push(Pending::Step(pos));
+        }
+        open.step = Some(OpenStep { pos, db_id });
         Ok(())
     }
 
     /// Records an event in the open session, inside the open timestep if
-    /// there is one, and returns its id.
+    /// there is one, and returns its id (`None` without `auto_save`).
     ///
     /// # Errors
     /// `NoActiveSession`; the storage's errors.
     pub async fn record_event(&self, event: TracingEvent) -> Result<Option<i64>> {
         let mut state = self.state.lock().await;
-        let step = state.step;
-        let session = state.session()?;
-        let id = self
-            .storage
-            .insert_event(&session.session_id, step.map(|s| s.1), &event)
-            .await?;
-        if let Some((pos, _)) = step {
-            session.session_time_steps[pos].events.push(event.clone());
+        let open = state.open()?;
+        let id = if self.auto_save {
+            let ts = open.step.and_then(|s| s.db_id);
+            let id = self.storage.insert_event(open.session_id(), ts, &event);
+            Some(id.await?)
+        } else {
+            None
+        };
+        let slot = open.recorded.push_event(open.step.map(|s| s.pos), event);
+        if !self.auto_save {
+            open.pending.push(Pending::Event(slot));
         }
-        session.event_history.push(event);
-        Ok(Some(id))
+        Ok(id)
     }
 
     /// Records a message in the open session, inside the open timestep if
-    /// there is one, and returns its id.
+    /// there is one, and returns its id (`None` without `auto_save`). Its
+    /// time is now; [`SessionTracer::record_markov_message`] takes a whole
+    /// message.
     ///
     /// # Errors
     /// `NoActiveSession`; the storage's errors.
@@ -181,44 +483,81 @@ impl SessionTracer {
         message_type: &str,
         metadata: HashMap<String, Value>,
     ) -> Result<Option<i64>> {
-        let mut state = self.state.lock().await;
-        let step = state.step;
-        let session = state.session()?;
         let msg = MarkovBlanketMessage {
             content,
             message_type: message_type.to_string(),
             time_record: TimeRecord::now(),
             metadata,
         };
-        let id = self
-            .storage
-            .insert_message(&session.session_id, step.map(|s| s.1), &msg)
-            .await?;
-        if let Some((pos, _)) = step {
-            session.session_time_steps[pos]
-                .markov_blanket_messages
-                .push(msg.clone());
-        }
-        session.markov_blanket_message_history.push(msg);
-        Ok(Some(id))
+        self.record_markov_message(msg).await
     }
 
-    /// Records the session's outcome reward and returns its id.
+    /// Records a whole message, its `time_record` kept as given, in the open
+    /// session (inside the open timestep if there is one), and returns its id
+    /// (`None` without `auto_save`).
+    ///
+    /// # Errors
+    /// `NoActiveSession`; the storage's errors.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::{collections::HashMap, sync::Arc};
+    /// use trace_writer::*;
+    ///
+    /// let storage = Arc::new(LibsqlTraceStorage::new_memory().await?);
+    /// let tracer = SessionTracer::new(storage.clone());
+    /// tracer.start_session(Some("s"), HashMap::new()).await?;
+    /// let time_record = TimeRecord { event_time: 1.5, message_time: Some(3) };
+    /// let msg = MarkovBlanketMessage {
+    ///     content: MessageContent::from_text("hi"),
+    ///     message_type: "user".into(),
+    ///     time_record: time_record.clone(),
+    ///     metadata: HashMap::new(),
+    /// };
+    /// assert_eq!(tracer.record_markov_message(msg).await?, Some(1));
+    /// tracer.end_session(true).await?;
+    /// let back = storage.get_session("s").await?.unwrap();
+    /// assert_eq!(back.markov_blanket_message_history[0].time_record, time_record);
+    /// # Ok::<(), TracingError>(()) }).unwrap();
+    /// ```
+    pub async fn record_markov_message(&self, msg: MarkovBlanketMessage) -> Result<Option<i64>> {
+        let mut state = self.state.lock().await;
+        let open = state.open()?;
+        let id = if self.auto_save {
+            let ts = open.step.and_then(|s| s.db_id);
+            let id = self.storage.insert_message(open.session_id(), ts, &msg);
+            Some(id.await?)
+        } else {
+            None
+        };
+        let slot = open.recorded.push_message(open.step.map(|s| s.pos), msg);
+        if !self.auto_save {
+            open.pending.push(Pending::Message(slot));
+        }
+        Ok(id)
+    }
+
+    /// Records the session's outcome reward and returns its id (`None`
+    /// without `auto_save`).
     ///
     /// # Errors
     /// `NoActiveSession`; the storage's errors.
     pub async fn record_outcome_reward(&self, reward: OutcomeReward) -> Result<Option<i64>> {
         let mut state = self.state.lock().await;
-        let session = state.session()?;
+        let open = state.open()?;
+        if !self.auto_save {
+            open.pending.push(Pending::Outcome(reward));
+            return Ok(None);
+        }
         let id = self
             .storage
-            .insert_outcome_reward(&session.session_id, &reward)
+            .insert_outcome_reward(open.session_id(), &reward)
             .await?;
         Ok(Some(id))
     }
 
     /// Records a reward for the event `event_id`, with the open step's turn
-    /// number, and returns its id.
+    /// number, and returns its id (`None` without `auto_save`).
     ///
     /// # Errors
     /// `NoActiveSession`; the storage's errors.
@@ -227,20 +566,66 @@ impl SessionTracer {
         event_id: i64,
         reward: EventReward,
     ) -> Result<Option<i64>> {
+        self.record_event_reward_for(event_id, reward, None, None)
+            .await
+    }
+
+    /// Records a reward for the event `event_id`, tied to the message
+    /// `message_id` if given, and returns its id (`None` without
+    /// `auto_save`). `turn_number == None` takes the open timestep's turn
+    /// number, or NULL when no timestep is open.
+    ///
+    /// # Errors
+    /// `NoActiveSession`; the storage's errors.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use std::{collections::HashMap, sync::Arc};
+    /// use trace_writer::*;
+    ///
+    /// let storage = Arc::new(LibsqlTraceStorage::new_memory().await?);
+    /// let tracer = SessionTracer::new(storage.clone());
+    /// tracer.start_session(Some("s"), HashMap::new()).await?;
+    /// tracer.start_timestep("step-0", Some(4), HashMap::new()).await?;
+    /// let event = TracingEvent::Runtime(RuntimeEvent {
+    ///     base: BaseEventFields::new("agent"),
+    ///     actions: vec![1],
+    /// });
+    /// let event_id = tracer.record_event(event).await?.unwrap();
+    /// let reward = EventReward { reward_value: 1.0, ..Default::default() };
+    /// tracer.record_event_reward_for(event_id, reward.clone(), None, None).await?;
+    /// tracer.record_event_reward_for(event_id, reward, None, Some(9)).await?;
+    /// tracer.end_session(true).await?;
+    /// let rows = storage
+    ///     .query("SELECT turn_number FROM event_rewards ORDER BY id", vec![])
+    ///     .await?;
+    /// assert_eq!(rows[0]["turn_number"], 4);
+    /// assert_eq!(rows[1]["turn_number"], 9);
+    /// # Ok::<(), TracingError>(()) }).unwrap();
+    /// ```
+    pub async fn record_event_reward_for(
+        &self,
+        event_id: i64,
+        reward: EventReward,
+        message_id: Option<i64>,
+        turn_number: Option<i32>,
+    ) -> Result<Option<i64>> {
         let mut state = self.state.lock().await;
-        let turn = state
-            .step
-            .and_then(|(pos, _)| {
-                state
-                    .session
-                    .as_ref()
-                    .map(|s| s.session_time_steps[pos].turn_number)
-            })
-            .flatten();
-        let session = state.session()?;
+        let open = state.open()?;
+        let steps = &open.recorded.trace.session_time_steps;
+        let turn = turn_number.or_else(|| open.step.and_then(|s| steps[s.pos].turn_number));
+        if !self.auto_save {
+            open.pending.push(Pending::EventReward {
+                event_id,
+                message_id,
+                turn,
+                reward,
+            });
+            return Ok(None);
+        }
         let id = self
             .storage
-            .insert_event_reward(&session.session_id, event_id, None, turn, &reward)
+            .insert_event_reward(open.session_id(), event_id, message_id, turn, &reward)
             .await?;
         Ok(Some(id))
     }
@@ -251,40 +636,140 @@ impl SessionTracer {
     /// `NoActiveSession`, `NoActiveTimestep`; the storage's errors.
     pub async fn end_timestep(&self) -> Result<()> {
         let mut state = self.state.lock().await;
-        state.session()?;
-        self.end_step(&mut state).await
+        let open = state.open()?;
+        self.end_step(open).await
     }
 
-    async fn end_step(&self, state: &mut TracerState) -> Result<()> {
-        let (pos, _) = state.step.ok_or(TracingError::NoActiveTimestep)?;
-        let session = state.session()?;
+    async fn end_step(&self, open: &mut Open) -> Result<()> {
+        let current = open.step.ok_or(TracingError::NoActiveTimestep)?;
         let now = Utc::now();
-        let step = &mut session.session_time_steps[pos];
-        self.storage
-            .update_timestep(&session.session_id, &step.step_id, Some(now))
-            .await?;
+        let trace = &mut open.recorded.trace;
+        let step = &mut trace.session_time_steps[current.pos];
+        if self.auto_save {
+            self.storage
+                .update_timestep(&trace.session_id, &step.step_id, Some(now))
+                .await?;
+        } else {
+            open.pending.push(Pending::EndStep(current.pos));
+        }
         step.completed_at = Some(now);
-        state.step = None;
+        open.step = None;
         Ok(())
     }
 
     /// Ends the session, ending its open timestep, and returns the trace.
     /// With `save`, the stored counts are recomputed so the session row is
-    /// final; every event and message was already written as it came.
+    /// final; with `auto_save` every event and message was already written
+    /// as it came, without it they are all written now.
     ///
     /// # Errors
     /// `NoActiveSession`; the storage's errors. The session stays open on an
-    /// error, so the call can be repeated.
+    /// error, so the call can be repeated: without `auto_save`, the writes
+    /// that succeeded are not made again (except the idempotent steps).
     pub async fn end_session(&self, save: bool) -> Result<SessionTrace> {
+        Ok(self.end_session_recorded(save).await?.into_trace())
+    }
+
+    /// [`SessionTracer::end_session`], returning the session as the tracer
+    /// kept it: each record once, the histories as [`HistorySlot`]s.
+    ///
+    /// # Errors
+    /// As [`SessionTracer::end_session`].
+    pub async fn end_session_recorded(&self, save: bool) -> Result<RecordedSession> {
         let mut state = self.state.lock().await;
-        state.session()?;
-        if state.step.is_some() {
-            self.end_step(&mut state).await?;
+        let open = state.open()?;
+        if open.step.is_some() {
+            self.end_step(open).await?;
         }
-        let session_id = state.session()?.session_id.clone();
         if save {
-            self.storage.update_session_counts(&session_id).await?;
+            if self.auto_save {
+                self.storage
+                    .update_session_counts(open.session_id())
+                    .await?;
+            } else {
+                self.save_pending(open).await?;
+            }
         }
-        state.session.take().ok_or(TracingError::NoActiveSession)
+        let done = state.open.take().ok_or(TracingError::NoActiveSession)?;
+        Ok(done.recorded)
+    }
+
+    /// Writes what `auto_save == false` kept, then the session's counts. On
+    /// an error, the writes already made are dropped from the log (steps
+    /// stay: they are idempotent), so a retried `end_session` does not write
+    /// them twice.
+    async fn save_pending(&self, open: &mut Open) -> Result<()> {
+        let pending = std::mem::take(&mut open.pending);
+        let (done, result) = self.write_pending(&open.recorded, &pending).await;
+        if result.is_err() {
+            open.pending = pending
+                .into_iter()
+                .enumerate()
+                .filter(|(i, p)| *i >= done || p.idempotent())
+                .map(|(_, p)| p)
+                .collect();
+        }
+        result
+    }
+
+    /// Writes `pending` in order; returns how many were written, and the
+    /// first error.
+    async fn write_pending(
+        &self,
+        recorded: &RecordedSession,
+        pending: &[Pending],
+    ) -> (usize, Result<()>) {
+        let trace = &recorded.trace;
+        let sid = trace.session_id.as_str();
+        let s = &self.storage;
+        let meta = metadata_value(&trace.metadata);
+        if let Err(e) = s.ensure_session(sid, trace.created_at, &meta).await {
+            return (0, Err(e));
+        }
+        let mut step_ids: Vec<Option<i64>> = vec![None; trace.session_time_steps.len()];
+        let step_of = |ids: &[Option<i64>], slot: HistorySlot| match slot {
+            HistorySlot::Step { step, .. } => ids[step],
+            HistorySlot::Loose(_) => None,
+        };
+        for (done, p) in pending.iter().enumerate() {
+            let r = match p {
+                Pending::Step(pos) => {
+                    let step = bare_step(&trace.session_time_steps[*pos]);
+                    s.ensure_timestep(sid, &step)
+                        .await
+                        .map(|id| step_ids[*pos] = Some(id))
+                }
+                Pending::Event(slot) => {
+                    let ts = step_of(&step_ids, *slot);
+                    s.insert_event(sid, ts, recorded.event(*slot))
+                        .await
+                        .map(drop)
+                }
+                Pending::Message(slot) => {
+                    let ts = step_of(&step_ids, *slot);
+                    let msg = recorded.message(*slot);
+                    s.insert_message(sid, ts, msg).await.map(drop)
+                }
+                Pending::EndStep(pos) => {
+                    let step = &trace.session_time_steps[*pos];
+                    s.update_timestep(sid, &step.step_id, step.completed_at)
+                        .await
+                }
+                Pending::Outcome(r) => s.insert_outcome_reward(sid, r).await.map(drop),
+                Pending::EventReward {
+                    event_id,
+                    message_id,
+                    turn,
+                    reward,
+                } => s
+                    .insert_event_reward(sid, *event_id, *message_id, *turn, reward)
+                    .await
+                    .map(drop),
+            };
+            if let Err(e) = r {
+                return (done, Err(e));
+            }
+        }
+        (pending.len(), s.update_session_counts(sid).await)
     }
 }

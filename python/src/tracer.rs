@@ -1,172 +1,100 @@
-//! `SessionTracer`: the original module's recording API, over either class.
+//! `SessionTracer`: the crate's `trace_writer::SessionTracer` over either
+//! class.
 //!
-//! It follows the crate's `SessionTracer` call for call (same storage calls
-//! in the same order, same step numbering and completion times), and adds
-//! what the Python contract asks beyond it: `auto_save=False`, messages as
-//! whole dicts (their `time_record` kept), and `message_id`/`turn_number`
-//! on event rewards. The state is a plain mutex, taken with the GIL released
-//! and held across the storage call, so one tracer's calls reach the
-//! storage in the order they were made.
+//! The behaviour (session and step state, `auto_save=False`, defaults) is
+//! the crate's; this file converts arguments and results and releases the
+//! GIL around each call.
 
-use std::sync::{Mutex, MutexGuard};
+use std::future::Future;
+use std::pin::pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
-use chrono::Utc;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use serde_json::Value;
-use trace_writer::{
-    EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingError,
-    TracingEvent,
-};
+use pyo3::types::{PyDict, PyList};
+use trace_writer::tracer::{HistorySlot, RecordedSession};
+use trace_writer::{EventReward, OutcomeReward, SessionTracer, TraceStorage, TracingError};
 
 use crate::convert;
 use crate::errors::{chain_to, err};
 use crate::options;
+use crate::runtime::{runtime, wait};
 use crate::storage::{aexit, exit, open_plain, open_writer, Backend, Storage, Target};
 
-type R<T> = Result<T, TracingError>;
-
-/// The open timestep.
-#[derive(Clone, Copy)]
-struct OpenStep {
-    /// Its index in `session_time_steps`.
-    pos: usize,
-    /// Its database id (with `auto_save`).
-    db_id: Option<i64>,
-}
-
-/// Where an event or message of the session is kept: in a step, or among
-/// those recorded outside any step. Each is kept once; the histories are
-/// these slots in call order, so a record is never cloned, and the trace
-/// returned by `end_session` holds each event dict once (the histories
-/// share the steps' dicts).
-#[derive(Clone, Copy)]
-enum Slot {
-    Step(usize, usize),
-    Loose(usize),
-}
-
-/// A write kept for `end_session(save=True)` under `auto_save=False`, in
-/// the order it was made, so the ids come out as with `auto_save=True`.
-enum Pending {
-    Step(usize),
-    Event(Slot),
-    Message(Slot),
-    EndStep(usize),
-    Outcome(OutcomeReward),
-    EventReward {
-        event_id: i64,
-        message_id: Option<i64>,
-        turn: Option<i32>,
-        reward: EventReward,
-    },
-}
-
-impl Pending {
-    /// Whether writing it twice does no harm.
-    fn idempotent(&self) -> bool {
-        matches!(self, Pending::Step(_) | Pending::EndStep(_))
+/// Runs a future of the crate's tracer to completion on this thread. Call
+/// it with the GIL released.
+///
+/// Most calls never wait (an uncontended lock, and a write the writer only
+/// queues), so the future is polled once first with a waker that does
+/// nothing; only if it is pending is it driven on the runtime, which polls
+/// it again with a real waker (every future registers the waker of its
+/// latest poll). `needs_runtime` futures (the plain backend: libsql's remote
+/// client registers sockets with tokio) get their first poll inside the
+/// runtime's context; the writer's need none, and skip the cost.
+fn drive<T, F>(needs_runtime: bool, fut: F) -> Result<T, TracingError>
+where
+    T: Send,
+    F: Future<Output = Result<T, TracingError>> + Send,
+{
+    let mut fut = pin!(fut);
+    let mut cx = Context::from_waker(Waker::noop());
+    let first = if needs_runtime {
+        let _context = runtime()?.enter();
+        fut.as_mut().poll(&mut cx)
+    } else {
+        fut.as_mut().poll(&mut cx)
+    };
+    match first {
+        Poll::Ready(v) => v,
+        Poll::Pending => wait(fut),
     }
 }
 
-/// The open session.
-struct Open {
-    /// The session, its steps with their events and messages; the two
-    /// histories stay empty (see `event_order`).
-    trace: SessionTrace,
-    loose_events: Vec<TracingEvent>,
-    loose_messages: Vec<MarkovBlanketMessage>,
-    event_order: Vec<Slot>,
-    message_order: Vec<Slot>,
-    step: Option<OpenStep>,
-    pending: Vec<Pending>,
+/// The crate storage behind a backend.
+fn storage_of(backend: &Backend) -> Arc<dyn TraceStorage> {
+    match backend {
+        Backend::Plain(s) => s.clone(),
+        Backend::Writer(_) => Arc::new(
+            backend
+                .writer()
+                .expect("a writer backend has a writer")
+                .clone(),
+        ),
+    }
 }
 
-impl Open {
-    fn event(&self, slot: Slot) -> &TracingEvent {
-        match slot {
-            Slot::Step(p, i) => &self.trace.session_time_steps[p].events[i],
-            Slot::Loose(i) => &self.loose_events[i],
-        }
-    }
-
-    fn message(&self, slot: Slot) -> &MarkovBlanketMessage {
-        match slot {
-            Slot::Step(p, i) => &self.trace.session_time_steps[p].markov_blanket_messages[i],
-            Slot::Loose(i) => &self.loose_messages[i],
-        }
-    }
-
-    fn push_event(&mut self, event: TracingEvent) -> Slot {
-        let slot = match self.step {
-            Some(s) => {
-                let events = &mut self.trace.session_time_steps[s.pos].events;
-                events.push(event);
-                Slot::Step(s.pos, events.len() - 1)
-            }
-            None => {
-                self.loose_events.push(event);
-                Slot::Loose(self.loose_events.len() - 1)
-            }
-        };
-        self.event_order.push(slot);
-        slot
-    }
-
-    fn push_message(&mut self, msg: MarkovBlanketMessage) -> Slot {
-        let slot = match self.step {
-            Some(s) => {
-                let msgs = &mut self.trace.session_time_steps[s.pos].markov_blanket_messages;
-                msgs.push(msg);
-                Slot::Step(s.pos, msgs.len() - 1)
-            }
-            None => {
-                self.loose_messages.push(msg);
-                Slot::Loose(self.loose_messages.len() - 1)
-            }
-        };
-        self.message_order.push(slot);
-        slot
-    }
-
-    /// The trace as a dict, the histories sharing the steps' dicts.
-    fn to_py(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let trace = convert::to_py(py, &self.trace)?;
-        let d = trace.bind(py).cast::<PyDict>()?;
-        let steps = d
-            .get_item("session_time_steps")?
-            .ok_or_else(|| err(TracingError::Internal("no session_time_steps".into())))?;
-        let list = |slots: &[Slot], field: &str, loose: &dyn Fn(usize) -> PyResult<Py<PyAny>>| {
+/// A recorded session as a trace dict, its histories sharing the steps'
+/// dicts (each record is converted once).
+fn recorded_to_py(py: Python<'_>, rec: &RecordedSession) -> PyResult<Py<PyAny>> {
+    let trace = convert::to_py(py, &rec.trace)?;
+    let d = trace.bind(py).cast::<PyDict>()?;
+    let steps = d
+        .get_item("session_time_steps")?
+        .ok_or_else(|| err(TracingError::Internal("no session_time_steps".into())))?;
+    let list =
+        |slots: &[HistorySlot], field: &str, loose: &dyn Fn(usize) -> PyResult<Py<PyAny>>| {
             let mut items = Vec::with_capacity(slots.len());
             for slot in slots {
                 items.push(match *slot {
-                    Slot::Step(p, i) => steps.get_item(p)?.get_item(field)?.get_item(i)?.unbind(),
-                    Slot::Loose(i) => loose(i)?,
+                    HistorySlot::Step { step, index } => steps
+                        .get_item(step)?
+                        .get_item(field)?
+                        .get_item(index)?
+                        .unbind(),
+                    HistorySlot::Loose(i) => loose(i)?,
                 });
             }
-            pyo3::types::PyList::new(py, items)
+            PyList::new(py, items)
         };
-        let events = list(&self.event_order, "events", &|i| {
-            convert::to_py(py, &self.loose_events[i])
-        })?;
-        let messages = list(&self.message_order, "markov_blanket_messages", &|i| {
-            convert::to_py(py, &self.loose_messages[i])
-        })?;
-        d.set_item("event_history", events)?;
-        d.set_item("markov_blanket_message_history", messages)?;
-        Ok(trace)
-    }
-}
-
-#[derive(Default)]
-struct State {
-    open: Option<Open>,
-}
-
-impl State {
-    fn open(&mut self) -> R<&mut Open> {
-        self.open.as_mut().ok_or(TracingError::NoActiveSession)
-    }
+    let events = list(&rec.event_order, "events", &|i| {
+        convert::to_py(py, &rec.loose_events[i])
+    })?;
+    let messages = list(&rec.message_order, "markov_blanket_messages", &|i| {
+        convert::to_py(py, &rec.loose_messages[i])
+    })?;
+    d.set_item("event_history", events)?;
+    d.set_item("markov_blanket_message_history", messages)?;
+    Ok(trace)
 }
 
 /// Records one session at a time over a ``LibsqlTraceStorage`` or a
@@ -190,296 +118,50 @@ impl State {
 pub(crate) struct Tracer {
     storage: Py<Storage>,
     backend: Backend,
-    auto_save: bool,
-    state: Mutex<State>,
+    tracer: SessionTracer,
+    /// Whether the storage's futures need the runtime's context (see
+    /// [`drive`]).
+    needs_runtime: bool,
 }
 
 impl Tracer {
     fn new(storage: &Bound<'_, Storage>, auto_save: bool) -> Self {
+        let backend = storage.get().backend.clone();
         Tracer {
-            backend: storage.get().backend.clone(),
+            tracer: SessionTracer::with_auto_save(storage_of(&backend), auto_save),
+            needs_runtime: backend.writer().is_none(),
+            backend,
             storage: storage.clone().unbind(),
-            auto_save,
-            state: Mutex::new(State::default()),
         }
     }
 
-    /// The state; a panic elsewhere cannot leave it half-updated in a way
-    /// that matters more than the error it raised, so poison is ignored.
-    fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `call` on the crate's tracer with the GIL released.
+    fn run<'a, T, F>(
+        &'a self,
+        py: Python<'_>,
+        call: impl FnOnce(&'a SessionTracer) -> F + Send,
+    ) -> PyResult<T>
+    where
+        T: Send,
+        F: Future<Output = Result<T, TracingError>> + Send,
+    {
+        let (needs_runtime, tracer) = (self.needs_runtime, &self.tracer);
+        py.detach(move || drive(needs_runtime, call(tracer)))
+            .map_err(err)
     }
 
-    fn start_session_inner(&self, session_id: Option<String>, metadata: Value) -> R<String> {
-        let mut state = self.state();
-        if let Some(open) = &state.open {
-            return Err(TracingError::SessionAlreadyActive(
-                open.trace.session_id.clone(),
-            ));
-        }
-        let id = session_id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let mut trace = SessionTrace::new(id.clone());
-        if self.auto_save {
-            self.backend
-                .ensure_session(&id, trace.created_at, &metadata)?;
-        }
-        if let Value::Object(m) = metadata {
-            trace.metadata = m.into_iter().collect();
-        }
-        state.open = Some(Open {
-            trace,
-            loose_events: Vec::new(),
-            loose_messages: Vec::new(),
-            event_order: Vec::new(),
-            message_order: Vec::new(),
-            step: None,
-            pending: Vec::new(),
-        });
-        Ok(id)
+    /// `tracer.end_session(save)`.
+    fn end(&self, py: Python<'_>, save: bool) -> PyResult<RecordedSession> {
+        self.run(py, |t| t.end_session_recorded(save))
     }
 
-    fn end_step(&self, open: &mut Open) -> R<()> {
-        let current = open.step.ok_or(TracingError::NoActiveTimestep)?;
-        let now = Utc::now();
-        let step = &mut open.trace.session_time_steps[current.pos];
-        if self.auto_save {
-            self.backend
-                .update_timestep(&open.trace.session_id, &step.step_id, Some(now))?;
-        } else {
-            open.pending.push(Pending::EndStep(current.pos));
-        }
-        step.completed_at = Some(now);
-        open.step = None;
-        Ok(())
+    /// The open session's id and the open step's position.
+    fn current_timestep(&self, py: Python<'_>) -> PyResult<Option<(String, usize)>> {
+        self.run(py, |t| async { Ok(t.current_timestep().await) })
     }
 
-    fn start_timestep_inner(
-        &self,
-        step_id: &str,
-        turn_number: Option<i32>,
-        metadata: std::collections::HashMap<String, Value>,
-    ) -> R<()> {
-        let mut state = self.state();
-        let open = state.open()?;
-        if open.step.is_some() {
-            self.end_step(open)?;
-        }
-        let mut step = SessionTimeStep::new(step_id, open.trace.session_time_steps.len() as i32);
-        step.turn_number = turn_number;
-        step.step_metadata = metadata;
-        let db_id = if self.auto_save {
-            Some(
-                self.backend
-                    .ensure_timestep(&open.trace.session_id, &step)?,
-            )
-        } else {
-            None
-        };
-        open.trace.session_time_steps.push(step);
-        let pos = open.trace.session_time_steps.len() - 1;
-        if !self.auto_save {
-            open.pending.push(Pending::Step(pos));
-        }
-        open.step = Some(OpenStep { pos, db_id });
-        Ok(())
-    }
-
-    fn end_timestep_inner(&self) -> R<()> {
-        let mut state = self.state();
-        let open = state.open()?;
-        self.end_step(open)
-    }
-
-    fn record_event_inner(&self, event: TracingEvent) -> R<Option<i64>> {
-        let mut state = self.state();
-        let open = state.open()?;
-        let id = if self.auto_save {
-            let ts = open.step.and_then(|s| s.db_id);
-            Some(
-                self.backend
-                    .insert_event(&open.trace.session_id, ts, &event)?,
-            )
-        } else {
-            None
-        };
-        let slot = open.push_event(event);
-        if !self.auto_save {
-            open.pending.push(Pending::Event(slot));
-        }
-        Ok(id)
-    }
-
-    fn record_message_inner(&self, msg: MarkovBlanketMessage) -> R<Option<i64>> {
-        let mut state = self.state();
-        let open = state.open()?;
-        let id = if self.auto_save {
-            let ts = open.step.and_then(|s| s.db_id);
-            Some(
-                self.backend
-                    .insert_message(&open.trace.session_id, ts, &msg)?,
-            )
-        } else {
-            None
-        };
-        let slot = open.push_message(msg);
-        if !self.auto_save {
-            open.pending.push(Pending::Message(slot));
-        }
-        Ok(id)
-    }
-
-    fn record_outcome_reward_inner(&self, reward: OutcomeReward) -> R<Option<i64>> {
-        let mut state = self.state();
-        let open = state.open()?;
-        if self.auto_save {
-            let id = self
-                .backend
-                .insert_outcome_reward(&open.trace.session_id, &reward)?;
-            return Ok(Some(id));
-        }
-        open.pending.push(Pending::Outcome(reward));
-        Ok(None)
-    }
-
-    fn record_event_reward_inner(
-        &self,
-        event_id: i64,
-        reward: EventReward,
-        message_id: Option<i64>,
-        turn_number: Option<i32>,
-    ) -> R<Option<i64>> {
-        let mut state = self.state();
-        let open = state.open()?;
-        // The open step's turn number, or NULL when no step is open.
-        let turn = turn_number.or_else(|| {
-            open.step
-                .and_then(|s| open.trace.session_time_steps[s.pos].turn_number)
-        });
-        if self.auto_save {
-            let id = self.backend.insert_event_reward(
-                &open.trace.session_id,
-                event_id,
-                message_id,
-                turn,
-                &reward,
-            )?;
-            return Ok(Some(id));
-        }
-        open.pending.push(Pending::EventReward {
-            event_id,
-            message_id,
-            turn,
-            reward,
-        });
-        Ok(None)
-    }
-
-    /// Writes what `auto_save=False` kept. On an error, the writes already
-    /// made are dropped from the log (steps stay: they are idempotent), so
-    /// a retried `end_session` does not write them twice.
-    fn save_pending(&self, open: &mut Open) -> R<()> {
-        let pending = std::mem::take(&mut open.pending);
-        let trace = &open.trace;
-        let sid = trace.session_id.as_str();
-        let mut step_ids: Vec<Option<i64>> = vec![None; trace.session_time_steps.len()];
-        let step_id = |ids: &[Option<i64>], slot: Slot| match slot {
-            Slot::Step(p, _) => ids[p],
-            Slot::Loose(_) => None,
-        };
-        let meta = Value::Object(
-            trace
-                .metadata
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        );
-        let b = &self.backend;
-        let mut result = b.ensure_session(sid, trace.created_at, &meta);
-        let mut done = 0;
-        if result.is_ok() {
-            for p in &pending {
-                let r = match p {
-                    Pending::Step(pos) => {
-                        let mut step = trace.session_time_steps[*pos].clone();
-                        step.completed_at = None;
-                        step.events.clear();
-                        step.markov_blanket_messages.clear();
-                        b.ensure_timestep(sid, &step)
-                            .map(|id| step_ids[*pos] = Some(id))
-                    }
-                    Pending::Event(slot) => b
-                        .insert_event(sid, step_id(&step_ids, *slot), open.event(*slot))
-                        .map(drop),
-                    Pending::Message(slot) => b
-                        .insert_message(sid, step_id(&step_ids, *slot), open.message(*slot))
-                        .map(drop),
-                    Pending::EndStep(pos) => {
-                        let step = &trace.session_time_steps[*pos];
-                        b.update_timestep(sid, &step.step_id, step.completed_at)
-                    }
-                    Pending::Outcome(r) => b.insert_outcome_reward(sid, r).map(drop),
-                    Pending::EventReward {
-                        event_id,
-                        message_id,
-                        turn,
-                        reward,
-                    } => b
-                        .insert_event_reward(sid, *event_id, *message_id, *turn, reward)
-                        .map(drop),
-                };
-                if let Err(e) = r {
-                    result = Err(e);
-                    break;
-                }
-                done += 1;
-            }
-        }
-        if result.is_ok() {
-            result = b.update_session_counts(sid);
-        }
-        if result.is_err() {
-            open.pending = pending
-                .into_iter()
-                .enumerate()
-                .filter(|(i, p)| *i >= done || p.idempotent())
-                .map(|(_, p)| p)
-                .collect();
-        }
-        result
-    }
-
-    fn end_session_inner(&self, save: bool) -> R<Open> {
-        let mut state = self.state();
-        let open = state.open()?;
-        if open.step.is_some() {
-            self.end_step(open)?;
-        }
-        if save {
-            if self.auto_save {
-                self.backend.update_session_counts(&open.trace.session_id)?;
-            } else {
-                self.save_pending(open)?;
-            }
-        }
-        let mut done = state.open.take().ok_or(TracingError::NoActiveSession)?;
-        done.pending.clear();
-        Ok(done)
-    }
-
-    /// Whether the open session is `sid`.
-    fn is_open(&self, sid: &str) -> bool {
-        self.state()
-            .open
-            .as_ref()
-            .is_some_and(|o| o.trace.session_id == sid)
-    }
-
-    /// Whether step `pos` of session `sid` is the open step.
-    fn step_is_open(&self, sid: &str, pos: usize) -> bool {
-        self.state()
-            .open
-            .as_ref()
-            .is_some_and(|o| o.trace.session_id == sid && o.step.is_some_and(|s| s.pos == pos))
+    fn current_session_id(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.run(py, |t| async { Ok(t.current_session_id().await) })
     }
 }
 
@@ -547,16 +229,13 @@ impl Tracer {
     /// Whether records are written as they are made.
     #[getter]
     fn auto_save(&self) -> bool {
-        self.auto_save
+        self.tracer.auto_save()
     }
 
     /// The id of the open session, or ``None``.
     #[getter]
-    fn session_id(&self) -> Option<String> {
-        self.state()
-            .open
-            .as_ref()
-            .map(|o| o.trace.session_id.clone())
+    fn session_id(&self, py: Python<'_>) -> PyResult<Option<String>> {
+        self.current_session_id(py)
     }
 
     /// Starts a session and returns its id: ``session_id``, or a new UUID.
@@ -568,9 +247,8 @@ impl Tracer {
         session_id: Option<String>,
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
-        let meta = convert::json_object("metadata", metadata)?;
-        py.detach(|| self.start_session_inner(session_id, meta))
-            .map_err(err)
+        let meta = convert::metadata("metadata", metadata)?;
+        self.run(py, |t| t.start_session(session_id.as_deref(), meta))
     }
 
     /// Starts a timestep, ending the open one.
@@ -583,20 +261,19 @@ impl Tracer {
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let meta = convert::metadata("metadata", metadata)?;
-        py.detach(|| self.start_timestep_inner(&step_id, turn_number, meta))
-            .map_err(err)
+        self.run(py, |t| t.start_timestep(&step_id, turn_number, meta))
     }
 
     /// Ends the open timestep (``NoActiveTimestepError`` if none is open).
     fn end_timestep(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.end_timestep_inner()).map_err(err)
+        self.run(py, |t| t.end_timestep())
     }
 
     /// Records an event dict in the open session (and timestep, if one is
     /// open). Returns its id, or ``None`` with ``auto_save=False``.
     fn record_event(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let event = convert::event(event)?;
-        let id = py.detach(|| self.record_event_inner(event)).map_err(err)?;
+        let id = self.run(py, |t| t.record_event(event))?;
         int_or_none(py, id)
     }
 
@@ -605,7 +282,7 @@ impl Tracer {
     /// ``None`` with ``auto_save=False``.
     fn record_message(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let msg = convert::message(message)?;
-        let id = py.detach(|| self.record_message_inner(msg)).map_err(err)?;
+        let id = self.run(py, |t| t.record_markov_message(msg))?;
         int_or_none(py, id)
     }
 
@@ -617,9 +294,7 @@ impl Tracer {
         reward: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
         let reward: OutcomeReward = convert::model("reward", reward)?;
-        let id = py
-            .detach(|| self.record_outcome_reward_inner(reward))
-            .map_err(err)?;
+        let id = self.run(py, |t| t.record_outcome_reward(reward))?;
         int_or_none(py, id)
     }
 
@@ -635,9 +310,9 @@ impl Tracer {
         turn_number: Option<i32>,
     ) -> PyResult<Py<PyAny>> {
         let reward: EventReward = convert::model("reward", reward)?;
-        let id = py
-            .detach(|| self.record_event_reward_inner(event_id, reward, message_id, turn_number))
-            .map_err(err)?;
+        let id = self.run(py, |t| {
+            t.record_event_reward_for(event_id, reward, message_id, turn_number)
+        })?;
         int_or_none(py, id)
     }
 
@@ -649,8 +324,8 @@ impl Tracer {
     /// session stays open, so the call can be repeated.
     #[pyo3(signature = (save=true))]
     fn end_session(&self, py: Python<'_>, save: bool) -> PyResult<Py<PyAny>> {
-        let done = py.detach(|| self.end_session_inner(save)).map_err(err)?;
-        done.to_py(py)
+        let done = self.end(py, save)?;
+        recorded_to_py(py, &done)
     }
 
     /// ``storage.get_session(session_id)``.
@@ -854,10 +529,9 @@ impl SessionScope {
         let tracer = self.tracer.get();
         let result = match started {
             // Ended already inside the block: nothing to do.
-            Some(sid) if tracer.is_open(&sid) => py
-                .detach(|| tracer.end_session_inner(true))
-                .map(drop)
-                .map_err(err),
+            Some(sid) if tracer.current_session_id(py)?.as_deref() == Some(sid.as_str()) => {
+                tracer.end(py, true).map(drop)
+            }
             _ => Ok(()),
         };
         leave(py, exc, result)
@@ -881,12 +555,7 @@ impl TimestepScope {
         let tracer = self.tracer.get();
         let meta = self.metadata.as_ref().map(|m| m.bind(py).clone());
         tracer.start_timestep(py, self.step_id.clone(), self.turn_number, meta.as_ref())?;
-        let state = tracer.state();
-        let started = state
-            .open
-            .as_ref()
-            .and_then(|o| o.step.map(|step| (o.trace.session_id.clone(), step.pos)));
-        drop(state);
+        let started = tracer.current_timestep(py)?;
         *self.started.lock().unwrap_or_else(|p| p.into_inner()) = started;
         Ok(())
     }
@@ -907,8 +576,8 @@ impl TimestepScope {
             .take();
         let tracer = self.tracer.get();
         let result = match started {
-            Some((sid, pos)) if tracer.step_is_open(&sid, pos) => {
-                py.detach(|| tracer.end_timestep_inner()).map_err(err)
+            Some(step) if tracer.current_timestep(py)?.as_ref() == Some(&step) => {
+                tracer.run(py, |t| t.end_timestep())
             }
             _ => Ok(()),
         };
