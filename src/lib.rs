@@ -69,7 +69,7 @@
 //! | `src/schema.rs` | DDL and migrations, the only place that creates tables |
 //! | `src/db/` | the layer both backends stand on (below) |
 //! | `src/libsql_storage.rs` | [`LibsqlTraceStorage`], the plain one-statement-per-call backend, thin, on top of `db/` |
-//! | `src/tracer.rs` | [`SessionTracer`], the high-level recording API |
+//! | `src/tracer/` | [`SessionTracer`], the high-level recording API (also what the Python bindings' tracer runs), and [`RecordedSession`] |
 //! | `src/writer/` | [`BufferedTraceWriter`] and everything behind it (below) |
 //! | `src/bin/trace-writer/` | the operators' command-line tool: `replay`, `check`, `stats` |
 //! | `src/workload.rs` | synthetic rollouts for the examples, benches and report (feature `workload`, not public API) |
@@ -113,7 +113,7 @@ pub use error::{Result, TracingError};
 pub use libsql_storage::LibsqlTraceStorage;
 pub use models::*;
 pub use storage::{JournalMode, StorageConfig, Synchronous, TraceStorage, DEFAULT_BUSY_TIMEOUT};
-pub use tracer::SessionTracer;
+pub use tracer::{HistorySlot, RecordedSession, SessionTracer};
 pub use writer::{
     replay_spill_file, BlockingWriter, BufferedTraceWriter, OverflowPolicy, RefusedLine,
     ReplayReport, WriterConfig, WriterStats,
