@@ -75,7 +75,7 @@
 //! | `src/workload.rs` | synthetic rollouts for the examples, benches and report (feature `workload`, not public API) |
 //!
 //! Where to find the load-bearing pieces:
-//! - **The one place that writes rows:** `Executor::apply` in `src/db/exec.rs`.
+//! - **The one place that writes rows:** `Executor::apply` in `src/db/exec/mod.rs`.
 //!   Every row is first an `Op` (`src/db/op.rs`), validated and serialized by
 //!   the producer; each table's columns are defined once in `src/db/columns.rs`.
 //! - **The one transaction helper:** `transaction` in `src/db/tx.rs`. No other
@@ -89,8 +89,8 @@
 //!   `src/db/hrana.rs` (the client), laid out as a transaction by `RemoteTx`
 //!   in `src/db/tx.rs`.
 //!
-//! `src/writer/`: `handle.rs` (the producers' handle and its `TraceStorage`
-//! impl), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
+//! `src/writer/`: `handle/` (the producers' handle, its `TraceStorage`
+//! impl, and closing), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
 //! `reserve.rs` (queue space), `actor/` (the thread that owns the
 //! connection), `ids.rs`, `config.rs`, `stats.rs`, `spill.rs` and `wait.rs`
 //! (deadlines).

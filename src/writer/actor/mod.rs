@@ -1,5 +1,9 @@
 //! The actor: the one thread that owns the connection.
 //!
+//! (About 650 lines: the loop is kept with its message types and shared
+//! state, so that the protocol, what each message does and in which order,
+//! reads in one file. One batch's work is in `batch.rs`.)
+//!
 //! It takes whatever is queued (up to a batch's bounds), applies it in one
 //! explicit transaction, commits, and answers whoever waits. Producers did
 //! all serialization; the actor only binds values.

@@ -29,6 +29,8 @@ use crate::writer::reserve::{check_size, reserve, Reservation};
 use crate::writer::stats::{Counters, WriterStats};
 use crate::writer::wait::{block_on_deadline, bounded};
 
+mod close;
+
 /// Extra time `close()` gives the actor past `close_timeout` to write the
 /// spill file and answer.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -129,91 +131,6 @@ struct Inner {
     ready: AtomicBool,
     sessions: Mutex<SessionCache>,
     thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Inner {
-    /// Closes the gate and sends `Close` behind everything queued. `None` if
-    /// the writer was closed already or its actor is gone.
-    fn begin_close(&self) -> Option<oneshot::Receiver<Result<(), TracingError>>> {
-        {
-            let mut gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
-            if *gate {
-                return None;
-            }
-            *gate = true;
-        }
-        self.shared.start_close_deadline(self.config.close_timeout);
-        let (reply, answer) = oneshot::channel();
-        // The gate is closed, so `send` would refuse: go to the channel.
-        self.tx.send(Msg::Close { reply }).ok()?;
-        Some(answer)
-    }
-
-    /// What `close()` returns, from the actor's answer (or its absence).
-    fn close_result(
-        &self,
-        answer: Result<Result<Result<(), TracingError>, oneshot::error::RecvError>, TracingError>,
-    ) -> Result<(), TracingError> {
-        match answer {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(TracingError::WriterClosed),
-            Err(_) => {
-                let left = self.shared.counters.snapshot().queue_depth as usize;
-                Err(TracingError::CloseFailed {
-                    count: left,
-                    cause: format!(
-                        "the close deadline of {:?} passed with {left} operation(s) uncommitted",
-                        self.config.close_timeout
-                    ),
-                })
-            }
-        }
-    }
-}
-
-impl Drop for Inner {
-    /// The last handle is gone without `close()`: close here, blocking this
-    /// thread until everything queued is committed, for at most
-    /// `close_timeout` (plus a grace period to write the spill file). The
-    /// actor has its own thread and runtime, so this cannot deadlock the
-    /// caller's runtime, current-thread ones included.
-    fn drop(&mut self) {
-        let Some(answer) = self.begin_close() else {
-            return;
-        };
-        if !self.ready.load(Ordering::Acquire) {
-            // `new()` failed or timed out: nothing was ever accepted.
-            return;
-        }
-        let limit = self.config.close_timeout.saturating_add(CLOSE_GRACE);
-        let answered = block_on_deadline(answer, limit);
-        let joined = matches!(answered, Some(Ok(_)));
-        let result = self
-            .close_result(answered.ok_or_else(|| TracingError::Timeout("closing on drop".into())));
-        match &result {
-            Ok(()) => tracing::debug!(target: "trace_writer",
-                "the last handle was dropped: everything queued is committed"),
-            Err(e) => report_drop_error(e),
-        }
-        if joined {
-            // The actor answered just before its thread ends.
-            if let Some(handle) = lock(&self.thread).take() {
-                let _ = handle.join();
-            }
-        }
-    }
-}
-
-/// Says what a close on drop could not commit: through `tracing`, and on
-/// stderr as well when no subscriber is installed, since nobody is left to
-/// receive an error.
-fn report_drop_error(e: &TracingError) {
-    let text = format!("trace-writer: the last writer handle was dropped without close(): {e}");
-    tracing::error!(target: "trace_writer", error = %e,
-        "the last writer handle was dropped without close()");
-    if !tracing::dispatcher::has_been_set() {
-        eprintln!("{text}");
-    }
 }
 
 impl BufferedTraceWriter {
@@ -442,44 +359,6 @@ impl BufferedTraceWriter {
             ids.alloc(table),
         )
         .await?
-    }
-
-    async fn close_now(&self) -> Result<(), TracingError> {
-        let Some(answer) = self.inner.begin_close() else {
-            // Closing twice is harmless; a dead actor is reported as closed.
-            return match self.failure_cause() {
-                Some(_) => Err(self.closed_error()),
-                None => Ok(()),
-            };
-        };
-        let limit = self.inner.config.close_timeout.saturating_add(CLOSE_GRACE);
-        let answered = bounded(limit, "close", answer).await;
-        let timed_out = answered.is_err();
-        let result = self.inner.close_result(answered);
-        if timed_out {
-            return result;
-        }
-        // The actor answered just before its thread ends: join it off the
-        // runtime's threads, and give up waiting (not the result) after the
-        // grace period.
-        let handle = lock(&self.inner.thread).take();
-        if let Some(handle) = handle {
-            match tokio::runtime::Handle::try_current() {
-                Ok(rt) => {
-                    let joined = rt.spawn_blocking(move || handle.join());
-                    if bounded(CLOSE_GRACE, "joining the writer thread", joined)
-                        .await
-                        .is_err()
-                    {
-                        tracing::warn!(target: "trace_writer", "the writer thread did not end in time");
-                    }
-                }
-                Err(_) => {
-                    let _ = handle.join();
-                }
-            }
-        }
-        result
     }
 }
 

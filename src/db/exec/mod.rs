@@ -17,8 +17,12 @@ use crate::db::tx::transaction;
 use std::sync::Arc;
 
 use crate::db::hrana::{Arg, HranaClient, Stmt};
-use crate::db::tx::{RemoteOutcome, RemoteTx};
 use crate::error::{DbError, ErrorClass, BUG};
+
+mod remote;
+
+pub(crate) use remote::RemoteBatch;
+use remote::{hrana_integer, hrana_text};
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 is 32766; stay
 /// well under it so that older servers accept the statements too.
@@ -44,60 +48,6 @@ pub(crate) struct Executor {
     /// `INSERT` text by (table, rows), shared by the requests that use it.
     insert_text: HashMap<(Table, usize), Arc<str>>,
 }
-
-/// How a remote batch ended (see [`Executor::apply_remote`]).
-#[derive(Debug)]
-pub(crate) enum RemoteBatch {
-    Committed,
-    /// Rolled back: these operations (indexes into the batch) failed, each
-    /// with its error.
-    Failed(Vec<(usize, DbError)>),
-    /// Rolled back: a multi-row statement failed; send one row per
-    /// statement to find the operation at fault.
-    MultiRowFailed(DbError),
-}
-
-/// A Hrana text value.
-fn hrana_text(v: &serde_json::Value) -> Option<String> {
-    (v.get("type")?.as_str()? == "text")
-        .then(|| v.get("value")?.as_str().map(str::to_string))
-        .flatten()
-}
-
-/// A Hrana integer value (sent as a string).
-fn hrana_integer(v: &serde_json::Value) -> Option<i64> {
-    match v.get("value")? {
-        serde_json::Value::String(s) => s.parse().ok(),
-        n => n.as_i64(),
-    }
-}
-
-/// Which operations a statement of a remote batch carries.
-enum Carries {
-    /// One operation, by index.
-    One(usize),
-    /// A multi-row insert of several.
-    Many,
-    /// The fix-up of records filed under a step created elsewhere.
-    FixUp,
-}
-
-/// Moves the events or messages filed under a step id this writer handed out
-/// to the real row of that step, when the step was created elsewhere (the
-/// insert met its `(session_id, step_id)`). A no-op otherwise.
-const FIX_UP_SQL: [&str; 2] = [
-    "UPDATE events SET timestep_id = (SELECT id FROM session_timesteps \
-     WHERE session_id = ?1 AND step_id = ?2) WHERE timestep_id = ?3 AND ?3 <> \
-     (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
-    "UPDATE messages SET timestep_id = (SELECT id FROM session_timesteps \
-     WHERE session_id = ?1 AND step_id = ?2) WHERE timestep_id = ?3 AND ?3 <> \
-     (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
-];
-
-/// Most bound parameters in one statement of a remote batch: SQLite's
-/// default limit since 3.32. A server with a lower one refuses the
-/// statement, and the batch is sent again one row per statement.
-const REMOTE_MAX_PARAMS: usize = 32_766;
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -179,185 +129,6 @@ impl Executor {
         self.pipeline.as_deref()
     }
 
-    fn insert_text(&mut self, table: Table, rows: usize) -> Arc<str> {
-        self.insert_text
-            .entry((table, rows))
-            .or_insert_with(|| table.insert_sql(rows, false).into())
-            .clone()
-    }
-
-    /// Applies a batch of operations (ids assigned) on a remote server in
-    /// one transaction and one request: see [`RemoteTx`]. With `multi`,
-    /// runs of inserts go in as multi-row statements, by table.
-    ///
-    /// # Errors
-    /// A transport error, or `BEGIN`'s or `COMMIT`'s, classed. After a
-    /// transient one the batch may or may not have been applied: see
-    /// [`Executor::remote_batch_applied`].
-    pub(crate) async fn apply_remote(
-        &mut self,
-        ops: &[&Op],
-        multi: bool,
-    ) -> Result<RemoteBatch, DbError> {
-        let Some(client) = self.pipeline.clone() else {
-            return Err(DbError::new(
-                ErrorClass::Fatal,
-                "no remote pipeline on a local database",
-            ));
-        };
-        let mut stmts = Vec::new();
-        let mut carries = Vec::new();
-        let mut steps_made = Vec::new();
-        let mut i = 0;
-        while i < ops.len() {
-            let op = ops[i];
-            let run_end = if multi {
-                (i..ops.len())
-                    .find(|&j| {
-                        !matches!(ops[j], Op::Insert { table, .. } if *table != Table::Timesteps)
-                    })
-                    .unwrap_or(ops.len())
-            } else {
-                i
-            };
-            if run_end > i + 1 {
-                // A run of inserts (steps excepted): they commute, since ids
-                // are assigned, so each table's rows go in together.
-                let mut tables: Vec<Table> = Vec::new();
-                for op in &ops[i..run_end] {
-                    if let Op::Insert { table, .. } = op {
-                        if !tables.contains(table) {
-                            tables.push(*table);
-                        }
-                    }
-                }
-                tables.sort();
-                for table in tables {
-                    let rows: Vec<usize> = (i..run_end)
-                        .filter(|&j| matches!(ops[j], Op::Insert { table: t, .. } if *t == table))
-                        .collect();
-                    let per_chunk = (REMOTE_MAX_PARAMS / table.columns().len()).max(1);
-                    for chunk in rows.chunks(per_chunk) {
-                        let mut args = Vec::with_capacity(chunk.len() * table.columns().len());
-                        for &j in chunk {
-                            if let Op::Insert { values, .. } = ops[j] {
-                                let start = args.len();
-                                args.extend(values.iter().cloned().map(Arg));
-                                self.remap_args(table, &mut args[start..]);
-                            }
-                        }
-                        stmts.push(Stmt {
-                            sql: self.insert_text(table, chunk.len()),
-                            args,
-                            want_rows: false,
-                        });
-                        carries.push(Carries::Many);
-                    }
-                }
-                i = run_end;
-                continue;
-            }
-            let (sql, mut args): (Arc<str>, Vec<Arg>) = match op {
-                Op::Insert { table, values } => (
-                    self.insert_text(*table, 1),
-                    values.iter().cloned().map(Arg).collect(),
-                ),
-                Op::UpdateTimestep { values } => (
-                    UPDATE_TIMESTEP_SQL.into(),
-                    values.iter().cloned().map(Arg).collect(),
-                ),
-                Op::UpdateSessionCounts { session_id } => {
-                    (UPDATE_COUNTS_SQL.into(), vec![Arg(text(session_id))])
-                }
-            };
-            if let Op::Insert { table, .. } = op {
-                self.remap_args(*table, &mut args);
-            }
-            if let Some((id, sid, step)) = op.timestep_key() {
-                steps_made.push((stmts.len(), id, sid.to_string(), step.to_string()));
-            }
-            stmts.push(Stmt {
-                sql,
-                args,
-                want_rows: false,
-            });
-            carries.push(Carries::One(i));
-            i += 1;
-        }
-        // Records of this batch filed under a step that turns out to exist
-        // already go under its real row, inside the same transaction.
-        for (_, id, sid, step) in &steps_made {
-            for sql in FIX_UP_SQL {
-                stmts.push(Stmt {
-                    sql: sql.into(),
-                    args: vec![Arg(text(sid)), Arg(text(step)), Arg(Value::Integer(*id))],
-                    want_rows: false,
-                });
-                carries.push(Carries::FixUp);
-            }
-        }
-        let tx = RemoteTx::new(stmts);
-        let result = client.batch(&tx.steps).await?;
-        match tx.outcome(result)? {
-            RemoteOutcome::Committed(results) => {
-                // A step insert that changed nothing met a row made
-                // elsewhere: learn its id for the batches to come.
-                for (at, ..) in &steps_made {
-                    if results.get(*at).is_some_and(|r| r.affected_row_count == 0) {
-                        if let Carries::One(j) = carries[*at] {
-                            self.learn_existing_step(ops[j]).await?;
-                        }
-                    }
-                }
-                Ok(RemoteBatch::Committed)
-            }
-            RemoteOutcome::Failed(failed) => {
-                let mut by_op = Vec::new();
-                for (at, e) in failed {
-                    match &carries[at] {
-                        Carries::One(j) => by_op.push((*j, e)),
-                        Carries::Many => return Ok(RemoteBatch::MultiRowFailed(e)),
-                        Carries::FixUp => return Err(e),
-                    }
-                }
-                Ok(RemoteBatch::Failed(by_op))
-            }
-        }
-    }
-
-    /// After a remote batch's request failed without an answer: whether the
-    /// server applied it all the same (the reply was lost). Its ids were
-    /// assigned in advance, so one row tells: the batch is one transaction.
-    /// `None` when it has no row with an id (then applying it again changes
-    /// nothing: sessions and steps are inserted only if missing, and updates
-    /// are idempotent).
-    pub(crate) async fn remote_batch_applied(&self, ops: &[&Op]) -> Result<Option<bool>, DbError> {
-        let Some(client) = &self.pipeline else {
-            return Ok(None);
-        };
-        let Some((table, id)) = ops.iter().find_map(|op| match op {
-            Op::Insert { table, .. } => op.id().map(|id| (*table, id)),
-            _ => None,
-        }) else {
-            return Ok(None);
-        };
-        let steps = [crate::db::hrana::Step {
-            condition: None,
-            stmt: Stmt {
-                sql: format!("SELECT 1 FROM {} WHERE id = ?", table.name()).into(),
-                args: vec![Arg(Value::Integer(id))],
-                want_rows: true,
-            },
-        }];
-        let result = client.batch(&steps).await?;
-        if let Some(Some(e)) = result.step_errors.first() {
-            return Err(e.to_db_error());
-        }
-        Ok(Some(result.step_results.first().is_some_and(|r| {
-            r.as_ref().is_some_and(|r| !r.rows.is_empty())
-        })))
-    }
-
     /// The stored steps of several sessions, as `session -> [(step_id, id)]`,
     /// in one query per 999 sessions (one request on a remote server).
     pub(crate) async fn load_steps_many(
@@ -414,19 +185,6 @@ impl Executor {
             }
         }
         Ok(out)
-    }
-
-    /// [`Executor::remap_step`] on a row's arguments.
-    fn remap_args(&self, table: Table, args: &mut [Arg]) {
-        if self.step_remap.is_empty() {
-            return;
-        }
-        if let Some(Arg(Value::Integer(id))) = table.timestep_column().and_then(|i| args.get_mut(i))
-        {
-            if let Some(real) = self.step_remap.get(id) {
-                *id = *real;
-            }
-        }
     }
 
     /// Continues on a new connection (a remote server dropped the old one),
