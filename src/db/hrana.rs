@@ -1,4 +1,4 @@
-//! A small Hrana-over-HTTP client for whole batches: one `POST /v2/pipeline`
+//! A small Hrana-over-HTTP client for whole batches: one `POST /v3/pipeline`
 //! request carries a batch's statements, so a batch costs one round trip
 //! however large it is.
 //!
@@ -6,8 +6,10 @@
 //! often on a new TCP connection). This client keeps its connections alive
 //! (hyper's pool) and sends a Hrana `batch` whose steps are conditioned on
 //! each other, so the server runs `BEGIN`, the statements and `COMMIT` (or
-//! `ROLLBACK`) in one go. The protocol is the server's `HTTP_V2_SPEC.md` and
-//! the `Batch`, `Stmt`, `Value` and `Error` structures of Hrana 2.
+//! `ROLLBACK`) in one go. The protocol is the server's `HTTP_V2_SPEC.md`
+//! (the v3 endpoint takes the same JSON) with the `Batch`, `Stmt`, `Value`
+//! and `Error` structures of Hrana 3, whose `is_autocommit` condition keeps
+//! a batch's statements inside its transaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +97,8 @@ pub(crate) enum Cond {
     And {
         conds: Vec<Cond>,
     },
+    /// The stream is in autocommit mode (no transaction open). Hrana 3.
+    IsAutocommit,
 }
 
 #[derive(Serialize)]
@@ -147,8 +151,6 @@ pub(crate) struct BatchResult {
 /// What a step that ran returned.
 #[derive(Debug, Deserialize)]
 pub(crate) struct StepResult {
-    #[serde(default)]
-    pub(crate) affected_row_count: u64,
     #[serde(default)]
     pub(crate) rows: Vec<Vec<serde_json::Value>>,
 }
@@ -206,7 +208,7 @@ impl HranaClient {
             _ => "https",
         };
         let base = rest.split(['?', '#']).next().unwrap_or(rest);
-        let pipeline: Uri = format!("{scheme}://{}/v2/pipeline", base.trim_end_matches('/'))
+        let pipeline: Uri = format!("{scheme}://{}/v3/pipeline", base.trim_end_matches('/'))
             .parse()
             .map_err(|e| bad(format!("bad server url {url}: {e}")))?;
         let auth = match token.filter(|t| !t.is_empty()) {

@@ -7,8 +7,8 @@
 //!
 //! On a remote server, [`RemoteTx`] lays the same transaction out as the
 //! steps of one Hrana batch, sent in one request: `BEGIN`, the statements
-//! (each only if `BEGIN` succeeded), `COMMIT` only if every statement
-//! succeeded, and `ROLLBACK` otherwise.
+//! (each only while the transaction is open), `COMMIT` only if every
+//! statement succeeded, and `ROLLBACK` otherwise.
 
 use std::future::Future;
 use std::pin::pin;
@@ -136,9 +136,20 @@ impl RemoteTx {
                 want_rows: false,
             },
         });
+        // Each statement runs only inside the transaction: if one made SQLite
+        // roll it back on its own (`RAISE(ROLLBACK)`, a full disk), the rest
+        // must not run in autocommit mode and commit one by one.
+        let in_tx = Cond::And {
+            conds: vec![
+                Cond::Ok { step: 0 },
+                Cond::Not {
+                    cond: Box::new(Cond::IsAutocommit),
+                },
+            ],
+        };
         for stmt in body {
             steps.push(Step {
-                condition: Some(Cond::Ok { step: 0 }),
+                condition: Some(in_tx.clone()),
                 stmt,
             });
         }
@@ -156,7 +167,7 @@ impl RemoteTx {
         steps.push(Step {
             condition: Some(Cond::And {
                 conds: vec![
-                    Cond::Ok { step: 0 },
+                    in_tx,
                     Cond::Not {
                         cond: Box::new(Cond::Ok { step: commit }),
                     },
@@ -206,12 +217,7 @@ impl RemoteTx {
         let results = result
             .step_results
             .drain(1..commit)
-            .map(|r| {
-                r.unwrap_or(StepResult {
-                    affected_row_count: 0,
-                    rows: Vec::new(),
-                })
-            })
+            .map(|r| r.unwrap_or(StepResult { rows: Vec::new() }))
             .collect();
         Ok(RemoteOutcome::Committed(results))
     }

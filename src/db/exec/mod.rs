@@ -217,15 +217,28 @@ impl Executor {
         let Some((ours, session_id, step_id)) = op.timestep_key() else {
             return Ok(());
         };
-        match find_timestep(&self.conn, session_id, step_id).await? {
-            Some(real) if real != ours => {
-                tracing::debug!(target: "trace_writer", session = session_id, step = step_id,
-                    ours, real, "step created elsewhere; filing under the existing row");
-                self.step_remap.insert(ours, real);
+        if let Some(real) = find_timestep(&self.conn, session_id, step_id).await? {
+            if real != ours {
+                self.note_step_elsewhere(ours, real);
             }
-            _ => {}
         }
         Ok(())
+    }
+
+    /// Files what names step id `ours` under `real`, the id of the step's
+    /// row created elsewhere.
+    fn note_step_elsewhere(&mut self, ours: i64, real: i64) {
+        tracing::debug!(target: "trace_writer", ours, real,
+            "step created elsewhere; filing under the existing row");
+        self.step_remap.insert(ours, real);
+    }
+
+    /// Gives an operation about to leave the executor (spilled to a file)
+    /// the step ids it would have been written with.
+    pub(crate) fn remap_op(&self, op: &mut Op) {
+        if let Op::Insert { table, values } = op {
+            self.remap_step(*table, values);
+        }
     }
 
     /// Whether the connection is to a remote server.

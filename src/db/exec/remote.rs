@@ -65,6 +65,9 @@ const FIX_UP_SQL: [&str; 2] = [
 /// statement, and the batch is sent again one row per statement.
 const REMOTE_MAX_PARAMS: usize = 32_766;
 
+/// The id of a step's row, by its key.
+const STEP_ID_SQL: &str = "SELECT id FROM session_timesteps WHERE session_id = ? AND step_id = ?";
+
 impl Executor {
     pub(super) fn insert_text(&mut self, table: Table, rows: usize) -> Arc<str> {
         self.insert_text
@@ -183,17 +186,33 @@ impl Executor {
                 carries.push(Carries::FixUp);
             }
         }
+        // And the real id of each step, read in the same transaction, so that
+        // the records of later batches go under it too: learnt with the
+        // commit, never lost to a second request that fails.
+        let mut id_reads = Vec::with_capacity(steps_made.len());
+        for (_, id, sid, step) in &steps_made {
+            id_reads.push((stmts.len(), *id));
+            stmts.push(Stmt {
+                sql: STEP_ID_SQL.into(),
+                args: vec![Arg(text(sid)), Arg(text(step))],
+                want_rows: true,
+            });
+            carries.push(Carries::FixUp);
+        }
         let tx = RemoteTx::new(stmts);
         let result = client.batch(&tx.steps).await?;
         match tx.outcome(result)? {
             RemoteOutcome::Committed(results) => {
-                // A step insert that changed nothing met a row made
-                // elsewhere: learn its id for the batches to come.
-                for (at, ..) in &steps_made {
-                    if results.get(*at).is_some_and(|r| r.affected_row_count == 0) {
-                        if let Carries::One(j) = carries[*at] {
-                            self.learn_existing_step(ops[j]).await?;
-                        }
+                // A step whose row was made elsewhere has another id than
+                // ours: file the batches to come under it.
+                for (at, ours) in id_reads {
+                    let real = results
+                        .get(at)
+                        .and_then(|r| r.rows.first())
+                        .and_then(|row| row.first())
+                        .and_then(hrana_integer);
+                    if let Some(real) = real.filter(|real| *real != ours) {
+                        self.note_step_elsewhere(ours, real);
                     }
                 }
                 Ok(RemoteBatch::Committed)
@@ -215,15 +234,19 @@ impl Executor {
     /// After a remote batch's request failed without an answer: whether the
     /// server applied it all the same (the reply was lost). Its ids were
     /// assigned in advance, so one row tells: the batch is one transaction.
-    /// `None` when it has no row with an id (then applying it again changes
-    /// nothing: sessions and steps are inserted only if missing, and updates
-    /// are idempotent).
+    /// `None` when it has no row with an id but steps (then applying it again
+    /// changes nothing: sessions and steps are inserted only if missing, and
+    /// updates are idempotent).
     pub(crate) async fn remote_batch_applied(&self, ops: &[&Op]) -> Result<Option<bool>, DbError> {
         let Some(client) = &self.pipeline else {
             return Ok(None);
         };
+        // Not a step: a step whose row was made elsewhere keeps that row's
+        // id, so ours would never be found even when the batch committed.
         let Some((table, id)) = ops.iter().find_map(|op| match op {
-            Op::Insert { table, .. } => op.id().map(|id| (*table, id)),
+            Op::Insert { table, .. } if *table != Table::Timesteps => {
+                op.id().map(|id| (*table, id))
+            }
             _ => None,
         }) else {
             return Ok(None);

@@ -47,7 +47,7 @@ impl Actor {
         // commit ahead of an earlier one that is waiting in the spill file.
         let mut spill_rest = self.spilling;
         while !spill_rest {
-            match self.attempt(&mut items, multi).await {
+            match self.bounded_attempt(&mut items, multi).await {
                 Ok(()) => break,
                 Err(AttemptError::Restart) => {}
                 Err(AttemptError::MultiRowFailed) => multi = false,
@@ -131,6 +131,33 @@ impl Actor {
         self.shared
             .bytes_sem
             .add_permits(Shared::permits_for(bytes) as usize);
+    }
+
+    /// [`Actor::attempt`], cut short at the close deadline on a remote
+    /// server, where one request may take long. Cut short, the batch may
+    /// have committed: it is spilled, and replay counts its rows as
+    /// duplicates.
+    async fn bounded_attempt(
+        &mut self,
+        items: &mut [Item],
+        multi: bool,
+    ) -> Result<(), AttemptError> {
+        let left = self.shared.until_close_deadline();
+        match left {
+            Some(left) if self.exec.has_pipeline() => {
+                match tokio::time::timeout(left, self.attempt(items, multi)).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        self.ambiguous = true;
+                        Err(AttemptError::Transient(DbError::new(
+                            ErrorClass::Transient,
+                            "the close deadline passed while the server had the batch",
+                        )))
+                    }
+                }
+            }
+            _ => self.attempt(items, multi).await,
+        }
     }
 
     /// One try at the batch, inside the one transaction helper: it commits,

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 use serde_json::Value as Json;
 use tokio::sync::{oneshot, Semaphore};
 
@@ -103,6 +103,8 @@ pub(crate) struct Shared {
     /// Set by `close()` or the drop of the last handle: past it, the actor
     /// spills instead of retrying.
     pub(crate) close_deadline: Mutex<CloseDeadline>,
+    /// Notified when the close deadline starts.
+    pub(crate) close_wake: std::sync::Condvar,
     pub(crate) recent_errors: Mutex<VecDeque<String>>,
     /// Why the actor stopped, if it stopped abnormally.
     pub(crate) dead: Mutex<Option<String>>,
@@ -122,12 +124,39 @@ impl Shared {
 
     /// Sleeps `d` between retries, but not past the close deadline: once it
     /// passes, the retry loop spills instead of waiting.
+    ///
+    /// A close that starts during the sleep wakes it (the condition variable
+    /// is notified under the same lock), so a long `retry_max` never delays
+    /// a close past its deadline.
     fn sleep_until_close_deadline(&self, d: Duration) {
-        let d = match *lock(&self.close_deadline) {
-            CloseDeadline::At(at) => d.min(at.saturating_duration_since(Instant::now())),
-            CloseDeadline::Open | CloseDeadline::Never => d,
-        };
-        std::thread::sleep(d);
+        let until = deadline(d);
+        let mut state = lock(&self.close_deadline);
+        loop {
+            let end = match (*state, until) {
+                (CloseDeadline::At(at), Some(u)) => at.min(u),
+                (CloseDeadline::At(at), None) => at,
+                (_, Some(u)) => u,
+                // No deadline on either side: wait for a close.
+                (_, None) => Instant::now() + Duration::from_secs(86_400),
+            };
+            let now = Instant::now();
+            if now >= end {
+                return;
+            }
+            state = self
+                .close_wake
+                .wait_timeout(state, end - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    /// Time left before the close deadline, if one runs.
+    pub(crate) fn until_close_deadline(&self) -> Option<Duration> {
+        match *lock(&self.close_deadline) {
+            CloseDeadline::At(at) => Some(at.saturating_duration_since(Instant::now())),
+            CloseDeadline::Open | CloseDeadline::Never => None,
+        }
     }
 
     /// Starts the close deadline, `limit` from now, unless one runs already.
@@ -138,6 +167,8 @@ impl Shared {
                 Some(at) => CloseDeadline::At(at),
                 None => CloseDeadline::Never,
             };
+            // Wake a retry backoff: it sleeps on this lock's condvar.
+            self.close_wake.notify_all();
         }
     }
 
@@ -430,15 +461,9 @@ impl Actor {
                             break;
                         }
                         self.serve_control(true).await;
-                        let next = match linger_end {
-                            Some(end) => self.rx.recv_deadline(end),
-                            None => self.rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-                        };
-                        match next {
-                            Ok(m) => m,
-                            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                                break
-                            }
+                        match self.linger(linger_end).await {
+                            Some(m) => m,
+                            None => break,
                         }
                     }
                 },
@@ -513,10 +538,50 @@ impl Actor {
         }
     }
 
+    /// Waits for the next message until `end` (forever for `None`), serving
+    /// id leases and step loads meanwhile, so that lingering never holds up
+    /// a producer that waits for ids or a new session's steps. `None` when
+    /// the time is up or every handle is gone.
+    async fn linger(&mut self, end: Option<Instant>) -> Option<Msg> {
+        loop {
+            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|d| d.is_zero()) {
+                return None;
+            }
+            // A day stands in for "no deadline": the loop just waits again.
+            let wait = left.unwrap_or(Duration::from_secs(86_400));
+            crossbeam_channel::select! {
+                recv(self.rx) -> m => return m.ok(),
+                recv(self.control_rx) -> c => {
+                    if let Ok(c) = c {
+                        self.control(c, true).await;
+                    }
+                    self.serve_control(true).await;
+                }
+                default(wait) => {}
+            }
+        }
+    }
+
     /// Handles a message that needed everything before it committed.
     /// Returns the reply of a `Close`.
     async fn finish(&mut self, t: Terminator) -> Option<Reply<()>> {
+        // Writes queued before a query or a delete are in the spill file, not
+        // in the database: running it now would see, or undo, the wrong rows.
+        let spilled = || {
+            TracingError::InvalidState(
+                "the writer spilled the writes queued before this call at its close \
+                 deadline; it was not run"
+                    .into(),
+            )
+        };
         match t {
+            Terminator::Query { reply, .. } if self.spilling => {
+                let _ = reply.send(Err(spilled()));
+            }
+            Terminator::Delete { reply, .. } if self.spilling => {
+                let _ = reply.send(Err(spilled()));
+            }
             Terminator::Flush(reply) => {
                 let _ = reply.send(self.take_failures());
             }
@@ -584,7 +649,12 @@ impl Actor {
         (reply, result)
     }
 
-    fn spill(&mut self, ops: Vec<Op>) {
+    fn spill(&mut self, mut ops: Vec<Op>) {
+        // Written as they would have been committed: under the real rows of
+        // steps created elsewhere, which a replay could not know.
+        for op in &mut ops {
+            self.exec.remap_op(op);
+        }
         let n = ops.len();
         match spill::append(&self.spill_path, &ops) {
             Ok(()) => {

@@ -58,6 +58,15 @@ impl Drop for Inner {
     /// caller's runtime, current-thread ones included.
     fn drop(&mut self) {
         let Some(answer) = self.begin_close() else {
+            // Closed already, or the actor is gone: if it died (a bug) with
+            // writes queued, nobody else is left to say they were lost.
+            let left = self.shared.counters.snapshot().queue_depth;
+            if let Some(cause) = self.shared.dead_cause().filter(|_| left > 0) {
+                report_drop_error(&TracingError::CloseFailed {
+                    count: left as usize,
+                    cause,
+                });
+            }
             return;
         };
         if !self.ready.load(Ordering::Acquire) {

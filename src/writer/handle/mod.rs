@@ -183,6 +183,7 @@ impl BufferedTraceWriter {
             ops_sem: Semaphore::new(config.queue_capacity),
             bytes_sem: Semaphore::new(config.queue_capacity_bytes),
             close_deadline: Mutex::new(CloseDeadline::Open),
+            close_wake: std::sync::Condvar::new(),
             recent_errors: Mutex::new(VecDeque::new()),
             dead: Mutex::new(None),
         });
