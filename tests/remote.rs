@@ -289,6 +289,18 @@ async fn both_backends_agree_on_a_mixed_workload() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
 async fn a_poison_row_is_isolated_remotely() {
+    poison_row_isolated("ABORT").await;
+}
+
+/// A trigger that rolls the whole transaction back (`RAISE(ROLLBACK)`): the
+/// statements after it must not run, and commit one by one, in autocommit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_poison_row_that_rolls_back_the_transaction_is_isolated_remotely() {
+    poison_row_isolated("ROLLBACK").await;
+}
+
+async fn poison_row_isolated(raise: &str) {
     let server = Sqld::start().await;
     // Deadlines well past a healthy flush: a writer that retries the
     // refused batch gets `Timeout` from them, not a hang.
@@ -302,8 +314,10 @@ async fn a_poison_row_is_isolated_remotely() {
     .unwrap();
     writer
         .query(
-            "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.model_name = 'poison' \
-             BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
+            &format!(
+                "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.model_name = 'poison' \
+                 BEGIN SELECT RAISE({raise}, 'poisoned row'); END"
+            ),
             vec![],
         )
         .await

@@ -302,3 +302,65 @@ proptest! {
         });
     }
 }
+
+/// Records spilled after a writer learnt that a step was created elsewhere
+/// are written to the spill file under the real row, so replay files them
+/// right although the step's insert is not in the file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spilled_records_keep_the_real_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("spill.db");
+    let spill = dir.path().join("spill.jsonl");
+    let a = BufferedTraceWriter::new(
+        wal(&dir, "spill.db").with_busy_timeout(std::time::Duration::from_millis(20)),
+        WriterConfig::default()
+            .close_timeout(std::time::Duration::from_millis(200))
+            .spill_path(&spill),
+    )
+    .await
+    .expect("a");
+    let b = BufferedTraceWriter::new(wal(&dir, "spill.db"), WriterConfig::default())
+        .await
+        .expect("b");
+    a.ensure_session("s", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    record(&a, "s", "a", 0).await;
+    a.flush().await.expect("flush a");
+    record(&b, "s", "b", 1).await;
+    b.flush().await.expect("flush b");
+    b.close().await.expect("close b");
+    // A hands out its own id for `b`, and learns the real one when it commits.
+    let ours = record(&a, "s", "b", 2).await;
+    a.flush().await.expect("flush");
+    let lock = common::Lock::take(&path).await;
+    for i in 3..6 {
+        a.insert_event("s", Some(ours), &tagged_event("s", "b", i))
+            .await
+            .expect("queued");
+    }
+    match a.close().await {
+        Err(TracingError::Spilled { count, .. }) => assert_eq!(count, 3),
+        other => panic!("expected Spilled, got {other:?}"),
+    }
+    lock.release().await;
+    let report = replay_spill_file(wal(&dir, "spill.db"), &spill)
+        .await
+        .expect("replay");
+    assert_eq!(report.inserted, 3, "{report:?}");
+    let plain = LibsqlTraceStorage::new(wal(&dir, "spill.db"))
+        .await
+        .expect("plain");
+    assert_eq!(misfiled(&plain).await, 0);
+    let trace = plain
+        .get_session("s")
+        .await
+        .expect("read")
+        .expect("session");
+    let step_b = trace
+        .session_time_steps
+        .iter()
+        .find(|s| s.step_id == "b")
+        .expect("step b");
+    assert_eq!(step_b.events.len(), 5, "B's, A's, and the 3 replayed");
+}
