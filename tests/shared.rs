@@ -364,3 +364,41 @@ async fn spilled_records_keep_the_real_step() {
         .expect("step b");
     assert_eq!(step_b.events.len(), 5, "B's, A's, and the 3 replayed");
 }
+
+/// A step whose insert failed is not handed out again from the cache: the
+/// next `ensure_timestep` makes it anew, and the records after it are filed
+/// under a row that exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_whose_insert_failed_is_made_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let w = BufferedTraceWriter::new(wal(&dir, "refused.db"), WriterConfig::default())
+        .await
+        .expect("open");
+    w.query(
+        "CREATE TRIGGER no_bad_step BEFORE INSERT ON session_timesteps \
+         WHEN NEW.step_id = 'bad' BEGIN SELECT RAISE(ABORT, 'step refused'); END",
+        vec![],
+    )
+    .await
+    .expect("trigger");
+    w.ensure_session("s", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    let first = w.ensure_timestep("s", &step("bad", 0)).await.expect("id");
+    match w.flush().await {
+        Err(TracingError::WriteFailed { failed, .. }) => assert_eq!(failed, 1),
+        other => panic!("expected the step to fail, got {other:?}"),
+    }
+    w.query("DROP TRIGGER no_bad_step", vec![])
+        .await
+        .expect("drop");
+    let again = w.ensure_timestep("s", &step("bad", 0)).await.expect("id");
+    assert_ne!(again, first, "the failed id is not handed out again");
+    w.insert_event("s", Some(again), &tagged_event("s", "bad", 1))
+        .await
+        .expect("event");
+    w.flush().await.expect("flush");
+    assert_eq!(misfiled(&w).await, 0);
+    assert_eq!(common::count(&w, "session_timesteps").await, 1);
+    w.close().await.expect("close");
+}

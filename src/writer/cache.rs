@@ -81,6 +81,18 @@ impl SessionCache {
         }
     }
 
+    /// Forgets a session whose steps may be wrong here: its next load waits
+    /// its turn until the operations counted by `marker` are done.
+    pub(crate) fn invalidate(&mut self, session_id: &str, marker: u64) {
+        if self.map.remove(session_id).is_some() {
+            self.order.retain(|s| s != session_id);
+        }
+        self.forgotten
+            .entry(session_id.to_string())
+            .and_modify(|m| *m = (*m).max(marker))
+            .or_insert(marker);
+    }
+
     /// Forgets a session that is being deleted: its loads wait their turn
     /// until [`SessionCache::deleted`].
     pub(crate) fn forget(&mut self, session_id: &str) {

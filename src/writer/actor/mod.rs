@@ -105,6 +105,10 @@ pub(crate) struct Shared {
     pub(crate) close_deadline: Mutex<CloseDeadline>,
     /// Notified when the close deadline starts.
     pub(crate) close_wake: std::sync::Condvar,
+    /// Sessions one of whose step inserts failed: the step caches forget
+    /// them before their next lookup, so the step is looked up (and made)
+    /// again rather than filed under an id whose row does not exist.
+    pub(crate) failed_steps: Mutex<Vec<String>>,
     pub(crate) recent_errors: Mutex<VecDeque<String>>,
     /// Why the actor stopped, if it stopped abnormally.
     pub(crate) dead: Mutex<Option<String>>,
@@ -513,6 +517,11 @@ impl Actor {
         tracing::error!(target: "trace_writer", session = op.session_id(), kind = op.kind(),
             error = %err, "write failed");
         Counters::add(&self.shared.counters.failed, 1);
+        if op.timestep_key().is_some() {
+            // The step's row was never written: the handles must stop
+            // handing out its id (see `Shared::failed_steps`).
+            lock(&self.shared.failed_steps).push(op.session_id().to_string());
+        }
         self.failed_since_flush += 1;
         self.first_failure.get_or_insert_with(|| text.clone());
         self.remember(text);

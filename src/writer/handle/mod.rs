@@ -184,6 +184,7 @@ impl BufferedTraceWriter {
             bytes_sem: Semaphore::new(config.queue_capacity_bytes),
             close_deadline: Mutex::new(CloseDeadline::Open),
             close_wake: std::sync::Condvar::new(),
+            failed_steps: Mutex::new(Vec::new()),
             recent_errors: Mutex::new(VecDeque::new()),
             dead: Mutex::new(None),
         });
@@ -306,6 +307,20 @@ impl BufferedTraceWriter {
         }
         // Unbounded channel: never blocks. Space was reserved beforehand.
         self.inner.tx.send(msg).map_err(|_| self.closed_error())
+    }
+
+    /// Forgets the sessions whose step inserts failed (see
+    /// `Shared::failed_steps`); their next load waits for what is queued.
+    fn forget_failed_steps(&self) {
+        let failed = std::mem::take(&mut *lock(&self.inner.shared.failed_steps));
+        if failed.is_empty() {
+            return;
+        }
+        let mut cache = lock(&self.inner.sessions);
+        let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
+        for session_id in failed {
+            cache.invalidate(&session_id, enqueued);
+        }
     }
 
     /// Write operations finished one way or another (committed, failed or
@@ -433,6 +448,7 @@ impl TraceStorage for BufferedTraceWriter {
         let bytes = check_size(&self.inner.config, &op)?;
         let cap = self.inner.config.session_cache;
         loop {
+            self.forget_failed_steps();
             let found = lock(&self.inner.sessions).lookup(session_id, &step.step_id);
             match found {
                 Lookup::Found(id) => return Ok(id),
