@@ -1,30 +1,33 @@
 //! The actor: the one thread that owns the connection.
 //!
-//! (About 650 lines: the loop is kept with its message types and shared
-//! state, so that the protocol, what each message does and in which order,
-//! reads in one file. One batch's work is in `batch.rs`.)
+//! (Over 600 lines: the loop is kept with its message types, so that the
+//! protocol, what each message does and in which order, reads in one file.
+//! One batch's work is in `batch.rs`, the state shared with the handles in
+//! `shared.rs`.)
 //!
 //! It takes whatever is queued (up to a batch's bounds), applies it in one
 //! explicit transaction, commits, and answers whoever waits. Producers did
 //! all serialization; the actor only binds values.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use serde_json::Value as Json;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 mod batch;
+mod shared;
+
+pub(crate) use shared::{CloseDeadline, Shared};
 
 use crate::db::{self, read, Executor, Op, Opened, Table};
 use crate::error::TracingError;
 use crate::models::SessionTrace;
 use crate::storage::StorageConfig;
 use crate::writer::config::WriterConfig;
-use crate::writer::ids::{IdAllocator, LeaseRequest};
+use crate::writer::ids::LeaseRequest;
 use crate::writer::lock;
 use crate::writer::spill;
 use crate::writer::stats::Counters;
@@ -78,107 +81,6 @@ pub(crate) enum Control {
     /// messages (even while retrying a batch), as a bug would make it.
     #[cfg(feature = "fault-injection")]
     Crash,
-}
-
-/// Whether the writer is closing, and until when it may retry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseDeadline {
-    /// Not closing.
-    Open,
-    /// Closing: past this instant, what is left is spilled.
-    At(Instant),
-    /// Closing with no deadline (`close_timeout(Duration::MAX)`).
-    Never,
-}
-
-/// State shared by the handles and the actor.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) counters: Arc<Counters>,
-    pub(crate) ids: IdAllocator,
-    /// Queue space in operations and in bytes. Producers take permits before
-    /// they send; the actor gives them back when an operation is done.
-    pub(crate) ops_sem: Semaphore,
-    pub(crate) bytes_sem: Semaphore,
-    /// Set by `close()` or the drop of the last handle: past it, the actor
-    /// spills instead of retrying.
-    pub(crate) close_deadline: Mutex<CloseDeadline>,
-    /// Notified when the close deadline starts.
-    pub(crate) close_wake: std::sync::Condvar,
-    /// Sessions one of whose step inserts failed: the step caches forget
-    /// them before their next lookup, so the step is looked up (and made)
-    /// again rather than filed under an id whose row does not exist.
-    pub(crate) failed_steps: Mutex<Vec<String>>,
-    pub(crate) recent_errors: Mutex<VecDeque<String>>,
-    /// Why the actor stopped, if it stopped abnormally.
-    pub(crate) dead: Mutex<Option<String>>,
-}
-
-impl Shared {
-    pub(crate) fn permits_for(bytes: usize) -> u32 {
-        u32::try_from(bytes).unwrap_or(u32::MAX)
-    }
-
-    fn past_close_deadline(&self) -> bool {
-        match *lock(&self.close_deadline) {
-            CloseDeadline::At(d) => Instant::now() >= d,
-            CloseDeadline::Open | CloseDeadline::Never => false,
-        }
-    }
-
-    /// Sleeps `d` between retries, but not past the close deadline: once it
-    /// passes, the retry loop spills instead of waiting.
-    ///
-    /// A close that starts during the sleep wakes it (the condition variable
-    /// is notified under the same lock), so a long `retry_max` never delays
-    /// a close past its deadline.
-    fn sleep_until_close_deadline(&self, d: Duration) {
-        let until = deadline(d);
-        let mut state = lock(&self.close_deadline);
-        loop {
-            let end = match (*state, until) {
-                (CloseDeadline::At(at), Some(u)) => at.min(u),
-                (CloseDeadline::At(at), None) => at,
-                (_, Some(u)) => u,
-                // No deadline on either side: wait for a close.
-                (_, None) => Instant::now() + Duration::from_secs(86_400),
-            };
-            let now = Instant::now();
-            if now >= end {
-                return;
-            }
-            state = self
-                .close_wake
-                .wait_timeout(state, end - now)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-    }
-
-    /// Time left before the close deadline, if one runs.
-    pub(crate) fn until_close_deadline(&self) -> Option<Duration> {
-        match *lock(&self.close_deadline) {
-            CloseDeadline::At(at) => Some(at.saturating_duration_since(Instant::now())),
-            CloseDeadline::Open | CloseDeadline::Never => None,
-        }
-    }
-
-    /// Starts the close deadline, `limit` from now, unless one runs already.
-    pub(crate) fn start_close_deadline(&self, limit: Duration) {
-        let mut d = lock(&self.close_deadline);
-        if *d == CloseDeadline::Open {
-            *d = match deadline(limit) {
-                Some(at) => CloseDeadline::At(at),
-                None => CloseDeadline::Never,
-            };
-            // Wake a retry backoff: it sleeps on this lock's condvar.
-            self.close_wake.notify_all();
-        }
-    }
-
-    pub(crate) fn dead_cause(&self) -> Option<String> {
-        lock(&self.dead).clone()
-    }
 }
 
 /// Marks the writer dead if the actor thread unwinds or returns early, so
