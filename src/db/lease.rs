@@ -17,7 +17,7 @@ use libsql::Value;
 
 use crate::db::columns::Table;
 use crate::db::exec::Executor;
-use crate::db::hrana::{Arg, Stmt};
+use crate::db::hrana::{Arg, StepResult, Stmt};
 use crate::db::op::text;
 use crate::db::read::first_i64;
 use crate::db::tx::{transaction, RemoteOutcome, RemoteTx};
@@ -56,6 +56,53 @@ fn block(table: Table, last: Option<i64>, n: i64) -> Result<Range<i64>, DbError>
     Ok(end - n..end)
 }
 
+/// The lease's three statements for a remote transaction (alone, or riding
+/// in a batch's request); the third reads the block's end.
+pub(crate) fn remote_lease_statements(table: Table, n: i64) -> [Stmt; 3] {
+    // Each statement gets exactly the parameters it names: a server refuses
+    // extra ones.
+    let name = table.name();
+    let named = || vec![Arg(text(name))];
+    let [raise, read] = raise_and_read(table);
+    [
+        Stmt {
+            sql: ENSURE_ROW.into(),
+            args: named(),
+            want_rows: false,
+        },
+        Stmt {
+            sql: raise.into(),
+            args: vec![Arg(text(name)), Arg(Value::Integer(n))],
+            want_rows: false,
+        },
+        Stmt {
+            sql: read.into(),
+            args: named(),
+            want_rows: true,
+        },
+    ]
+}
+
+/// The block a committed remote lease reserved, from its third statement's
+/// result.
+///
+/// # Errors
+/// `Fatal` if the result holds no sequence value.
+pub(crate) fn remote_lease_block(
+    table: Table,
+    n: i64,
+    read: Option<&StepResult>,
+) -> Result<Range<i64>, DbError> {
+    let last = read
+        .and_then(|r| r.rows.first())
+        .and_then(|row| row.first())
+        .and_then(|v| match v.get("value") {
+            Some(serde_json::Value::String(s)) => s.parse().ok(),
+            _ => None,
+        });
+    block(table, last, n)
+}
+
 /// Reserves `n` ids of `table` in one committed transaction.
 ///
 /// # Errors
@@ -66,39 +113,18 @@ pub(crate) async fn lease_ids(
     table: Table,
     n: i64,
 ) -> Result<Range<i64>, DbError> {
-    let name = table.name();
-    // Each statement gets exactly the parameters it names: a server refuses
-    // extra ones.
-    let named = || vec![text(name)];
-    let both = || vec![text(name), Value::Integer(n)];
-    let [raise, read] = raise_and_read(table);
     if let Some(client) = exec.pipeline() {
-        let stmt = |sql: &str, args: Vec<Value>, want_rows| Stmt {
-            sql: sql.into(),
-            args: args.into_iter().map(Arg).collect(),
-            want_rows,
-        };
-        let tx = RemoteTx::new(vec![
-            stmt(ENSURE_ROW, named(), false),
-            stmt(&raise, both(), false),
-            stmt(&read, named(), true),
-        ]);
+        let tx = RemoteTx::new(remote_lease_statements(table, n).into());
         let result = client.batch(&tx.steps).await?;
         return match tx.outcome(result)? {
             RemoteOutcome::Failed(mut failed) => Err(failed.remove(0).1),
-            RemoteOutcome::Committed(results) => {
-                let last = results
-                    .get(2)
-                    .and_then(|r| r.rows.first())
-                    .and_then(|row| row.first())
-                    .and_then(|v| match v.get("value") {
-                        Some(serde_json::Value::String(s)) => s.parse().ok(),
-                        _ => None,
-                    });
-                block(table, last, n)
-            }
+            RemoteOutcome::Committed(results) => remote_lease_block(table, n, results.get(2)),
         };
     }
+    let name = table.name();
+    let named = || vec![text(name)];
+    let both = || vec![text(name), Value::Integer(n)];
+    let [raise, read] = raise_and_read(table);
     let conn = &exec.conn;
     transaction(conn, async {
         conn.execute(ENSURE_ROW, named()).await?;

@@ -1,5 +1,6 @@
 //! The executor on a remote server: a whole batch in one Hrana request.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use libsql::Value;
@@ -7,6 +8,7 @@ use libsql::Value;
 use crate::db::columns::Table;
 use crate::db::exec::Executor;
 use crate::db::hrana::{Arg, Stmt};
+use crate::db::lease::{remote_lease_block, remote_lease_statements};
 use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
 use crate::db::tx::{RemoteOutcome, RemoteTx};
 use crate::error::{DbError, ErrorClass};
@@ -14,7 +16,9 @@ use crate::error::{DbError, ErrorClass};
 /// How a remote batch ended (see [`Executor::apply_remote`]).
 #[derive(Debug)]
 pub(crate) enum RemoteBatch {
-    Committed,
+    /// Committed, with the id blocks of the leases that rode along, in
+    /// their order.
+    Committed(Vec<Range<i64>>),
     /// Rolled back: these operations (indexes into the batch) failed, each
     /// with its error.
     Failed(Vec<(usize, DbError)>),
@@ -46,6 +50,8 @@ enum Carries {
     Many,
     /// The fix-up of records filed under a step created elsewhere.
     FixUp,
+    /// A statement of an id lease riding along.
+    Lease,
 }
 
 /// Moves the events or messages filed under a step id this writer handed out
@@ -88,6 +94,7 @@ impl Executor {
         &mut self,
         ops: &[&Op],
         multi: bool,
+        leases: &[(Table, i64)],
     ) -> Result<RemoteBatch, DbError> {
         let Some(client) = self.pipeline.clone() else {
             return Err(DbError::new(
@@ -199,6 +206,15 @@ impl Executor {
             });
             carries.push(Carries::FixUp);
         }
+        // Id leases ride in the same transaction: no round trip of their own.
+        let mut lease_reads = Vec::with_capacity(leases.len());
+        for &(table, n) in leases {
+            for stmt in remote_lease_statements(table, n) {
+                stmts.push(stmt);
+                carries.push(Carries::Lease);
+            }
+            lease_reads.push((stmts.len() - 1, table, n));
+        }
         let tx = RemoteTx::new(stmts);
         let result = client.batch(&tx.steps).await?;
         match tx.outcome(result)? {
@@ -215,7 +231,11 @@ impl Executor {
                         self.note_step_elsewhere(ours, real);
                     }
                 }
-                Ok(RemoteBatch::Committed)
+                let mut leased = Vec::with_capacity(lease_reads.len());
+                for (at, table, n) in lease_reads {
+                    leased.push(remote_lease_block(table, n, results.get(at))?);
+                }
+                Ok(RemoteBatch::Committed(leased))
             }
             RemoteOutcome::Failed(failed) => {
                 let mut by_op = Vec::new();
@@ -223,7 +243,7 @@ impl Executor {
                     match &carries[at] {
                         Carries::One(j) => by_op.push((*j, e)),
                         Carries::Many => return Ok(RemoteBatch::MultiRowFailed(e)),
-                        Carries::FixUp => return Err(e),
+                        Carries::FixUp | Carries::Lease => return Err(e),
                     }
                 }
                 Ok(RemoteBatch::Failed(by_op))

@@ -190,19 +190,27 @@ impl Actor {
                     _ => None,
                 })
                 .collect();
-            if ops.is_empty() {
-                Ok(RemoteBatch::Committed)
+            let leases: Vec<_> = self.riding.iter().map(|r| (r.table, r.size)).collect();
+            if ops.is_empty() && leases.is_empty() {
+                Ok(RemoteBatch::Committed(Vec::new()))
             } else if self.ambiguous && self.batch_was_applied(&ops).await? {
                 // The reply to the last try was lost after the server
                 // committed: sending it again would duplicate nothing (ids
-                // are fixed) but fail on every row.
-                Ok(RemoteBatch::Committed)
+                // are fixed) but fail on every row. Leases that rode in it
+                // are taken again (the lost blocks are only a gap).
+                Ok(RemoteBatch::Committed(Vec::new()))
             } else {
-                self.exec.apply_remote(&ops, multi).await
+                self.exec.apply_remote(&ops, multi, &leases).await
             }
         };
         match outcome {
-            Ok(RemoteBatch::Committed) => {
+            Ok(RemoteBatch::Committed(leased)) => {
+                if !leased.is_empty() {
+                    for (req, ids) in std::mem::take(&mut self.riding).into_iter().zip(leased) {
+                        Counters::add(&self.shared.counters.id_leases, 1);
+                        self.shared.ids.grant(req.table, ids);
+                    }
+                }
                 self.answer_reads(items).await;
                 Ok(())
             }

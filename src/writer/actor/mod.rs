@@ -153,6 +153,12 @@ pub(crate) struct Actor {
     control_rx: Receiver<Control>,
     /// Leases taken off the channel while the database was locked.
     deferred_leases: Vec<LeaseRequest>,
+    /// Id leases asked for while a remote batch is being collected: they
+    /// ride in its request (see `attempt_remote`), or are served alone
+    /// after it.
+    riding: Vec<LeaseRequest>,
+    /// A batch is being collected or applied.
+    in_batch: bool,
     /// Step loads taken off the control channel, answered together.
     pending_loads: Vec<(String, Reply<Steps>)>,
     shared: Arc<Shared>,
@@ -191,6 +197,8 @@ impl Actor {
             control_rx,
             deferred_leases: Vec::new(),
             pending_loads: Vec::new(),
+            riding: Vec::new(),
+            in_batch: false,
             shared,
             config,
             opened: Some(opened),
@@ -237,10 +245,7 @@ impl Actor {
                 self.state = RunState::Stopping;
                 break;
             };
-            let (items, terminator) = self.collect(first).await;
-            if !items.is_empty() {
-                self.execute(items).await;
-            }
+            let terminator = self.batch(first).await;
             if let Some(t) = terminator {
                 if let Some(reply) = self.finish(t).await {
                     close_reply = Some(reply);
@@ -257,6 +262,24 @@ impl Actor {
         if let Some(r) = reply {
             let _ = r.send(result);
         }
+    }
+
+    /// Collects a batch starting with `first`, applies it, and returns the
+    /// message that ended it early, if any. Leases asked for meanwhile ride
+    /// in the batch's request on a remote server; any left (the batch had
+    /// nothing to send, or failed) are served alone here, so no producer
+    /// waits for ids past the batch.
+    async fn batch(&mut self, first: Msg) -> Option<Terminator> {
+        self.in_batch = true;
+        let (items, terminator) = self.collect(first).await;
+        if !items.is_empty() {
+            self.execute(items).await;
+        }
+        self.in_batch = false;
+        for req in std::mem::take(&mut self.riding) {
+            self.lease(req).await;
+        }
+        terminator
     }
 
     /// Serves what waits on the control channel. With `leases` false (the
@@ -303,6 +326,9 @@ impl Actor {
 
     async fn control(&mut self, c: Control, leases: bool) {
         match c {
+            Control::Lease(req) if self.in_batch && self.exec.has_pipeline() => {
+                self.riding.push(req)
+            }
             Control::Lease(req) if leases => self.lease(req).await,
             Control::Lease(req) => self.deferred_leases.push(req),
             #[cfg(feature = "fault-injection")]
@@ -468,6 +494,11 @@ impl Actor {
                         self.control(c, true).await;
                     }
                     self.serve_control(true).await;
+                    if !self.riding.is_empty() {
+                        // A producer waits for ids that ride in this batch:
+                        // send it now.
+                        return None;
+                    }
                 }
                 default(wait) => {}
             }
@@ -531,10 +562,7 @@ impl Actor {
                 Ok(m) => m,
                 Err(_) => break,
             };
-            let (items, terminator) = self.collect(first).await;
-            if !items.is_empty() {
-                self.execute(items).await;
-            }
+            let terminator = self.batch(first).await;
             match terminator {
                 Some(Terminator::Close(r)) => {
                     let _ = r.send(Ok(()));
