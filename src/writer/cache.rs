@@ -20,6 +20,12 @@ pub(crate) struct SessionCache {
     /// Session -> the count of operations that must be done before its
     /// committed rows tell the whole story.
     forgotten: HashMap<String, u64>,
+    /// Counts forgettings (evictions, invalidations, deletes).
+    epoch: u64,
+    /// Session -> the `epoch` at which it was last forgotten, so that a load
+    /// requested before that is not installed (its rows may be stale: a
+    /// delete or a failed step came in between). Trimmed to recent entries.
+    forgot_at: HashMap<String, u64>,
 }
 
 pub(crate) enum Lookup {
@@ -51,6 +57,25 @@ impl SessionCache {
         }
     }
 
+    /// The current epoch: read it before requesting a load, and pass it to
+    /// [`SessionCache::load`].
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn forgot(&mut self, session_id: &str, cap: usize) {
+        self.epoch += 1;
+        self.forgot_at.insert(session_id.to_string(), self.epoch);
+        let keep = cap.max(1).saturating_mul(4) as u64;
+        if self.forgot_at.len() as u64 > keep.saturating_mul(2) {
+            let since = self.epoch.saturating_sub(keep);
+            self.forgot_at.retain(|_, at| *at > since);
+        }
+    }
+
+    /// Installs a session's steps, loaded after `since` was read. Returns
+    /// `false` (nothing installed: load again) if the session was forgotten
+    /// after that, so the loaded rows may be stale.
     pub(crate) fn load(
         &mut self,
         session_id: &str,
@@ -58,10 +83,14 @@ impl SessionCache {
         cap: usize,
         enqueued: u64,
         done: u64,
-    ) {
+        since: u64,
+    ) -> bool {
         if self.map.contains_key(session_id) {
             // Someone loaded it first; theirs is at least as new.
-            return;
+            return true;
+        }
+        if self.forgot_at.get(session_id).is_some_and(|&at| at > since) {
+            return false;
         }
         self.map
             .insert(session_id.to_string(), steps.into_iter().collect());
@@ -70,6 +99,7 @@ impl SessionCache {
             match self.order.pop_front() {
                 Some(old) => {
                     if self.map.remove(&old).is_some() {
+                        self.forgot(&old, cap);
                         self.forgotten.insert(old, enqueued);
                     }
                 }
@@ -79,14 +109,16 @@ impl SessionCache {
         if self.forgotten.len() > cap.max(1).saturating_mul(2) {
             self.forgotten.retain(|_, marker| *marker > done);
         }
+        true
     }
 
     /// Forgets a session whose steps may be wrong here: its next load waits
     /// its turn until the operations counted by `marker` are done.
-    pub(crate) fn invalidate(&mut self, session_id: &str, marker: u64) {
+    pub(crate) fn invalidate(&mut self, session_id: &str, marker: u64, cap: usize) {
         if self.map.remove(session_id).is_some() {
             self.order.retain(|s| s != session_id);
         }
+        self.forgot(session_id, cap);
         self.forgotten
             .entry(session_id.to_string())
             .and_modify(|m| *m = (*m).max(marker))
@@ -95,9 +127,10 @@ impl SessionCache {
 
     /// Forgets a session that is being deleted: its loads wait their turn
     /// until [`SessionCache::deleted`].
-    pub(crate) fn forget(&mut self, session_id: &str) {
+    pub(crate) fn forget(&mut self, session_id: &str, cap: usize) {
         self.map.remove(session_id);
         self.order.retain(|s| s != session_id);
+        self.forgot(session_id, cap);
         self.forgotten.insert(session_id.to_string(), u64::MAX);
     }
 
@@ -106,5 +139,39 @@ impl SessionCache {
         if self.forgotten.get(session_id) == Some(&u64::MAX) {
             self.forgotten.remove(session_id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_load_requested_before_a_forget_is_not_installed() {
+        let mut cache = SessionCache::default();
+        let since = cache.epoch();
+        // A delete (or a failed step) forgets the session while its load is
+        // under way: the loaded rows may be stale.
+        cache.forget("s", 8);
+        cache.deleted("s");
+        assert!(!cache.load("s", vec![("old".into(), 1)], 8, 0, 0, since));
+        assert!(matches!(cache.lookup("s", "old"), Lookup::Unloaded));
+        // A load requested after it is installed.
+        let since = cache.epoch();
+        assert!(cache.load("s", vec![], 8, 0, 0, since));
+        assert!(matches!(cache.lookup("s", "old"), Lookup::Missing));
+    }
+
+    #[test]
+    fn eviction_forgets_the_oldest_session() {
+        let mut cache = SessionCache::default();
+        for (n, s) in ["a", "b", "c"].into_iter().enumerate() {
+            let since = cache.epoch();
+            assert!(cache.load(s, vec![("k".into(), n as i64)], 2, 5, 0, since));
+        }
+        assert!(matches!(cache.lookup("a", "k"), Lookup::Unloaded));
+        assert!(cache.needs_fifo_load("a", 4));
+        assert!(!cache.needs_fifo_load("a", 5));
+        assert!(matches!(cache.lookup("c", "k"), Lookup::Found(2)));
     }
 }

@@ -319,7 +319,7 @@ impl BufferedTraceWriter {
         let mut cache = lock(&self.inner.sessions);
         let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
         for session_id in failed {
-            cache.invalidate(&session_id, enqueued);
+            cache.invalidate(&session_id, enqueued, self.inner.config.session_cache);
         }
     }
 
@@ -421,7 +421,7 @@ impl TraceStorage for BufferedTraceWriter {
     async fn delete_session(&self, session_id: &str) -> Result<bool, TracingError> {
         // Forget the cached steps first: an `ensure_timestep` after this call
         // reloads them in FIFO order, after the delete.
-        lock(&self.inner.sessions).forget(session_id);
+        lock(&self.inner.sessions).forget(session_id, self.inner.config.session_cache);
         let result = self
             .request(
                 self.inner.config.enqueue_timeout,
@@ -454,7 +454,10 @@ impl TraceStorage for BufferedTraceWriter {
                 Lookup::Found(id) => return Ok(id),
                 Lookup::Unloaded => {
                     let done = self.done_count();
-                    let fifo = lock(&self.inner.sessions).needs_fifo_load(session_id, done);
+                    let (fifo, since) = {
+                        let mut cache = lock(&self.inner.sessions);
+                        (cache.needs_fifo_load(session_id, done), cache.epoch())
+                    };
                     let limit = self.inner.config.enqueue_timeout;
                     let what = "loading the session's steps";
                     let steps = if fifo {
@@ -484,7 +487,9 @@ impl TraceStorage for BufferedTraceWriter {
                     // holds across its send: the marker of a session evicted
                     // here covers all of its queued steps.
                     let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
-                    cache.load(session_id, steps, cap, enqueued, self.done_count());
+                    // Refused if the session was forgotten meanwhile (a delete,
+                    // a failed step): the loop loads it again.
+                    cache.load(session_id, steps, cap, enqueued, self.done_count(), since);
                 }
                 Lookup::Missing => {
                     let res = reserve(&self.inner.shared, &self.inner.config, bytes).await?;
