@@ -5,10 +5,38 @@
 #
 # 1. `cargo test --locked`: the crate's unit, integration and doc tests.
 #    The remote tests are listed as ignored (they need a sqld: see README).
-# 2. python/run_tests.sh: a virtual environment with maturin and pytest from
-#    PyPI, the extension built into the same target/ folder, and pytest.
+# 2. A virtual environment (python/.venv, or $TRACE_WRITER_VENV) with maturin
+#    and pytest from PyPI, the extension built by `maturin develop` in the dev
+#    profile into the same target/ folder (libsql-ffi and every crate whose
+#    features agree are reused), and pytest on python/tests.
+#
+# Environment:
+#   SKIP_CARGO_TEST=1            run only the Python side
+#   PYTHON=python3.12            the interpreter that creates the venv
+#   PYTEST_ARGS="-x -k writer"   extra pytest arguments
 set -euo pipefail
-cd "$(dirname "${BASH_SOURCE[0]}")"
-echo "== cargo test --locked"
-cargo test --locked
-SKIP_CARGO_TEST=1 bash python/run_tests.sh
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$ROOT"
+VENV="${TRACE_WRITER_VENV:-$ROOT/python/.venv}"
+PYTHON="${PYTHON:-python3}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+
+if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
+    echo "== cargo test --locked"
+    cargo test --locked
+fi
+
+echo "== python environment: $VENV"
+if [ ! -x "$VENV/bin/python" ]; then
+    "$PYTHON" -m venv "$VENV"
+fi
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "maturin==1.16.*" pytest
+
+echo "== maturin develop (dev profile, target: $CARGO_TARGET_DIR)"
+(cd "$ROOT/python" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" maturin develop --locked)
+
+echo "== pytest"
+# The suite's conftest fails the run if no test passed; pytest itself exits
+# with 5 when none was collected.
+# shellcheck disable=SC2086
+"$VENV/bin/python" -m pytest "$ROOT/python/tests" -q ${PYTEST_ARGS:-}
