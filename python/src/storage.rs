@@ -30,6 +30,44 @@ pub(crate) enum Backend {
     Writer(Arc<WriterHandle>),
 }
 
+/// The calls that wait for the database, as both Python classes (and the
+/// tracer's passthroughs) expose them: the GIL released while they wait,
+/// the result converted.
+impl Backend {
+    pub(crate) fn py_get_session(&self, py: Python<'_>, sid: &str) -> PyResult<Py<PyAny>> {
+        let trace = py.detach(|| self.get_session(sid)).map_err(err)?;
+        convert::to_py(py, &trace)
+    }
+
+    pub(crate) fn py_query(
+        &self,
+        py: Python<'_>,
+        sql: &str,
+        params: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let params = convert::params(params)?;
+        let rows = py.detach(|| self.query(sql, params)).map_err(err)?;
+        convert::to_py(py, &rows)
+    }
+
+    pub(crate) fn py_delete_session(&self, py: Python<'_>, sid: &str) -> PyResult<bool> {
+        py.detach(|| self.delete_session(sid)).map_err(err)
+    }
+
+    pub(crate) fn py_flush(
+        &self,
+        py: Python<'_>,
+        timeout: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let limit = options::timeout(timeout)?;
+        py.detach(|| self.flush(limit)).map_err(err)
+    }
+
+    pub(crate) fn py_close(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.close()).map_err(err)
+    }
+}
+
 /// A writer and its blocking handle. The Python object and every tracer
 /// over it share one `Arc`; the registry below holds only a `Weak`, so a
 /// writer dropped without `close()` still drains in the background.
@@ -408,9 +446,7 @@ impl Storage {
     /// The whole trace as a dict, or ``None`` if there is no such session.
     /// It sees every write made before it.
     fn get_session(&self, py: Python<'_>, session_id: PyBackedStr) -> PyResult<Py<PyAny>> {
-        let b = &self.backend;
-        let trace = py.detach(|| b.get_session(&session_id)).map_err(err)?;
-        convert::to_py(py, &trace)
+        self.backend.py_get_session(py, &session_id)
     }
 
     /// Runs SQL with JSON-able ``params`` and returns one dict per row.
@@ -421,16 +457,12 @@ impl Storage {
         sql: PyBackedStr,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let params = convert::params(params)?;
-        let b = &self.backend;
-        let rows = py.detach(|| b.query(&sql, params)).map_err(err)?;
-        convert::to_py(py, &rows)
+        self.backend.py_query(py, &sql, params)
     }
 
     /// Deletes the session and all its rows; returns whether it existed.
     fn delete_session(&self, py: Python<'_>, session_id: PyBackedStr) -> PyResult<bool> {
-        let b = &self.backend;
-        py.detach(|| b.delete_session(&session_id)).map_err(err)
+        self.backend.py_delete_session(py, &session_id)
     }
 
     /// Waits until every write made before it is committed (a writer); a
@@ -442,9 +474,7 @@ impl Storage {
     /// ``TimeoutError`` past the deadline (the writes stay queued).
     #[pyo3(signature = (timeout=None))]
     fn flush(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let limit = options::timeout(timeout)?;
-        let b = &self.backend;
-        py.detach(|| b.flush(limit)).map_err(err)
+        self.backend.py_flush(py, timeout)
     }
 
     /// Closes the storage. A writer drains its queue and commits first (up
@@ -452,8 +482,7 @@ impl Storage {
     /// fine; other calls after ``close()`` raise ``WriterClosedError`` (a
     /// writer) or ``NotInitializedError`` (``LibsqlTraceStorage``).
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let b = &self.backend;
-        py.detach(|| b.close()).map_err(err)
+        self.backend.py_close(py)
     }
 
     /// ``await storage.aflush()``: ``flush()`` without blocking the event loop.

@@ -17,7 +17,6 @@ use trace_writer::{EventReward, OutcomeReward, SessionTracer, TraceStorage, Trac
 
 use crate::convert;
 use crate::errors::{chain_to, err};
-use crate::options;
 use crate::runtime::{runtime, wait};
 use crate::storage::{aexit, exit, open_plain, open_writer, Backend, Storage, Target};
 
@@ -330,9 +329,7 @@ impl Tracer {
 
     /// ``storage.get_session(session_id)``.
     fn get_session(&self, py: Python<'_>, session_id: String) -> PyResult<Py<PyAny>> {
-        let b = &self.backend;
-        let trace = py.detach(|| b.get_session(&session_id)).map_err(err)?;
-        convert::to_py(py, &trace)
+        self.backend.py_get_session(py, &session_id)
     }
 
     /// ``storage.query(sql, params)``.
@@ -343,30 +340,23 @@ impl Tracer {
         sql: String,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        let params = convert::params(params)?;
-        let b = &self.backend;
-        let rows = py.detach(|| b.query(&sql, params)).map_err(err)?;
-        convert::to_py(py, &rows)
+        self.backend.py_query(py, &sql, params)
     }
 
     /// ``storage.delete_session(session_id)``.
     fn delete_session(&self, py: Python<'_>, session_id: String) -> PyResult<bool> {
-        let b = &self.backend;
-        py.detach(|| b.delete_session(&session_id)).map_err(err)
+        self.backend.py_delete_session(py, &session_id)
     }
 
     /// ``storage.flush(timeout)``: a no-op on ``LibsqlTraceStorage``.
     #[pyo3(signature = (timeout=None))]
     fn flush(&self, py: Python<'_>, timeout: Option<&Bound<'_, PyAny>>) -> PyResult<()> {
-        let limit = options::timeout(timeout)?;
-        let b = &self.backend;
-        py.detach(|| b.flush(limit)).map_err(err)
+        self.backend.py_flush(py, timeout)
     }
 
     /// ``storage.close()``.
     fn close(&self, py: Python<'_>) -> PyResult<()> {
-        let b = &self.backend;
-        py.detach(|| b.close()).map_err(err)
+        self.backend.py_close(py)
     }
 
     /// ``await tracer.aflush()``: ``storage.aflush()``.
