@@ -11,6 +11,7 @@
 //! and `Error` structures of Hrana 3, whose `is_autocommit` condition keeps
 //! a batch's statements inside its transaction.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,28 +36,39 @@ const POOL_IDLE: Duration = Duration::from_secs(90);
 
 /// One statement of a batch.
 #[derive(Debug, Serialize)]
-pub(crate) struct Step {
+pub(crate) struct Step<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) condition: Option<Cond>,
-    pub(crate) stmt: Stmt,
+    pub(crate) stmt: Stmt<'a>,
 }
 
 /// A statement and its positional arguments.
 #[derive(Debug, Serialize)]
-pub(crate) struct Stmt {
+pub(crate) struct Stmt<'a> {
     pub(crate) sql: Arc<str>,
-    pub(crate) args: Vec<Arg>,
+    pub(crate) args: Vec<Arg<'a>>,
     pub(crate) want_rows: bool,
 }
 
-/// A value bound to a statement, in Hrana's JSON form.
+/// A value bound to a statement, in Hrana's JSON form. Borrowed from the
+/// queued operation where it can be: encoding a batch copies no row.
 #[derive(Debug)]
-pub(crate) struct Arg(pub(crate) Value);
+pub(crate) struct Arg<'a>(pub(crate) Cow<'a, Value>);
 
-impl Serialize for Arg {
+impl<'a> Arg<'a> {
+    pub(crate) fn of(v: &'a Value) -> Self {
+        Arg(Cow::Borrowed(v))
+    }
+
+    pub(crate) fn owned(v: Value) -> Self {
+        Arg(Cow::Owned(v))
+    }
+}
+
+impl Serialize for Arg<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut m = s.serialize_map(Some(2))?;
-        match &self.0 {
+        match &*self.0 {
             Value::Null => m.serialize_entry("type", "null")?,
             Value::Integer(i) => {
                 // A string: JSON numbers may not hold 64 bits.
@@ -115,7 +127,7 @@ struct BatchReq<'a> {
 
 #[derive(Serialize)]
 struct BatchBody<'a> {
-    steps: &'a [Step],
+    steps: &'a [Step<'a>],
 }
 
 #[derive(Serialize)]
@@ -246,7 +258,7 @@ impl HranaClient {
     /// A transport error, a timeout or an HTTP error status, classed (a
     /// dropped or refused connection is transient). Errors of single steps
     /// are in the result, not here.
-    pub(crate) async fn batch(&self, steps: &[Step]) -> Result<BatchResult, DbError> {
+    pub(crate) async fn batch(&self, steps: &[Step<'_>]) -> Result<BatchResult, DbError> {
         let body = serde_json::to_vec(&Pipeline {
             baton: None,
             requests: (

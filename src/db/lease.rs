@@ -58,11 +58,11 @@ fn block(table: Table, last: Option<i64>, n: i64) -> Result<Range<i64>, DbError>
 
 /// The lease's three statements for a remote transaction (alone, or riding
 /// in a batch's request); the third reads the block's end.
-pub(crate) fn remote_lease_statements(table: Table, n: i64) -> [Stmt; 3] {
+pub(crate) fn remote_lease_statements(table: Table, n: i64) -> [Stmt<'static>; 3] {
     // Each statement gets exactly the parameters it names: a server refuses
     // extra ones.
     let name = table.name();
-    let named = || vec![Arg(text(name))];
+    let named = || vec![Arg::owned(text(name))];
     let [raise, read] = raise_and_read(table);
     [
         Stmt {
@@ -72,7 +72,7 @@ pub(crate) fn remote_lease_statements(table: Table, n: i64) -> [Stmt; 3] {
         },
         Stmt {
             sql: raise.into(),
-            args: vec![Arg(text(name)), Arg(Value::Integer(n))],
+            args: vec![Arg::owned(text(name)), Arg::owned(Value::Integer(n))],
             want_rows: false,
         },
         Stmt {

@@ -107,8 +107,8 @@ impl Drop for RollbackOnDrop<'_> {
 
 /// A transaction laid out as the steps of one Hrana batch.
 #[derive(Debug)]
-pub(crate) struct RemoteTx {
-    pub(crate) steps: Vec<Step>,
+pub(crate) struct RemoteTx<'a> {
+    pub(crate) steps: Vec<Step<'a>>,
     /// Statements between `BEGIN` and `COMMIT`.
     body: usize,
 }
@@ -122,10 +122,10 @@ pub(crate) enum RemoteOutcome {
     Failed(Vec<(usize, DbError)>),
 }
 
-impl RemoteTx {
+impl<'a> RemoteTx<'a> {
     /// `BEGIN IMMEDIATE`, `body`, then `COMMIT` if all of it succeeded, else
     /// `ROLLBACK`.
-    pub(crate) fn new(body: Vec<Stmt>) -> Self {
+    pub(crate) fn new(body: Vec<Stmt<'a>>) -> Self {
         let n = body.len();
         let mut steps = Vec::with_capacity(n + 3);
         steps.push(Step {

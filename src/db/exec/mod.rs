@@ -147,7 +147,7 @@ impl Executor {
                     condition: None,
                     stmt: Stmt {
                         sql: sql.into(),
-                        args: args.into_iter().map(Arg).collect(),
+                        args: args.into_iter().map(Arg::owned).collect(),
                         want_rows: true,
                     },
                 }];

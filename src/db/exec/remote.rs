@@ -92,7 +92,7 @@ impl Executor {
     /// [`Executor::remote_batch_applied`].
     pub(crate) async fn apply_remote(
         &mut self,
-        ops: &[&Op],
+        ops: &[&'_ Op],
         multi: bool,
         leases: &[(Table, i64)],
     ) -> Result<RemoteBatch, DbError> {
@@ -139,7 +139,7 @@ impl Executor {
                         for &j in chunk {
                             if let Op::Insert { values, .. } = ops[j] {
                                 let start = args.len();
-                                args.extend(values.iter().cloned().map(Arg));
+                                args.extend(values.iter().map(Arg::of));
                                 self.remap_args(table, &mut args[start..]);
                             }
                         }
@@ -154,17 +154,17 @@ impl Executor {
                 i = run_end;
                 continue;
             }
-            let (sql, mut args): (Arc<str>, Vec<Arg>) = match op {
+            let (sql, mut args): (Arc<str>, Vec<Arg<'_>>) = match op {
                 Op::Insert { table, values } => (
                     self.insert_text(*table, 1),
-                    values.iter().cloned().map(Arg).collect(),
+                    values.iter().map(Arg::of).collect(),
                 ),
                 Op::UpdateTimestep { values } => (
                     UPDATE_TIMESTEP_SQL.into(),
-                    values.iter().cloned().map(Arg).collect(),
+                    values.iter().map(Arg::of).collect(),
                 ),
                 Op::UpdateSessionCounts { session_id } => {
-                    (UPDATE_COUNTS_SQL.into(), vec![Arg(text(session_id))])
+                    (UPDATE_COUNTS_SQL.into(), vec![Arg::owned(text(session_id))])
                 }
             };
             if let Op::Insert { table, .. } = op {
@@ -187,7 +187,11 @@ impl Executor {
             for sql in FIX_UP_SQL {
                 stmts.push(Stmt {
                     sql: sql.into(),
-                    args: vec![Arg(text(sid)), Arg(text(step)), Arg(Value::Integer(*id))],
+                    args: vec![
+                        Arg::owned(text(sid)),
+                        Arg::owned(text(step)),
+                        Arg::owned(Value::Integer(*id)),
+                    ],
                     want_rows: false,
                 });
                 carries.push(Carries::FixUp);
@@ -201,7 +205,7 @@ impl Executor {
             id_reads.push((stmts.len(), *id));
             stmts.push(Stmt {
                 sql: STEP_ID_SQL.into(),
-                args: vec![Arg(text(sid)), Arg(text(step))],
+                args: vec![Arg::owned(text(sid)), Arg::owned(text(step))],
                 want_rows: true,
             });
             carries.push(Carries::FixUp);
@@ -275,7 +279,7 @@ impl Executor {
             condition: None,
             stmt: Stmt {
                 sql: format!("SELECT 1 FROM {} WHERE id = ?", table.name()).into(),
-                args: vec![Arg(Value::Integer(id))],
+                args: vec![Arg::owned(Value::Integer(id))],
                 want_rows: true,
             },
         }];
@@ -289,14 +293,15 @@ impl Executor {
     }
 
     /// [`Executor::remap_step`] on a row's arguments.
-    fn remap_args(&self, table: Table, args: &mut [Arg]) {
+    fn remap_args(&self, table: Table, args: &mut [Arg<'_>]) {
         if self.step_remap.is_empty() {
             return;
         }
-        if let Some(Arg(Value::Integer(id))) = table.timestep_column().and_then(|i| args.get_mut(i))
-        {
-            if let Some(real) = self.step_remap.get(id) {
-                *id = *real;
+        if let Some(arg) = table.timestep_column().and_then(|i| args.get_mut(i)) {
+            if let Value::Integer(id) = &*arg.0 {
+                if let Some(real) = self.step_remap.get(id) {
+                    *arg = Arg::owned(Value::Integer(*real));
+                }
             }
         }
     }
