@@ -113,7 +113,8 @@ pub(crate) fn _close_open_writers(py: Python<'_>) -> Vec<String> {
 type R<T> = Result<T, TracingError>;
 
 impl Backend {
-    fn storage(&self) -> Arc<dyn TraceStorage> {
+    /// The crate storage behind the backend.
+    pub(crate) fn storage(&self) -> Arc<dyn TraceStorage> {
         match self {
             Backend::Plain(s) => s.clone(),
             Backend::Writer(h) => Arc::new(h.writer.clone()),

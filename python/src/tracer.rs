@@ -7,13 +7,13 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use trace_writer::tracer::{HistorySlot, RecordedSession};
-use trace_writer::{EventReward, OutcomeReward, SessionTracer, TraceStorage, TracingError};
+use trace_writer::{EventReward, OutcomeReward, SessionTracer, TracingError};
 
 use crate::convert;
 use crate::errors::{chain_to, err};
@@ -46,19 +46,6 @@ where
     match first {
         Poll::Ready(v) => v,
         Poll::Pending => wait(fut),
-    }
-}
-
-/// The crate storage behind a backend.
-fn storage_of(backend: &Backend) -> Arc<dyn TraceStorage> {
-    match backend {
-        Backend::Plain(s) => s.clone(),
-        Backend::Writer(_) => Arc::new(
-            backend
-                .writer()
-                .expect("a writer backend has a writer")
-                .clone(),
-        ),
     }
 }
 
@@ -127,7 +114,7 @@ impl Tracer {
     fn new(storage: &Bound<'_, Storage>, auto_save: bool) -> Self {
         let backend = storage.get().backend.clone();
         Tracer {
-            tracer: SessionTracer::with_auto_save(storage_of(&backend), auto_save),
+            tracer: SessionTracer::with_auto_save(backend.storage(), auto_save),
             needs_runtime: backend.writer().is_none(),
             backend,
             storage: storage.clone().unbind(),
