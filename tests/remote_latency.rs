@@ -21,8 +21,10 @@ use trace_writer::*;
 
 const ROUND_TRIPS_MS: [u64; 4] = [0, 5, 20, 50];
 /// Small events written through the writer by `PRODUCERS` concurrent
-/// producers: four full batches.
-const WRITER_EVENTS: usize = 4 * 4096;
+/// producers, by default (`TRACE_WRITER_LATENCY_EVENTS`): sixteen full
+/// batches, so that the first ones (the id blocks are still growing) weigh
+/// little.
+const WRITER_EVENTS: usize = 16 * 4096;
 const PRODUCERS: usize = 16;
 /// Rollouts through the writer by default (`TRACE_WRITER_LATENCY_ROLLOUTS`),
 /// from `PRODUCERS` concurrent tracers: about one full batch.
@@ -36,6 +38,13 @@ fn remote(url: String) -> StorageConfig {
 /// figure is what this test is for.
 fn config() -> WriterConfig {
     WriterConfig::default().flush_timeout(Duration::MAX)
+}
+
+fn writer_events() -> usize {
+    std::env::var("TRACE_WRITER_LATENCY_EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(WRITER_EVENTS)
 }
 
 fn writer_rollouts() -> usize {
@@ -101,18 +110,21 @@ struct Run {
     conns_per_batch: f64,
     batches: u64,
     retries: u64,
+    /// Producers that found no id left and waited for a lease.
+    lease_waits: u64,
 }
 
 impl Run {
     fn print(&self, rtt_ms: u64, what: &str) {
         eprintln!(
             "latency: {rtt_ms:>2} ms: writer, {what}: {:.0} events/s, {} batches, {:.2} s/batch, \
-             {:.1} connections/batch, {} retries",
+             {:.1} connections/batch, {} retries, {} lease waits",
             self.events_per_sec,
             self.batches,
             self.secs_per_batch,
             self.conns_per_batch,
-            self.retries
+            self.retries,
+            self.lease_waits
         );
     }
 }
@@ -134,8 +146,9 @@ async fn writer_run(rtt: Duration, work: Work) -> Run {
     let start = Instant::now();
     let written = match work {
         Work::SmallEvents => {
-            small_events(storage, WRITER_EVENTS, PRODUCERS).await;
-            WRITER_EVENTS
+            let n = writer_events();
+            small_events(storage, n, PRODUCERS).await;
+            n
         }
         Work::Rollouts(n) => {
             rollouts(storage, n, PRODUCERS).await;
@@ -157,6 +170,7 @@ async fn writer_run(rtt: Duration, work: Work) -> Run {
         conns_per_batch: conns as f64 / batches.max(1) as f64,
         batches,
         retries: stats.retries - before.retries,
+        lease_waits: stats.lease_waits - before.lease_waits,
     }
 }
 
@@ -236,9 +250,10 @@ async fn writer_and_plain_through_added_round_trips() {
         );
     }
     eprintln!(
-        "(small events: {WRITER_EVENTS} from {PRODUCERS} producers; rollouts: {n_rollouts} \
+        "(small events: {} from {PRODUCERS} producers; rollouts: {n_rollouts} \
          from {PRODUCERS} tracers, events counted, each rollout also writes {} other \
          operations; plain: one event after another)",
+        writer_events(),
         workload::OPS_PER_ROLLOUT - workload::EVENTS_PER_ROLLOUT
     );
 }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use http::header::{AUTHORIZATION, CONTENT_TYPE};
 use http::{HeaderValue, Uri};
+use hyper::body::Bytes;
 use hyper::client::HttpConnector;
 use hyper_rustls::HttpsConnector;
 use libsql::Value;
@@ -252,24 +253,22 @@ impl HranaClient {
     }
 
     /// Runs `steps` as one Hrana batch on a new stream, closed in the same
-    /// request.
+    /// request: [`encode`] then [`HranaClient::send`].
+    ///
+    /// # Errors
+    /// As [`HranaClient::send`].
+    pub(crate) async fn batch(&self, steps: &[Step<'_>]) -> Result<BatchResult, DbError> {
+        self.send(encode(steps)?).await
+    }
+
+    /// Sends a request body made by [`encode`] and reads the batch's result.
+    /// The body is shared, not copied, so a request can be sent again.
     ///
     /// # Errors
     /// A transport error, a timeout or an HTTP error status, classed (a
     /// dropped or refused connection is transient). Errors of single steps
     /// are in the result, not here.
-    pub(crate) async fn batch(&self, steps: &[Step<'_>]) -> Result<BatchResult, DbError> {
-        let body = serde_json::to_vec(&Pipeline {
-            baton: None,
-            requests: (
-                BatchReq {
-                    r#type: "batch",
-                    batch: BatchBody { steps },
-                },
-                CloseReq { r#type: "close" },
-            ),
-        })
-        .map_err(|e| DbError::new(ErrorClass::Fatal, format!("encoding a batch: {e}")))?;
+    pub(crate) async fn send(&self, body: Bytes) -> Result<BatchResult, DbError> {
         let mut req = hyper::Request::post(self.pipeline.clone())
             .header(CONTENT_TYPE, "application/json")
             .body(hyper::Body::from(body))
@@ -325,4 +324,24 @@ impl HranaClient {
             )),
         }
     }
+}
+
+/// The body of a pipeline request that runs `steps` as one Hrana batch on a
+/// new stream and closes it.
+///
+/// # Errors
+/// `Fatal` if the steps cannot be encoded (never for values from an `Op`).
+pub(crate) fn encode(steps: &[Step<'_>]) -> Result<Bytes, DbError> {
+    serde_json::to_vec(&Pipeline {
+        baton: None,
+        requests: (
+            BatchReq {
+                r#type: "batch",
+                batch: BatchBody { steps },
+            },
+            CloseReq { r#type: "close" },
+        ),
+    })
+    .map(Bytes::from)
+    .map_err(|e| DbError::new(ErrorClass::Fatal, format!("encoding a batch: {e}")))
 }

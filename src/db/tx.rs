@@ -109,6 +109,13 @@ impl Drop for RollbackOnDrop<'_> {
 #[derive(Debug)]
 pub(crate) struct RemoteTx<'a> {
     pub(crate) steps: Vec<Step<'a>>,
+    shape: TxShape,
+}
+
+/// What reading a [`RemoteTx`]'s answer needs to know of it, kept once its
+/// steps are encoded and gone.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TxShape {
     /// Statements between `BEGIN` and `COMMIT`.
     body: usize,
 }
@@ -179,14 +186,32 @@ impl<'a> RemoteTx<'a> {
                 want_rows: false,
             },
         });
-        Self { steps, body: n }
+        Self {
+            steps,
+            shape: TxShape { body: n },
+        }
     }
 
+    /// What reading the answer needs, for when the steps are gone.
+    pub(crate) fn shape(&self) -> TxShape {
+        self.shape
+    }
+
+    /// Reads the server's answer: see [`TxShape::outcome`].
+    ///
+    /// # Errors
+    /// `BEGIN`'s or `COMMIT`'s error (the transaction is not committed).
+    pub(crate) fn outcome(&self, result: BatchResult) -> Result<RemoteOutcome, DbError> {
+        self.shape.outcome(result)
+    }
+}
+
+impl TxShape {
     /// Reads the server's answer.
     ///
     /// # Errors
     /// `BEGIN`'s or `COMMIT`'s error (the transaction is not committed).
-    pub(crate) fn outcome(&self, mut result: BatchResult) -> Result<RemoteOutcome, DbError> {
+    pub(crate) fn outcome(self, mut result: BatchResult) -> Result<RemoteOutcome, DbError> {
         let error_of = |result: &BatchResult, i: usize| {
             result
                 .step_errors

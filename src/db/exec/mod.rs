@@ -21,8 +21,8 @@ use crate::error::{DbError, ErrorClass, BUG};
 
 mod remote;
 
-pub(crate) use remote::RemoteBatch;
 use remote::{hrana_integer, hrana_text};
+pub(crate) use remote::{PreparedRemote, RemoteBatch};
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 is 32766; stay
 /// well under it so that older servers accept the statements too.
@@ -43,6 +43,8 @@ pub(crate) struct Executor {
     /// row's id. Events and messages that name the first are written with
     /// the second. It only grows on such a conflict, a rare event.
     step_remap: HashMap<i64, i64>,
+    /// Entries added to `step_remap` so far.
+    remaps: u64,
     /// On a remote server: sends a whole batch in one request.
     pipeline: Option<Arc<HranaClient>>,
     /// `INSERT` text by (table, rows), shared by the requests that use it.
@@ -108,6 +110,7 @@ impl Executor {
             update_timestep: None,
             update_counts: None,
             step_remap: HashMap::new(),
+            remaps: 0,
             pipeline: None,
             insert_text: HashMap::new(),
         }
@@ -127,6 +130,12 @@ impl Executor {
     /// The remote server's batch client, if any.
     pub(crate) fn pipeline(&self) -> Option<&HranaClient> {
         self.pipeline.as_deref()
+    }
+
+    /// The remote server's batch client, shared, for a request sent from a
+    /// task of its own.
+    pub(crate) fn pipeline_client(&self) -> Option<Arc<HranaClient>> {
+        self.pipeline.clone()
     }
 
     /// The stored steps of several sessions, as `session -> [(step_id, id)]`,
@@ -231,6 +240,7 @@ impl Executor {
         tracing::debug!(target: "trace_writer", ours, real,
             "step created elsewhere; filing under the existing row");
         self.step_remap.insert(ours, real);
+        self.remaps += 1;
     }
 
     /// Gives an operation about to leave the executor (spilled to a file)

@@ -3,17 +3,18 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use hyper::body::Bytes;
 use libsql::Value;
 
 use crate::db::columns::Table;
 use crate::db::exec::Executor;
-use crate::db::hrana::{Arg, Stmt};
+use crate::db::hrana::{self, Arg, BatchResult, Stmt};
 use crate::db::lease::{remote_lease_block, remote_lease_statements};
 use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
-use crate::db::tx::{RemoteOutcome, RemoteTx};
-use crate::error::{DbError, ErrorClass};
+use crate::db::tx::{RemoteOutcome, RemoteTx, TxShape};
+use crate::error::DbError;
 
-/// How a remote batch ended (see [`Executor::apply_remote`]).
+/// How a remote batch ended (see [`Executor::finish_remote`]).
 #[derive(Debug)]
 pub(crate) enum RemoteBatch {
     /// Committed, with the id blocks of the leases that rode along, in
@@ -42,7 +43,25 @@ pub(super) fn hrana_integer(v: &serde_json::Value) -> Option<i64> {
     }
 }
 
+/// A remote batch encoded and ready to send: see
+/// [`Executor::prepare_remote`].
+#[derive(Debug)]
+pub(crate) struct PreparedRemote {
+    /// The request body. Shared, not copied, when it is sent (from another
+    /// task, and again after a fault).
+    pub(crate) body: Bytes,
+    shape: TxShape,
+    carries: Vec<Carries>,
+    /// Where each step's real id is read, and the id this writer gave it.
+    id_reads: Vec<(usize, i64)>,
+    /// Where each riding lease's block is read.
+    lease_reads: Vec<(usize, Table, i64)>,
+    /// [`Executor::remaps`] when it was encoded.
+    remaps: u64,
+}
+
 /// Which operations a statement of a remote batch carries.
+#[derive(Debug)]
 enum Carries {
     /// One operation, by index.
     One(usize),
@@ -82,26 +101,23 @@ impl Executor {
             .clone()
     }
 
-    /// Applies a batch of operations (ids assigned) on a remote server in
-    /// one transaction and one request: see [`RemoteTx`]. With `multi`,
-    /// runs of inserts go in as multi-row statements, by table.
+    /// Encodes a batch of operations (ids assigned) as one request that
+    /// applies it on a remote server in one transaction: see [`RemoteTx`].
+    /// With `multi`, runs of inserts go in as multi-row statements, by table.
+    /// Leases ride along: `leases` are `(table, size)`.
+    ///
+    /// The request files records under the steps' real rows as far as the
+    /// executor knows them now: once it learns more (see
+    /// [`Executor::is_current`]), encode the batch again.
     ///
     /// # Errors
-    /// A transport error, or `BEGIN`'s or `COMMIT`'s, classed. After a
-    /// transient one the batch may or may not have been applied: see
-    /// [`Executor::remote_batch_applied`].
-    pub(crate) async fn apply_remote(
+    /// `Fatal` if the batch cannot be encoded.
+    pub(crate) fn prepare_remote(
         &mut self,
         ops: &[&'_ Op],
         multi: bool,
         leases: &[(Table, i64)],
-    ) -> Result<RemoteBatch, DbError> {
-        let Some(client) = self.pipeline.clone() else {
-            return Err(DbError::new(
-                ErrorClass::Fatal,
-                "no remote pipeline on a local database",
-            ));
-        };
+    ) -> Result<PreparedRemote, DbError> {
         let mut stmts = Vec::new();
         let mut carries = Vec::new();
         let mut steps_made = Vec::new();
@@ -220,8 +236,40 @@ impl Executor {
             lease_reads.push((stmts.len() - 1, table, n));
         }
         let tx = RemoteTx::new(stmts);
-        let result = client.batch(&tx.steps).await?;
-        match tx.outcome(result)? {
+        Ok(PreparedRemote {
+            body: hrana::encode(&tx.steps)?,
+            shape: tx.shape(),
+            carries,
+            id_reads,
+            lease_reads,
+            remaps: self.remaps,
+        })
+    }
+
+    /// Whether `batch` files its records as the executor would now: it has
+    /// learnt of no step made elsewhere since the batch was encoded.
+    pub(crate) fn is_current(&self, batch: &PreparedRemote) -> bool {
+        batch.remaps == self.remaps
+    }
+
+    /// Reads the server's answer to a batch made by
+    /// [`Executor::prepare_remote`], and learns the real ids of its steps.
+    ///
+    /// # Errors
+    /// `BEGIN`'s or `COMMIT`'s error, or a lease's, classed.
+    pub(crate) fn finish_remote(
+        &mut self,
+        batch: PreparedRemote,
+        result: BatchResult,
+    ) -> Result<RemoteBatch, DbError> {
+        let PreparedRemote {
+            shape,
+            carries,
+            id_reads,
+            lease_reads,
+            ..
+        } = batch;
+        match shape.outcome(result)? {
             RemoteOutcome::Committed(results) => {
                 // A step whose row was made elsewhere has another id than
                 // ours: file the batches to come under it.

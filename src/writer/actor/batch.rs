@@ -4,14 +4,14 @@
 
 use std::time::Instant;
 
-use crate::db::exec::RemoteBatch;
 use crate::db::{self, read, Op, Table};
 use crate::error::{DbError, ErrorClass, TracingError};
+use crate::writer::actor::remote::{Next, Ready};
 use crate::writer::actor::{Actor, Item, Shared};
 use crate::writer::stats::Counters;
 
 /// Why one try at a batch did not commit.
-enum AttemptError {
+pub(super) enum AttemptError {
     /// Busy, locked, I/O, network: retry the batch after a backoff.
     Transient(DbError),
     /// SQLite rolled the transaction back after marking a poison operation:
@@ -39,15 +39,34 @@ impl Actor {
     /// Applies a batch in one transaction: poison operations are set aside
     /// and reported, transient faults are retried with backoff, and past the
     /// close deadline the remaining writes are spilled.
-    pub(super) async fn execute(&mut self, mut items: Vec<Item>) {
+    ///
+    /// On a remote server, `ready` is the batch already encoded, and with
+    /// `overlap` the next batch is collected while the first try is in
+    /// flight, and returned.
+    pub(super) async fn execute(
+        &mut self,
+        mut items: Vec<Item>,
+        mut ready: Option<Ready>,
+        overlap: bool,
+    ) -> Option<Next> {
         let started = Instant::now();
         let mut backoff = self.config.retry_initial;
         let mut multi = self.multi_row;
+        let mut next = None;
+        let mut collect_next = overlap;
         // Once a batch was spilled, every later one is spilled too: none may
         // commit ahead of an earlier one that is waiting in the spill file.
         let mut spill_rest = self.spilling;
         while !spill_rest {
-            match self.bounded_attempt(&mut items, multi).await {
+            let attempt = if self.exec.has_pipeline() {
+                let slot = std::mem::take(&mut collect_next).then_some(&mut next);
+                self.attempt_remote(&mut items, multi, ready.take(), slot)
+                    .await
+            } else {
+                let conn = self.exec.conn.clone();
+                db::transaction(&conn, self.apply_items(&mut items, multi)).await
+            };
+            match attempt {
                 Ok(()) => break,
                 Err(AttemptError::Restart) => {}
                 Err(AttemptError::MultiRowFailed) => multi = false,
@@ -82,6 +101,8 @@ impl Actor {
                 }
             }
         }
+        // Encoded in advance but never sent (the batch was spilled).
+        self.unready(ready);
         // Reads not answered yet (the batch never got to them) learn why.
         let mut committed = 0u64;
         let (mut ops, mut bytes) = (0usize, 0usize);
@@ -131,134 +152,11 @@ impl Actor {
         self.shared
             .bytes_sem
             .add_permits(Shared::permits_for(bytes) as usize);
-    }
-
-    /// [`Actor::attempt`], cut short at the close deadline on a remote
-    /// server, where one request may take long. Cut short, the batch may
-    /// have committed: it is spilled, and replay counts its rows as
-    /// duplicates.
-    async fn bounded_attempt(
-        &mut self,
-        items: &mut [Item],
-        multi: bool,
-    ) -> Result<(), AttemptError> {
-        let left = self.shared.until_close_deadline();
-        match left {
-            Some(left) if self.exec.has_pipeline() => {
-                match tokio::time::timeout(left, self.attempt(items, multi)).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        self.ambiguous = true;
-                        Err(AttemptError::Transient(DbError::new(
-                            ErrorClass::Transient,
-                            "the close deadline passed while the server had the batch",
-                        )))
-                    }
-                }
-            }
-            _ => self.attempt(items, multi).await,
-        }
-    }
-
-    /// One try at the batch, inside the one transaction helper: it commits,
-    /// or rolls back on any error, a failed `COMMIT` included. On a remote
-    /// server the whole batch is one request.
-    async fn attempt(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
-        if self.exec.has_pipeline() {
-            return self.attempt_remote(items, multi).await;
-        }
-        let conn = self.exec.conn.clone();
-        db::transaction(&conn, self.apply_items(items, multi)).await
-    }
-
-    /// One try at a batch on a remote server: one request, one transaction.
-    /// Reads queued in the batch are answered once it committed (they see
-    /// at least everything queued before them).
-    async fn attempt_remote(
-        &mut self,
-        items: &mut [Item],
-        multi: bool,
-    ) -> Result<(), AttemptError> {
-        let writes: Vec<usize> = (0..items.len())
-            .filter(|&k| matches!(items[k], Item::Write { failed: false, .. }))
-            .collect();
-        let outcome = {
-            let ops: Vec<&Op> = writes
-                .iter()
-                .filter_map(|&k| match &items[k] {
-                    Item::Write { op, .. } => Some(op),
-                    _ => None,
-                })
-                .collect();
-            let leases: Vec<_> = self.riding.iter().map(|r| (r.table, r.size)).collect();
-            if ops.is_empty() && leases.is_empty() {
-                Ok(RemoteBatch::Committed(Vec::new()))
-            } else if self.ambiguous && self.batch_was_applied(&ops).await? {
-                // The reply to the last try was lost after the server
-                // committed: sending it again would duplicate nothing (ids
-                // are fixed) but fail on every row. Leases that rode in it
-                // are taken again (the lost blocks are only a gap).
-                Ok(RemoteBatch::Committed(Vec::new()))
-            } else {
-                self.exec.apply_remote(&ops, multi, &leases).await
-            }
-        };
-        match outcome {
-            Ok(RemoteBatch::Committed(leased)) => {
-                if !leased.is_empty() {
-                    for (req, ids) in std::mem::take(&mut self.riding).into_iter().zip(leased) {
-                        Counters::add(&self.shared.counters.id_leases, 1);
-                        self.shared.ids.grant(req.table, ids);
-                    }
-                }
-                self.answer_reads(items).await;
-                Ok(())
-            }
-            Ok(RemoteBatch::MultiRowFailed(e)) if e.is_transient() => {
-                Err(AttemptError::Transient(e))
-            }
-            Ok(RemoteBatch::MultiRowFailed(_)) => Err(AttemptError::MultiRowFailed),
-            Ok(RemoteBatch::Failed(failed)) => {
-                for (j, e) in failed {
-                    match e.class {
-                        ErrorClass::Transient => return Err(AttemptError::Transient(e)),
-                        ErrorClass::Fatal => return Err(AttemptError::Fatal(e)),
-                        ErrorClass::Operation => {}
-                    }
-                    if let Some(Item::Write { op, failed, .. }) =
-                        writes.get(j).and_then(|&k| items.get_mut(k))
-                    {
-                        *failed = true;
-                        let op = op.clone();
-                        self.record_failure(&op, &e);
-                    }
-                }
-                // The server rolled back: send the rest again.
-                Err(AttemptError::Restart)
-            }
-            Err(e) if e.is_transient() => {
-                // No answer: the server may have committed before the reply
-                // was lost. The next try checks first.
-                self.ambiguous = true;
-                Err(AttemptError::Transient(e))
-            }
-            Err(e) => Err(AttemptError::Fatal(e)),
-        }
-    }
-
-    /// Whether the server applied the batch whose reply was lost.
-    async fn batch_was_applied(&mut self, ops: &[&Op]) -> Result<bool, AttemptError> {
-        let applied = self.exec.remote_batch_applied(ops).await?;
-        self.ambiguous = false;
-        if applied == Some(true) {
-            tracing::warn!(target: "trace_writer", ops = ops.len(),
-                "the server had committed a batch whose reply was lost; not sending it again");
-        }
-        Ok(applied == Some(true))
+        next
     }
 
     /// Answers the reads of a committed batch.
-    async fn answer_reads(&mut self, items: &mut [Item]) {
+    pub(super) async fn answer_reads(&mut self, items: &mut [Item]) {
         for item in items.iter_mut() {
             self.answer_read(item).await;
         }

@@ -18,6 +18,7 @@ use serde_json::Value as Json;
 use tokio::sync::oneshot;
 
 mod batch;
+mod remote;
 mod shared;
 
 pub(crate) use shared::{CloseDeadline, Shared};
@@ -25,7 +26,7 @@ pub(crate) use shared::{CloseDeadline, Shared};
 use crate::db::{self, read, Executor, Op, Opened, Table};
 use crate::error::TracingError;
 use crate::models::SessionTrace;
-use crate::storage::StorageConfig;
+use crate::storage::{DbKind, StorageConfig};
 use crate::writer::config::WriterConfig;
 use crate::writer::ids::LeaseRequest;
 use crate::writer::lock;
@@ -137,6 +138,67 @@ enum Terminator {
         reply: Reply<bool>,
     },
     Close(Reply<()>),
+}
+
+/// A batch being collected.
+#[derive(Default)]
+struct Gathering {
+    items: Vec<Item>,
+    ops: usize,
+    bytes: usize,
+    /// A read waits in the batch: do not linger for more.
+    has_read: bool,
+}
+
+/// What taking one message did to a batch being collected.
+enum Taken {
+    More,
+    /// The batch is at its bounds.
+    Full,
+    /// The message needs the batch committed first.
+    End(Terminator),
+}
+
+impl Gathering {
+    fn take(&mut self, msg: Msg, config: &WriterConfig) -> Taken {
+        match msg {
+            Msg::Write { op, bytes } => {
+                self.items.push(Item::Write {
+                    op,
+                    bytes,
+                    failed: false,
+                });
+                self.ops += 1;
+                self.bytes += bytes;
+                if self.ops >= config.max_batch_ops || self.bytes >= config.max_batch_bytes {
+                    return Taken::Full;
+                }
+            }
+            Msg::LoadSteps { session_id, reply } => {
+                self.has_read = true;
+                self.items.push(Item::LoadSteps {
+                    session_id,
+                    reply: Some(reply),
+                });
+            }
+            Msg::GetSession { session_id, reply } => {
+                self.has_read = true;
+                self.items.push(Item::GetSession {
+                    session_id,
+                    reply: Some(reply),
+                });
+            }
+            Msg::Flush { reply } => return Taken::End(Terminator::Flush(reply)),
+            Msg::Query { sql, params, reply } => {
+                return Taken::End(Terminator::Query { sql, params, reply })
+            }
+            Msg::DeleteSession { session_id, reply } => {
+                return Taken::End(Terminator::Delete { session_id, reply })
+            }
+            Msg::Close { reply } => return Taken::End(Terminator::Close(reply)),
+        }
+        Taken::More
+    }
 }
 
 /// The loop's state.
@@ -269,11 +331,26 @@ impl Actor {
     /// in the batch's request on a remote server; any left (the batch had
     /// nothing to send, or failed) are served alone here, so no producer
     /// waits for ids past the batch.
+    ///
+    /// On a remote server the next batch is collected while one is in
+    /// flight, and so on while the queue keeps them coming, up to a message
+    /// that needs a commit first.
     async fn batch(&mut self, first: Msg) -> Option<Terminator> {
         self.in_batch = true;
         let (items, terminator) = self.collect(first).await;
-        if !items.is_empty() {
-            self.execute(items).await;
+        let mut next = Some(remote::Next {
+            items,
+            terminator,
+            ready: None,
+        });
+        let mut terminator = None;
+        while let Some(batch) = next.take() {
+            terminator = batch.terminator;
+            if batch.items.is_empty() {
+                break;
+            }
+            let overlap = terminator.is_none() && self.exec.has_pipeline();
+            next = self.execute(batch.items, batch.ready, overlap).await;
         }
         self.in_batch = false;
         for req in std::mem::take(&mut self.riding) {
@@ -373,12 +450,11 @@ impl Actor {
     /// message that needs a commit first. When the queue runs dry it waits up
     /// to `linger` for more, unless a read is waiting.
     async fn collect(&mut self, first: Msg) -> (Vec<Item>, Option<Terminator>) {
-        let mut items = Vec::new();
-        let (mut ops, mut bytes, mut has_read) = (0usize, 0usize, false);
+        let mut g = Gathering::default();
         let linger_end = deadline(self.config.linger);
         let mut next = Some(first);
         loop {
-            if items.len() % 256 == 255 {
+            if g.items.len() % 256 == 255 {
                 // Producers may be waiting for ids: lease before the batch
                 // grows further, not after it commits.
                 self.serve_control(true).await;
@@ -389,7 +465,7 @@ impl Actor {
                     Ok(m) => m,
                     Err(TryRecvError::Disconnected) => break,
                     Err(TryRecvError::Empty) => {
-                        if has_read || self.config.linger.is_zero() {
+                        if g.has_read || self.config.linger.is_zero() {
                             break;
                         }
                         self.serve_control(true).await;
@@ -400,44 +476,13 @@ impl Actor {
                     }
                 },
             };
-            match msg {
-                Msg::Write { op, bytes: b } => {
-                    items.push(Item::Write {
-                        op,
-                        bytes: b,
-                        failed: false,
-                    });
-                    ops += 1;
-                    bytes += b;
-                    if ops >= self.config.max_batch_ops || bytes >= self.config.max_batch_bytes {
-                        break;
-                    }
-                }
-                Msg::LoadSteps { session_id, reply } => {
-                    has_read = true;
-                    items.push(Item::LoadSteps {
-                        session_id,
-                        reply: Some(reply),
-                    });
-                }
-                Msg::GetSession { session_id, reply } => {
-                    has_read = true;
-                    items.push(Item::GetSession {
-                        session_id,
-                        reply: Some(reply),
-                    });
-                }
-                Msg::Flush { reply } => return (items, Some(Terminator::Flush(reply))),
-                Msg::Query { sql, params, reply } => {
-                    return (items, Some(Terminator::Query { sql, params, reply }))
-                }
-                Msg::DeleteSession { session_id, reply } => {
-                    return (items, Some(Terminator::Delete { session_id, reply }))
-                }
-                Msg::Close { reply } => return (items, Some(Terminator::Close(reply))),
+            match g.take(msg, &self.config) {
+                Taken::More => {}
+                Taken::Full => break,
+                Taken::End(t) => return (g.items, Some(t)),
             }
         }
-        (items, None)
+        (g.items, None)
     }
 
     fn record_failure(&mut self, op: &Op, err: &dyn std::fmt::Display) {
@@ -629,15 +674,26 @@ pub(crate) fn spawn(
     storage: StorageConfig,
 ) -> Result<(std::thread::JoinHandle<()>, Ready), TracingError> {
     let (ready_tx, ready_rx) = oneshot::channel();
+    let remote = matches!(storage.kind(), Ok(DbKind::Remote(_)));
     let handle = std::thread::Builder::new()
         .name("trace-writer".into())
         .spawn(move || {
             // The actor's own runtime: libsql's API is async (remote
-            // connections need a reactor), but this thread blocks freely.
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
+            // connections need a reactor), but this thread blocks freely. On
+            // a remote server one worker drives the requests in flight while
+            // the actor collects the next batch (see `remote.rs`).
+            let rt = if remote {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(1)
+                    .thread_name("trace-writer-io")
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            };
+            let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {
                     let _ = ready_tx.send(Err(TracingError::Internal(format!(

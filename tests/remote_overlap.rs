@@ -1,0 +1,179 @@
+//! The next batch is collected and encoded while one is in flight: what the
+//! batch in flight turns out to teach or refuse must still reach the next.
+//!
+//! A proxy adds a long round trip, so that the next batch is surely encoded
+//! before the reply arrives. Opt-in, like every remote test: see
+//! `tests/remote.rs` for how to run.
+mod common;
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::json;
+use support::proxy::Proxy;
+use support::sqld::Sqld;
+use trace_writer::*;
+
+fn remote(url: String) -> StorageConfig {
+    StorageConfig::turso(url, "")
+}
+
+/// Long enough that a producer queues the next batch before the reply.
+const ROUND_TRIP: Duration = Duration::from_millis(300);
+
+/// Small batches, so that one write sequence spans several of them, and
+/// deadlines well past a healthy flush.
+fn small_batches() -> WriterConfig {
+    WriterConfig::default()
+        .max_batch_ops(2)
+        .flush_timeout(Duration::from_secs(60))
+        .close_timeout(Duration::from_secs(60))
+}
+
+/// An event that carries the step it was recorded for.
+fn tagged_event(step: &str, i: usize) -> TracingEvent {
+    let mut e = common::env_event(i);
+    if let TracingEvent::Environment(env) = &mut e {
+        env.base.metadata = common::meta(&[("step", json!(step))]);
+    }
+    e
+}
+
+/// Events whose step row is missing or is another step than theirs.
+async fn misfiled(storage: &dyn TraceStorage) -> i64 {
+    let rows = storage
+        .query(
+            "SELECT COUNT(*) AS n FROM events r \
+             LEFT JOIN session_timesteps t ON t.id = r.timestep_id \
+             WHERE r.timestep_id IS NOT NULL AND (t.id IS NULL \
+                OR t.session_id <> r.session_id \
+                OR t.step_id <> json_extract(r.metadata, '$.step'))",
+            vec![],
+        )
+        .await
+        .expect("query");
+    rows[0]["n"].as_i64().expect("count")
+}
+
+/// The writer makes a step that the plain backend made a moment before,
+/// and records events under it. The step's batch learns the real row only
+/// from its reply, after the next batches, which carry events under the
+/// writer's own id, were encoded: they must be encoded again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn records_encoded_while_their_step_was_in_flight_go_under_its_real_row() {
+    let server = Sqld::start().await;
+    let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
+    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches())
+        .await
+        .expect("writer");
+    let plain = LibsqlTraceStorage::new(remote(server.url()))
+        .await
+        .expect("plain");
+    writer
+        .ensure_session("s", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    let first = writer
+        .ensure_timestep("s", &SessionTimeStep::new("first", 0))
+        .await
+        .expect("step");
+    writer
+        .insert_event("s", Some(first), &tagged_event("first", 0))
+        .await
+        .expect("event");
+    writer.flush().await.expect("flush");
+    // The writer knows session `s` and its steps; this one comes after.
+    let real = plain
+        .ensure_timestep("s", &SessionTimeStep::new("shared", 1))
+        .await
+        .expect("plain step");
+    let ours = writer
+        .ensure_timestep("s", &SessionTimeStep::new("shared", 1))
+        .await
+        .expect("writer step");
+    assert_ne!(
+        ours, real,
+        "the writer numbered the step before it could know"
+    );
+    const EVENTS: usize = 12;
+    for i in 0..EVENTS {
+        writer
+            .insert_event("s", Some(ours), &tagged_event("shared", i))
+            .await
+            .expect("event");
+    }
+    writer.flush().await.expect("flush");
+    let stats = writer.stats();
+    assert!(
+        stats.batches >= 4,
+        "the events should span several batches: {stats:?}"
+    );
+    assert_eq!(misfiled(&plain).await, 0, "{stats:?}");
+    let under_real = plain
+        .query(
+            "SELECT COUNT(*) AS n FROM events WHERE timestep_id = ?",
+            vec![json!(real)],
+        )
+        .await
+        .expect("query");
+    assert_eq!(under_real[0]["n"], json!(EVENTS));
+    assert_eq!(common::count(&plain, "session_timesteps").await, 2);
+    writer.close().await.expect("close");
+    plain.close().await.expect("close");
+}
+
+/// A refused row in the batch in flight: that batch is sent again without
+/// it, and only then the next one, already encoded; every other row
+/// commits, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_refused_row_in_flight_holds_back_only_itself() {
+    let server = Sqld::start().await;
+    let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
+    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches().max_batch_ops(8))
+        .await
+        .expect("writer");
+    writer
+        .query(
+            "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.model_name = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
+            vec![],
+        )
+        .await
+        .expect("trigger");
+    writer
+        .ensure_session("p", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    let mut good = Vec::new();
+    for i in 0..40 {
+        let mut e = common::cais_event(i);
+        if i == 3 || i == 21 {
+            if let TracingEvent::Cais(c) = &mut e {
+                c.model_name = "poison".into();
+            }
+            writer.insert_event("p", None, &e).await.expect("enqueue");
+        } else {
+            good.push(writer.insert_event("p", None, &e).await.expect("enqueue"));
+        }
+    }
+    match writer.flush().await {
+        Err(TracingError::WriteFailed { failed: 2, .. }) => {}
+        other => panic!("expected 2 failed writes, got {other:?}"),
+    }
+    let rows = writer
+        .query("SELECT id FROM events ORDER BY id", vec![])
+        .await
+        .expect("query");
+    let stored: Vec<i64> = rows.iter().map(|r| r["id"].as_i64().expect("id")).collect();
+    assert_eq!(stored, good);
+    let stats = writer.stats();
+    assert_eq!(
+        (stats.enqueued, stats.committed, stats.failed),
+        (41, 39, 2),
+        "{stats:?}"
+    );
+    writer.close().await.expect("close");
+}
