@@ -21,7 +21,7 @@ use crate::db::hrana::{Arg, StepResult, Stmt};
 use crate::db::op::text;
 use crate::db::read::first_i64;
 use crate::db::tx::{transaction, RemoteOutcome, RemoteTx};
-use crate::error::{DbError, ErrorClass};
+use crate::error::{DbError, ErrorClass, BUG};
 
 /// Adds the table's `sqlite_sequence` row if it has none.
 const ENSURE_ROW: &str = "INSERT INTO sqlite_sequence (name, seq) SELECT ?1, 0 \
@@ -113,24 +113,55 @@ pub(crate) async fn lease_ids(
     table: Table,
     n: i64,
 ) -> Result<Range<i64>, DbError> {
+    let mut blocks = lease_blocks(exec, &[(table, n)]).await?;
+    blocks
+        .pop()
+        .ok_or_else(|| DbError::new(ErrorClass::Fatal, BUG))
+}
+
+/// Reserves a block of ids for each `(table, n)`, all in one committed
+/// transaction (one request on a remote server), in their order.
+///
+/// # Errors
+/// As [`lease_ids`]; then no block is reserved.
+pub(crate) async fn lease_blocks(
+    exec: &Executor,
+    leases: &[(Table, i64)],
+) -> Result<Vec<Range<i64>>, DbError> {
     if let Some(client) = exec.pipeline() {
-        let tx = RemoteTx::new(remote_lease_statements(table, n).into());
+        let stmts = leases
+            .iter()
+            .flat_map(|&(table, n)| remote_lease_statements(table, n))
+            .collect();
+        let tx = RemoteTx::new(stmts);
         let result = client.batch(&tx.steps).await?;
         return match tx.outcome(result)? {
-            RemoteOutcome::Failed(mut failed) => Err(failed.remove(0).1),
-            RemoteOutcome::Committed(results) => remote_lease_block(table, n, results.get(2)),
+            RemoteOutcome::Failed(failed) => Err(failed
+                .into_iter()
+                .next()
+                .map(|(_, e)| e)
+                .unwrap_or_else(|| DbError::new(ErrorClass::Fatal, BUG))),
+            RemoteOutcome::Committed(results) => leases
+                .iter()
+                .enumerate()
+                .map(|(k, &(table, n))| remote_lease_block(table, n, results.get(3 * k + 2)))
+                .collect(),
         };
     }
-    let name = table.name();
-    let named = || vec![text(name)];
-    let both = || vec![text(name), Value::Integer(n)];
-    let [raise, read] = raise_and_read(table);
     let conn = &exec.conn;
     transaction(conn, async {
-        conn.execute(ENSURE_ROW, named()).await?;
-        conn.execute(&raise, both()).await?;
-        let last = first_i64(conn, &read, named()).await?;
-        block(table, last, n)
+        let mut blocks = Vec::with_capacity(leases.len());
+        for &(table, n) in leases {
+            let name = table.name();
+            let named = || vec![text(name)];
+            let [raise, read] = raise_and_read(table);
+            conn.execute(ENSURE_ROW, named()).await?;
+            conn.execute(&raise, vec![text(name), Value::Integer(n)])
+                .await?;
+            let last = first_i64(conn, &read, named()).await?;
+            blocks.push(block(table, last, n)?);
+        }
+        Ok(blocks)
     })
     .await
 }

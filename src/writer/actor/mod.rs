@@ -274,9 +274,14 @@ impl Actor {
             ambiguous: false,
             state: RunState::Running,
         };
-        for table in Table::WITH_IDS {
-            let size = actor.shared.ids.block_size(table);
-            let ids = db::lease::lease_ids(&actor.exec, table, size).await?;
+        // Every table's first block in one transaction: one request on a
+        // remote server.
+        let sizes: Vec<(Table, i64)> = Table::WITH_IDS
+            .iter()
+            .map(|&t| (t, actor.shared.ids.block_size(t)))
+            .collect();
+        let blocks = db::lease::lease_blocks(&actor.exec, &sizes).await?;
+        for ((table, _), ids) in sizes.into_iter().zip(blocks) {
             Counters::add(&actor.shared.counters.id_leases, 1);
             actor.shared.ids.grant(table, ids);
         }
