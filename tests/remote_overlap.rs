@@ -58,16 +58,35 @@ async fn misfiled(storage: &dyn TraceStorage) -> i64 {
 
 /// The writer makes a step that the plain backend made a moment before,
 /// and records events under it. The step's batch learns the real row only
-/// from its reply, after the next batches, which carry events under the
-/// writer's own id, were encoded: they must be encoded again.
+/// from its reply, after the next batch, which carries events under the
+/// writer's own id, was encoded and sent behind it: that one must move its
+/// events itself. The events after the first are large, so that the step's
+/// batch reaches the server's lock first; three rounds, in case one does
+/// not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn records_sent_behind_their_steps_batch_go_under_its_real_row() {
+    step_made_elsewhere_while_in_flight(2).await;
+}
+
+/// One operation per batch: the step's batch has no row to check, so the
+/// next batch is only encoded while it is in flight, not sent; once the
+/// reply taught the real row, it must be encoded again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
 async fn records_encoded_while_their_step_was_in_flight_go_under_its_real_row() {
+    step_made_elsewhere_while_in_flight(1).await;
+}
+
+async fn step_made_elsewhere_while_in_flight(max_batch_ops: usize) {
     let server = Sqld::start().await;
     let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
-    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches())
-        .await
-        .expect("writer");
+    let writer = BufferedTraceWriter::new(
+        remote(proxy.url()),
+        small_batches().max_batch_ops(max_batch_ops),
+    )
+    .await
+    .expect("writer");
     let plain = LibsqlTraceStorage::new(remote(server.url()))
         .await
         .expect("plain");
@@ -75,51 +94,54 @@ async fn records_encoded_while_their_step_was_in_flight_go_under_its_real_row() 
         .ensure_session("s", Utc::now(), &json!({}))
         .await
         .expect("session");
-    let first = writer
+    // The writer loads the session's steps now, so it learns of later ones
+    // only from its own inserts.
+    writer
         .ensure_timestep("s", &SessionTimeStep::new("first", 0))
         .await
         .expect("step");
-    writer
-        .insert_event("s", Some(first), &tagged_event("first", 0))
-        .await
-        .expect("event");
     writer.flush().await.expect("flush");
-    // The writer knows session `s` and its steps; this one comes after.
-    let real = plain
-        .ensure_timestep("s", &SessionTimeStep::new("shared", 1))
-        .await
-        .expect("plain step");
-    let ours = writer
-        .ensure_timestep("s", &SessionTimeStep::new("shared", 1))
-        .await
-        .expect("writer step");
-    assert_ne!(
-        ours, real,
-        "the writer numbered the step before it could know"
-    );
-    const EVENTS: usize = 12;
-    for i in 0..EVENTS {
-        writer
-            .insert_event("s", Some(ours), &tagged_event("shared", i))
+    const EVENTS: usize = 8;
+    let padding = "x".repeat(256 << 10);
+    for round in 0..3 {
+        let step_id = format!("shared-{round}");
+        // The writer knows session `s` and its steps; this one comes after.
+        let real = plain
+            .ensure_timestep("s", &SessionTimeStep::new(&step_id, round + 1))
             .await
-            .expect("event");
+            .expect("plain step");
+        let ours = writer
+            .ensure_timestep("s", &SessionTimeStep::new(&step_id, round + 1))
+            .await
+            .expect("writer step");
+        assert_ne!(
+            ours, real,
+            "the writer numbered the step before it could know"
+        );
+        for i in 0..EVENTS {
+            let mut e = tagged_event(&step_id, i);
+            if i > 0 {
+                if let TracingEvent::Environment(env) = &mut e {
+                    env.base.metadata.insert("padding".into(), json!(padding));
+                }
+            }
+            writer
+                .insert_event("s", Some(ours), &e)
+                .await
+                .expect("event");
+        }
+        writer.flush().await.expect("flush");
+        let under_real = plain
+            .query(
+                "SELECT COUNT(*) AS n FROM events WHERE timestep_id = ?",
+                vec![json!(real)],
+            )
+            .await
+            .expect("query");
+        assert_eq!(under_real[0]["n"], json!(EVENTS), "round {round}");
     }
-    writer.flush().await.expect("flush");
-    let stats = writer.stats();
-    assert!(
-        stats.batches >= 4,
-        "the events should span several batches: {stats:?}"
-    );
-    assert_eq!(misfiled(&plain).await, 0, "{stats:?}");
-    let under_real = plain
-        .query(
-            "SELECT COUNT(*) AS n FROM events WHERE timestep_id = ?",
-            vec![json!(real)],
-        )
-        .await
-        .expect("query");
-    assert_eq!(under_real[0]["n"], json!(EVENTS));
-    assert_eq!(common::count(&plain, "session_timesteps").await, 2);
+    assert_eq!(misfiled(&plain).await, 0, "{:?}", writer.stats());
+    assert_eq!(common::count(&plain, "session_timesteps").await, 4);
     writer.close().await.expect("close");
     plain.close().await.expect("close");
 }
@@ -175,5 +197,89 @@ async fn a_refused_row_in_flight_holds_back_only_itself() {
         (41, 39, 2),
         "{stats:?}"
     );
+    writer.close().await.expect("close");
+}
+
+/// A batch sent behind one that then rolls back (a refused row) must not
+/// commit before it: its updates would find none of that batch's rows. Here
+/// the batch behind completes a step the batch in flight makes, and counts
+/// the session's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_batch_sent_behind_commits_only_after_the_one_before() {
+    let server = Sqld::start().await;
+    let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
+    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches().max_batch_ops(3))
+        .await
+        .expect("writer");
+    writer
+        .query(
+            "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.model_name = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
+            vec![],
+        )
+        .await
+        .expect("trigger");
+    writer
+        .ensure_session("o", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    writer.flush().await.expect("flush");
+    // The batch in flight: a good event (its marker row), a refused one and
+    // a new step.
+    writer
+        .insert_event("o", None, &common::cais_event(0))
+        .await
+        .expect("event");
+    let mut poison = common::cais_event(1);
+    if let TracingEvent::Cais(c) = &mut poison {
+        c.model_name = "poison".into();
+    }
+    writer
+        .insert_event("o", None, &poison)
+        .await
+        .expect("enqueue");
+    writer
+        .ensure_timestep("o", &SessionTimeStep::new("late", 0))
+        .await
+        .expect("step");
+    // The batch behind it: needs all of that one's good rows.
+    let done = Utc::now();
+    writer
+        .update_timestep("o", "late", Some(done))
+        .await
+        .expect("update");
+    writer.update_session_counts("o").await.expect("counts");
+    writer
+        .insert_event("o", None, &common::cais_event(2))
+        .await
+        .expect("event");
+    match writer.flush().await {
+        Err(TracingError::WriteFailed { failed: 1, .. }) => {}
+        other => panic!("expected 1 failed write, got {other:?}"),
+    }
+    let step = writer
+        .query(
+            "SELECT completed_at FROM session_timesteps WHERE step_id = 'late'",
+            vec![],
+        )
+        .await
+        .expect("query");
+    assert_eq!(step.len(), 1);
+    assert!(
+        !step[0]["completed_at"].is_null(),
+        "the step's update ran before the step was made: {step:?}"
+    );
+    let counts = writer
+        .query(
+            "SELECT num_timesteps, num_events FROM session_traces WHERE session_id = 'o'",
+            vec![],
+        )
+        .await
+        .expect("query");
+    // Counted after the good event and the step, before the last event.
+    assert_eq!(counts[0]["num_timesteps"], json!(1), "{counts:?}");
+    assert_eq!(counts[0]["num_events"], json!(1), "{counts:?}");
+    assert_eq!(common::count(&writer, "events").await, 2);
     writer.close().await.expect("close");
 }

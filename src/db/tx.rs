@@ -133,6 +133,17 @@ impl<'a> RemoteTx<'a> {
     /// `BEGIN IMMEDIATE`, `body`, then `COMMIT` if all of it succeeded, else
     /// `ROLLBACK`.
     pub(crate) fn new(body: Vec<Stmt<'a>>) -> Self {
+        Self::build(body, false)
+    }
+
+    /// As [`RemoteTx::new`], but the first statement of `body` is a guard:
+    /// the others run only if it succeeded (when it fails, nothing is
+    /// committed, and the rest is not run for nothing).
+    pub(crate) fn guarded(body: Vec<Stmt<'a>>) -> Self {
+        Self::build(body, true)
+    }
+
+    fn build(body: Vec<Stmt<'a>>, guarded: bool) -> Self {
         let n = body.len();
         let mut steps = Vec::with_capacity(n + 3);
         steps.push(Step {
@@ -154,9 +165,17 @@ impl<'a> RemoteTx<'a> {
                 },
             ],
         };
-        for stmt in body {
+        let after_guard = Cond::And {
+            conds: vec![in_tx.clone(), Cond::Ok { step: 1 }],
+        };
+        for (k, stmt) in body.into_iter().enumerate() {
+            let condition = if guarded && k > 0 {
+                after_guard.clone()
+            } else {
+                in_tx.clone()
+            };
             steps.push(Step {
-                condition: Some(in_tx.clone()),
+                condition: Some(condition),
                 stmt,
             });
         }

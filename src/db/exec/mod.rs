@@ -22,7 +22,7 @@ use crate::error::{DbError, ErrorClass, BUG};
 mod remote;
 
 use remote::{hrana_integer, hrana_text};
-pub(crate) use remote::{PreparedRemote, RemoteBatch};
+pub(crate) use remote::{marker, Behind, PreparedRemote, RemoteBatch};
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 is 32766; stay
 /// well under it so that older servers accept the statements too.

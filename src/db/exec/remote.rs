@@ -26,6 +26,10 @@ pub(crate) enum RemoteBatch {
     /// Rolled back: a multi-row statement failed; send one row per
     /// statement to find the operation at fault.
     MultiRowFailed(DbError),
+    /// Rolled back, as it was sent behind a batch that had not committed
+    /// when it ran (see [`Behind`]): send it again once that one's outcome
+    /// is known.
+    RanFirst,
 }
 
 /// A Hrana text value.
@@ -43,6 +47,39 @@ pub(super) fn hrana_integer(v: &serde_json::Value) -> Option<i64> {
     }
 }
 
+/// The batch in flight that a batch is sent behind, before its outcome is
+/// known: see [`Executor::prepare_remote`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Behind<'a> {
+    /// A row of the batch in flight that is there if and only if it
+    /// committed (see [`marker`]).
+    pub(crate) marker: (Table, i64),
+    /// The batch in flight's operations.
+    pub(crate) ops: &'a [&'a Op],
+}
+
+/// A row that a batch inserts with an id of ours: it is there once the batch
+/// committed, and not before. Not a step: a step whose row was made
+/// elsewhere keeps that row's id, so ours is never found. `None` for a batch
+/// of steps, sessions and updates only.
+pub(crate) fn marker(ops: &[&Op]) -> Option<(Table, i64)> {
+    ops.iter().find_map(|op| match op {
+        Op::Insert { table, .. } if *table != Table::Timesteps => op.id().map(|id| (*table, id)),
+        _ => None,
+    })
+}
+
+/// Fails (SQLite's integer overflow error) unless the row `?` of the table
+/// exists: the first statement of a batch sent behind another, so that it
+/// commits only after that one did.
+fn guard_sql(table: Table) -> String {
+    format!(
+        "SELECT abs(CASE WHEN EXISTS (SELECT 1 FROM {} WHERE id = ?) THEN 0 \
+         ELSE -9223372036854775808 END)",
+        table.name()
+    )
+}
+
 /// A remote batch encoded and ready to send: see
 /// [`Executor::prepare_remote`].
 #[derive(Debug)]
@@ -56,6 +93,8 @@ pub(crate) struct PreparedRemote {
     id_reads: Vec<(usize, i64)>,
     /// Where each riding lease's block is read.
     lease_reads: Vec<(usize, Table, i64)>,
+    /// Sent behind a batch in flight: see [`Behind`].
+    behind: bool,
     /// [`Executor::remaps`] when it was encoded.
     remaps: u64,
 }
@@ -69,6 +108,8 @@ enum Carries {
     Many,
     /// The fix-up of records filed under a step created elsewhere.
     FixUp,
+    /// The check that the batch sent before this one committed.
+    Guard,
     /// A statement of an id lease riding along.
     Lease,
 }
@@ -106,6 +147,12 @@ impl Executor {
     /// With `multi`, runs of inserts go in as multi-row statements, by table.
     /// Leases ride along: `leases` are `(table, size)`.
     ///
+    /// With `behind`, the batch may be sent while that one is in flight: it
+    /// commits only if that one committed first (its marker row is there),
+    /// and it moves its own records filed under that one's steps too, as
+    /// that one may teach that a step was made elsewhere only when it
+    /// commits.
+    ///
     /// The request files records under the steps' real rows as far as the
     /// executor knows them now: once it learns more (see
     /// [`Executor::is_current`]), encode the batch again.
@@ -117,10 +164,23 @@ impl Executor {
         ops: &[&'_ Op],
         multi: bool,
         leases: &[(Table, i64)],
+        behind: Option<Behind<'_>>,
     ) -> Result<PreparedRemote, DbError> {
         let mut stmts = Vec::new();
         let mut carries = Vec::new();
         let mut steps_made = Vec::new();
+        if let Some(Behind {
+            marker: (table, id),
+            ..
+        }) = behind
+        {
+            stmts.push(Stmt {
+                sql: guard_sql(table).into(),
+                args: vec![Arg::owned(Value::Integer(id))],
+                want_rows: false,
+            });
+            carries.push(Carries::Guard);
+        }
         let mut i = 0;
         while i < ops.len() {
             let op = ops[i];
@@ -199,14 +259,22 @@ impl Executor {
         }
         // Records of this batch filed under a step that turns out to exist
         // already go under its real row, inside the same transaction.
-        for (_, id, sid, step) in &steps_made {
+        let steps_behind = behind
+            .iter()
+            .flat_map(|b| b.ops.iter().filter_map(|op| op.timestep_key()));
+        let fix_ups: Vec<(i64, &str, &str)> = steps_made
+            .iter()
+            .map(|(_, id, sid, step)| (*id, sid.as_str(), step.as_str()))
+            .chain(steps_behind)
+            .collect();
+        for (id, sid, step) in fix_ups {
             for sql in FIX_UP_SQL {
                 stmts.push(Stmt {
                     sql: sql.into(),
                     args: vec![
                         Arg::owned(text(sid)),
                         Arg::owned(text(step)),
-                        Arg::owned(Value::Integer(*id)),
+                        Arg::owned(Value::Integer(id)),
                     ],
                     want_rows: false,
                 });
@@ -235,13 +303,18 @@ impl Executor {
             }
             lease_reads.push((stmts.len() - 1, table, n));
         }
-        let tx = RemoteTx::new(stmts);
+        let tx = if behind.is_some() {
+            RemoteTx::guarded(stmts)
+        } else {
+            RemoteTx::new(stmts)
+        };
         Ok(PreparedRemote {
             body: hrana::encode(&tx.steps)?,
             shape: tx.shape(),
             carries,
             id_reads,
             lease_reads,
+            behind: behind.is_some(),
             remaps: self.remaps,
         })
     }
@@ -267,6 +340,7 @@ impl Executor {
             carries,
             id_reads,
             lease_reads,
+            behind,
             ..
         } = batch;
         match shape.outcome(result)? {
@@ -290,12 +364,20 @@ impl Executor {
                 Ok(RemoteBatch::Committed(leased))
             }
             RemoteOutcome::Failed(failed) => {
+                if behind
+                    && failed
+                        .iter()
+                        .any(|(at, _)| matches!(carries.get(*at), Some(Carries::Guard)))
+                {
+                    // Whatever else failed ran without the rows before it.
+                    return Ok(RemoteBatch::RanFirst);
+                }
                 let mut by_op = Vec::new();
                 for (at, e) in failed {
                     match &carries[at] {
                         Carries::One(j) => by_op.push((*j, e)),
                         Carries::Many => return Ok(RemoteBatch::MultiRowFailed(e)),
-                        Carries::FixUp | Carries::Lease => return Err(e),
+                        Carries::FixUp | Carries::Lease | Carries::Guard => return Err(e),
                     }
                 }
                 Ok(RemoteBatch::Failed(by_op))
@@ -313,14 +395,7 @@ impl Executor {
         let Some(client) = &self.pipeline else {
             return Ok(None);
         };
-        // Not a step: a step whose row was made elsewhere keeps that row's
-        // id, so ours would never be found even when the batch committed.
-        let Some((table, id)) = ops.iter().find_map(|op| match op {
-            Op::Insert { table, .. } if *table != Table::Timesteps => {
-                op.id().map(|id| (*table, id))
-            }
-            _ => None,
-        }) else {
+        let Some((table, id)) = marker(ops) else {
             return Ok(None);
         };
         let steps = [crate::db::hrana::Step {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::db::{self, read, Op, Table};
 use crate::error::{DbError, ErrorClass, TracingError};
-use crate::writer::actor::remote::{Next, Ready};
+use crate::writer::actor::remote::{Flight, Next, Ready};
 use crate::writer::actor::{Actor, Item, Shared};
 use crate::writer::stats::Counters;
 
@@ -40,13 +40,15 @@ impl Actor {
     /// and reported, transient faults are retried with backoff, and past the
     /// close deadline the remaining writes are spilled.
     ///
-    /// On a remote server, `ready` is the batch already encoded, and with
+    /// On a remote server, `ready` is the batch already encoded (and `sent`
+    /// its request, if it went out behind the batch before), and with
     /// `overlap` the next batch is collected while the first try is in
     /// flight, and returned.
     pub(super) async fn execute(
         &mut self,
         mut items: Vec<Item>,
         mut ready: Option<Ready>,
+        mut sent: Option<Flight>,
         overlap: bool,
     ) -> Option<Next> {
         let started = Instant::now();
@@ -60,7 +62,7 @@ impl Actor {
         while !spill_rest {
             let attempt = if self.exec.has_pipeline() {
                 let slot = std::mem::take(&mut collect_next).then_some(&mut next);
-                self.attempt_remote(&mut items, multi, ready.take(), slot)
+                self.attempt_remote(&mut items, multi, ready.take(), sent.take(), slot)
                     .await
             } else {
                 let conn = self.exec.conn.clone();
@@ -101,7 +103,10 @@ impl Actor {
                 }
             }
         }
-        // Encoded in advance but never sent (the batch was spilled).
+        // Encoded (or sent) in advance but spilled: a request in flight is
+        // cut short, and if the server applied it all the same, a replay
+        // counts its rows as duplicates.
+        drop(sent);
         self.unready(ready);
         // Reads not answered yet (the batch never got to them) learn why.
         let mut committed = 0u64;

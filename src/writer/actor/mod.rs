@@ -337,9 +337,9 @@ impl Actor {
     /// nothing to send, or failed) are served alone here, so no producer
     /// waits for ids past the batch.
     ///
-    /// On a remote server the next batch is collected while one is in
-    /// flight, and so on while the queue keeps them coming, up to a message
-    /// that needs a commit first.
+    /// On a remote server the next batch is collected, encoded and sent
+    /// behind the one in flight, and so on while the queue keeps them
+    /// coming, up to a message that needs a commit first.
     async fn batch(&mut self, first: Msg) -> Option<Terminator> {
         self.in_batch = true;
         let (items, terminator) = self.collect(first).await;
@@ -347,6 +347,7 @@ impl Actor {
             items,
             terminator,
             ready: None,
+            sent: None,
         });
         let mut terminator = None;
         while let Some(batch) = next.take() {
@@ -355,7 +356,9 @@ impl Actor {
                 break;
             }
             let overlap = terminator.is_none() && self.exec.has_pipeline();
-            next = self.execute(batch.items, batch.ready, overlap).await;
+            next = self
+                .execute(batch.items, batch.ready, batch.sent, overlap)
+                .await;
         }
         self.in_batch = false;
         for req in std::mem::take(&mut self.riding) {

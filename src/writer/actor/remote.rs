@@ -1,14 +1,22 @@
 //! A batch on a remote server: one request, and while it is in flight the
-//! next batch is collected and encoded.
+//! next batch is collected, encoded and sent behind it.
 //!
 //! The request runs on a task of the actor's runtime, which a worker thread
 //! drives (see `spawn`), so the actor thread is free meanwhile: it takes the
 //! queued messages that make the next batch, serves leases and step loads,
-//! and encodes that batch. The next batch is still sent only once this one's
-//! outcome is known, since it depends on it: a batch that rolled back is
-//! sent again first, and one that committed may have taught the executor
-//! that a step was made elsewhere, which changes where the next batch's
-//! records go (then the encoded request is thrown away and made again).
+//! and encodes that batch. Then, if the batch in flight has a row to check
+//! (see [`marker`]), the next one is sent at once, behind it: its first
+//! statement fails unless that row is there, so it commits only after the
+//! batch in flight did, and otherwise rolls back untouched and is sent again
+//! in its turn (see [`Behind`]). It also moves its own records filed under
+//! the steps of the batch in flight, whose real rows only that batch's
+//! reply will tell. So the server has the next batch as soon as it is done
+//! with one, and the round trip is hidden behind the server's work.
+//!
+//! At most two batches are in flight. A batch with no row to check is
+//! followed by a batch that is only encoded, and sent once the reply came:
+//! thrown away and encoded again if the reply taught that a step was made
+//! elsewhere, or a lease came to ride.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,7 +25,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
 use tokio::task::JoinHandle;
 
-use crate::db::exec::{PreparedRemote, RemoteBatch};
+use crate::db::exec::{marker, Behind, PreparedRemote, RemoteBatch};
 use crate::db::hrana::{BatchResult, HranaClient};
 use crate::db::Op;
 use crate::error::{DbError, ErrorClass};
@@ -40,16 +48,20 @@ pub(super) struct Ready {
     multi: bool,
 }
 
-/// The next batch, collected (and perhaps encoded) while the one before it
-/// was in flight.
+/// The next batch, collected (and perhaps encoded, or even sent) while the
+/// one before it was in flight.
 pub(super) struct Next {
     pub(super) items: Vec<Item>,
     pub(super) terminator: Option<Terminator>,
+    /// The batch encoded, or sent, as `sent` says.
     pub(super) ready: Option<Ready>,
+    /// `ready` went out behind the batch before it (see [`Behind`]).
+    pub(super) sent: Option<Flight>,
 }
 
-/// A request sent and not answered yet.
-struct Flight {
+/// A request sent and not answered yet. Dropped unanswered, it is cut
+/// short (the server may still apply it).
+pub(super) struct Flight {
     reply: Receiver<Result<BatchResult, DbError>>,
     task: JoinHandle<()>,
     /// The reply, once it was taken off the channel.
@@ -70,6 +82,12 @@ fn past_deadline() -> DbError {
     )
 }
 
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 impl Flight {
     /// Sends `batch` from a task of the current runtime.
     fn send(client: &Arc<HranaClient>, batch: &PreparedRemote) -> Flight {
@@ -86,7 +104,15 @@ impl Flight {
         }
     }
 
-    fn landed(&self) -> bool {
+    /// Whether the reply is in (taken off the channel if it just came).
+    fn landed(&mut self) -> bool {
+        if self.got.is_none() {
+            match self.reply.try_recv() {
+                Ok(reply) => self.got = Some(reply),
+                Err(TryRecvError::Disconnected) => self.got = Some(Err(reply_lost())),
+                Err(TryRecvError::Empty) => {}
+            }
+        }
         self.got.is_some()
     }
 
@@ -100,10 +126,8 @@ impl Flight {
         }
         loop {
             let slice = match close_left() {
-                Some(left) if left.is_zero() => {
-                    self.task.abort();
-                    return Err(past_deadline());
-                }
+                // Dropping `self` cuts the request short.
+                Some(left) if left.is_zero() => return Err(past_deadline()),
                 Some(left) => left.min(CLOSE_CHECK),
                 None => CLOSE_CHECK,
             };
@@ -125,15 +149,19 @@ enum Woke {
 
 impl Actor {
     /// One try at a batch on a remote server: one request, one transaction.
-    /// `ready` is the batch encoded in advance, used if it is still right.
-    /// With `next`, the next batch is collected (and encoded, if the reply
-    /// has not come by then) while the request is in flight. Reads queued in
-    /// the batch are answered once it committed.
+    /// `ready` is the batch encoded in advance, used if it is still right,
+    /// and `sent` its request if it already went out behind the batch
+    /// before. With `next`, the next batch is collected while the request is
+    /// in flight, then encoded and, if this batch has a marker row, sent
+    /// behind it at once (see [`Behind`]); if the reply comes first, it is
+    /// left to be encoded when its turn comes. Reads queued in the batch are
+    /// answered once it committed.
     pub(super) async fn attempt_remote(
         &mut self,
         items: &mut [Item],
         multi: bool,
         mut ready: Option<Ready>,
+        sent: Option<Flight>,
         next: Option<&mut Option<Next>>,
     ) -> Result<(), AttemptError> {
         let Some(client) = self.exec.pipeline_client() else {
@@ -142,56 +170,20 @@ impl Actor {
                 "no remote pipeline on a local database",
             )));
         };
-        let writes = unfailed_writes(items);
-        if self.ambiguous {
-            // The reply to the last try was lost: if the server committed
-            // it, sending it again would duplicate nothing (ids are fixed)
-            // but fail on every row. Leases that rode in it are taken again
-            // (the lost blocks are only a gap).
-            self.unready(ready.take());
-            let ops = ops_of(items, &writes);
-            if self.batch_was_applied(&ops).await? {
-                self.answer_reads(items).await;
-                return Ok(());
-            }
-        }
-        let ready = match ready {
-            Some(r)
-                if r.multi == multi
-                    && r.writes == writes
-                    && self.riding.is_empty()
-                    && self.exec.is_current(&r.batch) =>
-            {
-                r
-            }
-            stale => {
-                self.unready(stale);
-                match self.prepare(items, writes, multi) {
-                    Ok(Some(r)) => r,
-                    Ok(None) => {
-                        self.answer_reads(items).await;
-                        return Ok(());
-                    }
-                    Err(e) => return Err(AttemptError::Fatal(e)),
+        let (ready, mut flight) = match (ready.take(), sent) {
+            (Some(r), Some(flight)) => (r, flight),
+            (r, _) => match self.send(&client, items, multi, r).await? {
+                Some(sent) => sent,
+                None => {
+                    self.answer_reads(items).await;
+                    return Ok(());
                 }
-            }
+            },
         };
-        let mut flight = Flight::send(&client, &ready.batch);
         if let Some(slot) = next {
-            let (items, terminator) = self.collect_during(&mut flight).await;
-            // Encoded now, while the server works, unless the reply is here
-            // (then it is encoded when sent, knowing what this one taught).
-            let encoded = if flight.landed() || self.spilling {
-                None
-            } else {
-                let writes = unfailed_writes(&items);
-                self.prepare(&items, writes, self.multi_row).ok().flatten()
-            };
-            *slot = Some(Next {
-                items,
-                terminator,
-                ready: encoded,
-            });
+            let (next_items, terminator) = self.collect_during(&mut flight).await;
+            *slot =
+                Some(self.get_ready(&client, items, &ready, next_items, terminator, &mut flight));
         }
         let shared = self.shared.clone();
         let reply = flight.wait(|| shared.until_close_deadline());
@@ -219,6 +211,11 @@ impl Actor {
                 Err(AttemptError::Transient(e))
             }
             Ok(RemoteBatch::MultiRowFailed(_)) => Err(AttemptError::MultiRowFailed),
+            Ok(RemoteBatch::RanFirst) => {
+                tracing::debug!(target: "trace_writer",
+                    "a batch sent behind another ran before it committed; sending it again");
+                Err(AttemptError::Restart)
+            }
             Ok(RemoteBatch::Failed(failed)) => {
                 for (j, e) in failed {
                     match e.class {
@@ -247,6 +244,89 @@ impl Actor {
         }
     }
 
+    /// Sends the batch: `ready` if it is still right, else encoded anew.
+    /// After a lost reply, checks first whether the server applied it. `None`
+    /// when there is nothing to send (or it was applied).
+    async fn send(
+        &mut self,
+        client: &Arc<HranaClient>,
+        items: &[Item],
+        multi: bool,
+        mut ready: Option<Ready>,
+    ) -> Result<Option<(Ready, Flight)>, AttemptError> {
+        let writes = unfailed_writes(items);
+        if self.ambiguous {
+            // The reply to the last try was lost: if the server committed
+            // it, sending it again would duplicate nothing (ids are fixed)
+            // but fail on every row. Leases that rode in it are taken again
+            // (the lost blocks are only a gap).
+            self.unready(ready.take());
+            let ops = ops_of(items, &writes);
+            if self.batch_was_applied(&ops).await? {
+                return Ok(None);
+            }
+        }
+        let ready = match ready {
+            Some(r)
+                if r.multi == multi
+                    && r.writes == writes
+                    && self.riding.is_empty()
+                    && self.exec.is_current(&r.batch) =>
+            {
+                r
+            }
+            stale => {
+                self.unready(stale);
+                match self.prepare(items, writes, multi, None) {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Ok(None),
+                    Err(e) => return Err(AttemptError::Fatal(e)),
+                }
+            }
+        };
+        let flight = Flight::send(client, &ready.batch);
+        Ok(Some((ready, flight)))
+    }
+
+    /// The next batch, collected while `flight` (the request of `ready`, of
+    /// `items`) is in flight: encoded and sent behind it if it can be,
+    /// encoded only if it cannot, or left as it is if the reply is in.
+    fn get_ready(
+        &mut self,
+        client: &Arc<HranaClient>,
+        items: &[Item],
+        ready: &Ready,
+        next_items: Vec<Item>,
+        terminator: Option<Terminator>,
+        flight: &mut Flight,
+    ) -> Next {
+        let mut next = Next {
+            items: next_items,
+            terminator,
+            ready: None,
+            sent: None,
+        };
+        if flight.landed() || self.spilling || self.shared.past_close_deadline() {
+            return next;
+        }
+        let in_flight = ops_of(items, &ready.writes);
+        let behind = marker(&in_flight).map(|marker| Behind {
+            marker,
+            ops: &in_flight,
+        });
+        let writes = unfailed_writes(&next.items);
+        // An encoding error shows again, and is reported, when the batch is
+        // sent in its turn.
+        next.ready = self
+            .prepare(&next.items, writes, self.multi_row, behind)
+            .ok()
+            .flatten();
+        if let (Some(r), Some(_)) = (&next.ready, behind) {
+            next.sent = Some(Flight::send(client, &r.batch));
+        }
+        next
+    }
+
     /// Gives the leases of a batch that will not be sent as encoded back to
     /// those waiting to ride, ahead of them: they ride in the next request,
     /// or are served alone after the batch.
@@ -263,13 +343,14 @@ impl Actor {
         items: &[Item],
         writes: Vec<usize>,
         multi: bool,
+        behind: Option<Behind<'_>>,
     ) -> Result<Option<Ready>, DbError> {
         if writes.is_empty() && self.riding.is_empty() {
             return Ok(None);
         }
         let ops = ops_of(items, &writes);
         let sizes: Vec<_> = self.riding.iter().map(|r| (r.table, r.size)).collect();
-        let batch = self.exec.prepare_remote(&ops, multi, &sizes)?;
+        let batch = self.exec.prepare_remote(&ops, multi, &sizes, behind)?;
         Ok(Some(Ready {
             batch,
             writes,
