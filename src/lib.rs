@@ -41,8 +41,9 @@
 //!   explicit transaction with prepared statements. On a remote server the
 //!   whole batch (`BEGIN`, multi-row inserts, `COMMIT`) is one Hrana
 //!   pipeline request on a kept-alive connection, so a batch costs one round
-//!   trip however large it is. Under load batches grow by themselves: group
-//!   commit.
+//!   trip however large it is, and the next batch is sent behind it, to
+//!   commit only after it did, so the round trip hides behind the server's
+//!   work. Under load batches grow by themselves: group commit.
 //! - All producers share one FIFO. Reads are answered in it, so they see
 //!   every write queued before them. `flush()` is a barrier message in that
 //!   FIFO, not a counter.
