@@ -6,10 +6,16 @@
 //! ```
 //!
 //! With `--out DIR` it also writes `DIR/report.md` and `DIR/throughput.svg`.
-//! It takes about a minute on a 2-core machine.
+//! It takes about a minute on a 2-core machine. `TRACE_WRITER_TEST_URL` adds
+//! a rollout mix against a running libsql server; `TRACE_WRITER_SQLD` (a
+//! sqld binary) adds the remote latency table, each run on a fresh server
+//! through a proxy adding 0, 20 and 50 ms of round trip (about a minute
+//! more).
 
 #[path = "../benches/harness.rs"]
 mod harness;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -305,8 +311,11 @@ async fn main() {
         rss
     );
 
+    let latency = remote_latency().await;
+
     let steady = (p50, p99, paced.ops_per_sec());
-    let report = render(&machine, &mut rows, &flood, rss, FLOOD_BOUND, steady);
+    let mut report = render(&machine, &mut rows, &flood, rss, FLOOD_BOUND, steady);
+    render_latency(&mut report, &latency);
     println!("{report}");
     if let Some(dir) = out_dir {
         let dir = std::path::Path::new(&dir);
@@ -318,6 +327,115 @@ async fn main() {
             std::process::exit(1);
         }
         eprintln!("wrote {}/report.md and throughput.svg", dir.display());
+    }
+}
+
+/// Added round trips of the remote latency table, in milliseconds.
+const ROUND_TRIPS_MS: [u64; 3] = [0, 20, 50];
+
+/// One row of the remote latency table: medians of [`ROUNDS`] runs.
+struct Latency {
+    rtt_ms: u64,
+    writer: support::latency::Run,
+    plain_eps: f64,
+    plain_conns_per_op: f64,
+}
+
+/// The writer and the plain backend through the latency proxy, each run on
+/// a fresh sqld, round-robin over the round trips; empty without
+/// `TRACE_WRITER_SQLD`.
+async fn remote_latency() -> Vec<Latency> {
+    use support::latency::{plain_run, writer_run, Work};
+    if std::env::var_os("TRACE_WRITER_SQLD").is_none() {
+        eprintln!("remote latency: skipped (set TRACE_WRITER_SQLD to a sqld binary to include it)");
+        return Vec::new();
+    }
+    let mut runs: Vec<Vec<(support::latency::Run, (f64, f64))>> =
+        ROUND_TRIPS_MS.iter().map(|_| Vec::new()).collect();
+    for round in 0..ROUNDS {
+        eprintln!("remote latency, round {} of {ROUNDS}", round + 1);
+        for (&ms, out) in ROUND_TRIPS_MS.iter().zip(runs.iter_mut()) {
+            let rtt = Duration::from_millis(ms);
+            let writer = writer_run(rtt, Work::SmallEvents).await;
+            let plain = plain_run(rtt).await;
+            eprintln!(
+                "{ms:>3} ms: writer {:.0} events/s, plain {:.1} events/s",
+                writer.events_per_sec, plain.0
+            );
+            out.push((writer, plain));
+        }
+    }
+    ROUND_TRIPS_MS
+        .iter()
+        .zip(runs)
+        .map(|(&rtt_ms, mut runs)| {
+            let mid = runs.len() / 2;
+            runs.sort_by(|a, b| a.0.events_per_sec.total_cmp(&b.0.events_per_sec));
+            let writer = runs[mid].0;
+            runs.sort_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
+            let (plain_eps, plain_conns_per_op) = runs[mid].1;
+            Latency {
+                rtt_ms,
+                writer,
+                plain_eps,
+                plain_conns_per_op,
+            }
+        })
+        .collect()
+}
+
+/// Appends the remote latency table and its targets to the report.
+fn render_latency(s: &mut String, rows: &[Latency]) {
+    let Some(loopback) = rows.iter().find(|r| r.rtt_ms == 0) else {
+        return;
+    };
+    let base = loopback.writer.events_per_sec;
+    let _ = writeln!(
+        s,
+        "\nRemote server (sqld on loopback, a fresh one per run) through a proxy adding a round \
+         trip; the writer writes {} small events from {} producers, the plain backend one event \
+         after another; medians of {ROUNDS} runs:\n",
+        support::latency::writer_events(),
+        support::latency::PRODUCERS
+    );
+    let _ = writeln!(s, "| added round trip | writer events/s | plain events/s | writer/plain | writer vs its 0 ms rate | s per writer batch | TCP connections per writer batch | per plain operation |");
+    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    for r in rows {
+        let _ = writeln!(
+            s,
+            "| {} ms | {:.0} | {:.1} | {:.0}× | {:.2} | {:.3} | {:.1} | {:.2} |",
+            r.rtt_ms,
+            r.writer.events_per_sec,
+            r.plain_eps,
+            r.writer.events_per_sec / r.plain_eps,
+            r.writer.events_per_sec / base,
+            r.writer.secs_per_batch,
+            r.writer.conns_per_batch,
+            r.plain_conns_per_op
+        );
+    }
+    let _ = writeln!(s, "\n| target | measured | wanted | met |");
+    let _ = writeln!(s, "|---|---:|---:|---|");
+    let mut target = |name: &str, got: f64, want: f64| {
+        let met = if got >= want { "yes" } else { "no" };
+        let _ = writeln!(s, "| {name} | {got:.2} | ≥ {want} | {met} |");
+    };
+    target(
+        "remote, loopback: writer/plain",
+        base / loopback.plain_eps,
+        20.0,
+    );
+    if let Some(r) = rows.iter().find(|r| r.rtt_ms == 20) {
+        target(
+            "remote, 20 ms round trip: writer/plain",
+            r.writer.events_per_sec / r.plain_eps,
+            500.0,
+        );
+        target(
+            "remote, 20 ms round trip: writer vs its loopback rate",
+            r.writer.events_per_sec / base,
+            0.8,
+        );
     }
 }
 

@@ -164,3 +164,75 @@ async fn connections_cut_again_and_again_mid_stream_lose_and_double_nothing() {
         );
     }
 }
+
+/// A lost reply to a batch that made a step someone else had made first:
+/// the reply would have told the step's real row. The check before the
+/// resend reads it instead, so later records go under the real row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_lost_reply_still_teaches_the_real_row_of_a_step() {
+    let server = Sqld::start().await;
+    let proxy = Proxy::start(server.addr(), Duration::ZERO).await;
+    let writer = BufferedTraceWriter::new(remote(proxy.url()), config())
+        .await
+        .unwrap();
+    let plain = LibsqlTraceStorage::new(remote(server.url())).await.unwrap();
+    writer
+        .ensure_session("s", Utc::now(), &json!({}))
+        .await
+        .unwrap();
+    // The writer loads the session's steps now, and learns of later ones
+    // only from its own inserts.
+    writer
+        .ensure_timestep("s", &SessionTimeStep::new("first", 0))
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
+    let real = plain
+        .ensure_timestep("s", &SessionTimeStep::new("cut-step", 1))
+        .await
+        .unwrap();
+    proxy.cut_after_request_containing("cut-step");
+    let ours = writer
+        .ensure_timestep("s", &SessionTimeStep::new("cut-step", 1))
+        .await
+        .unwrap();
+    assert_ne!(ours, real);
+    writer
+        .insert_event("s", Some(ours), &rows::tagged_event(0, 0))
+        .await
+        .unwrap();
+    writer.flush().await.unwrap();
+    assert_eq!(
+        (proxy.pattern_hits(), proxy.pattern_cuts()),
+        (1, 1),
+        "the proxy never cut the step's reply, so this run proved nothing"
+    );
+    // After the lost reply: records of the step, in later batches.
+    for i in 1..5 {
+        writer
+            .insert_event("s", Some(ours), &rows::tagged_event(0, i))
+            .await
+            .unwrap();
+    }
+    writer.flush().await.unwrap();
+    let under_real = plain
+        .query(
+            "SELECT COUNT(*) AS n FROM events WHERE timestep_id = ?",
+            vec![json!(real)],
+        )
+        .await
+        .unwrap();
+    assert_eq!(under_real[0]["n"], json!(5), "{:?}", writer.stats());
+    assert_eq!(common_count(&plain, "session_timesteps").await, 2);
+    writer.close().await.unwrap();
+    plain.close().await.unwrap();
+}
+
+async fn common_count(storage: &dyn TraceStorage, table: &str) -> i64 {
+    let rows = storage
+        .query(&format!("SELECT COUNT(*) AS n FROM {table}"), vec![])
+        .await
+        .unwrap();
+    rows[0]["n"].as_i64().unwrap()
+}

@@ -283,3 +283,45 @@ async fn a_batch_sent_behind_commits_only_after_the_one_before() {
     assert_eq!(common::count(&writer, "events").await, 2);
     writer.close().await.expect("close");
 }
+
+/// A lease asked for while a batch is in flight, and then a flush with no
+/// write before it: the next "batch" has nothing to carry the lease, which
+/// must still be served (a producer waits for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_lease_asked_for_in_flight_is_served_before_a_lone_flush() {
+    let server = Sqld::start().await;
+    let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
+    let writer = BufferedTraceWriter::new(
+        remote(proxy.url()),
+        small_batches()
+            .id_block(1)
+            .enqueue_timeout(Duration::from_secs(20)),
+    )
+    .await
+    .expect("writer");
+    writer
+        .ensure_session("l", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    writer.flush().await.expect("flush");
+    // Takes the only event id left: a batch, in flight for a round trip.
+    writer
+        .insert_event("l", None, &common::cais_event(0))
+        .await
+        .expect("event");
+    tokio::time::sleep(ROUND_TRIP / 4).await;
+    // No id left: this one asks for a lease and waits.
+    let starved = {
+        let writer = writer.clone();
+        tokio::spawn(async move { writer.insert_event("l", None, &common::cais_event(1)).await })
+    };
+    tokio::time::sleep(ROUND_TRIP / 5).await;
+    writer.flush().await.expect("flush");
+    // A lost lease makes this wait out `enqueue_timeout`, then fail.
+    let got = starved.await.expect("task");
+    got.unwrap_or_else(|e| panic!("the lease was lost: {e}; {:?}", writer.stats()));
+    writer.flush().await.expect("flush");
+    assert_eq!(common::count(&writer, "events").await, 2);
+    writer.close().await.expect("close");
+}

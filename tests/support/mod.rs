@@ -1,10 +1,12 @@
 //! Support for the remote tests: a real sqld per test, a latency and fault
-//! proxy, JWTs for sqld's auth, and the row checks the tests share.
+//! proxy, JWTs for sqld's auth, the row checks the tests share, and the
+//! latency measurement (which the report uses too).
 //!
 //! Each test binary uses only part of it.
 #![allow(dead_code)]
 
 pub mod jwt;
+pub mod latency;
 pub mod proxy;
 pub mod rows;
 pub mod sqld;

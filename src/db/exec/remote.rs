@@ -391,14 +391,22 @@ impl Executor {
     /// `None` when it has no row with an id but steps (then applying it again
     /// changes nothing: sessions and steps are inserted only if missing, and
     /// updates are idempotent).
-    pub(crate) async fn remote_batch_applied(&self, ops: &[&Op]) -> Result<Option<bool>, DbError> {
-        let Some(client) = &self.pipeline else {
+    ///
+    /// The same request reads the real rows of the batch's steps: if it was
+    /// applied, the executor learns of those made elsewhere, as the lost
+    /// reply would have told it.
+    pub(crate) async fn remote_batch_applied(
+        &mut self,
+        ops: &[&Op],
+    ) -> Result<Option<bool>, DbError> {
+        let Some(client) = self.pipeline.clone() else {
             return Ok(None);
         };
         let Some((table, id)) = marker(ops) else {
             return Ok(None);
         };
-        let steps = [crate::db::hrana::Step {
+        let steps: Vec<(i64, &str, &str)> = ops.iter().filter_map(|op| op.timestep_key()).collect();
+        let mut stmts = vec![crate::db::hrana::Step {
             condition: None,
             stmt: Stmt {
                 sql: format!("SELECT 1 FROM {} WHERE id = ?", table.name()).into(),
@@ -406,13 +414,41 @@ impl Executor {
                 want_rows: true,
             },
         }];
-        let result = client.batch(&steps).await?;
-        if let Some(Some(e)) = result.step_errors.first() {
+        for (_, sid, step) in &steps {
+            stmts.push(crate::db::hrana::Step {
+                condition: None,
+                stmt: Stmt {
+                    sql: STEP_ID_SQL.into(),
+                    args: vec![Arg::owned(text(sid)), Arg::owned(text(step))],
+                    want_rows: true,
+                },
+            });
+        }
+        let result = client.batch(&stmts).await?;
+        if let Some(e) = result.step_errors.iter().flatten().next() {
             return Err(e.to_db_error());
         }
-        Ok(Some(result.step_results.first().is_some_and(|r| {
-            r.as_ref().is_some_and(|r| !r.rows.is_empty())
-        })))
+        let rows = |k: usize| {
+            result
+                .step_results
+                .get(k)
+                .and_then(|r| r.as_ref())
+                .map(|r| r.rows.as_slice())
+                .unwrap_or_default()
+        };
+        let applied = !rows(0).is_empty();
+        if applied {
+            for (k, (ours, _, _)) in steps.iter().enumerate() {
+                let real = rows(k + 1)
+                    .first()
+                    .and_then(|row| row.first())
+                    .and_then(hrana_integer);
+                if let Some(real) = real.filter(|real| real != ours) {
+                    self.note_step_elsewhere(*ours, real);
+                }
+            }
+        }
+        Ok(Some(applied))
     }
 
     /// [`Executor::remap_step`] on a row's arguments.

@@ -14,8 +14,9 @@ use crate::writer::stats::Counters;
 pub(super) enum AttemptError {
     /// Busy, locked, I/O, network: retry the batch after a backoff.
     Transient(DbError),
-    /// SQLite rolled the transaction back after marking a poison operation:
-    /// start again without it.
+    /// The transaction was rolled back after a poison operation was set
+    /// aside, or a batch sent behind another ran before that one committed:
+    /// start again at once (without the poison operation).
     Restart,
     /// A multi-row statement failed: redo the batch row by row to find the
     /// operation at fault.
@@ -103,6 +104,8 @@ impl Actor {
                 }
             }
         }
+        // The lost reply this flag is about was this batch's.
+        self.ambiguous = false;
         // Encoded (or sent) in advance but spilled: a request in flight is
         // cut short, and if the server applied it all the same, a replay
         // counts its rows as duplicates.

@@ -215,9 +215,9 @@ pub(crate) struct Actor {
     control_rx: Receiver<Control>,
     /// Leases taken off the channel while the database was locked.
     deferred_leases: Vec<LeaseRequest>,
-    /// Id leases asked for while a remote batch is being collected: they
-    /// ride in its request (see `attempt_remote`), or are served alone
-    /// after it.
+    /// Id leases asked for while a remote batch is being collected or is in
+    /// flight: they ride in the next request (see `attempt_remote`), or are
+    /// served alone at the end of `batch`.
     riding: Vec<LeaseRequest>,
     /// A batch is being collected or applied.
     in_batch: bool,
@@ -333,9 +333,9 @@ impl Actor {
 
     /// Collects a batch starting with `first`, applies it, and returns the
     /// message that ended it early, if any. Leases asked for meanwhile ride
-    /// in the batch's request on a remote server; any left (the batch had
-    /// nothing to send, or failed) are served alone here, so no producer
-    /// waits for ids past the batch.
+    /// in a batch's request on a remote server; any left (there was nothing
+    /// to send, or the batch failed) are served alone here, so no producer
+    /// waits for ids past the batches.
     ///
     /// On a remote server the next batch is collected, encoded and sent
     /// behind the one in flight, and so on while the queue keeps them
@@ -353,6 +353,10 @@ impl Actor {
         while let Some(batch) = next.take() {
             terminator = batch.terminator;
             if batch.items.is_empty() {
+                // Nothing to send: leases that were to ride in it are
+                // served alone below.
+                drop(batch.sent);
+                self.unready(batch.ready);
                 break;
             }
             let overlap = terminator.is_none() && self.exec.has_pipeline();

@@ -13,12 +13,12 @@
 //! reply will tell. So the server has the next batch as soon as it is done
 //! with one, and the round trip is hidden behind the server's work.
 //!
-//! At most two batches are in flight. A batch with no row to check is
+//! The writer has at most two batches in flight (a request cut short at the
+//! close deadline may still run on the server). A batch with no row to check is
 //! followed by a batch that is only encoded, and sent once the reply came:
 //! thrown away and encoded again if the reply taught that a step was made
 //! elsewhere, or a lease came to ride.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,10 +121,13 @@ impl Flight {
     /// may start meanwhile). Past it the request is dropped: the server may
     /// or may not apply it.
     fn wait(mut self, close_left: impl Fn() -> Option<Duration>) -> Result<BatchResult, DbError> {
-        if let Some(reply) = self.got.take() {
-            return reply;
-        }
         loop {
+            // A reply that is in is taken, even past the deadline.
+            if self.landed() {
+                if let Some(reply) = self.got.take() {
+                    return reply;
+                }
+            }
             let slice = match close_left() {
                 // Dropping `self` cuts the request short.
                 Some(left) if left.is_zero() => return Err(past_deadline()),
@@ -180,7 +183,8 @@ impl Actor {
                 }
             },
         };
-        if let Some(slot) = next {
+        let mut next = next;
+        if let Some(slot) = next.as_deref_mut() {
             let (next_items, terminator) = self.collect_during(&mut flight).await;
             *slot =
                 Some(self.get_ready(&client, items, &ready, next_items, terminator, &mut flight));
@@ -203,8 +207,14 @@ impl Actor {
             return Ok(());
         }
         // Not committed: its leases ride in the next try, or are served
-        // alone after the batch.
+        // alone after the batch; so do those of the next batch, if it was
+        // only encoded, rather than wait out this one's retries.
         self.riding.splice(0..0, leases);
+        if let Some(Some(n)) = next {
+            if n.sent.is_none() {
+                self.unready(n.ready.take());
+            }
+        }
         match outcome {
             Ok(RemoteBatch::Committed(_)) => Ok(()),
             Ok(RemoteBatch::MultiRowFailed(e)) if e.is_transient() => {
@@ -306,7 +316,14 @@ impl Actor {
             ready: None,
             sent: None,
         };
-        if flight.landed() || self.spilling || self.shared.past_close_deadline() {
+        let writes = unfailed_writes(&next.items);
+        // A batch of reads and leases only is left to its turn: its leases
+        // are served alone if nothing else comes to carry them.
+        if writes.is_empty()
+            || flight.landed()
+            || self.spilling
+            || self.shared.past_close_deadline()
+        {
             return next;
         }
         let in_flight = ops_of(items, &ready.writes);
@@ -314,7 +331,6 @@ impl Actor {
             marker,
             ops: &in_flight,
         });
-        let writes = unfailed_writes(&next.items);
         // An encoding error shows again, and is reported, when the batch is
         // sent in its turn.
         next.ready = self
@@ -362,9 +378,13 @@ impl Actor {
     /// Whether the server applied the batch whose reply was lost; asked no
     /// longer than the close deadline allows.
     async fn batch_was_applied(&mut self, ops: &[&Op]) -> Result<bool, AttemptError> {
-        let applied = self
-            .before_close(self.exec.remote_batch_applied(ops))
-            .await??;
+        let probe = self.exec.remote_batch_applied(ops);
+        let applied = match self.shared.until_close_deadline() {
+            Some(left) => tokio::time::timeout(left, probe)
+                .await
+                .map_err(|_| past_deadline())??,
+            None => probe.await?,
+        };
         self.ambiguous = false;
         if applied == Some(true) {
             tracing::warn!(target: "trace_writer", ops = ops.len(),
@@ -373,21 +393,11 @@ impl Actor {
         Ok(applied == Some(true))
     }
 
-    /// Runs `f`, cut short at the close deadline if one runs.
-    async fn before_close<F: Future>(&self, f: F) -> Result<F::Output, DbError> {
-        match self.shared.until_close_deadline() {
-            Some(left) => tokio::time::timeout(left, f)
-                .await
-                .map_err(|_| past_deadline()),
-            None => Ok(f.await),
-        }
-    }
-
     /// Takes the messages that make the next batch while `flight` is in
     /// flight: up to the batch bounds, stopping after a message that needs a
     /// commit first, and once the queue is empty after the reply came, a
-    /// read was taken, or the close deadline passed. Leases and step loads
-    /// are served meanwhile.
+    /// read was taken, or the close deadline passed. Step loads are answered
+    /// meanwhile, and lease requests kept to ride in the next request.
     async fn collect_during(&mut self, flight: &mut Flight) -> (Vec<Item>, Option<Terminator>) {
         let mut g = Gathering::default();
         loop {
