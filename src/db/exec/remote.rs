@@ -319,6 +319,14 @@ impl Executor {
         })
     }
 
+    /// Whether `result` answers a batch sent behind another (see [`Behind`])
+    /// that ran before that one committed: then it changed nothing, and the
+    /// same request can be sent again.
+    pub(crate) fn ran_first(batch: &PreparedRemote, result: &BatchResult) -> bool {
+        // Step 0 is `BEGIN`; the guard is the first statement after it.
+        batch.behind && matches!(result.step_errors.get(1), Some(Some(_)))
+    }
+
     /// Whether `batch` files its records as the executor would now: it has
     /// learnt of no step made elsewhere since the batch was encoded.
     pub(crate) fn is_current(&self, batch: &PreparedRemote) -> bool {

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::db::{self, read, Op, Table};
 use crate::error::{DbError, ErrorClass, TracingError};
-use crate::writer::actor::remote::{Flight, Next, Ready};
+use crate::writer::actor::remote::{Flight, Ready};
 use crate::writer::actor::{Actor, Item, Shared};
 use crate::writer::stats::Counters;
 
@@ -43,27 +43,26 @@ impl Actor {
     ///
     /// On a remote server, `ready` is the batch already encoded (and `sent`
     /// its request, if it went out behind the batch before), and with
-    /// `overlap` the next batch is collected while the first try is in
-    /// flight, and returned.
+    /// `overlap` the next batches are collected, and queued in `ahead`,
+    /// while the first try is in flight.
     pub(super) async fn execute(
         &mut self,
         mut items: Vec<Item>,
         mut ready: Option<Ready>,
         mut sent: Option<Flight>,
         overlap: bool,
-    ) -> Option<Next> {
+    ) {
         let started = Instant::now();
         let mut backoff = self.config.retry_initial;
         let mut multi = self.multi_row;
-        let mut next = None;
         let mut collect_next = overlap;
         // Once a batch was spilled, every later one is spilled too: none may
         // commit ahead of an earlier one that is waiting in the spill file.
         let mut spill_rest = self.spilling;
         while !spill_rest {
             let attempt = if self.exec.has_pipeline() {
-                let slot = std::mem::take(&mut collect_next).then_some(&mut next);
-                self.attempt_remote(&mut items, multi, ready.take(), sent.take(), slot)
+                let overlap = std::mem::take(&mut collect_next);
+                self.attempt_remote(&mut items, multi, ready.take(), sent.take(), overlap)
                     .await
             } else {
                 let conn = self.exec.conn.clone();
@@ -160,7 +159,6 @@ impl Actor {
         self.shared
             .bytes_sem
             .add_permits(Shared::permits_for(bytes) as usize);
-        next
     }
 
     /// Answers the reads of a committed batch.

@@ -9,6 +9,7 @@
 //! explicit transaction, commits, and answers whoever waits. Producers did
 //! all serialization; the actor only binds values.
 
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -219,6 +220,9 @@ pub(crate) struct Actor {
     /// flight: they ride in the next request (see `attempt_remote`), or are
     /// served alone at the end of `batch`.
     riding: Vec<LeaseRequest>,
+    /// On a remote server: the batches collected while one was in flight,
+    /// in order, most of them already sent behind it (see `remote.rs`).
+    ahead: VecDeque<remote::Next>,
     /// A batch is being collected or applied.
     in_batch: bool,
     /// Step loads taken off the control channel, answered together.
@@ -260,6 +264,7 @@ impl Actor {
             deferred_leases: Vec::new(),
             pending_loads: Vec::new(),
             riding: Vec::new(),
+            ahead: VecDeque::new(),
             in_batch: false,
             shared,
             config,
@@ -343,25 +348,27 @@ impl Actor {
     async fn batch(&mut self, first: Msg) -> Option<Terminator> {
         self.in_batch = true;
         let (items, terminator) = self.collect(first).await;
-        let mut next = Some(remote::Next {
+        self.ahead.push_back(remote::Next {
             items,
             terminator,
             ready: None,
             sent: None,
+            resent: 0,
         });
+        // Nothing is collected past a message that needs a commit first, so
+        // a batch that ends with one is the last in the queue.
         let mut terminator = None;
-        while let Some(batch) = next.take() {
+        while let Some(batch) = self.ahead.pop_front() {
             terminator = batch.terminator;
             if batch.items.is_empty() {
                 // Nothing to send: leases that were to ride in it are
                 // served alone below.
                 drop(batch.sent);
                 self.unready(batch.ready);
-                break;
+                continue;
             }
             let overlap = terminator.is_none() && self.exec.has_pipeline();
-            next = self
-                .execute(batch.items, batch.ready, batch.sent, overlap)
+            self.execute(batch.items, batch.ready, batch.sent, overlap)
                 .await;
         }
         self.in_batch = false;

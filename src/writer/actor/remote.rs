@@ -22,10 +22,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, Select, TryRecvError};
 use tokio::task::JoinHandle;
 
-use crate::db::exec::{marker, Behind, PreparedRemote, RemoteBatch};
+use crate::db::exec::{marker, Behind, Executor, PreparedRemote, RemoteBatch};
 use crate::db::hrana::{BatchResult, HranaClient};
 use crate::db::Op;
 use crate::error::{DbError, ErrorClass};
@@ -33,6 +33,14 @@ use crate::writer::actor::batch::AttemptError;
 use crate::writer::actor::{Actor, Gathering, Item, Msg, Taken, Terminator};
 use crate::writer::ids::LeaseRequest;
 use crate::writer::stats::Counters;
+
+/// Batches queued behind the one whose reply the actor waits for: with it,
+/// at most this many plus one are in flight.
+pub(super) const MAX_AHEAD: usize = 2;
+
+/// Times a batch queued behind the one in flight is sent again at once
+/// after it ran first (see `wait_reply`).
+const RESENDS: u8 = 3;
 
 /// How often a wait for the server's reply looks at the close deadline,
 /// which `close()` may start while the actor waits.
@@ -57,6 +65,8 @@ pub(super) struct Next {
     pub(super) ready: Option<Ready>,
     /// `ready` went out behind the batch before it (see [`Behind`]).
     pub(super) sent: Option<Flight>,
+    /// Times `sent` went out again after it ran first.
+    pub(super) resent: u8,
 }
 
 /// A request sent and not answered yet. Dropped unanswered, it is cut
@@ -115,32 +125,6 @@ impl Flight {
         }
         self.got.is_some()
     }
-
-    /// Waits for the reply, but not past the close deadline that
-    /// `close_left` reports (checked every [`CLOSE_CHECK`], since a close
-    /// may start meanwhile). Past it the request is dropped: the server may
-    /// or may not apply it.
-    fn wait(mut self, close_left: impl Fn() -> Option<Duration>) -> Result<BatchResult, DbError> {
-        loop {
-            // A reply that is in is taken, even past the deadline.
-            if self.landed() {
-                if let Some(reply) = self.got.take() {
-                    return reply;
-                }
-            }
-            let slice = match close_left() {
-                // Dropping `self` cuts the request short.
-                Some(left) if left.is_zero() => return Err(past_deadline()),
-                Some(left) => left.min(CLOSE_CHECK),
-                None => CLOSE_CHECK,
-            };
-            match self.reply.recv_timeout(slice) {
-                Ok(reply) => return reply,
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return Err(reply_lost()),
-            }
-        }
-    }
 }
 
 /// What woke a wait while a request is in flight.
@@ -165,7 +149,7 @@ impl Actor {
         multi: bool,
         mut ready: Option<Ready>,
         sent: Option<Flight>,
-        next: Option<&mut Option<Next>>,
+        overlap: bool,
     ) -> Result<(), AttemptError> {
         let Some(client) = self.exec.pipeline_client() else {
             return Err(AttemptError::Fatal(DbError::new(
@@ -183,14 +167,10 @@ impl Actor {
                 }
             },
         };
-        let mut next = next;
-        if let Some(slot) = next.as_deref_mut() {
-            let (next_items, terminator) = self.collect_during(&mut flight).await;
-            *slot =
-                Some(self.get_ready(&client, items, &ready, next_items, terminator, &mut flight));
+        if overlap {
+            self.send_ahead(&client, items, &ready, &mut flight).await;
         }
-        let shared = self.shared.clone();
-        let reply = flight.wait(|| shared.until_close_deadline());
+        let reply = self.wait_reply(&client, flight);
         let Ready {
             batch,
             writes,
@@ -210,10 +190,9 @@ impl Actor {
         // alone after the batch; so do those of the next batch, if it was
         // only encoded, rather than wait out this one's retries.
         self.riding.splice(0..0, leases);
-        if let Some(Some(n)) = next {
-            if n.sent.is_none() {
-                self.unready(n.ready.take());
-            }
+        if let Some(n) = self.ahead.back_mut().filter(|n| n.sent.is_none()) {
+            let ready = n.ready.take();
+            self.unready(ready);
         }
         match outcome {
             Ok(RemoteBatch::Committed(_)) => Ok(()),
@@ -298,9 +277,38 @@ impl Actor {
         Ok(Some((ready, flight)))
     }
 
-    /// The next batch, collected while `flight` (the request of `ready`, of
-    /// `items`) is in flight: encoded and sent behind it if it can be,
-    /// encoded only if it cannot, or left as it is if the reply is in.
+    /// While `flight` (the request of `ready`, of `items`) is in flight:
+    /// collects the batches that follow, up to [`MAX_AHEAD`] of them queued,
+    /// and sends each behind the last one in flight, as long as that one has
+    /// a marker row and nothing queued waits for a commit first. A batch
+    /// that cannot be sent is only encoded, or, if the reply is in, left as
+    /// it is; it ends the queue.
+    async fn send_ahead(
+        &mut self,
+        client: &Arc<HranaClient>,
+        items: &[Item],
+        ready: &Ready,
+        flight: &mut Flight,
+    ) {
+        while self.ahead.len() < MAX_AHEAD
+            && self
+                .ahead
+                .back()
+                .is_none_or(|b| b.sent.is_some() && b.terminator.is_none())
+        {
+            let (next_items, terminator) = self.collect_during(flight).await;
+            if next_items.is_empty() && terminator.is_none() {
+                return;
+            }
+            let next = self.get_ready(client, items, ready, next_items, terminator, flight);
+            self.ahead.push_back(next);
+        }
+    }
+
+    /// The batch collected after `items` and those queued in `ahead`, while
+    /// `flight` (the request of `ready`, of `items`) is in flight: encoded
+    /// and sent behind the last of them if it can be, encoded only if it
+    /// cannot, or left as it is if the reply is in.
     fn get_ready(
         &mut self,
         client: &Arc<HranaClient>,
@@ -315,6 +323,7 @@ impl Actor {
             terminator,
             ready: None,
             sent: None,
+            resent: 0,
         };
         let writes = unfailed_writes(&next.items);
         // A batch of reads and leases only is left to its turn: its leases
@@ -326,8 +335,20 @@ impl Actor {
         {
             return next;
         }
-        let in_flight = ops_of(items, &ready.writes);
-        let behind = marker(&in_flight).map(|marker| Behind {
+        // Everything in flight before it, oldest first: it goes behind the
+        // last, and moves its records filed under the steps of any of them.
+        let ahead = std::mem::take(&mut self.ahead);
+        let mut in_flight = ops_of(items, &ready.writes);
+        let mut last = marker(&in_flight);
+        for b in &ahead {
+            let ops = b
+                .ready
+                .as_ref()
+                .map_or_else(Vec::new, |r| ops_of(&b.items, &r.writes));
+            last = marker(&ops);
+            in_flight.extend(ops);
+        }
+        let behind = last.map(|marker| Behind {
             marker,
             ops: &in_flight,
         });
@@ -340,7 +361,84 @@ impl Actor {
         if let (Some(r), Some(_)) = (&next.ready, behind) {
             next.sent = Some(Flight::send(client, &r.batch));
         }
+        drop(in_flight);
+        self.ahead = ahead;
         next
+    }
+
+    /// Waits for `flight`'s reply, but not past the close deadline (checked
+    /// every [`CLOSE_CHECK`], since a close may start meanwhile); past it the
+    /// request is dropped, and the server may or may not apply it.
+    ///
+    /// Meanwhile, a batch queued behind it whose request reached the
+    /// server's lock first and so changed nothing (see
+    /// [`Executor::ran_first`]) is sent again at once, up to [`RESENDS`]
+    /// times, to wait behind the batch in flight this time rather than a
+    /// round trip after it.
+    fn wait_reply(
+        &mut self,
+        client: &Arc<HranaClient>,
+        mut flight: Flight,
+    ) -> Result<BatchResult, DbError> {
+        loop {
+            // A reply that is in is taken, even past the deadline.
+            if flight.landed() {
+                if let Some(reply) = flight.got.take() {
+                    return reply;
+                }
+            }
+            let slice = match self.shared.until_close_deadline() {
+                // Dropping `flight` cuts the request short.
+                Some(left) if left.is_zero() => return Err(past_deadline()),
+                Some(left) => left.min(CLOSE_CHECK),
+                None => CLOSE_CHECK,
+            };
+            let (k, reply) = {
+                let mut select = Select::new();
+                select.recv(&flight.reply);
+                let mut queued = Vec::new();
+                for (k, next) in self.ahead.iter().enumerate() {
+                    if let Some(f) = next.sent.as_ref().filter(|f| f.got.is_none()) {
+                        select.recv(&f.reply);
+                        queued.push((k, &f.reply));
+                    }
+                }
+                let Ok(op) = select.select_timeout(slice) else {
+                    continue;
+                };
+                let at = op.index();
+                if at == 0 {
+                    (None, op.recv(&flight.reply))
+                } else {
+                    let (k, rx) = queued[at - 1];
+                    (Some(k), op.recv(rx))
+                }
+            };
+            let reply = reply.unwrap_or_else(|_| Err(reply_lost()));
+            let Some(k) = k else {
+                return reply;
+            };
+            let Some(next) = self.ahead.get_mut(k) else {
+                continue;
+            };
+            let again = match (&reply, &next.ready) {
+                (Ok(result), Some(r)) if next.resent < RESENDS => {
+                    Executor::ran_first(&r.batch, result)
+                }
+                _ => false,
+            };
+            match (again, &next.ready) {
+                (true, Some(r)) => {
+                    next.resent += 1;
+                    next.sent = Some(Flight::send(client, &r.batch));
+                }
+                _ => {
+                    if let Some(f) = next.sent.as_mut() {
+                        f.got = Some(reply);
+                    }
+                }
+            }
+        }
     }
 
     /// Gives the leases of a batch that will not be sent as encoded back to
