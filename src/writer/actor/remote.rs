@@ -1,23 +1,27 @@
 //! A batch on a remote server: one request, and while it is in flight the
-//! next batch is collected, encoded and sent behind it.
+//! next batches are collected, encoded and sent behind it.
 //!
 //! The request runs on a task of the actor's runtime, which a worker thread
 //! drives (see `spawn`), so the actor thread is free meanwhile: it takes the
-//! queued messages that make the next batch, serves leases and step loads,
-//! and encodes that batch. Then, if the batch in flight has a row to check
-//! (see [`marker`]), the next one is sent at once, behind it: its first
-//! statement fails unless that row is there, so it commits only after the
-//! batch in flight did, and otherwise rolls back untouched and is sent again
-//! in its turn (see [`Behind`]). It also moves its own records filed under
-//! the steps of the batch in flight, whose real rows only that batch's
-//! reply will tell. So the server has the next batch as soon as it is done
-//! with one, and the round trip is hidden behind the server's work.
+//! queued messages that make the next batch, serves step loads, keeps lease
+//! requests to ride along, and encodes that batch. Then, if the last batch
+//! in flight has a row to check (see [`marker`]), the next one is sent at
+//! once, behind it: its first statement fails unless that row is there, so
+//! it commits only after that batch did, and otherwise rolls back untouched
+//! (see [`Behind`]). It also moves its own records filed under the steps of
+//! every batch before it still in flight, whose real rows only their
+//! replies will tell. So the server has the next batch as soon as it is
+//! done with one, and the round trip hides behind the server's work.
 //!
-//! The writer has at most two batches in flight (a request cut short at the
-//! close deadline may still run on the server). A batch with no row to check is
-//! followed by a batch that is only encoded, and sent once the reply came:
-//! thrown away and encoded again if the reply taught that a step was made
-//! elsewhere, or a lease came to ride.
+//! Up to [`MAX_AHEAD`] batches are queued behind the one whose reply the
+//! actor waits for, so the writer has at most three in flight (a request
+//! cut short at the close deadline may still run on the server). A batch
+//! sent behind that reached the server's lock first is sent again at once
+//! while the one before it is still in flight (see `wait_reply`), and in
+//! its turn otherwise. A batch behind one with no row to check is only
+//! encoded, and sent once the reply came: thrown away and encoded again if
+//! the reply taught that a step was made elsewhere, or a lease came to
+//! ride.
 
 use std::sync::Arc;
 use std::time::Duration;
