@@ -7,6 +7,10 @@
 //! overlap and throughput is not limited. Tokio's timers tick in whole
 //! milliseconds, so a delayed chunk may wait up to 1 ms longer; with no
 //! delay set, chunks are written at once.
+//!
+//! It runs on a thread and runtime of its own, as a network would: a test
+//! whose producers keep its runtime's workers busy does not delay the
+//! proxy's timers, which would add latency the round trip does not name.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
@@ -30,6 +34,9 @@ pub struct Proxy {
     addr: SocketAddr,
     shared: Arc<Shared>,
     accept: JoinHandle<()>,
+    /// The proxy's own runtime; dropping it (off any runtime's thread, see
+    /// `Drop`) ends every connection.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 #[derive(Debug)]
@@ -52,9 +59,11 @@ impl Proxy {
     /// Listens on a free loopback port and forwards to `upstream`, adding
     /// `round_trip` / 2 in each direction.
     pub async fn start(upstream: SocketAddr, round_trip: Duration) -> Proxy {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .expect("bind the proxy");
+        let listener =
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind the proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
         let addr = listener.local_addr().expect("proxy address");
         let shared = Arc::new(Shared {
             upstream,
@@ -65,11 +74,25 @@ impl Proxy {
             pattern_hits: AtomicU64::new(0),
             pattern_cuts: AtomicU64::new(0),
         });
-        let accept = tokio::spawn(accept_loop(listener, shared.clone()));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("latency-proxy")
+            .enable_all()
+            .build()
+            .expect("the proxy's runtime");
+        let accept = runtime.spawn({
+            let shared = shared.clone();
+            async move {
+                // Registered with the proxy's own reactor.
+                let listener = TcpListener::from_std(listener).expect("the proxy's listener");
+                accept_loop(listener, shared).await
+            }
+        });
         Proxy {
             addr,
             shared,
             accept,
+            runtime: Some(runtime),
         }
     }
 
@@ -125,6 +148,10 @@ impl Drop for Proxy {
     fn drop(&mut self) {
         self.accept.abort();
         self.cut_all();
+        // Without waiting: a proxy is often dropped on a runtime's thread.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
