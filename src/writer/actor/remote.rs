@@ -14,8 +14,8 @@
 //! done with one, and the round trip hides behind the server's work.
 //!
 //! Up to [`MAX_AHEAD`] batches are queued behind the one whose reply the
-//! actor waits for, so the writer has at most three in flight (a request
-//! cut short at the close deadline may still run on the server). A batch
+//! actor waits for, so the writer has at most two in flight (a request cut
+//! short at the close deadline may still run on the server). A batch
 //! sent behind that reached the server's lock first is sent again at once
 //! while the one before it is still in flight (see `wait_reply`), and in
 //! its turn otherwise. A batch behind one with no row to check is only
@@ -39,8 +39,11 @@ use crate::writer::ids::LeaseRequest;
 use crate::writer::stats::Counters;
 
 /// Batches queued behind the one whose reply the actor waits for: with it,
-/// at most this many plus one are in flight.
-pub(super) const MAX_AHEAD: usize = 2;
+/// at most this many plus one are in flight. One: a second one would wait
+/// at the server's lock beside the first, and SQLite grants the lock in no
+/// set order, so batches would often run first and be sent again (with two,
+/// more did, and the rate at 20 ms fell; see the README).
+pub(super) const MAX_AHEAD: usize = 1;
 
 /// Times a batch queued behind the one in flight is sent again at once
 /// after it ran first (see `wait_reply`).
