@@ -61,6 +61,8 @@ pub(super) struct Ready {
     /// The id leases riding in it, in order.
     leases: Vec<LeaseRequest>,
     multi: bool,
+    /// Encoded behind a batch in flight (see [`Behind`]).
+    behind: bool,
 }
 
 /// The next batch, collected (and perhaps encoded, or even sent) while the
@@ -263,8 +265,11 @@ impl Actor {
             }
         }
         let ready = match ready {
+            // One encoded behind the batch before is encoded again: that
+            // batch's outcome is known now, and its marker may be gone.
             Some(r)
                 if r.multi == multi
+                    && !r.behind
                     && r.writes == writes
                     && self.riding.is_empty()
                     && self.exec.is_current(&r.batch) =>
@@ -285,11 +290,14 @@ impl Actor {
     }
 
     /// While `flight` (the request of `ready`, of `items`) is in flight:
-    /// collects the batches that follow, up to [`MAX_AHEAD`] of them queued,
-    /// and sends each behind the last one in flight, as long as that one has
-    /// a marker row and nothing queued waits for a commit first. A batch
-    /// that cannot be sent is only encoded, or, if the reply is in, left as
-    /// it is; it ends the queue.
+    /// first sends the batch queued next if it was only encoded (behind this
+    /// one, when [`MAX_AHEAD`] batches were in flight already), then
+    /// collects the batches that follow and sends each behind the last one
+    /// in flight, up to [`MAX_AHEAD`] of them, as long as that one has a
+    /// marker row and nothing queued waits for a commit first. One more is
+    /// collected and encoded, to be sent as soon as this reply is in. A
+    /// batch that cannot be sent is only encoded, or, if the reply is in,
+    /// left as it is; it ends the queue.
     async fn send_ahead(
         &mut self,
         client: &Arc<HranaClient>,
@@ -297,7 +305,15 @@ impl Actor {
         ready: &Ready,
         flight: &mut Flight,
     ) {
-        while self.ahead.len() < MAX_AHEAD
+        if let Some(front) = self.ahead.pop_front() {
+            let front = if front.sent.is_none() && front.ready.is_some() {
+                self.send_encoded(client, items, ready, front, flight)
+            } else {
+                front
+            };
+            self.ahead.push_front(front);
+        }
+        while self.ahead.len() <= MAX_AHEAD
             && self
                 .ahead
                 .back()
@@ -307,15 +323,58 @@ impl Actor {
             if next_items.is_empty() && terminator.is_none() {
                 return;
             }
-            let next = self.get_ready(client, items, ready, next_items, terminator, flight);
+            let send = self.ahead.len() < MAX_AHEAD;
+            let next = self.get_ready(client, items, ready, next_items, terminator, flight, send);
             self.ahead.push_back(next);
+        }
+    }
+
+    /// Sends `next`, encoded while the batch before this one was in flight,
+    /// behind this one (the request of `ready`, of `items`): as encoded if
+    /// that is still right (it was encoded behind this one, and nothing
+    /// since changed where its records go or which leases ride), else
+    /// encoded again.
+    fn send_encoded(
+        &mut self,
+        client: &Arc<HranaClient>,
+        items: &[Item],
+        ready: &Ready,
+        mut next: Next,
+        flight: &mut Flight,
+    ) -> Next {
+        let current = next.ready.as_ref().is_some_and(|r| {
+            r.behind
+                && r.multi == self.multi_row
+                && self.riding.is_empty()
+                && self.exec.is_current(&r.batch)
+        });
+        match &next.ready {
+            Some(r) if current => {
+                next.sent = Some(Flight::send(client, &r.batch));
+                next
+            }
+            _ => {
+                let stale = next.ready.take();
+                self.unready(stale);
+                // Nothing else is queued: it goes behind this batch.
+                self.get_ready(
+                    client,
+                    items,
+                    ready,
+                    next.items,
+                    next.terminator,
+                    flight,
+                    true,
+                )
+            }
         }
     }
 
     /// The batch collected after `items` and those queued in `ahead`, while
     /// `flight` (the request of `ready`, of `items`) is in flight: encoded
-    /// and sent behind the last of them if it can be, encoded only if it
-    /// cannot, or left as it is if the reply is in.
+    /// behind the last of them if it can be and, with `send`, sent; encoded
+    /// only if it cannot; left as it is if the reply is in.
+    #[allow(clippy::too_many_arguments)]
     fn get_ready(
         &mut self,
         client: &Arc<HranaClient>,
@@ -324,6 +383,7 @@ impl Actor {
         next_items: Vec<Item>,
         terminator: Option<Terminator>,
         flight: &mut Flight,
+        send: bool,
     ) -> Next {
         let mut next = Next {
             items: next_items,
@@ -365,7 +425,7 @@ impl Actor {
             .prepare(&next.items, writes, self.multi_row, behind)
             .ok()
             .flatten();
-        if let (Some(r), Some(_)) = (&next.ready, behind) {
+        if let (Some(r), Some(_), true) = (&next.ready, behind, send) {
             next.sent = Some(Flight::send(client, &r.batch));
         }
         drop(in_flight);
@@ -477,6 +537,7 @@ impl Actor {
             writes,
             leases: std::mem::take(&mut self.riding),
             multi,
+            behind: behind.is_some(),
         }))
     }
 
