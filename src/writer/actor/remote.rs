@@ -15,7 +15,9 @@
 //!
 //! Up to [`MAX_AHEAD`] batches are queued behind the one whose reply the
 //! actor waits for, so the writer has at most two in flight (a request cut
-//! short at the close deadline may still run on the server). A batch
+//! short at the close deadline may still run on the server). One more is
+//! collected and encoded meanwhile, and sent the moment the reply is in, so
+//! that it reaches the server before the batch ahead of it is done. A batch
 //! sent behind that reached the server's lock first is sent again at once
 //! while the one before it is still in flight (see `wait_reply`), and in
 //! its turn otherwise. A batch behind one with no row to check is only
