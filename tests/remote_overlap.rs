@@ -31,6 +31,37 @@ fn small_batches() -> WriterConfig {
         .close_timeout(Duration::from_secs(60))
 }
 
+/// A writer through the proxy, with `max_batch_ops`, on a server whose
+/// trigger refuses [`refused_event`]s; keep the server and the proxy alive.
+async fn refusing_writer(max_batch_ops: usize) -> (Sqld, Proxy, BufferedTraceWriter) {
+    let server = Sqld::start().await;
+    let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
+    let writer = BufferedTraceWriter::new(
+        remote(proxy.url()),
+        small_batches().max_batch_ops(max_batch_ops),
+    )
+    .await
+    .expect("writer");
+    writer
+        .query(
+            "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.model_name = 'poison' \
+             BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
+            vec![],
+        )
+        .await
+        .expect("trigger");
+    (server, proxy, writer)
+}
+
+/// An event the trigger of [`refusing_writer`] refuses.
+fn refused_event(i: usize) -> TracingEvent {
+    let mut e = common::cais_event(i);
+    if let TracingEvent::Cais(c) = &mut e {
+        c.model_name = "poison".into();
+    }
+    e
+}
+
 /// An event that carries the step it was recorded for.
 fn tagged_event(step: &str, i: usize) -> TracingEvent {
     let mut e = common::env_event(i);
@@ -152,32 +183,20 @@ async fn step_made_elsewhere_while_in_flight(max_batch_ops: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
 async fn a_refused_row_in_flight_holds_back_only_itself() {
-    let server = Sqld::start().await;
-    let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
-    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches().max_batch_ops(8))
-        .await
-        .expect("writer");
-    writer
-        .query(
-            "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.model_name = 'poison' \
-             BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
-            vec![],
-        )
-        .await
-        .expect("trigger");
+    let (_server, _proxy, writer) = refusing_writer(8).await;
     writer
         .ensure_session("p", Utc::now(), &json!({}))
         .await
         .expect("session");
     let mut good = Vec::new();
     for i in 0..40 {
-        let mut e = common::cais_event(i);
         if i == 3 || i == 21 {
-            if let TracingEvent::Cais(c) = &mut e {
-                c.model_name = "poison".into();
-            }
-            writer.insert_event("p", None, &e).await.expect("enqueue");
+            writer
+                .insert_event("p", None, &refused_event(i))
+                .await
+                .expect("enqueue");
         } else {
+            let e = common::cais_event(i);
             good.push(writer.insert_event("p", None, &e).await.expect("enqueue"));
         }
     }
@@ -207,19 +226,7 @@ async fn a_refused_row_in_flight_holds_back_only_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
 async fn a_batch_sent_behind_commits_only_after_the_one_before() {
-    let server = Sqld::start().await;
-    let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
-    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches().max_batch_ops(3))
-        .await
-        .expect("writer");
-    writer
-        .query(
-            "CREATE TRIGGER no_poison BEFORE INSERT ON events WHEN NEW.model_name = 'poison' \
-             BEGIN SELECT RAISE(ABORT, 'poisoned row'); END",
-            vec![],
-        )
-        .await
-        .expect("trigger");
+    let (_server, _proxy, writer) = refusing_writer(3).await;
     writer
         .ensure_session("o", Utc::now(), &json!({}))
         .await
@@ -231,12 +238,8 @@ async fn a_batch_sent_behind_commits_only_after_the_one_before() {
         .insert_event("o", None, &common::cais_event(0))
         .await
         .expect("event");
-    let mut poison = common::cais_event(1);
-    if let TracingEvent::Cais(c) = &mut poison {
-        c.model_name = "poison".into();
-    }
     writer
-        .insert_event("o", None, &poison)
+        .insert_event("o", None, &refused_event(1))
         .await
         .expect("enqueue");
     writer

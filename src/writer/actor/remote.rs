@@ -16,8 +16,9 @@
 //! Up to [`MAX_AHEAD`] batches are queued behind the one whose reply the
 //! actor waits for, so the writer has at most two in flight (a request cut
 //! short at the close deadline may still run on the server). One more is
-//! collected and encoded meanwhile, and sent the moment the reply is in, so
-//! that it reaches the server before the batch ahead of it is done. A batch
+//! collected and encoded meanwhile, and sent as soon as the reply has been
+//! handled, so that it reaches the server before the batch ahead of it is
+//! done. A batch
 //! sent behind that reached the server's lock first is sent again at once
 //! while the one before it is still in flight (see `wait_reply`), and in
 //! its turn otherwise. A batch behind one with no row to check is only
@@ -67,8 +68,8 @@ pub(super) struct Ready {
     behind: bool,
 }
 
-/// The next batch, collected (and perhaps encoded, or even sent) while the
-/// one before it was in flight.
+/// A batch collected (and perhaps encoded, or even sent) while a batch
+/// before it was in flight.
 pub(super) struct Next {
     pub(super) items: Vec<Item>,
     pub(super) terminator: Option<Terminator>,
@@ -149,10 +150,9 @@ impl Actor {
     /// One try at a batch on a remote server: one request, one transaction.
     /// `ready` is the batch encoded in advance, used if it is still right,
     /// and `sent` its request if it already went out behind the batch
-    /// before. With `next`, the next batch is collected while the request is
-    /// in flight, then encoded and, if this batch has a marker row, sent
-    /// behind it at once (see [`Behind`]); if the reply comes first, it is
-    /// left to be encoded when its turn comes. Reads queued in the batch are
+    /// before. With `overlap`, the batches that follow are collected while
+    /// the request is in flight and queued in `ahead`, sent behind it where
+    /// they can be (see [`Actor::send_ahead`]). Reads queued in the batch are
     /// answered once it committed.
     pub(super) async fn attempt_remote(
         &mut self,
@@ -163,6 +163,7 @@ impl Actor {
         overlap: bool,
     ) -> Result<(), AttemptError> {
         let Some(client) = self.exec.pipeline_client() else {
+            self.unready(ready);
             return Err(AttemptError::Fatal(DbError::new(
                 ErrorClass::Fatal,
                 "no remote pipeline on a local database",
@@ -292,14 +293,15 @@ impl Actor {
     }
 
     /// While `flight` (the request of `ready`, of `items`) is in flight:
-    /// first sends the batch queued next if it was only encoded (behind this
-    /// one, when [`MAX_AHEAD`] batches were in flight already), then
-    /// collects the batches that follow and sends each behind the last one
-    /// in flight, up to [`MAX_AHEAD`] of them, as long as that one has a
-    /// marker row and nothing queued waits for a commit first. One more is
-    /// collected and encoded, to be sent as soon as this reply is in. A
-    /// batch that cannot be sent is only encoded, or, if the reply is in,
-    /// left as it is; it ends the queue.
+    /// first sends the batch queued next behind this one, if it was not sent
+    /// yet (it was collected while the batch before this one was in flight,
+    /// and encoded then if it could be); then collects the batches that
+    /// follow and sends each behind the last one in flight, up to
+    /// [`MAX_AHEAD`] of them, as long as that one has a marker row and
+    /// nothing queued waits for a commit first. One more is collected and
+    /// encoded, to be sent at the next batch's turn, as soon as this reply
+    /// has been handled. A batch that cannot be sent is only encoded, or, if
+    /// the reply is in, left as it is; it ends the queue.
     async fn send_ahead(
         &mut self,
         client: &Arc<HranaClient>,
@@ -308,7 +310,7 @@ impl Actor {
         flight: &mut Flight,
     ) {
         if let Some(front) = self.ahead.pop_front() {
-            let front = if front.sent.is_none() && front.ready.is_some() {
+            let front = if front.sent.is_none() && !unfailed_writes(&front.items).is_empty() {
                 self.send_encoded(client, items, ready, front, flight)
             } else {
                 front
@@ -331,11 +333,12 @@ impl Actor {
         }
     }
 
-    /// Sends `next`, encoded while the batch before this one was in flight,
-    /// behind this one (the request of `ready`, of `items`): as encoded if
-    /// that is still right (it was encoded behind this one, and nothing
-    /// since changed where its records go or which leases ride), else
-    /// encoded again.
+    /// Sends `next`, collected while the batch before this one was in
+    /// flight, behind this one (the request of `ready`, of `items`): as
+    /// encoded if that is still right (it was encoded behind this one, and
+    /// nothing since changed where its records go or which leases ride),
+    /// else encoded again. Not if this one's reply is in: then it is sent in
+    /// its turn, knowing how this one ended.
     fn send_encoded(
         &mut self,
         client: &Arc<HranaClient>,
@@ -344,6 +347,9 @@ impl Actor {
         mut next: Next,
         flight: &mut Flight,
     ) -> Next {
+        if flight.landed() {
+            return next;
+        }
         let current = next.ready.as_ref().is_some_and(|r| {
             r.behind
                 && r.multi == self.multi_row
@@ -396,9 +402,11 @@ impl Actor {
         };
         let writes = unfailed_writes(&next.items);
         // A batch of reads and leases only is left to its turn: its leases
-        // are served alone if nothing else comes to carry them.
+        // are served alone if nothing else comes to carry them. One that
+        // would go behind this batch, whose reply is in, is left to its turn
+        // too (one behind a queued batch still in flight is not).
         if writes.is_empty()
-            || flight.landed()
+            || (self.ahead.is_empty() && flight.landed())
             || self.spilling
             || self.shared.past_close_deadline()
         {
@@ -490,8 +498,12 @@ impl Actor {
             let Some(next) = self.ahead.get_mut(k) else {
                 continue;
             };
+            // Not past the close deadline: a request sent then is cut short
+            // and spilled, and the server may apply it all the same.
             let again = match (&reply, &next.ready) {
-                (Ok(result), Some(r)) if next.resent < RESENDS => {
+                (Ok(result), Some(r))
+                    if next.resent < RESENDS && !self.shared.past_close_deadline() =>
+                {
                     Executor::ran_first(&r.batch, result)
                 }
                 _ => false,
