@@ -39,4 +39,6 @@ echo "== pytest"
 # The suite's conftest fails the run if no test passed; pytest itself exits
 # with 5 when none was collected.
 # shellcheck disable=SC2086
-"$VENV/bin/python" -m pytest "$ROOT/python/tests" -q ${PYTEST_ARGS:-}
+# The report lets CI check that the Python tests ran.
+"$VENV/bin/python" -m pytest "$ROOT/python/tests" -q \
+    --junitxml "$CARGO_TARGET_DIR/pytest-report.xml" ${PYTEST_ARGS:-}
