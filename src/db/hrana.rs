@@ -51,6 +51,27 @@ pub(crate) struct Stmt<'a> {
     pub(crate) want_rows: bool,
 }
 
+impl<'a> Step<'a> {
+    /// A step that runs whatever the steps before it did.
+    pub(crate) fn always(stmt: Stmt<'a>) -> Self {
+        Step {
+            condition: None,
+            stmt,
+        }
+    }
+}
+
+impl<'a> Stmt<'a> {
+    /// A statement whose rows are wanted.
+    pub(crate) fn query(sql: impl Into<Arc<str>>, args: Vec<Arg<'a>>) -> Self {
+        Stmt {
+            sql: sql.into(),
+            args,
+            want_rows: true,
+        }
+    }
+}
+
 /// A value bound to a statement, in Hrana's JSON form. Borrowed from the
 /// queued operation where it can be: encoding a batch copies no row.
 #[derive(Debug)]

@@ -75,11 +75,7 @@ pub(crate) fn remote_lease_statements(table: Table, n: i64) -> [Stmt<'static>; 3
             args: vec![Arg::owned(text(name)), Arg::owned(Value::Integer(n))],
             want_rows: false,
         },
-        Stmt {
-            sql: read.into(),
-            args: named(),
-            want_rows: true,
-        },
+        Stmt::query(read, named()),
     ]
 }
 

@@ -16,7 +16,7 @@ use crate::db::read::{find_timestep, first_i64};
 use crate::db::tx::transaction;
 use std::sync::Arc;
 
-use crate::db::hrana::{Arg, HranaClient, Stmt};
+use crate::db::hrana::{Arg, HranaClient, Step, Stmt};
 use crate::error::{DbError, ErrorClass, BUG};
 
 mod remote;
@@ -152,14 +152,10 @@ impl Executor {
             );
             let args: Vec<Value> = chunk.iter().map(|s| text(s)).collect();
             if let Some(client) = &self.pipeline {
-                let steps = [crate::db::hrana::Step {
-                    condition: None,
-                    stmt: Stmt {
-                        sql: sql.into(),
-                        args: args.into_iter().map(Arg::owned).collect(),
-                        want_rows: true,
-                    },
-                }];
+                let steps = [Step::always(Stmt::query(
+                    sql,
+                    args.into_iter().map(Arg::owned).collect(),
+                ))];
                 let result = client.batch(&steps).await?;
                 if let Some(Some(e)) = result.step_errors.first() {
                     return Err(e.to_db_error());

@@ -8,7 +8,7 @@ use libsql::Value;
 
 use crate::db::columns::Table;
 use crate::db::exec::Executor;
-use crate::db::hrana::{self, Arg, BatchResult, Stmt};
+use crate::db::hrana::{self, Arg, BatchResult, Step, Stmt};
 use crate::db::lease::{remote_lease_block, remote_lease_statements};
 use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
 use crate::db::tx::{RemoteOutcome, RemoteTx, TxShape};
@@ -131,8 +131,13 @@ const FIX_UP_SQL: [&str; 2] = [
 /// statement, and the batch is sent again one row per statement.
 const REMOTE_MAX_PARAMS: usize = 32_766;
 
-/// The id of a step's row, by its key.
-const STEP_ID_SQL: &str = "SELECT id FROM session_timesteps WHERE session_id = ? AND step_id = ?";
+/// Reads the id of the row of step `step` of session `sid`.
+fn step_id_read(sid: &str, step: &str) -> Stmt<'static> {
+    Stmt::query(
+        "SELECT id FROM session_timesteps WHERE session_id = ? AND step_id = ?",
+        vec![Arg::owned(text(sid)), Arg::owned(text(step))],
+    )
+}
 
 impl Executor {
     pub(super) fn insert_text(&mut self, table: Table, rows: usize) -> Arc<str> {
@@ -287,11 +292,7 @@ impl Executor {
         let mut id_reads = Vec::with_capacity(steps_made.len());
         for (_, id, sid, step) in &steps_made {
             id_reads.push((stmts.len(), *id));
-            stmts.push(Stmt {
-                sql: STEP_ID_SQL.into(),
-                args: vec![Arg::owned(text(sid)), Arg::owned(text(step))],
-                want_rows: true,
-            });
+            stmts.push(step_id_read(sid, step));
             carries.push(Carries::FixUp);
         }
         // Id leases ride in the same transaction: no round trip of their own.
@@ -414,23 +415,12 @@ impl Executor {
             return Ok(None);
         };
         let steps: Vec<(i64, &str, &str)> = ops.iter().filter_map(|op| op.timestep_key()).collect();
-        let mut stmts = vec![crate::db::hrana::Step {
-            condition: None,
-            stmt: Stmt {
-                sql: format!("SELECT 1 FROM {} WHERE id = ?", table.name()).into(),
-                args: vec![Arg::owned(Value::Integer(id))],
-                want_rows: true,
-            },
-        }];
-        for (_, sid, step) in &steps {
-            stmts.push(crate::db::hrana::Step {
-                condition: None,
-                stmt: Stmt {
-                    sql: STEP_ID_SQL.into(),
-                    args: vec![Arg::owned(text(sid)), Arg::owned(text(step))],
-                    want_rows: true,
-                },
-            });
+        let mut stmts = vec![Step::always(Stmt::query(
+            format!("SELECT 1 FROM {} WHERE id = ?", table.name()),
+            vec![Arg::owned(Value::Integer(id))],
+        ))];
+        for &(_, sid, step) in &steps {
+            stmts.push(Step::always(step_id_read(sid, step)));
         }
         let result = client.batch(&stmts).await?;
         if let Some(e) = result.step_errors.iter().flatten().next() {

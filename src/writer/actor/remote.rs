@@ -186,28 +186,29 @@ impl Actor {
         let Ready {
             batch,
             writes,
-            leases,
+            mut leases,
             ..
         } = ready;
         let outcome = reply.and_then(|r| self.exec.finish_remote(batch, r));
-        if let Ok(RemoteBatch::Committed(blocks)) = &outcome {
-            for (req, ids) in leases.into_iter().zip(blocks.iter().cloned()) {
-                Counters::add(&self.shared.counters.id_leases, 1);
-                self.shared.ids.grant(req.table, ids);
+        if !matches!(outcome, Ok(RemoteBatch::Committed(_))) {
+            // Its leases ride in the next try, or are served alone after the
+            // batch; so do those of the next batch, if it was only encoded,
+            // rather than wait out this one's retries.
+            self.riding.splice(0..0, std::mem::take(&mut leases));
+            if let Some(n) = self.ahead.back_mut().filter(|n| n.sent.is_none()) {
+                let ready = n.ready.take();
+                self.unready(ready);
             }
-            self.answer_reads(items).await;
-            return Ok(());
-        }
-        // Not committed: its leases ride in the next try, or are served
-        // alone after the batch; so do those of the next batch, if it was
-        // only encoded, rather than wait out this one's retries.
-        self.riding.splice(0..0, leases);
-        if let Some(n) = self.ahead.back_mut().filter(|n| n.sent.is_none()) {
-            let ready = n.ready.take();
-            self.unready(ready);
         }
         match outcome {
-            Ok(RemoteBatch::Committed(_)) => Ok(()),
+            Ok(RemoteBatch::Committed(blocks)) => {
+                for (req, ids) in leases.into_iter().zip(blocks) {
+                    Counters::add(&self.shared.counters.id_leases, 1);
+                    self.shared.ids.grant(req.table, ids);
+                }
+                self.answer_reads(items).await;
+                Ok(())
+            }
             Ok(RemoteBatch::MultiRowFailed(e)) if e.is_transient() => {
                 Err(AttemptError::Transient(e))
             }
