@@ -93,6 +93,30 @@ fn _error_for_variant(py: Python<'_>, variant: &str) -> PyResult<Py<PyAny>> {
     Ok(errors::to_py(py, e).into_value(py).into_any())
 }
 
+/// The provider of a model name, by the original module's rules:
+/// ``"openai"``, ``"anthropic"``, ``"google"``, ``"azure"``, ``"local"`` or
+/// ``"unknown"``.
+///
+/// >>> import trace_writer
+/// >>> trace_writer.tracing_detect_provider("gpt-4o-mini")
+/// 'openai'
+#[pyfunction]
+#[pyo3(signature = (model_name=None))]
+fn tracing_detect_provider(model_name: Option<&str>) -> &'static str {
+    trace_writer::pricing::detect_provider(model_name)
+}
+
+/// The cost in US dollars of a call, from the original module's price
+/// table (per 1,000 tokens), or ``None`` for a model it has no price for.
+///
+/// >>> import trace_writer
+/// >>> round(trace_writer.tracing_calculate_cost("gpt-3.5-turbo", 1000, 2000), 6)
+/// 0.0035
+#[pyfunction]
+fn tracing_calculate_cost(model_name: &str, input_tokens: i64, output_tokens: i64) -> Option<f64> {
+    trace_writer::pricing::calculate_cost(model_name, input_tokens, output_tokens)
+}
+
 /// Converts `event` `n` times and drops the result, for the benchmark's
 /// profile of where a call's time goes. `mode` is `"direct"` (what the
 /// bindings do: the tag is read, then the variant deserializes),
@@ -145,6 +169,9 @@ fn _trace_writer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical_event, m)?)?;
     m.add_function(wrap_pyfunction!(_error_for_variant, m)?)?;
     m.add_function(wrap_pyfunction!(_bench_convert, m)?)?;
+    m.add_function(wrap_pyfunction!(tracing_detect_provider, m)?)?;
+    m.add_function(wrap_pyfunction!(tracing_calculate_cost, m)?)?;
+    m.add("MAX_NESTING_DEPTH", trace_writer::MAX_NESTING_DEPTH)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

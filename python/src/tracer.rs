@@ -102,9 +102,11 @@ fn recorded_to_py(py: Python<'_>, rec: &RecordedSession) -> PyResult<Py<PyAny>> 
 /// 1
 #[pyclass(frozen, module = "trace_writer", name = "SessionTracer")]
 pub(crate) struct Tracer {
+    /// Declared (so dropped) first: the writer clone it holds is then never
+    /// the last one (see `storage::WriterHandle`).
+    tracer: SessionTracer,
     storage: Py<Storage>,
     backend: Backend,
-    tracer: SessionTracer,
     /// Whether the storage's futures need the runtime's context (see
     /// [`drive`]).
     needs_runtime: bool,
