@@ -123,7 +123,15 @@ impl Tracer {
         }
     }
 
-    /// Runs `call` on the crate's tracer with the GIL released.
+    /// Runs `call` on the crate's tracer; the GIL is released for as long
+    /// as the call waits.
+    ///
+    /// Over the writer, a call almost never waits (an uncontended lock and a
+    /// write that only queues), so it is polled once with the GIL held:
+    /// releasing and taking back the GIL around a call that returns at once
+    /// cost more than the rest of a small call. The first poll never blocks
+    /// the thread (every wait in it is a future's, which returns `Pending`);
+    /// only a call that is pending releases the GIL and waits.
     fn run<'a, T, F>(
         &'a self,
         py: Python<'_>,
@@ -134,8 +142,16 @@ impl Tracer {
         F: Future<Output = Result<T, TracingError>> + Send,
     {
         let (needs_runtime, tracer) = (self.needs_runtime, &self.tracer);
-        py.detach(move || drive(needs_runtime, call(tracer)))
-            .map_err(err)
+        if needs_runtime {
+            return py
+                .detach(move || drive(needs_runtime, call(tracer)))
+                .map_err(err);
+        }
+        let mut fut = pin!(call(tracer));
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v.map_err(err),
+            Poll::Pending => py.detach(move || wait(fut)).map_err(err),
+        }
     }
 
     /// `tracer.end_session(save)`.
