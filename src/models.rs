@@ -124,11 +124,17 @@ const ENVIRONMENT_FIELDS: &[&str] = &["reward", "terminated", "truncated"];
 const RUNTIME_FIELDS: &[&str] = &["actions"];
 
 /// How deep a value given from outside (a payload, metadata, a query
-/// parameter) may nest: deeper values, and values that contain themselves,
-/// are refused with `InvalidInput` before anything is queued. 128 is
-/// `serde_json`'s own limit when it parses text, so every value accepted
-/// also reads back.
-pub const MAX_NESTING_DEPTH: usize = 128;
+/// parameter) may nest, the payload itself counting as level 1: deeper
+/// values, and values that contain themselves, are refused with
+/// `InvalidInput` before anything is queued. `serde_json` refuses text
+/// nested 128 levels deep; 100 leaves room for the levels that a stored
+/// row or a spill file adds around a value, so that every value accepted
+/// reads back. (Python's `json` allows about 1,000.)
+///
+/// ```
+/// assert!(trace_writer::MAX_NESTING_DEPTH >= 64);
+/// ```
+pub const MAX_NESTING_DEPTH: usize = 100;
 
 impl EventType {
     /// The kind of an event that carries no `event_type`, from the fields it
