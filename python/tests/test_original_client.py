@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import subprocess
+import sys
 import threading
 import time
 
@@ -493,35 +495,55 @@ def test_module_functions_match_the_original():
 # --- dropping a writer --------------------------------------------------------------------
 
 
+LOCK_HOLDER = """
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
+c.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.readline()
+c.execute("COMMIT")
+print("released", flush=True)
+"""
+
+
 def test_dropping_a_writer_releases_the_gil_while_it_drains(tmp_path):
-    """The last reference to a writer with many writes queued goes away
-    without close(): the drop waits for the commit, and other Python
-    threads keep running meanwhile."""
-    w = tw.BufferedTraceWriter.file(tmp_path / "drop.db", queue_capacity=200_000)
+    """The last reference to a writer with writes queued goes away without
+    close(): the drop waits for the commit, and other Python threads run
+    meanwhile. Here the commit can only happen once another Python thread
+    has run during the drop: a child process holds the database's write
+    lock until that thread tells it to let go. Were the GIL held while
+    the drop waits, the thread could not run, the close deadline would
+    pass, and the writes would go to a spill file instead of the database."""
+    path = tmp_path / "drop.db"
+    w = tw.BufferedTraceWriter.file(path, close_timeout=3.0, spill_path=str(tmp_path / "drop.spill.jsonl"))
     w.ensure_session("s")
-    ev = dataclasses.asdict(llm_event(0))
-    for _ in range(20_000):
-        w.insert_event("s", None, ev)
-    ticks = 0
-    dropping = threading.Event()
-    done = threading.Event()
+    w.flush()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", LOCK_HOLDER, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for _ in range(50):
+            w.insert_event("s", None, dataclasses.asdict(env_event(1)))
+        dropping = threading.Event()
 
-    def count():
-        nonlocal ticks
-        while not done.is_set():
-            if dropping.is_set():
-                ticks += 1
-            time.sleep(0)
+        def release_during_the_drop():
+            dropping.wait()
+            time.sleep(0.3)  # let the main thread enter the drop first
+            holder.stdin.write("go\n")
+            holder.stdin.flush()
 
-    th = threading.Thread(target=count)
-    th.start()
-    dropping.set()
-    del w
-    gc.collect()
-    during = ticks
-    done.set()
-    th.join()
-    assert during > 0
-    reader = tw.LibsqlTraceStorage.file(tmp_path / "drop.db")
-    assert reader.query("SELECT COUNT(*) AS n FROM events") == [{"n": 20_000}]
+        th = threading.Thread(target=release_during_the_drop)
+        th.start()
+        dropping.set()
+        del w
+        gc.collect()
+        th.join()
+        assert holder.stdout.readline().strip() == "released"
+    finally:
+        holder.kill()
+        holder.wait()
+    reader = tw.LibsqlTraceStorage.file(path)
+    assert reader.query("SELECT COUNT(*) AS n FROM events") == [{"n": 50}]
     reader.close()
+    assert not (tmp_path / "drop.spill.jsonl").exists()
