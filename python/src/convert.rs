@@ -432,15 +432,15 @@ fn event_kind(obj: &Bound<'_, PyAny>) -> PyResult<Option<EventType>> {
 pub(crate) fn event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
     require_payload("event", obj)?;
     let fast = match event_kind(obj)? {
-        Some(EventType::Cais) => crate::fastde::from_py::<LMCAISEvent>(obj)
+        Some(EventType::Cais) => crate::fastde::from_py::<crate::flat::Cais>(obj)
             .ok()
-            .map(TracingEvent::Cais),
-        Some(EventType::Environment) => crate::fastde::from_py::<EnvironmentEvent>(obj)
+            .map(|e| TracingEvent::Cais(e.into())),
+        Some(EventType::Environment) => crate::fastde::from_py::<crate::flat::Environment>(obj)
             .ok()
-            .map(TracingEvent::Environment),
-        Some(EventType::Runtime) => crate::fastde::from_py::<RuntimeEvent>(obj)
+            .map(|e| TracingEvent::Environment(e.into())),
+        Some(EventType::Runtime) => crate::fastde::from_py::<crate::flat::Runtime>(obj)
             .ok()
-            .map(TracingEvent::Runtime),
+            .map(|e| TracingEvent::Runtime(e.into())),
         None => None,
     };
     match fast {

@@ -8,6 +8,7 @@
 //! - `fastde`, `fastser`: serde's deserializer and serializer over Python
 //!   objects, with fast paths for plain dicts, lists and str in front of
 //!   pythonize (which they fall back to for anything else).
+//! - `flat`: the event models read field by field (no flatten buffer).
 //! - `options`: the constructors' keyword options.
 //! - `runtime`: the module's tokio runtime, blocking waits with the GIL
 //!   released, and asyncio awaitables.
@@ -19,6 +20,7 @@ mod convert;
 mod errors;
 mod fastde;
 mod fastser;
+mod flat;
 mod options;
 mod runtime;
 mod storage;
@@ -119,7 +121,9 @@ fn tracing_calculate_cost(model_name: &str, input_tokens: i64, output_tokens: i6
 
 /// Converts `event` `n` times and drops the result, for the benchmark's
 /// profile of where a call's time goes. `mode` is `"direct"` (what the
-/// bindings do: the tag is read, then the variant deserializes),
+/// bindings do: the tag is read, then the variant deserializes field by
+/// field), `"flatten"` (an LLM call through the model's own
+/// `#[serde(flatten)]` deserializer),
 /// `"enum"` (serde's internally tagged enum, which buffers the whole dict),
 /// `"json"` (a `serde_json::Value` first, then the model: the double
 /// conversion) or `"pythonize"` (the enum through pythonize's own
@@ -129,6 +133,10 @@ fn _bench_convert(event: &Bound<'_, PyAny>, mode: &str, n: usize) -> PyResult<()
     for _ in 0..n {
         match mode {
             "direct" => drop(convert::event(event)?),
+            "flatten" => drop(
+                fastde::from_py::<trace_writer::LMCAISEvent>(event)
+                    .map_err(|e| errors::invalid(e.to_string()))?,
+            ),
             "enum" => drop(
                 fastde::from_py::<trace_writer::TracingEvent>(event)
                     .map_err(|e| errors::invalid(e.to_string()))?,
