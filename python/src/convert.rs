@@ -431,6 +431,14 @@ fn event_kind(obj: &Bound<'_, PyAny>) -> PyResult<Option<EventType>> {
 /// directly instead of through serde's buffered tagged-enum path.
 pub(crate) fn event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
     require_payload("event", obj)?;
+    if let Shape::ToDict = crate::fastde::shape(obj)? {
+        // As the original wrapper did: the event is what `to_dict()` gives
+        // (read on the fast path only if that is a dict, so it cannot recurse).
+        let d = obj.call_method0("to_dict")?;
+        if d.is_instance_of::<PyDict>() {
+            return event(&d);
+        }
+    }
     let fast = match event_kind(obj)? {
         Some(EventType::Cais) => crate::fastde::from_py::<crate::flat::Cais>(obj)
             .ok()

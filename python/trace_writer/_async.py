@@ -4,9 +4,11 @@ writer.
 Code written for the original wrapper moves with one import line. The class
 is a thin shell over the native ``SessionTracer``: validation, conversion
 (dicts, dataclasses, objects with ``to_dict()``) and the session state are
-the native tracer's. Over a ``BufferedTraceWriter``, write calls run on the
-event loop's thread (they only queue, in microseconds); the calls that wait
-for the database are awaited off the loop. Over a ``LibsqlTraceStorage``,
+the native tracer's. Over a ``BufferedTraceWriter``, calls start on the
+event loop's thread (a write only queues, in microseconds); a call that has
+to wait for the database (reads, and the first step of a session, whose
+steps the writer loads) finishes on the module's runtime without blocking
+the loop. Over a ``LibsqlTraceStorage``,
 every call runs off the loop, as the original did.
 """
 
@@ -111,7 +113,7 @@ class AsyncSessionTracer:
         """Starts a timestep (ending the open one); returns ``step_id``."""
         meta = metadata or {}
         if self._direct:
-            self._tracer.start_timestep(step_id, turn_number, meta)
+            await self._tracer.astart_timestep(step_id, turn_number, meta)
         else:
             await asyncio.to_thread(self._tracer.start_timestep, step_id, turn_number, meta)
         self._current_step_id = step_id
@@ -121,7 +123,7 @@ class AsyncSessionTracer:
     async def end_timestep(self, step_id: str | None = None) -> None:
         """Ends the open timestep."""
         if self._direct:
-            self._tracer.end_timestep()
+            await self._tracer.aend_timestep()
         else:
             await asyncio.to_thread(self._tracer.end_timestep)
         await self._trigger("timestep_end", step=step_id, session_id=self._current_session_id)
@@ -171,10 +173,10 @@ class AsyncSessionTracer:
         saving = save is None or save
         if saving:
             await self._trigger("before_save", session=self._last_trace)
-        if saving or not self._direct:
-            trace = await asyncio.to_thread(self._tracer.end_session, saving)
+        if self._direct:
+            trace = await self._tracer.aend_session(saving)
         else:
-            trace = self._tracer.end_session(False)
+            trace = await asyncio.to_thread(self._tracer.end_session, saving)
         if saving:
             await self._trigger("after_save", session=trace)
         await self._trigger("session_end", session=trace)
