@@ -64,7 +64,8 @@
 //! # Layout
 //! | file | what it holds |
 //! |---|---|
-//! | `src/models.rs` | the trace data types (serde), shaped as the original module's JSON |
+//! | `src/models.rs` | the trace data types (serde), shaped as the original module's JSON, and the original's kind inference for untagged events |
+//! | `src/pricing.rs` | the original module's LLM helpers: [`pricing::detect_provider`] and [`pricing::calculate_cost`] |
 //! | `src/error.rs` | [`TracingError`], the [`Result`] alias, and error classes as data (transient, this operation's fault, fatal), decided once from the SQLite result code |
 //! | `src/storage.rs` | the [`TraceStorage`] trait and [`StorageConfig`] |
 //! | `src/schema.rs` | DDL and migrations, the only place that creates tables |
@@ -86,6 +87,8 @@
 //! - **The actor loop:** `Actor::run` in `src/writer/actor/mod.rs`; one batch is
 //!   applied by `Actor::execute` in `src/writer/actor/batch.rs`.
 //! - Reads (decoding, `get_session`, step loads, `query`): `src/db/read.rs`.
+//!   Named query parameters are ordered into positional ones by
+//!   [`QueryParams::bind`] in `src/db/params.rs`.
 //!   Opening and pragmas: `src/db/open.rs`. Remote batches in one request:
 //!   `src/db/hrana.rs` (the client), laid out as a transaction by `RemoteTx`
 //!   in `src/db/tx.rs`.
@@ -102,6 +105,7 @@ mod db;
 pub mod error;
 pub mod libsql_storage;
 pub mod models;
+pub mod pricing;
 pub mod schema;
 pub mod storage;
 pub mod tracer;
@@ -110,6 +114,7 @@ pub mod tracer;
 pub mod workload;
 pub mod writer;
 
+pub use db::params::QueryParams;
 pub use error::{Result, TracingError};
 pub use libsql_storage::LibsqlTraceStorage;
 pub use models::*;

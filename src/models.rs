@@ -110,6 +110,59 @@ impl EventType {
     }
 }
 
+/// The fields whose presence marks an untagged event as an LLM call, as
+/// the original binding infers it.
+const CAIS_FIELDS: &[&str] = &[
+    "model_name",
+    "call_records",
+    "input_tokens",
+    "output_tokens",
+];
+/// The fields that mark an untagged event as an environment step.
+const ENVIRONMENT_FIELDS: &[&str] = &["reward", "terminated", "truncated"];
+/// The field that marks an untagged event as an action selection.
+const RUNTIME_FIELDS: &[&str] = &["actions"];
+
+/// How deep a value given from outside (a payload, metadata, a query
+/// parameter) may nest, the payload itself counting as level 1: deeper
+/// values, and values that contain themselves, are refused with
+/// `InvalidInput` before anything is queued. `serde_json` refuses text
+/// nested 128 levels deep; 100 leaves room for the levels that a stored
+/// row or a spill file adds around a value, so that every value accepted
+/// reads back. (Python's `json` allows about 1,000.)
+///
+/// ```
+/// assert!(trace_writer::MAX_NESTING_DEPTH >= 64);
+/// ```
+pub const MAX_NESTING_DEPTH: usize = 100;
+
+impl EventType {
+    /// The kind of an event that carries no `event_type`, from the fields it
+    /// has, by the original binding's rules, checked in this order:
+    /// [`Cais`](EventType::Cais) if it has `model_name`, `call_records`,
+    /// `input_tokens` or `output_tokens`; else
+    /// [`Environment`](EventType::Environment) if it has `reward`,
+    /// `terminated` or `truncated`; else [`Runtime`](EventType::Runtime) if it
+    /// has `actions`; else `None`. A field counts when present, even if null.
+    ///
+    /// ```
+    /// use trace_writer::EventType;
+    /// let keys = ["system_instance_id", "reward", "actions"];
+    /// assert_eq!(EventType::infer(|k| keys.contains(&k)), Some(EventType::Environment));
+    /// assert_eq!(EventType::infer(|_| false), None);
+    /// ```
+    pub fn infer(has_field: impl Fn(&str) -> bool) -> Option<EventType> {
+        [
+            (EventType::Cais, CAIS_FIELDS),
+            (EventType::Environment, ENVIRONMENT_FIELDS),
+            (EventType::Runtime, RUNTIME_FIELDS),
+        ]
+        .into_iter()
+        .find(|(_, fields)| fields.iter().any(|f| has_field(f)))
+        .map(|(kind, _)| kind)
+    }
+}
+
 impl fmt::Display for EventType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -261,6 +314,46 @@ impl TracingEvent {
         &self.base().system_instance_id
     }
 }
+
+impl TracingEvent {
+    /// An event from JSON, tagged by `event_type` or, without the tag, of
+    /// the kind [`EventType::infer`] gives, as the original binding accepts
+    /// it.
+    ///
+    /// ```
+    /// use serde_json::json;
+    /// use trace_writer::{EventType, TracingEvent};
+    /// let e = TracingEvent::from_json(json!({
+    ///     "system_instance_id": "env", "time_record": {"event_time": 1.0},
+    ///     "reward": 0.5, "terminated": true,
+    /// })).unwrap();
+    /// assert_eq!(e.event_type(), EventType::Environment);
+    /// ```
+    ///
+    /// # Errors
+    /// `InvalidInput` if the object has no tag and no field that marks a
+    /// kind, or does not fit the kind's model.
+    pub fn from_json(mut value: Value) -> Result<TracingEvent, crate::TracingError> {
+        if let Value::Object(map) = &mut value {
+            if !map.contains_key("event_type") {
+                let kind = EventType::infer(|k| map.contains_key(k))
+                    .ok_or_else(|| crate::TracingError::InvalidInput(UNTAGGED_EVENT.into()))?;
+                map.insert("event_type".into(), Value::from(kind.as_str()));
+            }
+        }
+        serde_json::from_value(value).map_err(|e| crate::TracingError::InvalidInput(e.to_string()))
+    }
+}
+
+/// Why an untagged event that matches no kind is refused.
+///
+/// ```
+/// assert!(trace_writer::UNTAGGED_EVENT.contains("event_type"));
+/// ```
+pub const UNTAGGED_EVENT: &str =
+    "event_type is missing and cannot be inferred: an event needs model_name, call_records, \
+     input_tokens or output_tokens (cais), reward, terminated or truncated (environment), or \
+     actions (runtime)";
 
 /// Token usage and cost of one LLM call.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -619,6 +712,64 @@ impl Default for EventReward {
             key: None,
             annotation: None,
             source: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn base() -> Value {
+        json!({"system_instance_id": "x", "time_record": {"event_time": 1.0}})
+    }
+
+    fn with(fields: Value) -> Value {
+        let mut v = base();
+        for (k, f) in fields.as_object().expect("object") {
+            v[k] = f.clone();
+        }
+        v
+    }
+
+    #[test]
+    fn infers_kinds_in_the_original_order() {
+        let kind = |fields: Value| TracingEvent::from_json(with(fields)).map(|e| e.event_type());
+        assert_eq!(kind(json!({"model_name": "m"})).ok(), Some(EventType::Cais));
+        assert_eq!(
+            kind(json!({"input_tokens": 3, "model_name": "m"})).ok(),
+            Some(EventType::Cais)
+        );
+        assert_eq!(
+            kind(json!({"call_records": [], "model_name": "m", "reward": 1.0})).ok(),
+            Some(EventType::Cais)
+        );
+        assert_eq!(
+            kind(json!({"reward": 1.0, "actions": [1]})).ok(),
+            Some(EventType::Environment)
+        );
+        assert_eq!(
+            kind(json!({"truncated": true})).ok(),
+            Some(EventType::Environment)
+        );
+        assert_eq!(
+            kind(json!({"actions": [1, 2]})).ok(),
+            Some(EventType::Runtime)
+        );
+        // A tag wins over inference.
+        assert_eq!(
+            kind(json!({"event_type": "runtime", "reward": 1.0})).ok(),
+            Some(EventType::Runtime)
+        );
+        // Present but null still counts (then the model refuses the null).
+        assert!(matches!(
+            kind(json!({"terminated": null})),
+            Err(crate::TracingError::InvalidInput(_))
+        ));
+        match kind(json!({"metadata": {}})) {
+            Err(crate::TracingError::InvalidInput(m)) => assert!(m.contains("event_type"), "{m}"),
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -17,11 +17,12 @@ use pyo3::types::{
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use trace_writer::{
-    BaseEventFields, EnvironmentEvent, LMCAISEvent, MarkovBlanketMessage, RuntimeEvent, TimeRecord,
-    TracingEvent,
+    BaseEventFields, EnvironmentEvent, EventType, LMCAISEvent, MarkovBlanketMessage, QueryParams,
+    RuntimeEvent, TimeRecord, TracingEvent, MAX_NESTING_DEPTH, UNTAGGED_EVENT,
 };
 
 use crate::errors::invalid;
+use crate::fastde::Shape;
 
 /// `datetime.datetime` and `datetime.timezone.utc`.
 struct DateTimeTypes {
@@ -104,8 +105,55 @@ pub(crate) fn opt_time(
 /// A Python value as JSON, for the slow path and for free-form values
 /// (metadata, query parameters). `datetime`s become RFC 3339 strings, or
 /// Unix seconds under an `event_time` key.
+///
+/// Dataclass instances convert field by field and objects with `to_dict()`
+/// through its result. A value nested deeper than
+/// [`MAX_NESTING_DEPTH`] or containing itself raises `InvalidInputError`
+/// naming where.
 pub(crate) fn to_json(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
-    to_json_at(obj, &mut Vec::new(), false)
+    to_json_at(obj, &mut Walk::default(), false)
+}
+
+/// Where the slow path is: the path from the root, and the containers on
+/// it (their addresses), to tell a cycle from a deep value.
+#[derive(Default)]
+struct Walk {
+    path: Vec<Seg>,
+    open: Vec<usize>,
+}
+
+impl Walk {
+    /// Enters the container `obj`.
+    fn enter(&mut self, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+        let id = obj.as_ptr() as usize;
+        if self.open.contains(&id) {
+            return Err(invalid(format!(
+                "`{}`: the value contains itself (a cycle)",
+                self.at()
+            )));
+        }
+        if self.open.len() >= MAX_NESTING_DEPTH {
+            return Err(invalid(format!(
+                "`{}`: nested deeper than {MAX_NESTING_DEPTH} levels",
+                self.at()
+            )));
+        }
+        self.open.push(id);
+        Ok(())
+    }
+
+    fn leave(&mut self) {
+        self.open.pop();
+    }
+
+    fn at(&self) -> String {
+        let p = path_text(&self.path);
+        if p.is_empty() {
+            "(top level)".into()
+        } else {
+            p
+        }
+    }
 }
 
 fn path_text(path: &[Seg]) -> String {
@@ -124,7 +172,7 @@ fn path_text(path: &[Seg]) -> String {
     out
 }
 
-fn to_json_at(obj: &Bound<'_, PyAny>, path: &mut Vec<Seg>, seconds: bool) -> PyResult<Value> {
+fn to_json_at(obj: &Bound<'_, PyAny>, walk: &mut Walk, seconds: bool) -> PyResult<Value> {
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -140,7 +188,7 @@ fn to_json_at(obj: &Bound<'_, PyAny>, path: &mut Vec<Seg>, seconds: bool) -> PyR
         }
         return Err(invalid(format!(
             "`{}`: integer {obj} does not fit in 64 bits",
-            path_text(path)
+            walk.at()
         )));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
@@ -152,15 +200,17 @@ fn to_json_at(obj: &Bound<'_, PyAny>, path: &mut Vec<Seg>, seconds: bool) -> PyR
         return Ok(Value::String(s.to_cow()?.into_owned()));
     }
     if let Ok(d) = obj.cast::<PyDict>() {
+        walk.enter(obj)?;
         let mut map = Map::with_capacity(d.len());
         for (k, v) in d.iter() {
-            let key = json_key(&k, path)?;
+            let key = json_key(&k, walk)?;
             let secs = key == "event_time";
-            path.push(Seg::Key(key.clone()));
-            let value = to_json_at(&v, path, secs)?;
-            path.pop();
+            walk.path.push(Seg::Key(key.clone()));
+            let value = to_json_at(&v, walk, secs)?;
+            walk.path.pop();
             map.insert(key, value);
         }
+        walk.leave();
         return Ok(Value::Object(map));
     }
     if obj.is_instance_of::<PyList>()
@@ -168,12 +218,14 @@ fn to_json_at(obj: &Bound<'_, PyAny>, path: &mut Vec<Seg>, seconds: bool) -> PyR
         || obj.is_instance_of::<PySet>()
         || obj.is_instance_of::<PyFrozenSet>()
     {
+        walk.enter(obj)?;
         let mut items = Vec::new();
         for (i, item) in obj.try_iter()?.enumerate() {
-            path.push(Seg::Index(i));
-            items.push(to_json_at(&item?, path, false)?);
-            path.pop();
+            walk.path.push(Seg::Index(i));
+            items.push(to_json_at(&item?, walk, false)?);
+            walk.path.pop();
         }
+        walk.leave();
         return Ok(Value::Array(items));
     }
     if let Some(aware) = as_utc_datetime(obj)? {
@@ -182,29 +234,58 @@ fn to_json_at(obj: &Bound<'_, PyAny>, path: &mut Vec<Seg>, seconds: bool) -> PyR
             return Ok(serde_json::Number::from_f64(secs).map_or(Value::Null, Value::Number));
         }
         let text: String = aware.call_method0("isoformat")?.extract()?;
-        let t = parse_time(&path_text(path), &text)?;
+        let t = parse_time(&walk.at(), &text)?;
         return Ok(Value::String(
             t.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         ));
     }
+    match crate::fastde::shape(obj)? {
+        Shape::ToDict => {
+            walk.enter(obj)?;
+            let d = obj.call_method0("to_dict")?;
+            let v = to_json_at(&d, walk, seconds);
+            walk.leave();
+            return v;
+        }
+        Shape::Dataclass(fields) => {
+            walk.enter(obj)?;
+            let mut map = Map::with_capacity(fields.len());
+            for name in fields.iter() {
+                let name = name.bind(obj.py());
+                let key = name.to_cow()?.into_owned();
+                let secs = key == "event_time";
+                let v = obj.getattr(name)?;
+                walk.path.push(Seg::Key(key.clone()));
+                let value = to_json_at(&v, walk, secs)?;
+                walk.path.pop();
+                map.insert(key, value);
+            }
+            walk.leave();
+            return Ok(Value::Object(map));
+        }
+        Shape::Other => {}
+    }
     if obj.cast::<PyMapping>().is_ok() {
+        walk.enter(obj)?;
         let d = PyDict::new(obj.py());
         d.call_method1("update", (obj,))?;
-        return to_json_at(d.as_any(), path, seconds);
+        let v = to_json_at(d.as_any(), walk, seconds);
+        walk.leave();
+        return v;
     }
     Err(invalid(format!(
         "`{}`: unsupported type {}",
-        path_text(path),
+        walk.at(),
         type_name(obj)
     )))
 }
 
-fn json_key(k: &Bound<'_, PyAny>, path: &[Seg]) -> PyResult<String> {
+fn json_key(k: &Bound<'_, PyAny>, walk: &Walk) -> PyResult<String> {
     match k.cast::<PyString>() {
         Ok(s) => Ok(s.to_cow()?.into_owned()),
         Err(_) => Err(invalid(format!(
             "`{}`: dict keys must be str, not {}",
-            path_text(path),
+            walk.at(),
             type_name(k)
         ))),
     }
@@ -242,15 +323,29 @@ fn slow<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<T> 
     from_json::<T>(&value).map_err(|(path, message)| bad_input(what, path, message))
 }
 
-/// The slow path of an event: the tag first, then the variant's own fields,
+/// The slow path of an event: the tag (or the kind inferred from the
+/// fields, as the original binding did), then the variant's own fields,
 /// then the flattened base fields, so that the message names the field.
 fn slow_event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
     const WHAT: &str = "event";
-    let value = to_json(obj)?;
-    let tag = value
-        .get("event_type")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+    let mut value = to_json(obj)?;
+    let tag = match &value {
+        Value::Object(map) => match map.get("event_type") {
+            Some(tag) => tag.as_str().map(str::to_owned),
+            None => Some(
+                EventType::infer(|k| map.contains_key(k))
+                    .ok_or_else(|| {
+                        bad_input(WHAT, Some("event_type".into()), UNTAGGED_EVENT.into())
+                    })?
+                    .as_str()
+                    .to_owned(),
+            ),
+        },
+        _ => None,
+    };
+    if let (Value::Object(map), Some(tag)) = (&mut value, &tag) {
+        map.insert("event_type".into(), Value::from(tag.as_str()));
+    }
     let variant = match tag.as_deref() {
         Some("cais") => from_json::<LMCAISEvent>(&value).map(TracingEvent::Cais),
         Some("environment") => from_json::<EnvironmentEvent>(&value).map(TracingEvent::Environment),
@@ -270,52 +365,91 @@ fn slow_event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
     }
 }
 
-fn require_mapping(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<()> {
-    if obj.is_instance_of::<PyDict>() || obj.cast::<PyMapping>().is_ok() {
+/// A payload argument: a dict (or other mapping), a dataclass instance, or
+/// an object with `to_dict()`; anything else is a `TypeError`.
+fn require_payload(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<()> {
+    if obj.is_instance_of::<PyDict>()
+        || !matches!(crate::fastde::shape(obj)?, Shape::Other)
+        || obj.cast::<PyMapping>().is_ok()
+    {
         Ok(())
     } else {
         Err(PyTypeError::new_err(format!(
-            "{what} must be a dict, not {}",
+            "{what} must be a dict, a dataclass or an object with to_dict(), not {}",
             type_name(obj)
         )))
     }
 }
 
-/// A model from a dict: the fast path first, the slow path on failure.
+/// A model from a payload: the fast path first, the slow path on failure.
 pub(crate) fn model<T: DeserializeOwned>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<T> {
-    require_mapping(what, obj)?;
+    require_payload(what, obj)?;
     match crate::fastde::from_py::<T>(obj) {
         Ok(v) => Ok(v),
         Err(_) => slow::<T>(what, obj),
     }
 }
 
-/// An event from a dict. The `event_type` tag is read here, so the variant
-/// deserializes directly instead of through serde's buffered tagged-enum
-/// path; an unknown tag falls back to the enum (a variant the crate added).
-pub(crate) fn event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
-    const WHAT: &str = "event";
-    require_mapping(WHAT, obj)?;
-    let fast = match obj.cast::<PyDict>() {
-        Ok(d) => match d.get_item("event_type")? {
-            Some(tag) => match tag.cast::<PyString>() {
-                Ok(tag) => match &*tag.to_cow()? {
-                    "cais" => crate::fastde::from_py::<LMCAISEvent>(obj)
-                        .ok()
-                        .map(TracingEvent::Cais),
-                    "environment" => crate::fastde::from_py::<EnvironmentEvent>(obj)
-                        .ok()
-                        .map(TracingEvent::Environment),
-                    "runtime" => crate::fastde::from_py::<RuntimeEvent>(obj)
-                        .ok()
-                        .map(TracingEvent::Runtime),
-                    _ => crate::fastde::from_py::<TracingEvent>(obj).ok(),
-                },
-                Err(_) => None,
+/// The kind of an event payload: its `event_type`, or the kind inferred
+/// from its fields; `None` when the fast path cannot tell (the slow path
+/// then decides).
+fn event_kind(obj: &Bound<'_, PyAny>) -> PyResult<Option<EventType>> {
+    let tagged = |tag: Option<Bound<'_, PyAny>>, has: &dyn Fn(&str) -> bool| -> Option<EventType> {
+        match tag {
+            Some(tag) => match tag.cast::<PyString>().ok()?.to_cow().ok()?.as_ref() {
+                "cais" => Some(EventType::Cais),
+                "environment" => Some(EventType::Environment),
+                "runtime" => Some(EventType::Runtime),
+                _ => None,
             },
-            None => None,
-        },
-        Err(_) => crate::fastde::from_py::<TracingEvent>(obj).ok(),
+            None => EventType::infer(has),
+        }
+    };
+    if let Ok(d) = obj.cast::<PyDict>() {
+        let tag = d.get_item("event_type")?;
+        return Ok(tagged(tag, &|k| d.contains(k).unwrap_or(false)));
+    }
+    if let Shape::Dataclass(fields) = crate::fastde::shape(obj)? {
+        let py = obj.py();
+        let has = |k: &str| {
+            fields
+                .iter()
+                .any(|f| f.bind(py).to_cow().is_ok_and(|n| n == k))
+        };
+        let tag = if has("event_type") {
+            Some(obj.getattr("event_type")?)
+        } else {
+            None
+        };
+        return Ok(tagged(tag, &has));
+    }
+    Ok(None)
+}
+
+/// An event from a payload, tagged by `event_type` or of the kind the
+/// original binding infers from its fields. The variant deserializes
+/// directly instead of through serde's buffered tagged-enum path.
+pub(crate) fn event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
+    require_payload("event", obj)?;
+    if let Shape::ToDict = crate::fastde::shape(obj)? {
+        // As the original wrapper did: the event is what `to_dict()` gives
+        // (read on the fast path only if that is a dict, so it cannot recurse).
+        let d = obj.call_method0("to_dict")?;
+        if d.is_instance_of::<PyDict>() {
+            return event(&d);
+        }
+    }
+    let fast = match event_kind(obj)? {
+        Some(EventType::Cais) => crate::fastde::from_py::<crate::flat::Cais>(obj)
+            .ok()
+            .map(|e| TracingEvent::Cais(e.into())),
+        Some(EventType::Environment) => crate::fastde::from_py::<crate::flat::Environment>(obj)
+            .ok()
+            .map(|e| TracingEvent::Environment(e.into())),
+        Some(EventType::Runtime) => crate::fastde::from_py::<crate::flat::Runtime>(obj)
+            .ok()
+            .map(|e| TracingEvent::Runtime(e.into())),
+        None => None,
     };
     match fast {
         Some(e) => Ok(e),
@@ -323,16 +457,16 @@ pub(crate) fn event(obj: &Bound<'_, PyAny>) -> PyResult<TracingEvent> {
     }
 }
 
-/// A message from a dict; a missing `time_record` means now.
+/// A message from a payload; a dict without `time_record` means now.
 pub(crate) fn message(obj: &Bound<'_, PyAny>) -> PyResult<MarkovBlanketMessage> {
     const WHAT: &str = "message";
-    require_mapping(WHAT, obj)?;
+    require_payload(WHAT, obj)?;
     if let Ok(d) = obj.cast::<PyDict>() {
         if !d.contains("time_record")? {
             let copy = d.copy()?;
             copy.set_item(
                 "time_record",
-                pythonize::pythonize(obj.py(), &TimeRecord::now())?,
+                crate::fastser::to_py(obj.py(), &TimeRecord::now())?,
             )?;
             return model(WHAT, copy.as_any());
         }
@@ -340,19 +474,40 @@ pub(crate) fn message(obj: &Bound<'_, PyAny>) -> PyResult<MarkovBlanketMessage> 
     model(WHAT, obj)
 }
 
+/// A free-form JSON value, through the fast path, else the slow one.
+fn json_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    match crate::fastde::from_py::<Value>(obj) {
+        Ok(v) => Ok(v),
+        Err(_) => to_json(obj),
+    }
+}
+
 /// A free-form JSON object argument (metadata); `None` is `{}`.
 pub(crate) fn json_object(what: &str, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Value> {
     match obj {
         Some(o) if !o.is_none() => {
-            require_mapping(what, o)?;
-            let v = match crate::fastde::from_py::<Value>(o) {
-                Ok(v) => v,
-                Err(_) => to_json(o)?,
-            };
-            Ok(v)
+            require_payload(what, o)?;
+            match json_value(o) {
+                Ok(v @ Value::Object(_)) => Ok(v),
+                Ok(_) => Err(invalid(format!("{what}: to_dict() did not return a dict"))),
+                Err(e) => Err(prefixed(o.py(), what, e)),
+            }
         }
         _ => Ok(Value::Object(Map::new())),
     }
+}
+
+/// `e` with `what` in front of its message, if it is an `InvalidInputError`.
+fn prefixed(py: Python<'_>, what: &str, e: PyErr) -> PyErr {
+    let is_invalid = crate::errors::classes(py)
+        .map(|c| e.is_instance(py, c.invalid_input.bind(py)))
+        .unwrap_or(false);
+    if !is_invalid {
+        return e;
+    }
+    let text = e.value(py).to_string();
+    let text = text.strip_prefix("invalid input: ").unwrap_or(&text);
+    invalid(format!("{what}: {text}"))
 }
 
 /// A metadata map for the tracer.
@@ -366,26 +521,41 @@ pub(crate) fn metadata(
     }
 }
 
-/// Query parameters: a list (or tuple) of JSON-able values; `None` is `[]`.
-pub(crate) fn params(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Vec<Value>> {
-    match obj {
-        Some(o) if !o.is_none() => {
-            if !(o.is_instance_of::<PyList>() || o.is_instance_of::<PyTuple>()) {
-                return Err(PyTypeError::new_err(format!(
-                    "params must be a list, not {}",
-                    type_name(o)
-                )));
-            }
-            match crate::fastde::from_py::<Vec<Value>>(o) {
-                Ok(v) => Ok(v),
-                Err(_) => match to_json(o)? {
-                    Value::Array(a) => Ok(a),
-                    _ => Ok(Vec::new()),
-                },
-            }
+/// Query parameters: `None`, a list or tuple (positional), or a dict
+/// (named: `:name`, `@name` or `$name`, keys with or without the prefix).
+pub(crate) fn params(obj: Option<&Bound<'_, PyAny>>) -> PyResult<QueryParams> {
+    let Some(o) = obj.filter(|o| !o.is_none()) else {
+        return Ok(QueryParams::Positional(Vec::new()));
+    };
+    let py = o.py();
+    if let Ok(d) = o.cast::<PyDict>() {
+        let mut named = Vec::with_capacity(d.len());
+        for (k, v) in d.iter() {
+            let key = match k.cast::<PyString>() {
+                Ok(s) => s.to_cow()?.into_owned(),
+                Err(_) => {
+                    return Err(PyTypeError::new_err(format!(
+                        "params keys must be str, not {}",
+                        type_name(&k)
+                    )))
+                }
+            };
+            let value = json_value(&v).map_err(|e| prefixed(py, &format!("params[{key:?}]"), e))?;
+            named.push((key, value));
         }
-        _ => Ok(Vec::new()),
+        return Ok(QueryParams::Named(named));
     }
+    if o.is_instance_of::<PyList>() || o.is_instance_of::<PyTuple>() {
+        let mut values = Vec::new();
+        for (i, item) in o.try_iter()?.enumerate() {
+            values.push(json_value(&item?).map_err(|e| prefixed(py, &format!("params[{i}]"), e))?);
+        }
+        return Ok(QueryParams::Positional(values));
+    }
+    Err(PyTypeError::new_err(format!(
+        "params must be a list, a tuple or a dict, not {}",
+        type_name(o)
+    )))
 }
 
 /// A value as Python objects (dicts, lists, str, numbers), as serde shapes it.

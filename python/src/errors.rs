@@ -21,7 +21,7 @@ pub(crate) struct Classes {
     internal: Py<PyType>,
     writer_closed: Py<PyType>,
     queue_full: Py<PyType>,
-    invalid_input: Py<PyType>,
+    pub(crate) invalid_input: Py<PyType>,
     write_failed: Py<PyType>,
     timeout: Py<PyType>,
     spilled: Py<PyType>,
@@ -57,34 +57,39 @@ pub(crate) fn classes(py: Python<'_>) -> PyResult<&Classes> {
         )?;
         let b = base.bind(py).clone();
         let sub = |name: &str, doc: &str| class(py, name, doc, &[&b]);
+        // The original binding raised ValueError for every error: the
+        // state errors stay ValueErrors, so `except ValueError:` still
+        // catches them.
+        let value_error = py.get_type::<PyValueError>();
+        let state = |name: &str, doc: &str| class(py, name, doc, &[&b, &value_error]);
         Ok(Classes {
             database: sub(
                 "DatabaseError",
                 "The database refused or failed an operation.",
             )?,
-            no_active_session: sub(
+            no_active_session: state(
                 "NoActiveSessionError",
-                "A tracer call needed an open session.",
+                "A tracer call needed an open session (also a ValueError).",
             )?,
-            no_active_timestep: sub(
+            no_active_timestep: state(
                 "NoActiveTimestepError",
-                "A tracer call needed an open timestep.",
+                "A tracer call needed an open timestep (also a ValueError).",
             )?,
-            session_already_active: sub(
+            session_already_active: state(
                 "SessionAlreadyActiveError",
-                "start_session() was called while a session was open.",
+                "start_session() was called while a session was open (also a ValueError).",
             )?,
-            invalid_state: sub(
+            invalid_state: state(
                 "InvalidStateError",
-                "The call does not fit the current state.",
+                "The call does not fit the current state (also a ValueError).",
             )?,
             serialization: sub(
                 "SerializationError",
                 "A value could not be serialized or parsed.",
             )?,
-            not_initialized: sub(
+            not_initialized: state(
                 "NotInitializedError",
-                "The storage was closed (LibsqlTraceStorage) or never initialized.",
+                "The storage was closed (LibsqlTraceStorage) or never initialized (also a ValueError).",
             )?,
             internal: sub(
                 "InternalError",

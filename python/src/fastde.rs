@@ -1,85 +1,268 @@
-//! A fast path in front of pythonize's deserializer for the shapes that
-//! trace dicts are made of: `dict`, `list`, `tuple`, `str`, `int`, `float`,
-//! `bool` and `None`.
+//! serde's deserializer over Python objects: the fast path of every
+//! conversion from Python.
 //!
-//! pythonize handles every value correctly, but for each dict it first looks
-//! for a dataclass (`getattr(obj, "__dataclass_fields__")`, which raises and
-//! catches an `AttributeError` per dict) and copies the keys and values into
-//! two lists. On a 1.5 KB event, with a dozen nested dicts, that was most of
-//! the conversion time. Here a dict is walked in place; anything that is not
-//! one of the shapes above (a dataclass, a `Mapping`, a set, bytes, a big
-//! int) is handed to pythonize's `Depythonizer`, so the accepted inputs and
-//! the error messages stay pythonize's.
+//! It walks `dict`, `list`, `tuple`, `str`, `int`, `float`, `bool` and
+//! `None` in place, dataclass instances field by field (the fields of each
+//! class are looked up once and cached), and objects with a `to_dict()`
+//! method through its result, as the original wrapper did. It checks types
+//! as `serde_json` checks JSON (a `bool` field takes only `bool`, a float
+//! field `int` or `float`, a string field only `str`), refuses non-finite
+//! floats (JSON has no form for them), and stops at
+//! [`MAX_NESTING_DEPTH`](trace_writer::MAX_NESTING_DEPTH) levels, so that
+//! neither a deep value nor a value that contains itself can overflow the
+//! stack.
+//!
+//! Anything else (a `datetime`, a `set`, a `Mapping` that is not a dict, a
+//! big int) fails here with a short error; the caller then runs the slow
+//! path (`convert::to_json`), which converts those where it can and, where
+//! it cannot, names the field at fault.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
-use pythonize::{Depythonizer, PythonizeError};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use serde::Deserializer;
+use trace_writer::MAX_NESTING_DEPTH;
 
-type Result<T> = std::result::Result<T, PythonizeError>;
+/// Why the fast path gave up; the slow path finds the words for the user.
+#[derive(Debug)]
+pub(crate) struct Error(String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl de::Error for Error {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        Error(msg.to_string())
+    }
+}
+
+impl From<PyErr> for Error {
+    fn from(e: PyErr) -> Self {
+        Error(e.to_string())
+    }
+}
+
+type Result<T> = std::result::Result<T, Error>;
 
 /// `T` from a Python object.
 pub(crate) fn from_py<T: DeserializeOwned>(obj: &Bound<'_, PyAny>) -> Result<T> {
-    T::deserialize(Fast(obj))
+    T::deserialize(Fast { obj, depth: 0 })
 }
 
-/// The deserializer: a borrowed object.
-#[derive(Clone, Copy)]
-struct Fast<'a, 'py>(&'a Bound<'py, PyAny>);
-
-/// Hands the call to pythonize.
-macro_rules! delegate {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        (&mut Depythonizer::from_object($self.0)).$method($($arg),*)
-    };
+/// How an object that is none of the builtin shapes converts.
+#[derive(Clone)]
+pub(crate) enum Shape {
+    /// Through its `to_dict()` (checked first, as the original wrapper did).
+    ToDict,
+    /// Field by field: the dataclass's fields, in order.
+    Dataclass(Rc<[Py<PyString>]>),
+    /// Not at all.
+    Other,
 }
 
-macro_rules! delegate_all {
-    ($($method:ident),*) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-            delegate!(self.$method(visitor))
+thread_local! {
+    /// Each class's shape, found once. The class is kept alive with its
+    /// entry, so that its address cannot be reused by another class.
+    static SHAPES: RefCell<HashMap<usize, (Py<PyType>, Shape)>> = RefCell::new(HashMap::new());
+}
+
+/// The shape of `obj`'s class.
+pub(crate) fn shape(obj: &Bound<'_, PyAny>) -> PyResult<Shape> {
+    let ty = obj.get_type();
+    let key = ty.as_ptr() as usize;
+    if let Some(shape) = SHAPES.with(|s| s.borrow().get(&key).map(|(_, shape)| shape.clone())) {
+        return Ok(shape);
+    }
+    let py = obj.py();
+    let shape = if obj.is_instance_of::<PyType>() {
+        // A class, not an instance: `asdict` refuses those too.
+        Shape::Other
+    } else if ty.hasattr("to_dict")? {
+        Shape::ToDict
+    } else if ty.hasattr("__dataclass_fields__")? {
+        let fields = py.import("dataclasses")?.getattr("fields")?.call1((&ty,))?;
+        let mut names = Vec::new();
+        for f in fields.try_iter()? {
+            names.push(f?.getattr("name")?.cast_into::<PyString>()?.unbind());
         }
-    )*};
+        Shape::Dataclass(names.into())
+    } else {
+        Shape::Other
+    };
+    SHAPES.with(|s| s.borrow_mut().insert(key, (ty.unbind(), shape.clone())));
+    Ok(shape)
+}
+
+/// The deserializer: a borrowed object and how deep it sits.
+#[derive(Clone, Copy)]
+struct Fast<'a, 'py> {
+    obj: &'a Bound<'py, PyAny>,
+    depth: usize,
+}
+
+fn fail<T>(what: &str) -> Result<T> {
+    Err(Error(format!("not {what}")))
+}
+
+impl<'a, 'py> Fast<'a, 'py> {
+    /// One level deeper, or an error past the limit.
+    fn deeper(self) -> Result<usize> {
+        if self.depth >= MAX_NESTING_DEPTH {
+            return Err(Error(format!(
+                "nested deeper than {MAX_NESTING_DEPTH} levels"
+            )));
+        }
+        Ok(self.depth + 1)
+    }
+
+    /// A map-like object: a dict, a dataclass, or the result of `to_dict()`.
+    fn visit_map<'de, V: Visitor<'de>>(self, visitor: V) -> Result<Option<V::Value>> {
+        let obj = self.obj;
+        if let Ok(d) = obj.cast::<PyDict>() {
+            let depth = self.deeper()?;
+            return visitor.visit_map(DictAccess::new(d, depth)).map(Some);
+        }
+        match shape(obj)? {
+            Shape::Dataclass(fields) => {
+                let depth = self.deeper()?;
+                visitor
+                    .visit_map(FieldAccess {
+                        obj,
+                        fields,
+                        next: 0,
+                        value: None,
+                        depth,
+                    })
+                    .map(Some)
+            }
+            Shape::ToDict => {
+                let depth = self.deeper()?;
+                let d = obj.call_method0("to_dict")?;
+                Fast { obj: &d, depth }.deserialize_any(visitor).map(Some)
+            }
+            Shape::Other => Ok(None),
+        }
+    }
+
+    fn visit_seq<'de, V: Visitor<'de>>(self, visitor: V) -> Result<Option<V::Value>> {
+        if let Ok(l) = self.obj.cast::<PyList>() {
+            let depth = self.deeper()?;
+            visitor.visit_seq(SeqAccess::list(l, depth)).map(Some)
+        } else if let Ok(t) = self.obj.cast::<PyTuple>() {
+            let depth = self.deeper()?;
+            visitor.visit_seq(SeqAccess::tuple(t, depth)).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// An int that is not a bool.
+    fn visit_int<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        let obj = self.obj;
+        if !obj.is_instance_of::<PyInt>() || obj.is_instance_of::<PyBool>() {
+            return fail("an int");
+        }
+        if let Ok(i) = obj.extract::<i64>() {
+            visitor.visit_i64(i)
+        } else if let Ok(u) = obj.extract::<u64>() {
+            visitor.visit_u64(u)
+        } else {
+            fail("an int of 64 bits")
+        }
+    }
 }
 
 fn visit_str<'de, V: Visitor<'de>>(s: &Bound<'_, PyString>, visitor: V) -> Result<V::Value> {
     visitor.visit_str(&s.to_cow()?)
 }
 
+macro_rules! ints {
+    ($($method:ident),*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+            self.visit_int(visitor)
+        }
+    )*};
+}
+
+macro_rules! refuse {
+    ($($method:ident),*) => {$(
+        fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
+            fail(stringify!($method))
+        }
+    )*};
+}
+
 impl<'de> Deserializer<'de> for Fast<'_, '_> {
-    type Error = PythonizeError;
+    type Error = Error;
 
     fn deserialize_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        let obj = self.0;
+        let obj = self.obj;
         if obj.is_none() {
             visitor.visit_unit()
-        } else if let Ok(s) = obj.cast_exact::<PyString>() {
+        } else if let Ok(s) = obj.cast::<PyString>() {
             visit_str(s, visitor)
-        } else if let Ok(d) = obj.cast_exact::<PyDict>() {
-            visitor.visit_map(DictAccess::new(d))
-        } else if let Ok(l) = obj.cast_exact::<PyList>() {
-            visitor.visit_seq(SeqAccess::list(l))
         } else if let Ok(b) = obj.cast_exact::<PyBool>() {
             visitor.visit_bool(b.is_true())
-        } else if let Ok(f) = obj.cast_exact::<PyFloat>() {
-            visitor.visit_f64(f.value())
-        } else if obj.is_exact_instance_of::<PyInt>() {
-            match obj.extract::<i64>() {
-                Ok(i) => visitor.visit_i64(i),
-                Err(_) => delegate!(self.deserialize_any(visitor)),
-            }
-        } else if let Ok(t) = obj.cast_exact::<PyTuple>() {
-            visitor.visit_seq(SeqAccess::tuple(t))
+        } else if obj.is_instance_of::<PyInt>() {
+            self.visit_int(visitor)
+        } else if let Ok(f) = obj.cast::<PyFloat>() {
+            self.deserialize_f64_of(f.value(), visitor)
+        } else if obj.is_instance_of::<PyDict>() {
+            self.deserialize_map(visitor)
+        } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
+            self.deserialize_seq(visitor)
         } else {
-            delegate!(self.deserialize_any(visitor))
+            match self.visit_map(visitor)? {
+                Some(v) => Ok(v),
+                None => fail("a JSON-like value"),
+            }
+        }
+    }
+
+    fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.obj.cast::<PyBool>() {
+            Ok(b) => visitor.visit_bool(b.is_true()),
+            Err(_) => fail("a bool"),
+        }
+    }
+
+    ints!(
+        deserialize_i8,
+        deserialize_i16,
+        deserialize_i32,
+        deserialize_i64,
+        deserialize_i128,
+        deserialize_u8,
+        deserialize_u16,
+        deserialize_u32,
+        deserialize_u64,
+        deserialize_u128
+    );
+
+    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        self.deserialize_f64(visitor)
+    }
+
+    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.obj.cast::<PyFloat>() {
+            Ok(f) => self.deserialize_f64_of(f.value(), visitor),
+            Err(_) => self.visit_int(visitor),
         }
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.0.cast_exact::<PyString>() {
+        match self.obj.cast::<PyString>() {
             Ok(s) => visit_str(s, visitor),
-            Err(_) => delegate!(self.deserialize_str(visitor)),
+            Err(_) => fail("a str"),
         }
     }
 
@@ -88,41 +271,36 @@ impl<'de> Deserializer<'de> for Fast<'_, '_> {
     }
 
     fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.0.cast_exact::<PyString>() {
-            Ok(s) => visit_str(s, visitor),
-            Err(_) => delegate!(self.deserialize_identifier(visitor)),
-        }
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.0.cast_exact::<PyFloat>() {
-            Ok(f) => visitor.visit_f64(f.value()),
-            Err(_) => delegate!(self.deserialize_f64(visitor)),
-        }
+        self.deserialize_str(visitor)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        if self.0.is_none() {
+        if self.obj.is_none() {
             visitor.visit_none()
         } else {
             visitor.visit_some(self)
         }
     }
 
-    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        if let Ok(l) = self.0.cast_exact::<PyList>() {
-            visitor.visit_seq(SeqAccess::list(l))
-        } else if let Ok(t) = self.0.cast_exact::<PyTuple>() {
-            visitor.visit_seq(SeqAccess::tuple(t))
+    fn deserialize_unit<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        if self.obj.is_none() {
+            visitor.visit_unit()
         } else {
-            delegate!(self.deserialize_seq(visitor))
+            fail("None")
+        }
+    }
+
+    fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
+        match self.visit_seq(visitor)? {
+            Some(v) => Ok(v),
+            None => fail("a list"),
         }
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.0.cast_exact::<PyDict>() {
-            Ok(d) => visitor.visit_map(DictAccess::new(d)),
-            Err(_) => delegate!(self.deserialize_map(visitor)),
+        match self.visit_map(visitor)? {
+            Some(v) => Ok(v),
+            None => fail("a dict"),
         }
     }
 
@@ -143,86 +321,85 @@ impl<'de> Deserializer<'de> for Fast<'_, '_> {
         visitor.visit_newtype_struct(self)
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value> {
-        delegate!(self.deserialize_tuple(len, visitor))
+    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value> {
+        self.deserialize_seq(visitor)
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
         self,
-        name: &'static str,
-        len: usize,
+        _name: &'static str,
+        _len: usize,
         visitor: V,
     ) -> Result<V::Value> {
-        delegate!(self.deserialize_tuple_struct(name, len, visitor))
+        self.deserialize_seq(visitor)
     }
 
     fn deserialize_unit_struct<V: Visitor<'de>>(
         self,
-        name: &'static str,
+        _name: &'static str,
         visitor: V,
     ) -> Result<V::Value> {
-        delegate!(self.deserialize_unit_struct(name, visitor))
+        self.deserialize_unit(visitor)
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
         self,
-        name: &'static str,
-        variants: &'static [&'static str],
-        visitor: V,
+        _name: &'static str,
+        _variants: &'static [&'static str],
+        _visitor: V,
     ) -> Result<V::Value> {
-        delegate!(self.deserialize_enum(name, variants, visitor))
+        // No input model has an externally tagged enum; the slow path (serde_json) handles one.
+        fail("an enum")
     }
 
     fn deserialize_ignored_any<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         visitor.visit_unit()
     }
 
-    delegate_all!(
-        deserialize_bool,
-        deserialize_i8,
-        deserialize_i16,
-        deserialize_i32,
-        deserialize_i64,
-        deserialize_i128,
-        deserialize_u8,
-        deserialize_u16,
-        deserialize_u32,
-        deserialize_u64,
-        deserialize_u128,
-        deserialize_f32,
-        deserialize_char,
-        deserialize_bytes,
-        deserialize_byte_buf,
-        deserialize_unit
-    );
+    refuse!(deserialize_char, deserialize_bytes, deserialize_byte_buf);
+}
+
+impl Fast<'_, '_> {
+    /// JSON has no NaN or infinity: refuse them (the slow path names the field).
+    fn deserialize_f64_of<'de, V: Visitor<'de>>(self, f: f64, visitor: V) -> Result<V::Value> {
+        if f.is_finite() {
+            visitor.visit_f64(f)
+        } else {
+            fail("a finite float")
+        }
+    }
 }
 
 /// A dict, walked in place.
 struct DictAccess<'py> {
     iter: pyo3::types::dict::BoundDictIterator<'py>,
     value: Option<Bound<'py, PyAny>>,
+    depth: usize,
 }
 
 impl<'py> DictAccess<'py> {
-    fn new(d: &Bound<'py, PyDict>) -> Self {
+    fn new(d: &Bound<'py, PyDict>, depth: usize) -> Self {
         DictAccess {
             iter: d.iter(),
             value: None,
+            depth,
         }
     }
 }
 
 impl<'de> de::MapAccess<'de> for DictAccess<'_> {
-    type Error = PythonizeError;
+    type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
         match self.iter.next() {
             Some((k, v)) => {
                 self.value = Some(v);
-                if !k.is_instance_of::<PyString>() {
-                    return Err(de::Error::custom("dict keys must be str"));
+                match k.cast::<PyString>() {
+                    Ok(s) => seed
+                        .deserialize(de::value::StrDeserializer::<Error>::new(&s.to_cow()?))
+                        .map(Some),
+                    Err(_) => fail("a str key"),
                 }
-                seed.deserialize(Fast(&k)).map(Some)
             }
             None => Ok(None),
         }
@@ -230,10 +407,11 @@ impl<'de> de::MapAccess<'de> for DictAccess<'_> {
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
         match self.value.take() {
-            Some(v) => seed.deserialize(Fast(&v)),
-            None => Err(de::Error::custom(
-                "a dict value was asked for before its key",
-            )),
+            Some(v) => seed.deserialize(Fast {
+                obj: &v,
+                depth: self.depth,
+            }),
+            None => fail("a value after its key"),
         }
     }
 
@@ -242,50 +420,88 @@ impl<'de> de::MapAccess<'de> for DictAccess<'_> {
     }
 }
 
+/// A dataclass instance, field by field.
+struct FieldAccess<'a, 'py> {
+    obj: &'a Bound<'py, PyAny>,
+    fields: Rc<[Py<PyString>]>,
+    next: usize,
+    value: Option<Bound<'py, PyAny>>,
+    depth: usize,
+}
+
+impl<'de> de::MapAccess<'de> for FieldAccess<'_, '_> {
+    type Error = Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        let Some(name) = self.fields.get(self.next) else {
+            return Ok(None);
+        };
+        self.next += 1;
+        let name = name.bind(self.obj.py());
+        self.value = Some(self.obj.getattr(name)?);
+        seed.deserialize(de::value::StrDeserializer::<Error>::new(&name.to_cow()?))
+            .map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
+        match self.value.take() {
+            Some(v) => seed.deserialize(Fast {
+                obj: &v,
+                depth: self.depth,
+            }),
+            None => fail("a value after its key"),
+        }
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        Some(self.fields.len() - self.next)
+    }
+}
+
 /// A list or a tuple.
 enum SeqAccess<'a, 'py> {
-    List(&'a Bound<'py, PyList>, usize),
-    Tuple(&'a Bound<'py, PyTuple>, usize),
+    List(&'a Bound<'py, PyList>, usize, usize),
+    Tuple(&'a Bound<'py, PyTuple>, usize, usize),
 }
 
 impl<'a, 'py> SeqAccess<'a, 'py> {
-    fn list(l: &'a Bound<'py, PyList>) -> Self {
-        SeqAccess::List(l, 0)
+    fn list(l: &'a Bound<'py, PyList>, depth: usize) -> Self {
+        SeqAccess::List(l, 0, depth)
     }
 
-    fn tuple(t: &'a Bound<'py, PyTuple>) -> Self {
-        SeqAccess::Tuple(t, 0)
+    fn tuple(t: &'a Bound<'py, PyTuple>, depth: usize) -> Self {
+        SeqAccess::Tuple(t, 0, depth)
     }
 }
 
 impl<'de> de::SeqAccess<'de> for SeqAccess<'_, '_> {
-    type Error = PythonizeError;
+    type Error = Error;
 
     fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
-        let item = match self {
-            SeqAccess::List(l, i) => {
+        let (item, depth) = match self {
+            SeqAccess::List(l, i, depth) => {
                 // The list may shrink while it is read: stop at its end.
                 if *i >= l.len() {
                     return Ok(None);
                 }
                 *i += 1;
-                l.get_item(*i - 1)?
+                (l.get_item(*i - 1)?, *depth)
             }
-            SeqAccess::Tuple(t, i) => {
+            SeqAccess::Tuple(t, i, depth) => {
                 if *i >= t.len() {
                     return Ok(None);
                 }
                 *i += 1;
-                t.get_item(*i - 1)?
+                (t.get_item(*i - 1)?, *depth)
             }
         };
-        seed.deserialize(Fast(&item)).map(Some)
+        seed.deserialize(Fast { obj: &item, depth }).map(Some)
     }
 
     fn size_hint(&self) -> Option<usize> {
         Some(match self {
-            SeqAccess::List(l, i) => l.len().saturating_sub(*i),
-            SeqAccess::Tuple(t, i) => t.len().saturating_sub(*i),
+            SeqAccess::List(l, i, _) => l.len().saturating_sub(*i),
+            SeqAccess::Tuple(t, i, _) => t.len().saturating_sub(*i),
         })
     }
 }

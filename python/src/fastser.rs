@@ -10,6 +10,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
@@ -26,7 +27,31 @@ const KEY_CACHE_MAX: usize = 4096;
 const KEY_CACHE_LEN: usize = 64;
 
 thread_local! {
-    static KEYS: RefCell<HashMap<String, Py<PyString>>> = RefCell::new(HashMap::new());
+    static KEYS: RefCell<HashMap<String, Py<PyString>, BuildHasherDefault<KeyHasher>>> =
+        RefCell::new(HashMap::default());
+}
+
+/// A multiply-rotate hash (the Fx hash of rustc) for the key cache: its
+/// keys are short field names, hashed on every dict key a trace has, and
+/// SipHash was a visible share of converting a trace (`perf`). Metadata
+/// keys from users go in too, but at most `KEY_CACHE_MAX` of them, so a
+/// flood of colliding keys costs at most that many comparisons.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(K);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 fn key<'py>(py: Python<'py>, k: &str) -> Bound<'py, PyString> {

@@ -8,6 +8,7 @@
 //! - `fastde`, `fastser`: serde's deserializer and serializer over Python
 //!   objects, with fast paths for plain dicts, lists and str in front of
 //!   pythonize (which they fall back to for anything else).
+//! - `flat`: the event models read field by field (no flatten buffer).
 //! - `options`: the constructors' keyword options.
 //! - `runtime`: the module's tokio runtime, blocking waits with the GIL
 //!   released, and asyncio awaitables.
@@ -19,6 +20,7 @@ mod convert;
 mod errors;
 mod fastde;
 mod fastser;
+mod flat;
 mod options;
 mod runtime;
 mod storage;
@@ -93,9 +95,35 @@ fn _error_for_variant(py: Python<'_>, variant: &str) -> PyResult<Py<PyAny>> {
     Ok(errors::to_py(py, e).into_value(py).into_any())
 }
 
+/// The provider of a model name, by the original module's rules:
+/// ``"openai"``, ``"anthropic"``, ``"google"``, ``"azure"``, ``"local"`` or
+/// ``"unknown"``.
+///
+/// >>> import trace_writer
+/// >>> trace_writer.tracing_detect_provider("gpt-4o-mini")
+/// 'openai'
+#[pyfunction]
+#[pyo3(signature = (model_name=None))]
+fn tracing_detect_provider(model_name: Option<&str>) -> &'static str {
+    trace_writer::pricing::detect_provider(model_name)
+}
+
+/// The cost in US dollars of a call, from the original module's price
+/// table (per 1,000 tokens), or ``None`` for a model it has no price for.
+///
+/// >>> import trace_writer
+/// >>> round(trace_writer.tracing_calculate_cost("gpt-3.5-turbo", 1000, 2000), 6)
+/// 0.0035
+#[pyfunction]
+fn tracing_calculate_cost(model_name: &str, input_tokens: i64, output_tokens: i64) -> Option<f64> {
+    trace_writer::pricing::calculate_cost(model_name, input_tokens, output_tokens)
+}
+
 /// Converts `event` `n` times and drops the result, for the benchmark's
 /// profile of where a call's time goes. `mode` is `"direct"` (what the
-/// bindings do: the tag is read, then the variant deserializes),
+/// bindings do: the tag is read, then the variant deserializes field by
+/// field), `"flatten"` (an LLM call through the model's own
+/// `#[serde(flatten)]` deserializer),
 /// `"enum"` (serde's internally tagged enum, which buffers the whole dict),
 /// `"json"` (a `serde_json::Value` first, then the model: the double
 /// conversion) or `"pythonize"` (the enum through pythonize's own
@@ -105,6 +133,10 @@ fn _bench_convert(event: &Bound<'_, PyAny>, mode: &str, n: usize) -> PyResult<()
     for _ in 0..n {
         match mode {
             "direct" => drop(convert::event(event)?),
+            "flatten" => drop(
+                fastde::from_py::<trace_writer::LMCAISEvent>(event)
+                    .map_err(|e| errors::invalid(e.to_string()))?,
+            ),
             "enum" => drop(
                 fastde::from_py::<trace_writer::TracingEvent>(event)
                     .map_err(|e| errors::invalid(e.to_string()))?,
@@ -145,6 +177,9 @@ fn _trace_writer(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(canonical_event, m)?)?;
     m.add_function(wrap_pyfunction!(_error_for_variant, m)?)?;
     m.add_function(wrap_pyfunction!(_bench_convert, m)?)?;
+    m.add_function(wrap_pyfunction!(tracing_detect_provider, m)?)?;
+    m.add_function(wrap_pyfunction!(tracing_calculate_cost, m)?)?;
+    m.add("MAX_NESTING_DEPTH", trace_writer::MAX_NESTING_DEPTH)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

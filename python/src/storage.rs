@@ -12,8 +12,8 @@ use pyo3::PyClassInitializer;
 use serde_json::Value;
 use trace_writer::{
     BlockingWriter, BufferedTraceWriter, EventReward, LibsqlTraceStorage, MarkovBlanketMessage,
-    OutcomeReward, SessionTimeStep, SessionTrace, StorageConfig, TraceStorage, TracingError,
-    TracingEvent,
+    OutcomeReward, QueryParams, SessionTimeStep, SessionTrace, StorageConfig, TraceStorage,
+    TracingError, TracingEvent,
 };
 
 use crate::convert;
@@ -68,12 +68,69 @@ impl Backend {
     }
 }
 
-/// A writer and its blocking handle. The Python object and every tracer
-/// over it share one `Arc`; the registry below holds only a `Weak`, so a
-/// writer dropped without `close()` still drains in the background.
+/// A writer, its blocking handle and its `dyn TraceStorage` form. The
+/// Python object and every tracer over it share one `Arc`; the registry
+/// below holds only a `Weak`, so a writer dropped without `close()` still
+/// drains.
+///
+/// Every clone of the writer that Python objects hold lives here (a
+/// tracer's crate `SessionTracer` holds `storage`, and is dropped before
+/// its handle), so the last one is dropped by [`WriterHandle`]'s `Drop`,
+/// which releases the GIL first: dropping the last clone closes the writer
+/// and waits for its commit (up to `close_timeout`).
 pub(crate) struct WriterHandle {
+    /// Always `Some` until dropped.
+    parts: Option<WriterParts>,
+}
+
+struct WriterParts {
     writer: BufferedTraceWriter,
     blocking: BlockingWriter,
+    storage: Arc<dyn TraceStorage>,
+}
+
+/// `parts` is taken only by `drop`.
+const BUG: &str = "a writer handle is used after its drop: a bug in trace_writer";
+
+impl WriterHandle {
+    fn new(writer: BufferedTraceWriter) -> Self {
+        let blocking = writer.blocking();
+        let storage: Arc<dyn TraceStorage> = Arc::new(writer.clone());
+        WriterHandle {
+            parts: Some(WriterParts {
+                writer,
+                blocking,
+                storage,
+            }),
+        }
+    }
+
+    fn parts(&self) -> &WriterParts {
+        self.parts.as_ref().expect(BUG)
+    }
+
+    fn writer(&self) -> &BufferedTraceWriter {
+        &self.parts().writer
+    }
+
+    fn blocking(&self) -> &BlockingWriter {
+        &self.parts().blocking
+    }
+}
+
+impl Drop for WriterHandle {
+    /// Drops the writer with the GIL released: if this was the last handle,
+    /// the writer closes and waits for its commit here, and other Python
+    /// threads run meanwhile.
+    fn drop(&mut self) {
+        if let Some(parts) = self.parts.take() {
+            let mut parts = Some(parts);
+            // Not attached (the interpreter is gone, or this thread never
+            // held it): nothing to release.
+            let _ = Python::try_attach(|py| py.detach(|| drop(parts.take())));
+            drop(parts);
+        }
+    }
 }
 
 /// The writers opened from Python that may still be open, for the
@@ -101,8 +158,8 @@ pub(crate) fn _close_open_writers(py: Python<'_>) -> Vec<String> {
     py.detach(|| {
         open.iter()
             .filter_map(|h| {
-                let s: Arc<dyn TraceStorage> = Arc::new(h.writer.clone());
-                let w = Some(h.writer.clone());
+                let s: Arc<dyn TraceStorage> = Arc::new(h.writer().clone());
+                let w = Some(h.writer().clone());
                 wait(async move { shutdown(w, s).await }).err()
             })
             .map(|e| e.to_string())
@@ -117,21 +174,21 @@ impl Backend {
     pub(crate) fn storage(&self) -> Arc<dyn TraceStorage> {
         match self {
             Backend::Plain(s) => s.clone(),
-            Backend::Writer(h) => Arc::new(h.writer.clone()),
+            Backend::Writer(h) => h.parts().storage.clone(),
         }
     }
 
     pub(crate) fn ensure_session(&self, sid: &str, at: DateTime<Utc>, meta: &Value) -> R<()> {
         match self {
             Backend::Plain(s) => wait(s.ensure_session(sid, at, meta)),
-            Backend::Writer(h) => h.blocking.ensure_session(sid, at, meta),
+            Backend::Writer(h) => h.blocking().ensure_session(sid, at, meta),
         }
     }
 
     pub(crate) fn ensure_timestep(&self, sid: &str, step: &SessionTimeStep) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.ensure_timestep(sid, step)),
-            Backend::Writer(h) => h.blocking.ensure_timestep(sid, step),
+            Backend::Writer(h) => h.blocking().ensure_timestep(sid, step),
         }
     }
 
@@ -143,14 +200,14 @@ impl Backend {
     ) -> R<()> {
         match self {
             Backend::Plain(s) => wait(s.update_timestep(sid, step_id, at)),
-            Backend::Writer(h) => h.blocking.update_timestep(sid, step_id, at),
+            Backend::Writer(h) => h.blocking().update_timestep(sid, step_id, at),
         }
     }
 
     pub(crate) fn insert_event(&self, sid: &str, ts: Option<i64>, e: &TracingEvent) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.insert_event(sid, ts, e)),
-            Backend::Writer(h) => h.blocking.insert_event(sid, ts, e),
+            Backend::Writer(h) => h.blocking().insert_event(sid, ts, e),
         }
     }
 
@@ -162,14 +219,14 @@ impl Backend {
     ) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.insert_message(sid, ts, m)),
-            Backend::Writer(h) => h.blocking.insert_message(sid, ts, m),
+            Backend::Writer(h) => h.blocking().insert_message(sid, ts, m),
         }
     }
 
     pub(crate) fn insert_outcome_reward(&self, sid: &str, r: &OutcomeReward) -> R<i64> {
         match self {
             Backend::Plain(s) => wait(s.insert_outcome_reward(sid, r)),
-            Backend::Writer(h) => h.blocking.insert_outcome_reward(sid, r),
+            Backend::Writer(h) => h.blocking().insert_outcome_reward(sid, r),
         }
     }
 
@@ -184,7 +241,7 @@ impl Backend {
         match self {
             Backend::Plain(s) => wait(s.insert_event_reward(sid, event_id, message_id, turn, r)),
             Backend::Writer(h) => h
-                .blocking
+                .blocking()
                 .insert_event_reward(sid, event_id, message_id, turn, r),
         }
     }
@@ -199,7 +256,8 @@ impl Backend {
         wait(s.get_session(sid))
     }
 
-    pub(crate) fn query(&self, sql: &str, params: Vec<Value>) -> R<Vec<Value>> {
+    pub(crate) fn query(&self, sql: &str, params: QueryParams) -> R<Vec<Value>> {
+        let params = params.bind(sql)?;
         let s = self.storage();
         wait(s.query(sql, params))
     }
@@ -215,9 +273,9 @@ impl Backend {
         match self {
             Backend::Plain(_) => Ok(()),
             Backend::Writer(h) => match timeout {
-                None => h.blocking.flush(),
+                None => h.blocking().flush(),
                 Some(limit) => {
-                    let w = h.writer.clone();
+                    let w = h.writer().clone();
                     wait(async move { flush_within(&w, limit).await })
                 }
             },
@@ -239,7 +297,7 @@ impl Backend {
     pub(crate) fn writer(&self) -> Option<&BufferedTraceWriter> {
         match self {
             Backend::Plain(_) => None,
-            Backend::Writer(h) => Some(&h.writer),
+            Backend::Writer(h) => Some(h.writer()),
         }
     }
 }
@@ -538,12 +596,32 @@ impl Storage {
         sql: String,
         params: Option<&Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let params = convert::params(params)?;
+        let params = convert::params(params)?.bind(&sql).map_err(err)?;
         let s = self.backend.storage();
         awaitable(
             py,
             async move { s.query(&sql, params).await },
             |py, rows| convert::to_py(py, &rows),
+        )
+    }
+
+    /// ``await storage.adelete_session(session_id)``: ``delete_session()``
+    /// without blocking the event loop.
+    fn adelete_session<'py>(
+        &self,
+        py: Python<'py>,
+        session_id: String,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let s = self.backend.storage();
+        awaitable(
+            py,
+            async move { s.delete_session(&session_id).await },
+            |py, existed| {
+                Ok(pyo3::types::PyBool::new(py, existed)
+                    .to_owned()
+                    .into_any()
+                    .unbind())
+            },
         )
     }
 
@@ -649,8 +727,7 @@ pub(crate) fn open_writer(
     let writer = py
         .detach(|| wait(BufferedTraceWriter::new(config, writer_config)))
         .map_err(err)?;
-    let blocking = writer.blocking();
-    let handle = Arc::new(WriterHandle { writer, blocking });
+    let handle = Arc::new(WriterHandle::new(writer));
     remember(&handle);
     let backend = Backend::Writer(handle);
     Py::new(

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
@@ -17,7 +17,7 @@ use trace_writer::{EventReward, OutcomeReward, SessionTracer, TracingError};
 
 use crate::convert;
 use crate::errors::{chain_to, err};
-use crate::runtime::{runtime, wait};
+use crate::runtime::{awaitable, ready, runtime, wait};
 use crate::storage::{aexit, exit, open_plain, open_writer, Backend, Storage, Target};
 
 /// Runs a future of the crate's tracer to completion on this thread. Call
@@ -102,9 +102,11 @@ fn recorded_to_py(py: Python<'_>, rec: &RecordedSession) -> PyResult<Py<PyAny>> 
 /// 1
 #[pyclass(frozen, module = "trace_writer", name = "SessionTracer")]
 pub(crate) struct Tracer {
+    /// Declared (so dropped) first: the writer clone it holds is then never
+    /// the last one (see `storage::WriterHandle`).
+    tracer: Arc<SessionTracer>,
     storage: Py<Storage>,
     backend: Backend,
-    tracer: SessionTracer,
     /// Whether the storage's futures need the runtime's context (see
     /// [`drive`]).
     needs_runtime: bool,
@@ -114,14 +116,22 @@ impl Tracer {
     fn new(storage: &Bound<'_, Storage>, auto_save: bool) -> Self {
         let backend = storage.get().backend.clone();
         Tracer {
-            tracer: SessionTracer::with_auto_save(backend.storage(), auto_save),
+            tracer: Arc::new(SessionTracer::with_auto_save(backend.storage(), auto_save)),
             needs_runtime: backend.writer().is_none(),
             backend,
             storage: storage.clone().unbind(),
         }
     }
 
-    /// Runs `call` on the crate's tracer with the GIL released.
+    /// Runs `call` on the crate's tracer; the GIL is released for as long
+    /// as the call waits.
+    ///
+    /// Over the writer, a call almost never waits (an uncontended lock and a
+    /// write that only queues), so it is polled once with the GIL held:
+    /// releasing and taking back the GIL around a call that returns at once
+    /// cost more than the rest of a small call. The first poll never blocks
+    /// the thread (every wait in it is a future's, which returns `Pending`);
+    /// only a call that is pending releases the GIL and waits.
     fn run<'a, T, F>(
         &'a self,
         py: Python<'_>,
@@ -131,9 +141,45 @@ impl Tracer {
         T: Send,
         F: Future<Output = Result<T, TracingError>> + Send,
     {
-        let (needs_runtime, tracer) = (self.needs_runtime, &self.tracer);
-        py.detach(move || drive(needs_runtime, call(tracer)))
-            .map_err(err)
+        let (needs_runtime, tracer) = (self.needs_runtime, &*self.tracer);
+        if needs_runtime {
+            return py
+                .detach(move || drive(needs_runtime, call(tracer)))
+                .map_err(err);
+        }
+        let mut fut = pin!(call(tracer));
+        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v.map_err(err),
+            Poll::Pending => py.detach(move || wait(fut)).map_err(err),
+        }
+    }
+
+    /// The awaitable form of a call: started on the caller's thread (the
+    /// event loop's) and, if it finishes there, resolved at once; if it must
+    /// wait (the writer loads a session's steps, or its queue is full), the
+    /// rest runs on the module's runtime and the loop is not blocked.
+    /// `convert` turns the result into Python objects on the loop's thread,
+    /// or, for a call that waited, on the runtime's thread holding the GIL.
+    fn start_or_spawn<'py, T, F, C>(
+        &self,
+        py: Python<'py>,
+        fut: F,
+        convert: C,
+    ) -> PyResult<Bound<'py, PyAny>>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, TracingError>> + Send + 'static,
+        C: for<'a> FnOnce(Python<'a>, T) -> PyResult<Py<PyAny>> + Send + 'static,
+    {
+        let mut fut = Box::pin(fut);
+        if !self.needs_runtime {
+            if let Poll::Ready(result) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
+            {
+                let value = convert(py, result.map_err(err)?)?;
+                return ready(py, value.into_bound(py));
+            }
+        }
+        awaitable(py, fut, convert)
     }
 
     /// `tracer.end_session(save)`.
@@ -253,6 +299,47 @@ impl Tracer {
     /// Ends the open timestep (``NoActiveTimestepError`` if none is open).
     fn end_timestep(&self, py: Python<'_>) -> PyResult<()> {
         self.run(py, |t| t.end_timestep())
+    }
+
+    /// ``await tracer.astart_timestep(...)``: ``start_timestep()`` that does
+    /// not block the event loop when it must wait (the first step of a
+    /// session the writer has not seen loads its steps).
+    #[pyo3(signature = (step_id, turn_number=None, metadata=None))]
+    fn astart_timestep<'py>(
+        &self,
+        py: Python<'py>,
+        step_id: String,
+        turn_number: Option<i32>,
+        metadata: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let meta = convert::metadata("metadata", metadata)?;
+        let t = self.tracer.clone();
+        self.start_or_spawn(
+            py,
+            async move { t.start_timestep(&step_id, turn_number, meta).await },
+            |py, ()| Ok(py.None()),
+        )
+    }
+
+    /// ``await tracer.aend_timestep()``: ``end_timestep()`` that does not
+    /// block the event loop when it must wait.
+    fn aend_timestep<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let t = self.tracer.clone();
+        self.start_or_spawn(py, async move { t.end_timestep().await }, |py, ()| {
+            Ok(py.None())
+        })
+    }
+
+    /// ``await tracer.aend_session(save=True)``: ``end_session()`` that does
+    /// not block the event loop when it must wait.
+    #[pyo3(signature = (save=true))]
+    fn aend_session<'py>(&self, py: Python<'py>, save: bool) -> PyResult<Bound<'py, PyAny>> {
+        let t = self.tracer.clone();
+        self.start_or_spawn(
+            py,
+            async move { t.end_session_recorded(save).await },
+            |py, rec| recorded_to_py(py, &rec),
+        )
     }
 
     /// Records an event dict in the open session (and timestep, if one is

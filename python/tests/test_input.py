@@ -12,7 +12,8 @@ from conftest import env_event, llm_event, runtime_event
     [
         (lambda e: e.pop("model_name"), "model_name"),
         (lambda e: e.update(event_type="bogus"), "event_type"),
-        (lambda e: e.pop("event_type"), "event_type"),
+        # Untagged, and no field marks a kind: nothing to infer it from.
+        (lambda e: [e.pop(k) for k in ("event_type", "model_name", "call_records", "input_tokens", "output_tokens")], "event_type"),
         (lambda e: e.update(input_tokens="many"), "input_tokens"),
         (lambda e: e["time_record"].update(event_time="soon"), "time_record"),
         (lambda e: e["call_records"][0].pop("call_id"), "call_records[0]"),

@@ -50,9 +50,15 @@ from ._trace_writer import (
     __version__,
     canonical_event,
     canonical_trace,
+    tracing_calculate_cost,
+    tracing_detect_provider,
+    MAX_NESTING_DEPTH,
 )
+from ._async import AsyncSessionTracer
 
 __all__ = [
+    "AsyncSessionTracer",
+    "MAX_NESTING_DEPTH",
     "BufferedTraceWriter",
     "CloseFailedError",
     "DatabaseError",
@@ -76,6 +82,8 @@ __all__ = [
     "__version__",
     "canonical_event",
     "canonical_trace",
+    "tracing_calculate_cost",
+    "tracing_detect_provider",
 ]
 
 

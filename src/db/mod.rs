@@ -11,6 +11,8 @@
 //! - [`read`]: decoding rows, `get_session`, step loads and `query`.
 //! - [`lease`]: [`lease_ids`](lease::lease_ids), the id lease the writer
 //!   numbers its rows from.
+//! - [`params`]: [`QueryParams`](params::QueryParams), named query
+//!   parameters ordered into the positional list the trait binds.
 //! - [`hrana`]: a Hrana-over-HTTP client that sends a whole batch to a remote
 //!   server in one request.
 //!
@@ -24,6 +26,7 @@ pub(crate) mod hrana;
 pub(crate) mod lease;
 pub(crate) mod op;
 pub(crate) mod open;
+pub(crate) mod params;
 pub(crate) mod read;
 pub(crate) mod tx;
 
