@@ -25,6 +25,7 @@ use crate::writer::cache::{Lookup, SessionCache};
 use crate::writer::config::WriterConfig;
 use crate::writer::ids;
 use crate::writer::lock;
+use crate::writer::metrics::{self, WriterMetrics};
 use crate::writer::reserve::{check_size, reserve, Reservation};
 use crate::writer::stats::{Counters, WriterStats};
 use crate::writer::wait::{block_on_deadline, bounded};
@@ -179,6 +180,12 @@ impl BufferedTraceWriter {
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
             counters: counters.clone(),
+            metrics: WriterMetrics::new(
+                &config
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| metrics::default_name(&storage)),
+            ),
             ids: ids::IdAllocator::new(config.id_block, control_tx.clone(), counters),
             ops_sem: Semaphore::new(config.queue_capacity),
             bytes_sem: Semaphore::new(config.queue_capacity_bytes),
