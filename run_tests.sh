@@ -5,10 +5,11 @@
 #
 # 1. `cargo test --locked`: the crate's unit, integration and doc tests.
 #    The remote tests are listed as ignored (they need a sqld: see README).
-# 2. A virtual environment (python/.venv, or $TRACE_WRITER_VENV) with maturin
-#    and pytest from PyPI, the extension built by `maturin develop` in the dev
-#    profile into the same target/ folder (libsql-ffi and every crate whose
-#    features agree are reused), and pytest on python/tests.
+# 2. A virtual environment (python/.venv, or $TRACE_WRITER_VENV) with maturin,
+#    pytest and prometheus_client from PyPI, the extension built by
+#    `maturin develop` in the dev profile into the same target/ folder
+#    (libsql-ffi and every crate whose features agree are reused), and
+#    pytest on python/tests.
 #
 # Environment:
 #   SKIP_CARGO_TEST=1            run only the Python side
@@ -30,7 +31,7 @@ echo "== python environment: $VENV"
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "maturin==1.16.*" pytest
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "maturin==1.16.*" pytest prometheus_client
 
 echo "== maturin develop (dev profile, target: $CARGO_TARGET_DIR)"
 (cd "$ROOT/python" && VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH" maturin develop --locked)

@@ -72,6 +72,9 @@ pub enum Backend {
     Plain,
     /// The buffered writer.
     Writer,
+    /// The buffered writer with a Prometheus recorder bound to its metrics:
+    /// what the metrics cost when someone collects them.
+    WriterRecorded,
     /// The same rows with libsql directly: one prepared statement, one
     /// transaction per 1,000 rows, one thread, values built beforehand.
     Ceiling,
@@ -82,6 +85,7 @@ impl Backend {
         match self {
             Backend::Plain => "plain",
             Backend::Writer => "writer",
+            Backend::WriterRecorded => "writer + Prometheus recorder",
             Backend::Ceiling => "ceiling",
         }
     }
@@ -143,7 +147,19 @@ async fn open(
             None,
             Arc::new(LibsqlTraceStorage::new(config).await.expect("open plain")),
         ),
-        _ => {
+        Backend::WriterRecorded => {
+            // The writer's metric handles bind to the recorder current when
+            // it opens; a local one keeps the other cases' writers bare.
+            let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+            let w = tokio::task::block_in_place(|| {
+                metrics::with_local_recorder(&recorder, || {
+                    BufferedTraceWriter::new_blocking(config, WriterConfig::default())
+                })
+            })
+            .expect("open writer");
+            (Some(w.clone()), Arc::new(w))
+        }
+        Backend::Writer | Backend::Ceiling => {
             let w = BufferedTraceWriter::new(config, WriterConfig::default())
                 .await
                 .expect("open writer");

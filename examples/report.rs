@@ -195,6 +195,16 @@ async fn main() {
                 Rows::Small,
             ));
         }
+        if db == Db::Wal {
+            // What collecting the metrics costs (see the targets).
+            cases.push(Case::events(
+                db,
+                Backend::WriterRecorded,
+                64,
+                100_000,
+                Rows::Small,
+            ));
+        }
         for producers in [1, 64] {
             cases.push(Case::events(
                 db,
@@ -560,6 +570,13 @@ fn render(
             if got >= want { "yes" } else { "no" }
         );
     }
+    let got = rate(rows, small, Db::Wal, Backend::WriterRecorded, 64)
+        / rate(rows, small, Db::Wal, Backend::Writer, 64);
+    let _ = writeln!(
+        s,
+        "| WAL, 64 producers, small events: writer with a Prometheus recorder / without | {got:.2} | ≥ 0.97 | {} |",
+        if got >= 0.97 { "yes" } else { "no" }
+    );
     let (p50, p99, rate) = steady;
     let _ = writeln!(
         s,

@@ -3,13 +3,17 @@
 //! ```text
 //! cargo run --release --example rollout_logging -- [--rollouts N] [--db PATH]
 //!     [--backend writer|plain] [--journal wal|delete]
+//!     [--metrics-addr 127.0.0.1:9000 [--metrics-hold SECS]]
 //! ```
 //!
 //! By default 256 rollouts run at once on a multi-thread runtime, each a
 //! realistic session (20 steps with an LLM call, an environment step and two
 //! messages; an outcome reward and five event rewards), into `./traces.db`
 //! through the buffered writer. `--backend plain` runs the same load on the
-//! one-statement-per-call backend for comparison.
+//! one-statement-per-call backend for comparison. `--metrics-addr` serves
+//! the writer's metrics (see `trace_writer::writer::metrics`) at
+//! `http://ADDR/metrics` for Prometheus while the job runs, and
+//! `--metrics-hold` keeps serving them that many seconds after it ends.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +30,8 @@ struct Args {
     db: String,
     backend: String,
     journal: JournalMode,
+    metrics_addr: Option<std::net::SocketAddr>,
+    metrics_hold: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -34,6 +40,8 @@ fn parse_args() -> Result<Args, String> {
         db: "traces.db".into(),
         backend: "writer".into(),
         journal: JournalMode::Wal,
+        metrics_addr: None,
+        metrics_hold: Duration::ZERO,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -51,9 +59,21 @@ fn parse_args() -> Result<Args, String> {
                     other => return Err(format!("--journal: unknown mode `{other}`")),
                 }
             }
+            "--metrics-addr" => {
+                let v = value()?;
+                args.metrics_addr = Some(v.parse().map_err(|e| format!("--metrics-addr: {e}"))?)
+            }
+            "--metrics-hold" => {
+                let secs: f64 = value()?
+                    .parse()
+                    .map_err(|e| format!("--metrics-hold: {e}"))?;
+                args.metrics_hold =
+                    Duration::try_from_secs_f64(secs).map_err(|e| format!("--metrics-hold: {e}"))?
+            }
             "-h" | "--help" => {
                 return Err("usage: rollout_logging [--rollouts N] [--db PATH] \
-                            [--backend writer|plain] [--journal wal|delete]"
+                            [--backend writer|plain] [--journal wal|delete] \
+                            [--metrics-addr HOST:PORT [--metrics-hold SECS]]"
                     .into())
             }
             other => return Err(format!("unknown argument `{other}`")),
@@ -84,6 +104,17 @@ async fn main() {
 }
 
 async fn run(args: Args) -> Result<(), trace_writer::TracingError> {
+    if let Some(addr) = args.metrics_addr {
+        // Before the writer opens: its metric handles bind to the recorder
+        // installed when it opens.
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .with_http_listener(addr)
+            .install()
+            .map_err(|e| {
+                trace_writer::TracingError::InvalidInput(format!("--metrics-addr {addr}: {e}"))
+            })?;
+        println!("serving metrics at http://{addr}/metrics");
+    }
     let synchronous = match args.journal {
         JournalMode::Delete => Synchronous::Full,
         _ => Synchronous::Normal,
@@ -188,6 +219,10 @@ async fn run(args: Args) -> Result<(), trace_writer::TracingError> {
         ((args.rollouts - failed) * MESSAGES_PER_ROLLOUT) as i64,
     ];
     storage.close().await?;
+    if args.metrics_addr.is_some() && !args.metrics_hold.is_zero() {
+        println!("serving the final metrics for {:?}", args.metrics_hold);
+        tokio::time::sleep(args.metrics_hold).await;
+    }
     if written == expected && failed == 0 {
         println!("\ncheck: the database holds exactly the rows written ({written:?})");
         Ok(())

@@ -16,6 +16,7 @@ use crate::models::{
 };
 use crate::schema;
 use crate::storage::{StorageConfig, TraceStorage};
+use crate::writer::metrics::{default_name, PlainMetrics};
 
 /// The plain backend: one statement per call, as the original module ran.
 ///
@@ -40,6 +41,7 @@ pub struct LibsqlTraceStorage {
     /// `None` once closed. A tokio mutex, because the guard is held across
     /// the statement's `.await`.
     inner: Mutex<Option<PlainInner>>,
+    metrics: PlainMetrics,
 }
 
 struct PlainInner {
@@ -65,6 +67,7 @@ impl LibsqlTraceStorage {
     pub async fn new(config: StorageConfig) -> Result<Self, TracingError> {
         let opened = db::open(&config).await?;
         Ok(Self {
+            metrics: PlainMetrics::new(&default_name(&config)),
             config,
             inner: Mutex::new(Some(PlainInner {
                 _db: opened.db,
@@ -104,7 +107,10 @@ impl LibsqlTraceStorage {
     }
 
     async fn apply(&self, op: Op) -> Result<Option<i64>, TracingError> {
-        Ok(self.exec().await?.apply(&op).await?)
+        let started = std::time::Instant::now();
+        let result = self.exec().await?.apply(&op).await;
+        self.metrics.statement(started.elapsed());
+        Ok(result?)
     }
 
     async fn insert(&self, op: Op) -> Result<i64, TracingError> {

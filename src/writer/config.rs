@@ -96,6 +96,7 @@ pub struct WriterConfig {
     pub(crate) session_cache: usize,
     pub(crate) spill_path: Option<PathBuf>,
     pub(crate) multi_row_inserts: Option<bool>,
+    pub(crate) name: Option<String>,
 }
 
 impl Default for WriterConfig {
@@ -119,6 +120,7 @@ impl Default for WriterConfig {
             session_cache: DEFAULT_SESSION_CACHE,
             spill_path: None,
             multi_row_inserts: None,
+            name: None,
         }
     }
 }
@@ -218,6 +220,18 @@ impl WriterConfig {
     /// a refused row is still found and set aside alone.
     pub fn multi_row_inserts(mut self, on: bool) -> Self {
         self.multi_row_inserts = Some(on);
+        self
+    }
+
+    /// The writer's name: the `writer` label of its metrics (see
+    /// [`crate::writer::metrics`]). By default the database file's name,
+    /// `:memory:`, or a remote server's host, never a URL's token.
+    ///
+    /// ```
+    /// let config = trace_writer::WriterConfig::default().name("crafter-runs");
+    /// ```
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 

@@ -21,6 +21,7 @@ mod cache;
 mod config;
 mod handle;
 mod ids;
+pub mod metrics;
 mod reserve;
 mod spill;
 mod stats;

@@ -81,6 +81,21 @@ pub(crate) async fn reserve<'a>(
             b.forget();
         }
         OverflowPolicy::Block => {
+            // The common case takes no timer: space is there.
+            let now = shared.ops_sem.try_acquire_many(1).ok().and_then(|ops| {
+                let b = shared.bytes_sem.try_acquire_many(n).ok()?;
+                Some((ops, b))
+            });
+            if let Some((ops, b)) = now {
+                ops.forget();
+                b.forget();
+                return Ok(Reservation {
+                    shared,
+                    bytes: n,
+                    armed: true,
+                });
+            }
+            let started = std::time::Instant::now();
             bounded(config.enqueue_timeout, "waiting for queue space", async {
                 // Both guards give their permits back if this future is
                 // dropped half-way.
@@ -91,6 +106,7 @@ pub(crate) async fn reserve<'a>(
                 Ok::<_, TracingError>(())
             })
             .await??;
+            shared.metrics.enqueue_wait(started.elapsed());
         }
     }
     Ok(Reservation {

@@ -116,6 +116,14 @@ impl DbArgs {
         }
     }
 
+    /// The local file `--db` names, if it names one.
+    pub(crate) fn local_path(&self) -> Option<PathBuf> {
+        match target(&self.db) {
+            Target::File(path) => Some(path),
+            _ => None,
+        }
+    }
+
     /// Whether `--db` is an in-memory database, which dies with the process.
     pub(crate) fn is_memory(&self) -> bool {
         target(&self.db) == Target::Memory

@@ -1,6 +1,6 @@
 //! `trace-writer`: the operators' command-line tool for trace databases.
 //!
-//! Three commands, each against the database named by `--db`:
+//! Four commands, each against the database named by `--db`:
 //!
 //! - **`replay`** applies a spill file, the JSON-lines file that `close()`
 //!   writes when it cannot commit everything in time, and prints what it did:
@@ -34,6 +34,15 @@
 //!   trace-writer stats --db traces.db --limit 50
 //!   ```
 //!
+//! - **`watch`** shows the rows per table and their rate, refreshed every
+//!   second (`--interval`), until Ctrl-C (or `--count` frames). It opens a
+//!   local file read-only and never takes the write lock, so it can watch a
+//!   database while a writer fills it.
+//!
+//!   ```text
+//!   trace-writer watch --db traces.db
+//!   ```
+//!
 //! # Databases
 //! `--db` takes a file path, a `file:` URL, `:memory:`, or a remote URL
 //! (`libsql://`, `http://`, `https://`, `ws://`, `wss://`). A remote server's
@@ -52,7 +61,7 @@
 //!
 //! # Layout
 //! `db.rs` opens the database and runs queries;
-//! `replay.rs`, `check.rs` and `stats.rs` hold one command each.
+//! `replay.rs`, `check.rs`, `stats.rs` and `watch.rs` hold one command each.
 #![forbid(unsafe_code)]
 
 /// `println!` that returns a `CliError` instead of panicking when stdout is
@@ -67,6 +76,7 @@ mod check;
 mod db;
 mod replay;
 mod stats;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -107,6 +117,32 @@ enum Command {
     Check(CheckArgs),
     /// Print the rows per table and the sessions, newest first.
     Stats(StatsArgs),
+    /// Show the rows per table and their rate, refreshed until Ctrl-C.
+    ///
+    /// Opens a local file read-only: it never takes the write lock.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    #[command(flatten)]
+    db: DbArgs,
+    /// Seconds between refreshes.
+    #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = parse_interval)]
+    interval: f64,
+    /// Stop after this many refreshes (by default, run until Ctrl-C).
+    #[arg(long, value_name = "N")]
+    count: Option<u64>,
+}
+
+/// A refresh interval: a finite number of seconds, at least 0.01.
+fn parse_interval(s: &str) -> Result<f64, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if secs.is_finite() && (0.01..=86_400.0).contains(&secs) {
+        Ok(secs)
+    } else {
+        Err(format!("expected seconds between 0.01 and 86400, got {s}"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +188,7 @@ fn main() -> ExitCode {
         Command::Replay(a) => a.db.token(),
         Command::Check(a) => a.db.token(),
         Command::Stats(a) => a.db.token(),
+        Command::Watch(a) => a.db.token(),
     };
     match run(cli) {
         Ok(Outcome::Clean) => ExitCode::SUCCESS,
@@ -176,6 +213,10 @@ fn run(cli: Cli) -> Result<Outcome, CliError> {
             Command::Replay(a) => replay::run(&a.db, &a.spill_file, a.create).await,
             Command::Check(a) => check::run(&a.db).await,
             Command::Stats(a) => stats::run(&a.db, a.limit).await,
+            Command::Watch(a) => {
+                let interval = std::time::Duration::from_secs_f64(a.interval);
+                watch::run(&a.db, interval, a.count).await
+            }
         }
     })
 }

@@ -53,6 +53,7 @@ impl Actor {
         overlap: bool,
     ) {
         let started = Instant::now();
+        self.shared.metrics.in_flight(1);
         let mut backoff = self.config.retry_initial;
         let mut multi = self.multi_row;
         let mut collect_next = overlap;
@@ -74,6 +75,8 @@ impl Actor {
                 Err(AttemptError::MultiRowFailed) => multi = false,
                 Err(AttemptError::Transient(e)) => {
                     Counters::add(&self.shared.counters.retries, 1);
+                    (self.shared.metrics)
+                        .publish(&self.shared.counters.snapshot(), &mut self.published);
                     if self.shared.past_close_deadline() {
                         tracing::error!(target: "trace_writer", error = %e,
                             "close deadline passed while retrying; spilling the batch");
@@ -159,6 +162,15 @@ impl Actor {
         self.shared
             .bytes_sem
             .add_permits(Shared::permits_for(bytes) as usize);
+        self.publish_batch(ops, bytes, started.elapsed());
+    }
+
+    /// Publishes a finished batch and the counters to the metrics.
+    fn publish_batch(&mut self, ops: usize, bytes: usize, took: std::time::Duration) {
+        let m = &self.shared.metrics;
+        m.in_flight(0);
+        m.batch(ops, bytes, took);
+        m.publish(&self.shared.counters.snapshot(), &mut self.published);
     }
 
     /// Answers the reads of a committed batch.

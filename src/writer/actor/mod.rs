@@ -31,6 +31,7 @@ use crate::storage::{DbKind, StorageConfig};
 use crate::writer::config::WriterConfig;
 use crate::writer::ids::LeaseRequest;
 use crate::writer::lock;
+use crate::writer::metrics::Published;
 use crate::writer::spill;
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
@@ -241,6 +242,8 @@ pub(crate) struct Actor {
     /// The last remote batch request got no answer: before it is sent
     /// again, check whether the server applied it.
     ambiguous: bool,
+    /// What the last publish of the metrics saw.
+    published: Published,
     state: RunState,
 }
 
@@ -277,6 +280,7 @@ impl Actor {
             spilled: 0,
             spilling: false,
             ambiguous: false,
+            published: Published::default(),
             state: RunState::Running,
         };
         // Every table's first block in one transaction: one request on a
@@ -649,6 +653,7 @@ impl Actor {
         if let Err(e) = &result {
             tracing::error!(target: "trace_writer", error = %e, "writer closed with errors");
         }
+        (self.shared.metrics).publish(&self.shared.counters.snapshot(), &mut self.published);
         (reply, result)
     }
 

@@ -37,7 +37,7 @@ use crate::db::hrana::{BatchResult, HranaClient};
 use crate::db::Op;
 use crate::error::{DbError, ErrorClass};
 use crate::writer::actor::batch::AttemptError;
-use crate::writer::actor::{Actor, Gathering, Item, Msg, Taken, Terminator};
+use crate::writer::actor::{Actor, Gathering, Item, Msg, Shared, Taken, Terminator};
 use crate::writer::ids::LeaseRequest;
 use crate::writer::stats::Counters;
 
@@ -112,12 +112,19 @@ impl Drop for Flight {
 
 impl Flight {
     /// Sends `batch` from a task of the current runtime.
-    fn send(client: &Arc<HranaClient>, batch: &PreparedRemote) -> Flight {
+    fn send(client: &Arc<HranaClient>, batch: &PreparedRemote, shared: &Arc<Shared>) -> Flight {
         let (tx, reply) = crossbeam_channel::bounded(1);
         let client = client.clone();
         let body = batch.body.clone();
+        let shared = shared.clone();
         let task = tokio::spawn(async move {
-            let _ = tx.send(client.send(body).await);
+            // Counted in flight until the task ends or is aborted.
+            let timer = shared.metrics.request();
+            let result = client.send(body).await;
+            if result.is_ok() {
+                timer.answered();
+            }
+            let _ = tx.send(result);
         });
         Flight {
             reply,
@@ -289,7 +296,7 @@ impl Actor {
                 }
             }
         };
-        let flight = Flight::send(client, &ready.batch);
+        let flight = Flight::send(client, &ready.batch, &self.shared);
         Ok(Some((ready, flight)))
     }
 
@@ -359,7 +366,7 @@ impl Actor {
         });
         match &next.ready {
             Some(r) if current => {
-                next.sent = Some(Flight::send(client, &r.batch));
+                next.sent = Some(Flight::send(client, &r.batch, &self.shared));
                 next
             }
             _ => {
@@ -437,7 +444,7 @@ impl Actor {
             .ok()
             .flatten();
         if let (Some(r), Some(_), true) = (&next.ready, behind, send) {
-            next.sent = Some(Flight::send(client, &r.batch));
+            next.sent = Some(Flight::send(client, &r.batch, &self.shared));
         }
         drop(in_flight);
         self.ahead = ahead;
@@ -512,7 +519,7 @@ impl Actor {
             match (again, &next.ready) {
                 (true, Some(r)) => {
                     next.resent += 1;
-                    next.sent = Some(Flight::send(client, &r.batch));
+                    next.sent = Some(Flight::send(client, &r.batch, &self.shared));
                 }
                 _ => {
                     if let Some(f) = next.sent.as_mut() {

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 
 use crate::writer::ids::IdAllocator;
 use crate::writer::lock;
+use crate::writer::metrics::WriterMetrics;
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
 
@@ -27,6 +28,8 @@ pub(crate) enum CloseDeadline {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
+    /// The metric handles, published by the actor (see `writer/metrics.rs`).
+    pub(crate) metrics: WriterMetrics,
     pub(crate) ids: IdAllocator,
     /// Queue space in operations and in bytes. Producers take permits before
     /// they send; the actor gives them back when an operation is done.

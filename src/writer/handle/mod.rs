@@ -25,6 +25,7 @@ use crate::writer::cache::{Lookup, SessionCache};
 use crate::writer::config::WriterConfig;
 use crate::writer::ids;
 use crate::writer::lock;
+use crate::writer::metrics::{self, WriterMetrics};
 use crate::writer::reserve::{check_size, reserve, Reservation};
 use crate::writer::stats::{Counters, WriterStats};
 use crate::writer::wait::{block_on_deadline, bounded};
@@ -179,6 +180,9 @@ impl BufferedTraceWriter {
         let counters = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
             counters: counters.clone(),
+            metrics: WriterMetrics::new(
+                &(config.name.clone()).unwrap_or_else(|| metrics::default_name(&storage)),
+            ),
             ids: ids::IdAllocator::new(config.id_block, control_tx.clone(), counters),
             ops_sem: Semaphore::new(config.queue_capacity),
             bytes_sem: Semaphore::new(config.queue_capacity_bytes),
@@ -242,6 +246,23 @@ impl BufferedTraceWriter {
     /// The writer's configuration.
     pub fn config(&self) -> &WriterConfig {
         &self.inner.config
+    }
+
+    /// The writer's name, the `writer` label of its metrics:
+    /// [`WriterConfig::name`], or by default the database file's name,
+    /// `:memory:`, or a remote server's host.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use trace_writer::*;
+    /// let w = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await?;
+    /// assert_eq!(w.name(), ":memory:");
+    /// # w.close().await?;
+    /// # Ok::<(), TracingError>(()) }).unwrap();
+    /// ```
+    pub fn name(&self) -> String {
+        (self.inner.config.name.clone())
+            .unwrap_or_else(|| metrics::default_name(&self.inner.storage))
     }
 
     /// A handle for plain threads with no tokio runtime.
