@@ -230,7 +230,7 @@ impl Actor {
                     {
                         *failed = true;
                         let op = op.clone();
-                        self.record_failure(&op, &e);
+                        self.record_failure(op, &e);
                     }
                 }
                 // The server rolled back: send the rest again.

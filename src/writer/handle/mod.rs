@@ -187,6 +187,7 @@ impl BufferedTraceWriter {
             failed_steps: Mutex::new(Vec::new()),
             recent_errors: Mutex::new(VecDeque::new()),
             dead: Mutex::new(None),
+            halt: Mutex::new(None),
         });
         let (thread, ready) = actor::spawn(
             rx,
@@ -275,12 +276,17 @@ impl BufferedTraceWriter {
         TracingError::WriterClosed
     }
 
+    /// Whether a write may be queued: not after `close()`, and not once a
+    /// fatal error halted the writer (failing fast with the cause, rather
+    /// than accepting writes that could only be spilled).
     fn check_open(&self) -> Result<(), TracingError> {
         let closed = *self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
         if closed {
-            Err(TracingError::WriterClosed)
-        } else {
-            Ok(())
+            return Err(TracingError::WriterClosed);
+        }
+        match self.inner.shared.halted_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
