@@ -729,7 +729,7 @@ impl PlainStorage {
 
     fn __repr__(slf: &Bound<'_, Self>) -> String {
         match &slf.as_super().get().backend {
-            Backend::Plain(s) => format!("LibsqlTraceStorage({:?})", s.config().db_url),
+            Backend::Plain(s) => format!("LibsqlTraceStorage({:?})", s.config().redacted_url()),
             Backend::Writer(..) => "LibsqlTraceStorage(?)".into(),
         }
     }

@@ -26,6 +26,7 @@ pub(crate) mod op;
 pub(crate) mod open;
 pub(crate) mod read;
 pub(crate) mod tx;
+pub(crate) mod url;
 
 pub(crate) use columns::Table;
 pub(crate) use exec::Executor;

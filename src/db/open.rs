@@ -6,6 +6,7 @@ use std::sync::Arc;
 use libsql::{Connection, Database};
 
 use crate::db::hrana::HranaClient;
+use crate::db::url;
 use crate::error::TracingError;
 use crate::schema;
 use crate::storage::{DbKind, JournalMode, StorageConfig};
@@ -37,11 +38,18 @@ pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError>
             (libsql::Builder::new_local(path).build().await?, false)
         }
         DbKind::Remote(url) => {
-            let token = config.auth_token.clone().unwrap_or_default();
-            pipeline = Some(Arc::new(HranaClient::new(url, Some(&token))?));
-            let db = libsql::Builder::new_remote(url.clone(), token)
-                .build()
-                .await?;
+            // A token inside the URL is the token (unless one was given
+            // apart), and it leaves the URL: nothing the connection prints
+            // can show it.
+            let (url, in_url) = url::take_token(url);
+            let token = config
+                .auth_token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .or(in_url)
+                .unwrap_or_default();
+            pipeline = Some(Arc::new(HranaClient::new(&url, Some(&token))?));
+            let db = libsql::Builder::new_remote(url, token).build().await?;
             (db, true)
         }
     };
@@ -76,7 +84,7 @@ pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError>
     // it was.
     let named = |e: TracingError| match e {
         TracingError::Database(msg) => {
-            TracingError::Database(format!("cannot open `{}`: {msg}", config.db_url))
+            TracingError::Database(format!("cannot open `{}`: {msg}", config.redacted_url()))
         }
         other => other,
     };
