@@ -19,7 +19,6 @@ pub(crate) struct Counters {
     pub(crate) retries: AtomicU64,
     pub(crate) spilled: AtomicU64,
     pub(crate) dead_letters: AtomicU64,
-    pub(crate) foreign_sqlite: AtomicU64,
     pub(crate) max_batch_ops: AtomicU64,
     pub(crate) commit_nanos_total: AtomicU64,
     pub(crate) commit_nanos_max: AtomicU64,
@@ -55,7 +54,8 @@ impl Counters {
             retries: self.retries.load(Relaxed),
             spilled,
             dead_letters: self.dead_letters.load(Relaxed),
-            foreign_sqlite: self.foreign_sqlite.load(Relaxed),
+            // Filled in by the handle, from the watch's findings.
+            foreign_sqlite: 0,
             max_batch_ops: self.max_batch_ops.load(Relaxed),
             commit_micros_total: self.commit_nanos_total.load(Relaxed) / 1000,
             commit_micros_max: self.commit_nanos_max.load(Relaxed) / 1000,

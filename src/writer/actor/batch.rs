@@ -170,6 +170,7 @@ impl Actor {
         self.shared
             .bytes_sem
             .add_permits(Shared::permits_for(bytes) as usize);
+        self.foreign.scan_if_due();
     }
 
     /// Answers the reads of a committed batch.

@@ -23,6 +23,7 @@ mod shared;
 
 pub(crate) use shared::{CloseDeadline, Shared};
 
+use crate::db::foreign::ForeignWatch;
 use crate::db::{self, read, Executor, Op, Opened, Table};
 use crate::error::{DbError, TracingError};
 use crate::models::SessionTrace;
@@ -253,6 +254,9 @@ pub(crate) struct Actor {
     /// again, check whether the server applied it.
     ambiguous: bool,
     state: RunState,
+    /// The watch for a second SQLite library. Last: it is dropped after the
+    /// connection, so the connection's handles stay claimed while open.
+    foreign: ForeignWatch,
 }
 
 impl Actor {
@@ -264,7 +268,8 @@ impl Actor {
         config: WriterConfig,
         storage: StorageConfig,
     ) -> Result<Actor, TracingError> {
-        let opened = db::open(&storage).await?;
+        let mut opened = db::open_watched(&storage, shared.foreign.clone()).await?;
+        let foreign = std::mem::replace(&mut opened.watch, ForeignWatch::none(Arc::default()));
         let exec = Executor::new(opened.conn.clone(), opened.remote)
             .with_pipeline(opened.pipeline.clone());
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
@@ -291,6 +296,7 @@ impl Actor {
             spilling: false,
             halt: None,
             noted: HashSet::new(),
+            foreign,
             ambiguous: false,
             state: RunState::Running,
         };

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+use crate::db::foreign::Findings;
 use crate::error::TracingError;
 use crate::writer::ids::IdAllocator;
 use crate::writer::lock;
@@ -49,6 +50,9 @@ pub(crate) struct Shared {
     /// The fatal error that halted the writer, and its spill file: write
     /// calls fail fast with it (see `TracingError::Halted`).
     pub(crate) halt: Mutex<Option<(String, PathBuf)>>,
+    /// A second SQLite library found with the database open (see
+    /// `db/foreign.rs`): counted, and warnings kept for the handles.
+    pub(crate) foreign: Arc<Findings>,
 }
 
 impl Shared {

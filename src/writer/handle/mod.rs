@@ -188,6 +188,7 @@ impl BufferedTraceWriter {
             recent_errors: Mutex::new(VecDeque::new()),
             dead: Mutex::new(None),
             halt: Mutex::new(None),
+            foreign: Arc::default(),
         });
         let (thread, ready) = actor::spawn(
             rx,
@@ -214,7 +215,35 @@ impl BufferedTraceWriter {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> WriterStats {
-        self.inner.shared.counters.snapshot()
+        let mut stats = self.inner.shared.counters.snapshot();
+        stats.foreign_sqlite = self.inner.shared.foreign.count();
+        stats
+    }
+
+    /// Warnings about a second SQLite library that has this writer's
+    /// database (or its `-wal`) open in this process, each returned once:
+    /// POSIX locks are per process, so SQLite's locking cannot keep the two
+    /// apart, and either can lose the other's commits. Looked for on Linux
+    /// when the writer opens, and at most once a second while it writes;
+    /// each file is also reported once through a `tracing` WARN and counted
+    /// in [`WriterStats::foreign_sqlite`]. The Python bindings raise each as
+    /// a `RuntimeWarning`.
+    ///
+    /// Read from the same process through the writer itself
+    /// ([`TraceStorage::query`], [`TraceStorage::get_session`]), or from
+    /// another process.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use trace_writer::*;
+    /// let writer = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await?;
+    /// assert!(writer.take_foreign_sqlite_warnings().is_empty());
+    /// assert_eq!(writer.stats().foreign_sqlite, 0);
+    /// writer.close().await?;
+    /// # Ok::<(), TracingError>(()) }).unwrap();
+    /// ```
+    pub fn take_foreign_sqlite_warnings(&self) -> Vec<String> {
+        self.inner.shared.foreign.take()
     }
 
     /// The most recent write errors, oldest first, each naming the
