@@ -1,0 +1,148 @@
+//! The durability contract on a real sqld with JWT auth: the token expires
+//! mid-run, so every batch after it meets a 401, an error no retry can fix.
+//! Nothing acknowledged is lost: it is spilled, `flush()` says so, write
+//! calls fail fast, and a replay with a fresh token puts every row there
+//! under its id. Also: a token given inside the URL is used and never shown.
+//!
+//! Opt-in, like every remote test: see `tests/remote.rs` for how to run.
+mod common;
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+use support::jwt::Key;
+use support::sqld::Sqld;
+use trace_writer::*;
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs()
+}
+
+async fn event_ids(config: StorageConfig) -> BTreeSet<i64> {
+    let plain = LibsqlTraceStorage::new(config).await.expect("plain");
+    let rows = plain
+        .query("SELECT id FROM events", vec![])
+        .await
+        .expect("ids");
+    plain.close().await.expect("close");
+    rows.iter()
+        .map(|r| r["id"].as_i64().expect("integer id"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn an_expired_token_halts_the_writer_and_nothing_acknowledged_is_lost() {
+    let key = Key::from_seed(3);
+    let server = Sqld::start_with_jwt_key(&key.public_key()).await;
+    let expires = now_secs() + 6;
+    let short = key.token(&json!({ "exp": expires }));
+    let fresh = key.token(&json!({}));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let writer = BufferedTraceWriter::new(
+        StorageConfig::turso(server.url(), short.clone()),
+        WriterConfig::default().spill_dir(dir.path()),
+    )
+    .await
+    .expect("open before the token expires");
+    writer
+        .ensure_session("s", chrono::Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    let mut acknowledged = BTreeSet::new();
+    for i in 0..20 {
+        acknowledged.insert(
+            writer
+                .insert_event("s", None, &common::env_event(i))
+                .await
+                .expect("event"),
+        );
+    }
+    writer.flush().await.expect("committed before expiry");
+    // The server may allow some leeway past `exp`: write and flush until
+    // the batches are refused, for at most three minutes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    let mut i = 20;
+    let spill = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never refused the expired token (exp {expires}, now {})",
+            now_secs()
+        );
+        for _ in 0..5 {
+            match writer.insert_event("s", None, &common::env_event(i)).await {
+                Ok(id) => {
+                    acknowledged.insert(id);
+                }
+                // Fail fast once halted; an id lease refused with the same
+                // 401 is an error too. Neither was acknowledged.
+                Err(TracingError::Halted { .. } | TracingError::Database(_)) => break,
+                Err(other) => panic!("unexpected {other:?}"),
+            }
+            i += 1;
+        }
+        // A write that needs no id lease, so a batch goes out even when
+        // leases are refused first.
+        match writer
+            .ensure_session(&format!("s{i}"), chrono::Utc::now(), &json!({}))
+            .await
+        {
+            Ok(()) | Err(TracingError::Halted { .. }) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+        match writer.flush().await {
+            Ok(()) => tokio::time::sleep(Duration::from_millis(500)).await,
+            Err(TracingError::Halted { cause, path, .. }) => {
+                let lower = cause.to_ascii_lowercase();
+                assert!(
+                    lower.contains("401") || lower.contains("unauthorized"),
+                    "{cause}"
+                );
+                assert!(!cause.contains(&short));
+                break path;
+            }
+            Err(other) => panic!("flush must say Halted once the token expired, got {other:?}"),
+        }
+    };
+    assert!(matches!(
+        writer.insert_event("s", None, &common::env_event(0)).await,
+        Err(TracingError::Halted { .. })
+    ));
+    let stats = writer.stats();
+    let _ = writer.close().await;
+    assert_eq!(stats.failed, 0, "{stats:?}");
+    let fresh_config = StorageConfig::turso(server.url(), fresh);
+    let report = replay_spill_file(fresh_config.clone(), &spill)
+        .await
+        .expect("replay with a fresh token");
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert_eq!(event_ids(fresh_config).await, acknowledged);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_token_inside_the_url_is_used() {
+    let key = Key::from_seed(4);
+    let server = Sqld::start_with_jwt_key(&key.public_key()).await;
+    let token = key.token(&json!({}));
+    let config = StorageConfig::file(format!("{}?authToken={token}", server.url()));
+    assert!(!format!("{config:?}").contains(&token));
+    let writer = BufferedTraceWriter::new(config.clone(), WriterConfig::default())
+        .await
+        .expect("the token inside the url is used");
+    assert!(!format!("{writer:?}").contains(&token));
+    writer
+        .ensure_session("u", chrono::Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    writer.flush().await.expect("flush");
+    writer.close().await.expect("close");
+    let plain = LibsqlTraceStorage::new(config).await.expect("plain");
+    assert!(plain.get_session("u").await.expect("read").is_some());
+    plain.close().await.expect("close");
+}
