@@ -160,8 +160,8 @@ pub use models::*;
 pub use storage::{JournalMode, StorageConfig, Synchronous, TraceStorage, DEFAULT_BUSY_TIMEOUT};
 pub use tracer::{HistorySlot, RecordedSession, SessionTracer};
 pub use writer::{
-    replay_spill_file, BlockingWriter, BufferedTraceWriter, OverflowPolicy, RefusedLine,
-    ReplayReport, WriterConfig, WriterStats,
+    replay_spill_file, replay_spill_file_with_progress, BlockingWriter, BufferedTraceWriter,
+    OverflowPolicy, RefusedLine, ReplayReport, WriterConfig, WriterStats,
 };
 
 /// The README's code blocks, compiled as doctests so they stay correct.

@@ -146,3 +146,87 @@ async fn a_token_inside_the_url_is_used() {
     assert!(plain.get_session("u").await.expect("read").is_some());
     plain.close().await.expect("close");
 }
+
+/// A spill file of one session and `n` events, from a template line that a
+/// halted local writer spilled.
+async fn spill_of_events(dir: &std::path::Path, n: i64) -> std::path::PathBuf {
+    let path = dir.join("template.db");
+    let writer = BufferedTraceWriter::new(
+        StorageConfig::file(path.to_str().expect("utf-8")),
+        WriterConfig::default().spill_dir(dir),
+    )
+    .await
+    .expect("open");
+    writer
+        .query("ALTER TABLE events RENAME TO events_away", vec![])
+        .await
+        .expect("rename");
+    writer
+        .ensure_session("r", chrono::Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    writer
+        .insert_event("r", None, &common::env_event(0))
+        .await
+        .expect("event");
+    let spill = match writer.flush().await {
+        Err(TracingError::Halted { path, .. }) => path,
+        other => panic!("expected Halted, got {other:?}"),
+    };
+    let _ = writer.close().await;
+    let text = std::fs::read_to_string(&spill).expect("spill");
+    let mut lines = text.lines();
+    let session = lines.next().expect("session line").to_string();
+    let event: serde_json::Value =
+        serde_json::from_str(lines.next().expect("event line")).expect("json");
+    let mut out = session;
+    out.push('\n');
+    for id in 1..=n {
+        let mut line = event.clone();
+        line["values"][0] = json!(id);
+        out.push_str(&line.to_string());
+        out.push('\n');
+    }
+    let big = dir.join("big.spill.jsonl");
+    std::fs::write(&big, out).expect("write");
+    big
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_remote_replay_of_100k_rows_at_20_ms_takes_seconds() {
+    let server = Sqld::start().await;
+    let proxy = support::proxy::Proxy::start(server.addr(), Duration::from_millis(20)).await;
+    let config = StorageConfig::turso(proxy.url(), "");
+    let plain = LibsqlTraceStorage::new(config.clone())
+        .await
+        .expect("schema");
+    plain.close().await.expect("close");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = 100_000;
+    let spill = spill_of_events(dir.path(), n).await;
+
+    let started = std::time::Instant::now();
+    let mut calls = 0;
+    let report = replay_spill_file_with_progress(config.clone(), &spill, |_, _| calls += 1)
+        .await
+        .expect("replay");
+    let took = started.elapsed();
+    eprintln!(
+        "remote replay: {} operations through a 20 ms round trip in {:.1} s ({calls} progress calls)",
+        report.operations,
+        took.as_secs_f64()
+    );
+    assert_eq!(report.inserted, n as usize + 1, "{report:?}");
+    assert!(report.refused.is_empty(), "{report:?}");
+    assert!(calls >= 100, "one progress call per chunk: {calls}");
+    assert_eq!(event_ids(config.clone()).await.len(), n as usize);
+
+    // Idempotent: a second replay inserts nothing.
+    let again = replay_spill_file(config.clone(), &spill)
+        .await
+        .expect("replay again");
+    assert_eq!(again.inserted, 0, "{again:?}");
+    assert_eq!(again.duplicates, n as usize + 1, "{again:?}");
+    assert_eq!(event_ids(config).await.len(), n as usize);
+}

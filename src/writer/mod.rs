@@ -37,7 +37,7 @@ pub use config::{
     DEFAULT_SESSION_CACHE,
 };
 pub use handle::BufferedTraceWriter;
-pub use spill::{replay_spill_file, RefusedLine, ReplayReport};
+pub use spill::{replay_spill_file, replay_spill_file_with_progress, RefusedLine, ReplayReport};
 pub use stats::WriterStats;
 
 /// Locks a mutex of the writer's, whether or not a panic poisoned it.

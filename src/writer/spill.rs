@@ -15,6 +15,8 @@ use libsql::Value;
 use serde_json::{json, Value as Json};
 
 use crate::db::exec::Replayed;
+use crate::db::hrana::HranaClient;
+use crate::db::tx::{RemoteOutcome, RemoteTx};
 use crate::db::{self, Executor, Op, Table};
 use crate::error::{DbError, ErrorClass, TracingError};
 use crate::storage::{DbKind, StorageConfig};
@@ -380,6 +382,47 @@ pub async fn replay_spill_file(
     storage: StorageConfig,
     path: impl AsRef<Path>,
 ) -> Result<ReplayReport, TracingError> {
+    replay_spill_file_with_progress(storage, path, |_, _| {}).await
+}
+
+/// [`replay_spill_file`], calling `progress(done, total)` as operations are
+/// applied (`trace-writer replay` draws its progress bar with it).
+///
+/// On a local database the file is applied in one transaction, and
+/// `progress` is called once it committed. On a remote server it goes
+/// through the batch client in chunks of whole lines (up to 1,000
+/// operations or about 4 MB each), one request and one transaction per
+/// chunk, and `progress` is called after each: a large file costs one round
+/// trip per chunk, not two per row, and a transient fault (retried up to 8
+/// times with backoff) costs one chunk, not the whole replay. Each chunk is
+/// idempotent as the whole file is, so a replay that failed half-way can be
+/// run again: what was applied counts as duplicates.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let spill = dir.path().join("empty.jsonl");
+/// std::fs::write(&spill, "").unwrap();
+/// let mut calls = Vec::new();
+/// let report = trace_writer::replay_spill_file_with_progress(
+///     trace_writer::StorageConfig::memory(),
+///     &spill,
+///     |done, total| calls.push((done, total)),
+/// )
+/// .await?;
+/// assert_eq!(report.operations, 0);
+/// assert_eq!(calls, vec![(0, 0)]);
+/// # Ok::<(), trace_writer::TracingError>(()) }).unwrap();
+/// ```
+///
+/// # Errors
+/// As [`replay_spill_file`]. On a remote server the error says how many
+/// operations were applied before it.
+pub async fn replay_spill_file_with_progress(
+    storage: StorageConfig,
+    path: impl AsRef<Path>,
+    mut progress: impl FnMut(usize, usize) + Send,
+) -> Result<ReplayReport, TracingError> {
     let path = path.as_ref().to_path_buf();
     let lines = match tokio::runtime::Handle::try_current() {
         Ok(rt) => rt
@@ -404,6 +447,12 @@ pub async fn replay_spill_file(
         }
     }
     let opened = db::open(&storage).await?;
+    if let Some(client) = opened.pipeline.clone() {
+        replay_remote(&client, &ops, &mut report, &mut progress).await?;
+        report.refused.sort_by_key(|r| r.line);
+        return Ok(report);
+    }
+    let total = ops.len();
     let mut exec = Executor::new(opened.conn.clone(), opened.remote);
     loop {
         let mut attempt = Applied::default();
@@ -416,6 +465,7 @@ pub async fn replay_spill_file(
                 report.updates = attempt.updates;
                 report.refused.extend(attempt.refused);
                 report.refused.sort_by_key(|r| r.line);
+                progress(total, total);
                 return Ok(report);
             }
             // SQLite rolled the transaction back over a refused line: start
@@ -428,6 +478,118 @@ pub async fn replay_spill_file(
             Err(ReplayError::Db(e)) => return Err(e.into()),
         }
     }
+}
+
+/// Operations per request of a remote replay, at most.
+const REPLAY_CHUNK_OPS: usize = 1000;
+/// Bytes of values per request of a remote replay, about (a chunk holds at
+/// least one operation).
+const REPLAY_CHUNK_BYTES: usize = 4 << 20;
+/// Tries of one chunk after transient faults.
+const REPLAY_TRIES: u32 = 8;
+
+/// Replays `ops` on a remote server in chunks, one request and one
+/// transaction each.
+async fn replay_remote(
+    client: &HranaClient,
+    ops: &[(usize, Op)],
+    report: &mut ReplayReport,
+    progress: &mut (impl FnMut(usize, usize) + Send),
+) -> Result<(), TracingError> {
+    let total = ops.len();
+    let mut done = 0;
+    progress(done, total);
+    let mut rest = ops;
+    while !rest.is_empty() {
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < rest.len() && n < REPLAY_CHUNK_OPS && (n == 0 || bytes < REPLAY_CHUNK_BYTES) {
+            bytes += rest[n].1.size_bytes();
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        replay_chunk(client, chunk, report).await.map_err(|e| {
+            TracingError::Database(format!(
+                "replayed {done} of {total} operations, then: {e} (run the replay again: \
+                 what was applied counts as duplicates)"
+            ))
+        })?;
+        done += n;
+        progress(done, total);
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// One chunk of a remote replay, in one transaction: refused lines are
+/// reported and left out, and the rest sent again; transient faults are
+/// retried with backoff.
+async fn replay_chunk(
+    client: &HranaClient,
+    chunk: &[(usize, Op)],
+    report: &mut ReplayReport,
+) -> Result<(), DbError> {
+    let mut live: Vec<&(usize, Op)> = chunk.iter().collect();
+    let mut backoff = std::time::Duration::from_millis(100);
+    let mut tries = 0;
+    while !live.is_empty() {
+        let tx = RemoteTx::new(
+            live.iter()
+                .map(|(_, op)| Executor::replay_stmt(op))
+                .collect(),
+        );
+        let answer = match client.batch(&tx.steps).await {
+            Ok(result) => tx.outcome(result),
+            Err(e) => Err(e),
+        };
+        let error = match answer {
+            Ok(RemoteOutcome::Committed(results)) => {
+                for ((_, op), result) in live.iter().zip(results) {
+                    match op {
+                        Op::Insert { .. } if result.rows.is_empty() => report.duplicates += 1,
+                        Op::Insert { .. } => report.inserted += 1,
+                        _ => report.updates += 1,
+                    }
+                }
+                return Ok(());
+            }
+            Ok(RemoteOutcome::Failed(failed)) => {
+                let mut other = None;
+                let mut refused = Vec::new();
+                for (i, e) in failed {
+                    if e.class == ErrorClass::Operation {
+                        if let Some((line, op)) = live.get(i) {
+                            report.refused.push(RefusedLine {
+                                line: *line,
+                                kind: op.kind().to_string(),
+                                cause: e.message,
+                            });
+                        }
+                        refused.push(i);
+                    } else {
+                        other.get_or_insert(e);
+                    }
+                }
+                for i in refused.into_iter().rev() {
+                    live.remove(i);
+                }
+                match other {
+                    Some(e) => e,
+                    None => continue,
+                }
+            }
+            Err(e) => e,
+        };
+        if !error.is_transient() || tries + 1 >= REPLAY_TRIES {
+            return Err(error);
+        }
+        tries += 1;
+        tracing::warn!(target: "trace_writer", error = %error, ?backoff,
+            "transient fault during a replay; sending the chunk again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+    Ok(())
 }
 
 /// Counts of one replay attempt.

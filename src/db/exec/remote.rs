@@ -466,6 +466,97 @@ impl Executor {
         Ok(Some(applied))
     }
 
+    /// Which of the rows `(table, id)` are stored, in one request (one
+    /// statement per table and up to [`REMOTE_MAX_PARAMS`] ids). Ids are
+    /// leased, so a stored row with one of ours is ours: after a lost
+    /// reply, this tells the rows the server did apply from the rest.
+    ///
+    /// # Errors
+    /// A transport error, or a statement's, classed.
+    pub(crate) async fn stored_rows(
+        &self,
+        rows: &[(Table, i64)],
+    ) -> Result<std::collections::HashSet<(Table, i64)>, DbError> {
+        let mut stored = std::collections::HashSet::new();
+        let Some(client) = self.pipeline.clone() else {
+            return Ok(stored);
+        };
+        let mut stmts = Vec::new();
+        let mut tables = Vec::new();
+        for table in Table::WITH_IDS {
+            let ids: Vec<i64> = rows
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, id)| *id)
+                .collect();
+            for chunk in ids.chunks(REMOTE_MAX_PARAMS) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                stmts.push(Step::always(Stmt::query(
+                    format!("SELECT id FROM {} WHERE id IN ({marks})", table.name()),
+                    chunk
+                        .iter()
+                        .map(|id| Arg::owned(Value::Integer(*id)))
+                        .collect(),
+                )));
+                tables.push(table);
+            }
+        }
+        if stmts.is_empty() {
+            return Ok(stored);
+        }
+        let result = client.batch(&stmts).await?;
+        if let Some(e) = result.step_errors.iter().flatten().next() {
+            return Err(e.to_db_error());
+        }
+        for (k, table) in tables.into_iter().enumerate() {
+            let rows = result
+                .step_results
+                .get(k)
+                .and_then(|r| r.as_ref())
+                .map(|r| r.rows.as_slice())
+                .unwrap_or_default();
+            for row in rows {
+                if let Some(id) = row.first().and_then(hrana_integer) {
+                    stored.insert((table, id));
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The statement that replays `op` on a remote server, idempotent: an
+    /// insert of a row that is there already (by id, or by the unique key of
+    /// a session or step) changes nothing and returns no row, a new one
+    /// returns one row; an update is applied as it is.
+    pub(crate) fn replay_stmt<'a>(op: &'a Op) -> Stmt<'a> {
+        match op {
+            Op::Insert { table, values } => {
+                let sql = table.insert_sql(1, false);
+                // The table's own `ON CONFLICT` names its unique key; a
+                // conflict on the id is a duplicate too.
+                let sql = match sql.find(" ON CONFLICT") {
+                    Some(at) => sql[..at].to_string(),
+                    None => sql,
+                };
+                Stmt {
+                    sql: format!("{sql} ON CONFLICT DO NOTHING RETURNING 1").into(),
+                    args: values.iter().map(Arg::of).collect(),
+                    want_rows: true,
+                }
+            }
+            Op::UpdateTimestep { values } => Stmt {
+                sql: UPDATE_TIMESTEP_SQL.into(),
+                args: values.iter().map(Arg::of).collect(),
+                want_rows: false,
+            },
+            Op::UpdateSessionCounts { session_id } => Stmt {
+                sql: UPDATE_COUNTS_SQL.into(),
+                args: vec![Arg::owned(text(session_id))],
+                want_rows: false,
+            },
+        }
+    }
+
     /// [`Executor::remap_step`] on a row's arguments.
     fn remap_args(&self, table: Table, args: &mut [Arg<'_>]) {
         if self.step_remap.is_empty() {

@@ -112,16 +112,18 @@ impl Actor {
                 }
             }
         }
-        // The lost reply this flag is about was this batch's.
+        // The lost reply these flags are about was this batch's.
         self.ambiguous = false;
+        self.lost_reply = false;
         // Encoded (or sent) in advance but spilled: a request in flight is
         // cut short, and if the server applied it all the same, a replay
         // counts its rows as duplicates.
         drop(sent);
         self.unready(ready);
         // Reads not answered yet (the batch never got to them) learn why.
+        // Set aside as committed: found stored after a lost reply.
+        let mut committed = std::mem::take(&mut self.found_stored);
         let unanswered = || self.halt_error().unwrap_or(TracingError::WriterClosed);
-        let mut committed = 0u64;
         let (mut ops, mut bytes) = (0usize, 0usize);
         let mut to_spill = Vec::new();
         for item in items {

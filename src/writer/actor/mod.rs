@@ -253,6 +253,14 @@ pub(crate) struct Actor {
     /// The last remote batch request got no answer: before it is sent
     /// again, check whether the server applied it.
     ambiguous: bool,
+    /// A reply of the current batch was lost (it stays set through the
+    /// batch's retries): a refused resend is checked against the rows
+    /// stored (see `set_aside_stored`).
+    lost_reply: bool,
+    /// Writes of the current batch set aside because their rows were found
+    /// stored after a lost reply: committed, by the request whose reply
+    /// was lost.
+    found_stored: u64,
     state: RunState,
     /// The watch for a second SQLite library. Last: it is dropped after the
     /// connection, so the connection's handles stay claimed while open.
@@ -298,6 +306,8 @@ impl Actor {
             noted: HashSet::new(),
             foreign,
             ambiguous: false,
+            lost_reply: false,
+            found_stored: 0,
             state: RunState::Running,
         };
         // Every table's first block in one transaction: one request on a
