@@ -230,3 +230,103 @@ async fn a_remote_replay_of_100k_rows_at_20_ms_takes_seconds() {
     assert_eq!(again.duplicates, n as usize + 1, "{again:?}");
     assert_eq!(event_ids(config).await.len(), n as usize);
 }
+
+/// A lost reply while the server is still working on the request: a
+/// trigger makes the batch's first event slow to insert (a second or so of
+/// work on the server), and the client's connection is cut meanwhile, but
+/// not the server's (as behind a load balancer), so the server goes on and
+/// commits after the writer's probe found nothing. The resend then meets
+/// the rows: they must count as committed, not as failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_resend_refused_after_a_lost_reply_counts_stored_rows_as_committed() {
+    support::sqld::binary();
+    let runs = support::repeats();
+    let mut exercised = 0;
+    for run in 0..runs {
+        let server = Sqld::start().await;
+        let proxy = support::proxy::Proxy::start(server.addr(), Duration::ZERO).await;
+        let writer = BufferedTraceWriter::new(
+            StorageConfig::turso(proxy.url(), ""),
+            WriterConfig::default()
+                .retry_initial(Duration::from_millis(20))
+                .flush_timeout(Duration::from_secs(120))
+                .close_timeout(Duration::from_secs(120))
+                .id_block(1 << 20),
+        )
+        .await
+        .expect("open");
+        writer
+            .ensure_session("s", chrono::Utc::now(), &json!({}))
+            .await
+            .expect("session");
+        let warm = writer
+            .insert_event("s", None, &common::env_event(0))
+            .await
+            .expect("event");
+        writer.flush().await.expect("warm-up");
+        let direct = LibsqlTraceStorage::new(StorageConfig::turso(server.url(), ""))
+            .await
+            .expect("direct");
+        direct
+            .query(
+                &format!(
+                    "CREATE TRIGGER slow AFTER INSERT ON events WHEN NEW.id = {} BEGIN \
+                     SELECT count(*) FROM (WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL \
+                     SELECT x + 1 FROM c WHERE x < 5000000) SELECT x FROM c); END",
+                    warm + 1
+                ),
+                vec![],
+            )
+            .await
+            .expect("trigger");
+        direct.close().await.expect("close");
+        let mut acknowledged = BTreeSet::from([warm]);
+        for i in 1..=200 {
+            acknowledged.insert(
+                writer
+                    .insert_event("s", None, &common::env_event(i))
+                    .await
+                    .expect("event"),
+            );
+        }
+        let started = std::time::Instant::now();
+        let flushing = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.flush().await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The server does not learn of the cut: it goes on with the request.
+        proxy.cut_clients_only();
+        let flushed = tokio::time::timeout(Duration::from_secs(180), flushing)
+            .await
+            .expect("flush() ignored its own deadline")
+            .expect("join");
+        let stats = writer.stats();
+        let recent = writer.recent_errors();
+        let what = format!("run {run}: flush {flushed:?}, {stats:?}, recent errors {recent:?}");
+        assert!(flushed.is_ok(), "{what}");
+        assert_eq!(stats.failed, 0, "{what}");
+        writer.close().await.expect("close");
+        let stored = event_ids(StorageConfig::turso(server.url(), "")).await;
+        assert_eq!(stored, acknowledged, "{what}");
+        if recent
+            .iter()
+            .any(|e| e.contains("committed after the check"))
+        {
+            exercised += 1;
+        }
+        eprintln!(
+            "lost reply, slow server, run {run}: {} retries, flush took {:?}; {recent:?}",
+            stats.retries,
+            started.elapsed()
+        );
+    }
+    eprintln!(
+        "late commit after the probe (stored rows counted as committed): {exercised} of {runs} runs"
+    );
+    assert!(
+        exercised > 0,
+        "no run had the first request commit after the probe: the test proved nothing"
+    );
+}

@@ -608,9 +608,12 @@ impl Actor {
         }
         if found > 0 {
             self.found_stored += found as u64;
-            tracing::warn!(target: "trace_writer", rows = found,
-                "a batch whose reply was lost was committed after the check: its stored rows \
-                 count as committed, the rest is sent again");
+            let text = format!(
+                "a batch whose reply was lost was committed after the check: {found} stored \
+                 row(s) count as committed, the rest is sent again"
+            );
+            tracing::warn!(target: "trace_writer", rows = found, "{text}");
+            self.remember(text);
         }
         Ok(found)
     }

@@ -61,8 +61,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 ///
 /// # Durability
 /// - When a write call returns `Ok`, the operation is in the writer's memory
-///   and will be committed in order, unless it fails (then `flush()` and
-///   `close()` report it).
+///   and ends in exactly one of three places: committed in order; refused
+///   by the database and kept, with its cause, in the dead-letter file; or
+///   spilled, in order, to the spill file (past the close deadline, or
+///   after a fatal error). Both files replay with
+///   [`crate::replay_spill_file`]. Nothing accepted is discarded.
 /// - When [`BufferedTraceWriter::flush`] returns `Ok`, everything queued
 ///   before it is committed to the database (on a WAL file with
 ///   `Synchronous::Normal`, a power loss may still drop the last commits; an
@@ -80,11 +83,15 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// # Errors
 /// Write calls fail with `InvalidInput` for bad input (nothing queued),
 /// `QueueFull` under [`OverflowPolicy::Reject`](crate::OverflowPolicy::Reject), `Timeout` after
-/// `enqueue_timeout` under [`OverflowPolicy::Block`](crate::OverflowPolicy::Block), and `WriterClosed`
-/// after `close()` or when the actor is gone. Failures of queued writes are
-/// reported by the next `flush()` or `close()`, counted in
-/// [`WriterStats::failed`] and listed by
-/// [`BufferedTraceWriter::recent_errors`].
+/// `enqueue_timeout` under [`OverflowPolicy::Block`](crate::OverflowPolicy::Block), `WriterClosed`
+/// after `close()` or when the actor is gone, and `Halted` once an error no
+/// retry can fix (a missing or read-only table, a corrupt file, a refused
+/// token) halted the writer: they fail fast with its cause and spill file
+/// rather than accept writes that could only be spilled. Failures of queued
+/// writes are reported by the next `flush()` or `close()`, counted in
+/// [`WriterStats::failed`] (refused) or [`WriterStats::spilled`], and listed
+/// by [`BufferedTraceWriter::recent_errors`] (each distinct cause once
+/// between two flushes).
 ///
 /// # Drop
 /// Dropping the last handle without `close()` (returning from `main`, a
@@ -246,8 +253,10 @@ impl BufferedTraceWriter {
         self.inner.shared.foreign.take()
     }
 
-    /// The most recent write errors, oldest first, each naming the
-    /// operation's kind and session.
+    /// The most recent write errors, oldest first: refusals (naming the
+    /// operation's kind and session), retried faults, a fatal error. Each
+    /// distinct cause appears once between two flushes, not once per row or
+    /// batch; [`WriterStats`] has the counts.
     pub fn recent_errors(&self) -> Vec<String> {
         lock(&self.inner.shared.recent_errors)
             .iter()
@@ -282,9 +291,14 @@ impl BufferedTraceWriter {
     /// Resolves once every operation queued before it is committed.
     ///
     /// # Errors
-    /// - `WriteFailed` with the count and first cause, if any write failed
-    ///   since the previous flush; the good operations are committed all the
-    ///   same.
+    /// - `WriteFailed` with the count and first cause, if the database
+    ///   refused writes since the previous flush; the good operations are
+    ///   committed all the same, and the refused ones are kept in the
+    ///   dead-letter file that the cause names.
+    /// - `Halted` (after a fatal error) or `Spilled` (a `close()` ran past
+    ///   its deadline meanwhile) while writes are being spilled: nothing
+    ///   queued before the flush was committed since. Both name the spill
+    ///   file and its count.
     /// - `Timeout` after `flush_timeout`; the operations stay queued.
     /// - `WriterClosed` after `close()`, or if the actor is gone.
     ///
@@ -426,8 +440,10 @@ impl TraceStorage for BufferedTraceWriter {
     /// `close()` returns `Ok`.
     ///
     /// # Errors
-    /// `WriteFailed` if writes failed since the last flush; `Spilled` naming
-    /// the file and count if the deadline passed and the rest was spilled;
+    /// `WriteFailed` if writes were refused since the last flush; `Spilled`
+    /// naming the file and count if the deadline passed and the rest was
+    /// spilled; `Halted` naming the cause, file and count if a fatal error
+    /// halted the writer;
     /// `CloseFailed` if the actor did not answer in time.
     async fn close(&self) -> Result<(), TracingError> {
         self.close_now().await
