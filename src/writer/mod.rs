@@ -12,8 +12,8 @@
 //! - `reserve`: queue space (the operation and byte bounds).
 //! - `actor`: the thread that owns the connection and commits batches.
 //! - `ids`: id blocks leased from the database and handed out by producers.
-//! - `config`, `stats`, `spill`, `wait`: settings, counters, spill
-//!   files and deadlines.
+//! - `config`, `stats`, `spill`, `wait`: settings, counters, the spill
+//!   and dead-letter files (and their replay), and deadlines.
 
 mod actor;
 mod blocking;
