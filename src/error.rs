@@ -45,18 +45,40 @@ pub enum TracingError {
     /// Bad input, caught before anything was queued.
     #[error("invalid input: {0}")]
     InvalidInput(String),
-    /// Some accepted operations could not be written since the last flush.
+    /// The database refused some accepted operations since the last flush
+    /// (a constraint, a trigger's `RAISE`, a type mismatch). The rest were
+    /// committed; the refused ones are kept in the writer's dead-letter file,
+    /// which `first_cause` names.
     #[error("{failed} operation(s) failed to be written; first cause: {first_cause}")]
     WriteFailed {
         /// How many operations failed since the previous flush.
         failed: u64,
-        /// The first failure's cause.
+        /// The first failure's cause, and the dead-letter file that keeps
+        /// the refused operations for [`crate::replay_spill_file`].
         first_cause: String,
+    },
+    /// A batch met an error that no retry can fix: a missing, renamed or
+    /// read-only table, a corrupt file, a token the server refuses. That
+    /// batch and every write queued after it were spilled, in order, to
+    /// `path`; write calls fail fast with this error, and `flush()` and
+    /// `close()` return it, until the writer is closed. Fix the cause, then
+    /// apply the file with [`crate::replay_spill_file`] (or
+    /// `trace-writer replay`): every spilled row keeps its id.
+    #[error("the writer stopped writing after a fatal error: {cause}; {spilled} operation(s) \
+             are kept in {} for replay", path.display())]
+    Halted {
+        /// The database's error.
+        cause: String,
+        /// The spill file.
+        path: PathBuf,
+        /// How many operations it holds so far.
+        spilled: usize,
     },
     /// A wait ran past its deadline. Nothing accepted was dropped.
     #[error("timed out: {0}")]
     Timeout(String),
-    /// `close()` could not commit everything in time; the rest was spilled.
+    /// `close()` could not commit everything in time; the rest was spilled
+    /// (`flush()` returns it too if it ran into that close).
     #[error("close deadline missed: {count} operation(s) were spilled to {}", path.display())]
     Spilled {
         /// The spill file, JSON lines, for [`crate::replay_spill_file`].
@@ -87,7 +109,8 @@ pub(crate) enum ErrorClass {
     /// The operation itself was refused: a constraint, a type mismatch, a
     /// trigger's `RAISE`. Set it aside; the rest of the batch is good.
     Operation,
-    /// Anything else: the whole batch fails.
+    /// Anything else: no retry can fix it. The batch, and everything
+    /// after it, is spilled, and the writer halts (`TracingError::Halted`).
     Fatal,
 }
 

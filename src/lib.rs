@@ -47,19 +47,61 @@
 //! - All producers share one FIFO. Reads are answered in it, so they see
 //!   every write queued before them. `flush()` is a barrier message in that
 //!   FIFO, not a counter.
-//! - Faults: a poison operation is set aside, counted and reported while the
-//!   rest commit. Busy, locked, I/O, disk-full and network faults are retried
-//!   with bounded backoff. Past `close_timeout` what is left is spilled to a
-//!   JSON-lines file that [`replay_spill_file`] applies later.
+//! - Faults: a poison operation is set aside, counted, reported and kept in
+//!   the dead-letter file while the rest commit. Busy, locked, I/O,
+//!   disk-full and network faults are retried with bounded backoff. Past
+//!   `close_timeout`, or after an error no retry can fix, what is left is
+//!   spilled to a JSON-lines file that [`replay_spill_file`] applies later.
 //!
 //! # Durability
 //! - When a write call returns `Ok`, the operation is in memory and queued.
+//!   From then on it ends in exactly one of three places, whatever the
+//!   error: **committed**; **refused** by the database (a constraint, a
+//!   trigger's `RAISE`) and kept, with its cause, in the dead-letter file; or
+//!   **spilled**, in order, to the spill file. Both files are in the same
+//!   JSON-lines format, and [`replay_spill_file`] (or `trace-writer replay`)
+//!   applies either once the cause is fixed; ids are kept, so a replay
+//!   duplicates nothing.
 //! - When `flush()` returns `Ok`, everything queued before it is committed.
 //!   With WAL and `Synchronous::Normal` (the default), an application crash
 //!   loses no commit, and a power loss may lose the last ones. Use
-//!   `Synchronous::Full` if it must not.
+//!   `Synchronous::Full` if it must not. Otherwise it returns `WriteFailed`
+//!   (refused operations since the last flush: their count, first cause and
+//!   the dead-letter file), or `Halted` / `Spilled` (writes are being
+//!   spilled: the spill file and count).
+//! - An error no retry can fix (a missing, renamed or read-only table, a
+//!   corrupt file, a token the server refuses) **halts** the writer: the
+//!   batch and every write queued after it are spilled, and write calls fail
+//!   fast with [`TracingError::Halted`], naming the cause and the spill
+//!   file, instead of accepting writes that could only be spilled. The
+//!   writer stays halted until it is closed: fix the cause, replay the spill
+//!   file, open a new writer.
 //! - When `close()` returns, everything is committed, or its error names the
 //!   spill file and how many operations it holds.
+//! - Each distinct cause is logged (`tracing`) and kept for
+//!   `recent_errors()` once between two flushes, not once per row or batch.
+//! - The spill and dead-letter files are private: created new, mode `0600`,
+//!   under names with random bits. Beside a file database by default; for
+//!   `:memory:` and remote databases in the per-user folder
+//!   `$XDG_STATE_HOME/trace-writer` (else `~/.local/state/trace-writer`,
+//!   else `trace-writer-<uid>` in the temp folder), kept at mode `0700`.
+//!   `WriterConfig::spill_path`, `spill_dir` and `dead_letter_path` choose
+//!   other places.
+//! - No token shows: one given as `auth_token` or inside the URL
+//!   (`?authToken=`, `auth_token=`, `jwt=`, taken out of the URL and used as
+//!   the token) appears in no `Debug`, error or log line.
+//! - **One SQLite library per process.** POSIX locks belong to the process,
+//!   so a second SQLite library in the same process (Python's `sqlite3`, a
+//!   system `libsqlite3`) with the database open is not kept apart by
+//!   SQLite's locking: either can silently lose the other's commits, and
+//!   closing its connection drops the writer's locks. On Linux this is
+//!   detected (at open, then at most once a second while writing, through
+//!   `/proc/self/fd`) and reported once per file: a `tracing` WARN,
+//!   [`WriterStats::foreign_sqlite`], and
+//!   [`BufferedTraceWriter::take_foreign_sqlite_warnings`] (a
+//!   `RuntimeWarning` in Python). Read through the writer's own `query` and
+//!   `get_session`, or from another process, which SQLite's locks do
+//!   separate.
 //!
 //! # Layout
 //! | file | what it holds |
@@ -89,15 +131,17 @@
 //! - Reads (decoding, `get_session`, step loads, `query`): `src/db/read.rs`.
 //!   Named query parameters are ordered into positional ones by
 //!   [`QueryParams::bind`] in `src/db/params.rs`.
-//!   Opening and pragmas: `src/db/open.rs`. Remote batches in one request:
+//!   Opening and pragmas: `src/db/open.rs`; tokens inside URLs:
+//!   `src/db/url.rs`; a second SQLite library in the process:
+//!   `src/db/foreign.rs`. Remote batches in one request:
 //!   `src/db/hrana.rs` (the client), laid out as a transaction by `RemoteTx`
 //!   in `src/db/tx.rs`.
 //!
 //! `src/writer/`: `handle/` (the producers' handle, its `TraceStorage`
 //! impl, and closing), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
 //! `reserve.rs` (queue space), `actor/` (the thread that owns the
-//! connection), `ids.rs`, `config.rs`, `stats.rs`, `spill.rs` and `wait.rs`
-//! (deadlines).
+//! connection), `ids.rs`, `config.rs`, `stats.rs`, `spill.rs` (the spill
+//! and dead-letter files, and replay) and `wait.rs` (deadlines).
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
@@ -121,8 +165,8 @@ pub use models::*;
 pub use storage::{JournalMode, StorageConfig, Synchronous, TraceStorage, DEFAULT_BUSY_TIMEOUT};
 pub use tracer::{HistorySlot, RecordedSession, SessionTracer};
 pub use writer::{
-    replay_spill_file, BlockingWriter, BufferedTraceWriter, OverflowPolicy, RefusedLine,
-    ReplayReport, WriterConfig, WriterStats,
+    replay_spill_file, replay_spill_file_with_progress, BlockingWriter, BufferedTraceWriter,
+    OverflowPolicy, RefusedLine, ReplayReport, WriterConfig, WriterStats,
 };
 
 /// The README's code blocks, compiled as doctests so they stay correct.

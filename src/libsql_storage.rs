@@ -3,12 +3,15 @@
 //! A thin layer over the database layer (`src/db/`): each call builds an operation and
 //! applies it through the shared executor, or runs the shared read.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use libsql::Database;
 use serde_json::Value as Json;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
+use crate::db::foreign::{Findings, ForeignWatch};
 use crate::db::{self, read, Executor, Op};
 use crate::error::TracingError;
 use crate::models::{
@@ -42,11 +45,15 @@ pub struct LibsqlTraceStorage {
     /// the statement's `.await`.
     inner: Mutex<Option<PlainInner>>,
     metrics: PlainMetrics,
+    /// A second SQLite library found with the database open.
+    foreign: Arc<Findings>,
 }
 
 struct PlainInner {
     _db: Database,
     exec: Executor,
+    /// Last, so it is dropped after the connection (see `db/foreign.rs`).
+    watch: ForeignWatch,
 }
 
 impl std::fmt::Debug for LibsqlTraceStorage {
@@ -65,15 +72,34 @@ impl LibsqlTraceStorage {
     /// `InvalidInput` for a bad URL or missing folder, `Database` when the
     /// database cannot be opened, reached or migrated.
     pub async fn new(config: StorageConfig) -> Result<Self, TracingError> {
-        let opened = db::open(&config).await?;
+        let foreign = Arc::<Findings>::default();
+        let opened = db::open_watched(&config, foreign.clone()).await?;
         Ok(Self {
             metrics: PlainMetrics::new(&default_name(&config)),
             config,
             inner: Mutex::new(Some(PlainInner {
                 _db: opened.db,
                 exec: Executor::new(opened.conn, opened.remote),
+                watch: opened.watch,
             })),
+            foreign,
         })
+    }
+
+    /// Warnings about a second SQLite library that has this database (or
+    /// its `-wal`) open in this process, each returned once (Linux only;
+    /// looked for at open and at most once a second while writing; also
+    /// logged as a `tracing` WARN). See
+    /// [`BufferedTraceWriter::take_foreign_sqlite_warnings`](crate::BufferedTraceWriter::take_foreign_sqlite_warnings).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let storage = trace_writer::LibsqlTraceStorage::new_memory().await?;
+    /// assert!(storage.take_foreign_sqlite_warnings().is_empty());
+    /// # Ok::<(), trace_writer::TracingError>(()) }).unwrap();
+    /// ```
+    pub fn take_foreign_sqlite_warnings(&self) -> Vec<String> {
+        self.foreign.take()
     }
 
     /// An in-memory database.
@@ -108,7 +134,10 @@ impl LibsqlTraceStorage {
 
     async fn apply(&self, op: Op) -> Result<Option<i64>, TracingError> {
         let started = std::time::Instant::now();
-        let result = self.exec().await?.apply(&op).await;
+        let mut inner = self.inner.lock().await;
+        let inner = inner.as_mut().ok_or(TracingError::NotInitialized)?;
+        inner.watch.scan_if_due();
+        let result = inner.exec.apply(&op).await;
         self.metrics.statement(started.elapsed());
         Ok(result?)
     }

@@ -198,9 +198,13 @@ pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 #[derive(Clone)]
 pub struct StorageConfig {
-    /// Database URL (file path, :memory:, or libsql:// URL)
+    /// Database URL (file path, :memory:, or libsql:// URL). A token may be
+    /// given inside it (`?authToken=…`, also `auth_token=` or `jwt=`): it is
+    /// then taken as the token, unless `auth_token` is set, and removed from
+    /// the URL the connection uses. `Debug` and errors show the URL through
+    /// [`StorageConfig::redacted_url`].
     pub db_url: String,
-    /// Auth token for remote databases
+    /// Auth token for remote databases. No `Debug`, error or log line shows it.
     pub auth_token: Option<String>,
     /// Whether to auto-initialize schema
     pub auto_init: bool,
@@ -212,10 +216,24 @@ pub struct StorageConfig {
     pub busy_timeout: Duration,
 }
 
+impl StorageConfig {
+    /// The URL as it may be printed or logged: a token inside it (and any
+    /// `user:password@`) replaced by `<redacted>`.
+    ///
+    /// ```
+    /// let config = trace_writer::StorageConfig::file("libsql://db.example.io?authToken=secret");
+    /// assert_eq!(config.redacted_url(), "libsql://db.example.io?authToken=<redacted>");
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// ```
+    pub fn redacted_url(&self) -> String {
+        crate::db::url::redact(&self.db_url)
+    }
+}
+
 impl fmt::Debug for StorageConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StorageConfig")
-            .field("db_url", &self.db_url)
+            .field("db_url", &self.redacted_url())
             .field(
                 "auth_token",
                 &self.auth_token.as_ref().map(|_| "<redacted>"),

@@ -167,19 +167,17 @@ async fn writer_retries_a_failed_commit_and_loses_no_write() {
 
 /// An error that is neither transient nor one operation's fault (here a
 /// trigger that writes to a table that does not exist, so no insert into
-/// `events` can even be prepared) fails the whole batch: every operation in
-/// it is counted and reported, and nothing is retried. Once the cause is
-/// gone, the next batch commits.
+/// `events` can even be prepared) is not retried, and nothing of the batch
+/// is dropped: it is spilled, the writer halts, and later write calls fail
+/// fast with the cause. Once the cause is gone, the spill file replays.
 #[tokio::test]
-async fn a_fatal_error_fails_the_whole_batch_and_the_next_one_commits() {
+async fn a_fatal_error_spills_the_whole_batch_and_halts_the_writer() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("fatal.db");
-    let writer = BufferedTraceWriter::new(
-        StorageConfig::file(path.to_str().expect("utf-8 path")),
-        WriterConfig::default(),
-    )
-    .await
-    .expect("open");
+    let config = StorageConfig::file(path.to_str().expect("utf-8 path"));
+    let writer = BufferedTraceWriter::new(config.clone(), WriterConfig::default())
+        .await
+        .expect("open");
     writer
         .query(
             "CREATE TRIGGER broken AFTER INSERT ON events \
@@ -197,31 +195,38 @@ async fn a_fatal_error_fails_the_whole_batch_and_the_next_one_commits() {
         .await
         .expect("queued");
     let err = writer.flush().await.expect_err("the batch failed");
-    match err {
-        TracingError::WriteFailed {
-            failed,
-            first_cause,
+    let spill = match err {
+        TracingError::Halted {
+            cause,
+            path,
+            spilled,
         } => {
-            // The session row shared the batch, so it failed with it.
-            assert_eq!(failed, 2);
-            assert!(first_cause.contains("no_such_table"), "{first_cause}");
+            // The session row shared the batch, so it was spilled with it.
+            assert_eq!(spilled, 2);
+            assert!(cause.contains("no_such_table"), "{cause}");
+            path
         }
-        other => panic!("expected WriteFailed, got {other:?}"),
-    }
+        other => panic!("expected Halted, got {other:?}"),
+    };
     assert_eq!(writer.stats().retries, 0);
-    writer
+    assert_eq!(writer.stats().failed, 0);
+    assert!(matches!(
+        writer.insert_event("s", None, &common::env_event(1)).await,
+        Err(TracingError::Halted { .. })
+    ));
+    assert!(matches!(
+        writer.close().await,
+        Err(TracingError::Halted { spilled: 2, .. })
+    ));
+    let plain = LibsqlTraceStorage::new(config.clone())
+        .await
+        .expect("plain");
+    plain
         .query("DROP TRIGGER broken", vec![])
         .await
         .expect("drop trigger");
-    writer
-        .ensure_session("s", chrono::Utc::now(), &json!({}))
-        .await
-        .expect("session");
-    writer
-        .insert_event("s", None, &common::env_event(1))
-        .await
-        .expect("queued");
-    writer.flush().await.expect("the next batch commits");
-    assert_eq!(common::count(&writer, "events").await, 1);
-    writer.close().await.expect("close");
+    let report = replay_spill_file(config, &spill).await.expect("replay");
+    assert_eq!(report.inserted, 2, "{report:?}");
+    assert_eq!(common::count(&plain, "events").await, 1);
+    plain.close().await.expect("close");
 }

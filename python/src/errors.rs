@@ -26,6 +26,7 @@ pub(crate) struct Classes {
     timeout: Py<PyType>,
     spilled: Py<PyType>,
     close_failed: Py<PyType>,
+    halted: Py<PyType>,
 }
 
 static CLASSES: PyOnceLock<Classes> = PyOnceLock::new();
@@ -131,6 +132,14 @@ pub(crate) fn classes(py: Python<'_>) -> PyResult<&Classes> {
                 "close() could neither commit nor spill some writes.\n\n\
                  Attributes: count (int), cause (str).",
             )?,
+            halted: sub(
+                "HaltedError",
+                "An error no retry can fix (a missing or read-only table, a corrupt file, \
+                 an expired token) halted the writer: the failed batch and everything \
+                 after it are in the spill file, and write calls fail fast. Close the \
+                 writer, fix the cause, replay the spill file and open a new writer.\n\n\
+                 Attributes: cause (str), path (str), count (int).",
+            )?,
             base,
         })
     })
@@ -138,7 +147,7 @@ pub(crate) fn classes(py: Python<'_>) -> PyResult<&Classes> {
 
 impl Classes {
     /// Every class with its Python name, for the module's namespace.
-    pub(crate) fn all(&self) -> [&Py<PyType>; 16] {
+    pub(crate) fn all(&self) -> [&Py<PyType>; 17] {
         [
             &self.base,
             &self.database,
@@ -156,6 +165,7 @@ impl Classes {
             &self.timeout,
             &self.spilled,
             &self.close_failed,
+            &self.halted,
         ]
     }
 }
@@ -230,6 +240,20 @@ pub(crate) fn to_py(py: Python<'_>, err: TracingError) -> PyErr {
             &c.close_failed,
             message,
             &[("count", int(count as u64)), ("cause", text(&cause))],
+        ),
+        TracingError::Halted {
+            cause,
+            path,
+            spilled,
+        } => instance(
+            py,
+            &c.halted,
+            message,
+            &[
+                ("cause", text(&cause)),
+                ("path", text(&path.to_string_lossy())),
+                ("count", int(spilled as u64)),
+            ],
         ),
         // A variant added to the crate later: the base class until it gets
         // its own.

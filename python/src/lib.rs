@@ -86,6 +86,11 @@ fn _error_for_variant(py: Python<'_>, variant: &str) -> PyResult<Py<PyAny>> {
             count: 2,
             cause: "deadline".into(),
         },
+        "Halted" => E::Halted {
+            cause: "no such table: events".into(),
+            path: "/tmp/h.spill.jsonl".into(),
+            spilled: 5,
+        },
         other => {
             return Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "unknown variant {other}"

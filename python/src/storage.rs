@@ -34,7 +34,25 @@ pub(crate) enum Backend {
 /// tracer's passthroughs) expose them: the GIL released while they wait,
 /// the result converted.
 impl Backend {
+    /// Raises a `RuntimeWarning` for each second SQLite library found with
+    /// the database open in this process since the last call (the crate's
+    /// `take_foreign_sqlite_warnings`).
+    pub(crate) fn warn_foreign(&self, py: Python<'_>) -> PyResult<()> {
+        let warnings = match self {
+            Backend::Plain(s) => s.take_foreign_sqlite_warnings(),
+            Backend::Writer(h) => h.writer.take_foreign_sqlite_warnings(),
+        };
+        let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
+        for text in warnings {
+            let text =
+                std::ffi::CString::new(text.replace('\0', " ")).expect("NUL bytes were replaced");
+            PyErr::warn(py, &category, &text, 1)?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn py_get_session(&self, py: Python<'_>, sid: &str) -> PyResult<Py<PyAny>> {
+        self.warn_foreign(py)?;
         let trace = py.detach(|| self.get_session(sid)).map_err(err)?;
         convert::to_py(py, &trace)
     }
@@ -45,12 +63,14 @@ impl Backend {
         sql: &str,
         params: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
+        self.warn_foreign(py)?;
         let params = convert::params(params)?;
         let rows = py.detach(|| self.query(sql, params)).map_err(err)?;
         convert::to_py(py, &rows)
     }
 
     pub(crate) fn py_delete_session(&self, py: Python<'_>, sid: &str) -> PyResult<bool> {
+        self.warn_foreign(py)?;
         py.detach(|| self.delete_session(sid)).map_err(err)
     }
 
@@ -59,6 +79,7 @@ impl Backend {
         py: Python<'_>,
         timeout: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
+        self.warn_foreign(py)?;
         let limit = options::timeout(timeout)?;
         py.detach(|| self.flush(limit)).map_err(err)
     }
@@ -402,6 +423,7 @@ impl Storage {
         let at = convert::opt_time("created_at", created_at)?.unwrap_or_else(Utc::now);
         let meta = convert::json_object("metadata", metadata)?;
         let b = &self.backend;
+        b.warn_foreign(py)?;
         py.detach(|| b.ensure_session(&session_id, at, &meta))
             .map_err(err)
     }
@@ -416,6 +438,7 @@ impl Storage {
     ) -> PyResult<i64> {
         let step: SessionTimeStep = convert::model("step", step)?;
         let b = &self.backend;
+        b.warn_foreign(py)?;
         py.detach(|| b.ensure_timestep(&session_id, &step))
             .map_err(err)
     }
@@ -432,6 +455,7 @@ impl Storage {
     ) -> PyResult<()> {
         let at = convert::opt_time("completed_at", completed_at)?;
         let b = &self.backend;
+        b.warn_foreign(py)?;
         py.detach(|| b.update_timestep(&session_id, &step_id, at))
             .map_err(err)
     }
@@ -446,6 +470,7 @@ impl Storage {
     ) -> PyResult<i64> {
         let event = convert::event(event)?;
         let b = &self.backend;
+        b.warn_foreign(py)?;
         py.detach(|| b.insert_event(&session_id, timestep_id, &event))
             .map_err(err)
     }
@@ -461,6 +486,7 @@ impl Storage {
     ) -> PyResult<i64> {
         let msg = convert::message(message)?;
         let b = &self.backend;
+        b.warn_foreign(py)?;
         py.detach(|| b.insert_message(&session_id, timestep_id, &msg))
             .map_err(err)
     }
@@ -474,6 +500,7 @@ impl Storage {
     ) -> PyResult<i64> {
         let reward: OutcomeReward = convert::model("reward", reward)?;
         let b = &self.backend;
+        b.warn_foreign(py)?;
         py.detach(|| b.insert_outcome_reward(&session_id, &reward))
             .map_err(err)
     }
@@ -490,6 +517,7 @@ impl Storage {
     ) -> PyResult<i64> {
         let reward: EventReward = convert::model("reward", reward)?;
         let b = &self.backend;
+        b.warn_foreign(py)?;
         py.detach(|| b.insert_event_reward(&session_id, event_id, message_id, turn_number, &reward))
             .map_err(err)
     }
@@ -498,6 +526,7 @@ impl Storage {
     /// ``num_messages``.
     fn update_session_counts(&self, py: Python<'_>, session_id: PyBackedStr) -> PyResult<()> {
         let b = &self.backend;
+        b.warn_foreign(py)?;
         py.detach(|| b.update_session_counts(&session_id))
             .map_err(err)
     }
@@ -806,7 +835,7 @@ impl PlainStorage {
 
     fn __repr__(slf: &Bound<'_, Self>) -> String {
         match &slf.as_super().get().backend {
-            Backend::Plain(s) => format!("LibsqlTraceStorage({:?})", s.config().db_url),
+            Backend::Plain(s) => format!("LibsqlTraceStorage({:?})", s.config().redacted_url()),
             Backend::Writer(..) => "LibsqlTraceStorage(?)".into(),
         }
     }
@@ -903,6 +932,8 @@ impl WriterStorage {
                 ("queue_bytes", s.queue_bytes),
                 ("retries", s.retries),
                 ("spilled", s.spilled),
+                ("dead_letters", s.dead_letters),
+                ("foreign_sqlite", s.foreign_sqlite),
                 ("max_batch_ops", s.max_batch_ops),
                 ("commit_micros_total", s.commit_micros_total),
                 ("commit_micros_max", s.commit_micros_max),

@@ -25,6 +25,7 @@ TABLE = [
     ("Timeout", tw.TimeoutError, (builtins.TimeoutError,)),
     ("Spilled", tw.SpilledError, ()),
     ("CloseFailed", tw.CloseFailedError, ()),
+    ("Halted", tw.HaltedError, ()),
 ]
 
 
@@ -46,6 +47,8 @@ def test_attributes():
     assert (e.path, e.count) == ("/tmp/x.spill.jsonl", 7)
     e = tw._trace_writer._error_for_variant("CloseFailed")
     assert (e.count, e.cause) == (2, "deadline")
+    e = tw._trace_writer._error_for_variant("Halted")
+    assert (e.cause, e.path, e.count) == ("no such table: events", "/tmp/h.spill.jsonl", 5)
 
 
 def test_database_error(storage):
@@ -161,3 +164,25 @@ def test_tracer_state_classes():
 def test_every_error_is_a_trace_writer_error():
     assert all(issubclass(c, tw.TraceWriterError) for _, c, _ in TABLE)
     assert len({c for _, c, _ in TABLE}) == 15
+
+
+def test_halted_when_a_table_disappears_and_nothing_is_lost(tmp_path):
+    """A fatal error (the events table renamed under the writer) halts it:
+    flush raises HaltedError naming the spill file, later writes fail fast,
+    and every acknowledged write is in that file."""
+    w = tw.BufferedTraceWriter.file(tmp_path / "halt.db")
+    w.ensure_session("s")
+    w.flush()
+    w.query("ALTER TABLE events RENAME TO events_elsewhere")
+    ids = [w.insert_event("s", None, env_event(i)) for i in range(5)]
+    with pytest.raises(tw.HaltedError) as caught:
+        w.flush()
+    e = caught.value
+    assert "events" in e.cause and e.count == 5
+    with open(e.path) as f:
+        spilled = f.read().splitlines()
+    assert len(spilled) == 5 and all(str(i) in "".join(spilled) for i in ids)
+    with pytest.raises(tw.HaltedError):
+        w.insert_event("s", None, env_event(9))
+    with pytest.raises(tw.HaltedError):
+        w.close()

@@ -29,6 +29,7 @@ from . import _trace_writer
 from ._trace_writer import (
     BufferedTraceWriter,
     CloseFailedError,
+    HaltedError,
     DatabaseError,
     InternalError,
     InvalidInputError,
@@ -61,6 +62,7 @@ __all__ = [
     "MAX_NESTING_DEPTH",
     "BufferedTraceWriter",
     "CloseFailedError",
+    "HaltedError",
     "DatabaseError",
     "InternalError",
     "InvalidInputError",

@@ -73,6 +73,13 @@ class CloseFailedError(TraceWriterError):
     count: int
     cause: str
 
+class HaltedError(TraceWriterError):
+    """An error no retry can fix halted the writer; the rest is in the spill file at ``path``."""
+
+    cause: str
+    path: str
+    count: int
+
 class TraceStorage:
     """The methods both storage classes share (the crate's TraceStorage trait)."""
 

@@ -18,6 +18,8 @@ names as the Rust crate's ``metrics`` facade, labelled ``writer``::
 | ``trace_writer_committed_total`` | counter | ``committed`` |
 | ``trace_writer_refused_total`` | counter | ``failed`` |
 | ``trace_writer_spilled_total`` | counter | ``spilled`` |
+| ``trace_writer_dead_letters_total`` | counter | ``dead_letters`` |
+| ``trace_writer_foreign_sqlite_total`` | counter | ``foreign_sqlite`` |
 | ``trace_writer_rejected_total`` | counter | ``rejected`` |
 | ``trace_writer_retries_total`` | counter | ``retries`` |
 | ``trace_writer_batches_total`` | counter | ``batches`` |
@@ -53,6 +55,8 @@ _COUNTERS = (
     ("trace_writer_committed", "committed", "write operations committed"),
     ("trace_writer_refused", "failed", "write operations the database refused"),
     ("trace_writer_spilled", "spilled", "write operations written to a spill file"),
+    ("trace_writer_dead_letters", "dead_letters", "refused write operations kept in the dead-letter file"),
+    ("trace_writer_foreign_sqlite", "foreign_sqlite", "files of the database found open by a second SQLite library"),
     ("trace_writer_rejected", "rejected", "calls refused with QueueFull"),
     ("trace_writer_retries", "retries", "batch attempts retried after a transient fault"),
     ("trace_writer_batches", "batches", "transactions committed"),

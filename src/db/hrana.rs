@@ -25,6 +25,7 @@ use libsql::Value;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::db::url::redact;
 use crate::error::{classify_remote_error, DbError, ErrorClass};
 
 /// Longest a pipeline request may take before it counts as a dropped
@@ -236,7 +237,7 @@ impl HranaClient {
         let bad = |m: String| DbError::new(ErrorClass::Fatal, m);
         let (scheme, rest) = url
             .split_once("://")
-            .ok_or_else(|| bad(format!("not a server url: {url}")))?;
+            .ok_or_else(|| bad(format!("not a server url: {}", redact(url))))?;
         let scheme = match scheme.to_ascii_lowercase().as_str() {
             "http" | "ws" => "http",
             _ => "https",
@@ -244,7 +245,7 @@ impl HranaClient {
         let base = rest.split(['?', '#']).next().unwrap_or(rest);
         let pipeline: Uri = format!("{scheme}://{}/v3/pipeline", base.trim_end_matches('/'))
             .parse()
-            .map_err(|e| bad(format!("bad server url {url}: {e}")))?;
+            .map_err(|e| bad(format!("bad server url {}: {e}", redact(url))))?;
         let auth = match token.filter(|t| !t.is_empty()) {
             Some(t) => {
                 let mut v = HeaderValue::try_from(format!("Bearer {t}"))

@@ -22,6 +22,7 @@
 
 pub(crate) mod columns;
 pub(crate) mod exec;
+pub(crate) mod foreign;
 pub(crate) mod hrana;
 pub(crate) mod lease;
 pub(crate) mod op;
@@ -29,9 +30,10 @@ pub(crate) mod open;
 pub(crate) mod params;
 pub(crate) mod read;
 pub(crate) mod tx;
+pub(crate) mod url;
 
 pub(crate) use columns::Table;
 pub(crate) use exec::Executor;
 pub(crate) use op::Op;
-pub(crate) use open::{open, Opened};
+pub(crate) use open::{open, open_watched, Opened};
 pub(crate) use tx::transaction;

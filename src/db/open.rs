@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use libsql::{Connection, Database};
 
+use crate::db::foreign::{self, Findings, ForeignWatch};
 use crate::db::hrana::HranaClient;
+use crate::db::url;
 use crate::error::TracingError;
 use crate::schema;
 use crate::storage::{DbKind, JournalMode, StorageConfig};
@@ -19,6 +21,9 @@ pub(crate) struct Opened {
     pub(crate) remote: bool,
     /// For a remote server: the client that sends a batch in one request.
     pub(crate) pipeline: Option<Arc<HranaClient>>,
+    /// For a file: the watch for a second SQLite library with it open.
+    /// Whoever keeps the connection keeps this too, and drops it last.
+    pub(crate) watch: ForeignWatch,
 }
 
 /// Opens the database the config names, applies the pragmas and, with
@@ -28,20 +33,54 @@ pub(crate) struct Opened {
 /// `InvalidInput` for a bad URL or a missing folder; `Database` when the
 /// database cannot be opened or reached.
 pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError> {
+    open_watched(config, Arc::default()).await
+}
+
+/// As [`open`], reporting a second SQLite library with a file database open
+/// in this process into `findings` (see `foreign.rs`): once now, and again
+/// whenever the owner calls `watch.scan_if_due()`.
+///
+/// # Errors
+/// As [`open`].
+pub(crate) async fn open_watched(
+    config: &StorageConfig,
+    findings: Arc<Findings>,
+) -> Result<Opened, TracingError> {
     let kind = config.kind()?;
-    let mut pipeline = None;
-    let (db, remote) = match &kind {
-        DbKind::Memory => (libsql::Builder::new_local(":memory:").build().await?, false),
+    match &kind {
         DbKind::File(path) => {
             check_parent_exists(path)?;
-            (libsql::Builder::new_local(path).build().await?, false)
+            let (mut opened, watch) =
+                foreign::open_claimed(path, findings, open_kind(config, &kind)).await?;
+            opened.watch = watch;
+            Ok(opened)
         }
+        _ => {
+            let mut opened = open_kind(config, &kind).await?;
+            opened.watch = ForeignWatch::none(findings);
+            Ok(opened)
+        }
+    }
+}
+
+async fn open_kind(config: &StorageConfig, kind: &DbKind) -> Result<Opened, TracingError> {
+    let mut pipeline = None;
+    let (db, remote) = match kind {
+        DbKind::Memory => (libsql::Builder::new_local(":memory:").build().await?, false),
+        DbKind::File(path) => (libsql::Builder::new_local(path).build().await?, false),
         DbKind::Remote(url) => {
-            let token = config.auth_token.clone().unwrap_or_default();
-            pipeline = Some(Arc::new(HranaClient::new(url, Some(&token))?));
-            let db = libsql::Builder::new_remote(url.clone(), token)
-                .build()
-                .await?;
+            // A token inside the URL is the token (unless one was given
+            // apart), and it leaves the URL: nothing the connection prints
+            // can show it.
+            let (url, in_url) = url::take_token(url);
+            let token = config
+                .auth_token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .or(in_url)
+                .unwrap_or_default();
+            pipeline = Some(Arc::new(HranaClient::new(&url, Some(&token))?));
+            let db = libsql::Builder::new_remote(url, token).build().await?;
             (db, true)
         }
     };
@@ -76,7 +115,7 @@ pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError>
     // it was.
     let named = |e: TracingError| match e {
         TracingError::Database(msg) => {
-            TracingError::Database(format!("cannot open `{}`: {msg}", config.db_url))
+            TracingError::Database(format!("cannot open `{}`: {msg}", config.redacted_url()))
         }
         other => other,
     };
@@ -89,6 +128,7 @@ pub(crate) async fn open(config: &StorageConfig) -> Result<Opened, TracingError>
         conn,
         remote,
         pipeline,
+        watch: ForeignWatch::none(Arc::default()),
     })
 }
 

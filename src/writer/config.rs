@@ -95,6 +95,8 @@ pub struct WriterConfig {
     pub(crate) error_history: usize,
     pub(crate) session_cache: usize,
     pub(crate) spill_path: Option<PathBuf>,
+    pub(crate) spill_dir: Option<PathBuf>,
+    pub(crate) dead_letter_path: Option<PathBuf>,
     pub(crate) multi_row_inserts: Option<bool>,
     pub(crate) name: Option<String>,
 }
@@ -119,6 +121,8 @@ impl Default for WriterConfig {
             error_history: DEFAULT_ERROR_HISTORY,
             session_cache: DEFAULT_SESSION_CACHE,
             spill_path: None,
+            spill_dir: None,
+            dead_letter_path: None,
             multi_row_inserts: None,
             name: None,
         }
@@ -203,12 +207,43 @@ impl WriterConfig {
         session_cache: usize
     );
 
-    /// Where `close()` spills what it could not commit in time. By default,
-    /// beside the database: `<db>.spill-<time>-<pid>-<n>.jsonl`, one file per
-    /// writer instance, or the temp folder
-    /// for `:memory:` and remote databases.
+    /// The spill file: where the writer keeps, in order, the operations it
+    /// could not commit (past `close_timeout`, or after a fatal error), for
+    /// [`crate::replay_spill_file`]. It is created new, mode `0600`; if the
+    /// name is taken, a sibling with random bits in its name is used, and
+    /// errors name that one. The dead-letter file goes beside it
+    /// (`<path>.dead-letter.jsonl`) unless [`WriterConfig::dead_letter_path`]
+    /// names it.
+    ///
+    /// By default, beside a file database (`<db>.spill-<time>-<pid>-<random>.jsonl`),
+    /// or, for `:memory:` and remote databases, in the per-user folder
+    /// `$XDG_STATE_HOME/trace-writer` (else `~/.local/state/trace-writer`,
+    /// else `trace-writer-<uid>` in the temp folder), made mode `0700`.
     pub fn spill_path(mut self, path: impl Into<PathBuf>) -> Self {
         self.spill_path = Some(path.into());
+        self
+    }
+
+    /// The folder for the default-named spill and dead-letter files, instead
+    /// of the places [`WriterConfig::spill_path`] describes. Made mode `0700`
+    /// if it does not exist.
+    ///
+    /// ```
+    /// let config = trace_writer::WriterConfig::default().spill_dir("/var/lib/traces/kept");
+    /// assert!(config.validate().is_ok());
+    /// ```
+    pub fn spill_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spill_dir = Some(dir.into());
+        self
+    }
+
+    /// The dead-letter file: where operations the database refused (a
+    /// constraint, a trigger's `RAISE`) are kept, each line with its cause,
+    /// in the spill file's format, so that [`crate::replay_spill_file`]
+    /// applies them once the cause is fixed. Created new, mode `0600`. By
+    /// default beside the spill file (see [`WriterConfig::spill_path`]).
+    pub fn dead_letter_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.dead_letter_path = Some(path.into());
         self
     }
 

@@ -15,6 +15,8 @@
 //! | `trace_writer_committed_total` | counter | write operations committed |
 //! | `trace_writer_refused_total` | counter | write operations the database refused (see `WriterStats::failed`) |
 //! | `trace_writer_spilled_total` | counter | write operations written to a spill file |
+//! | `trace_writer_dead_letters_total` | counter | refused operations kept in the dead-letter file |
+//! | `trace_writer_foreign_sqlite_total` | counter | files of the database found open by a second SQLite library in the process |
 //! | `trace_writer_rejected_total` | counter | calls refused with `QueueFull` |
 //! | `trace_writer_retries_total` | counter | batch attempts retried after a transient fault |
 //! | `trace_writer_batches_total` | counter | transactions committed |
@@ -212,6 +214,8 @@ mod handles {
         committed: Counter,
         refused: Counter,
         spilled: Counter,
+        dead_letters: Counter,
+        foreign_sqlite: Counter,
         rejected: Counter,
         retries: Counter,
         batches: Counter,
@@ -243,6 +247,14 @@ mod handles {
             describe_counter!(
                 "trace_writer_spilled_total",
                 "write operations written to a spill file"
+            );
+            describe_counter!(
+                "trace_writer_dead_letters_total",
+                "refused write operations kept in the dead-letter file"
+            );
+            describe_counter!(
+                "trace_writer_foreign_sqlite_total",
+                "files of the database found open by a second SQLite library in the process"
             );
             describe_counter!(
                 "trace_writer_rejected_total",
@@ -305,6 +317,8 @@ mod handles {
                 committed: metrics::counter!("trace_writer_committed_total", &l()),
                 refused: metrics::counter!("trace_writer_refused_total", &l()),
                 spilled: metrics::counter!("trace_writer_spilled_total", &l()),
+                dead_letters: metrics::counter!("trace_writer_dead_letters_total", &l()),
+                foreign_sqlite: metrics::counter!("trace_writer_foreign_sqlite_total", &l()),
                 rejected: metrics::counter!("trace_writer_rejected_total", &l()),
                 retries: metrics::counter!("trace_writer_retries_total", &l()),
                 batches: metrics::counter!("trace_writer_batches_total", &l()),
@@ -333,6 +347,8 @@ mod handles {
             inc(&self.committed, now.committed, last.committed);
             inc(&self.refused, now.failed, last.failed);
             inc(&self.spilled, now.spilled, last.spilled);
+            inc(&self.dead_letters, now.dead_letters, last.dead_letters);
+            inc(&self.foreign_sqlite, now.foreign_sqlite, last.foreign_sqlite);
             inc(&self.rejected, now.rejected, last.rejected);
             inc(&self.retries, now.retries, last.retries);
             inc(&self.batches, now.batches, last.batches);

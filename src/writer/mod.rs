@@ -12,8 +12,8 @@
 //! - `reserve`: queue space (the operation and byte bounds).
 //! - `actor`: the thread that owns the connection and commits batches.
 //! - `ids`: id blocks leased from the database and handed out by producers.
-//! - `config`, `stats`, `spill`, `wait`: settings, counters, spill
-//!   files and deadlines.
+//! - `config`, `stats`, `spill`, `wait`: settings, counters, the spill
+//!   and dead-letter files (and their replay), and deadlines.
 
 mod actor;
 mod blocking;
@@ -38,7 +38,7 @@ pub use config::{
     DEFAULT_SESSION_CACHE,
 };
 pub use handle::BufferedTraceWriter;
-pub use spill::{replay_spill_file, RefusedLine, ReplayReport};
+pub use spill::{replay_spill_file, replay_spill_file_with_progress, RefusedLine, ReplayReport};
 pub use stats::WriterStats;
 
 /// Locks a mutex of the writer's, whether or not a panic poisoned it.

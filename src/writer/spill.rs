@@ -1,42 +1,248 @@
-//! Spill files: what `close()` could not commit in time, one operation per
-//! JSON line, and [`replay_spill_file`] to apply them later.
+//! Kept files: the spill file (operations the writer could not commit:
+//! past `close()`'s deadline, or after a fatal error) and the dead-letter
+//! file (operations the database refused), one operation per JSON line in
+//! the same format, and [`replay_spill_file`] to apply either later.
+//!
+//! Both are private: created new (`create_new`), mode `0600`, under a name
+//! with random bits, and, unless beside a file database, in a per-user
+//! folder of mode `0700` (see [`default_paths`]).
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use libsql::Value;
 use serde_json::{json, Value as Json};
 
 use crate::db::exec::Replayed;
+use crate::db::hrana::HranaClient;
+use crate::db::tx::{RemoteOutcome, RemoteTx};
 use crate::db::{self, Executor, Op, Table};
 use crate::error::{DbError, ErrorClass, TracingError};
 use crate::storage::{DbKind, StorageConfig};
 use crate::writer::config::WriterConfig;
 
-/// The spill file used when none is configured: beside a file database, or
-/// in the temp folder for `:memory:` and remote ones. Each writer instance
-/// gets its own name (start time, process id and a per-process count), so
-/// that writers sharing a database, or several in one process, never mix
-/// their spills.
-pub(crate) fn default_path(config: &WriterConfig, storage: &StorageConfig) -> PathBuf {
-    static INSTANCES: AtomicU64 = AtomicU64::new(0);
-    if let Some(p) = &config.spill_path {
-        return p.clone();
-    }
-    let n = INSTANCES.fetch_add(1, Ordering::Relaxed);
+/// A writer's two kept files.
+#[derive(Debug)]
+pub(crate) struct KeptPaths {
+    /// What could not be committed.
+    pub(crate) spill: KeptFile,
+    /// What the database refused.
+    pub(crate) dead_letter: KeptFile,
+}
+
+/// The writer's spill and dead-letter files. Chosen once per writer, created
+/// only when something is first written to them.
+///
+/// - `WriterConfig::spill_path`: the spill file there, the dead-letter file
+///   beside it (`<spill>.dead-letter.jsonl`), unless `dead_letter_path` names it.
+/// - `WriterConfig::spill_dir`: both in that folder (made `0700` if new).
+/// - A file database: both beside it, `<db>.spill-<unique>.jsonl` and
+///   `<db>.dead-letter-<unique>.jsonl`, where an operator looks for them
+///   first, on the same disk and with the database's own trust.
+/// - `:memory:` and remote databases: the per-user state folder
+///   ([`private_dir`]), `<db>-<unique>.spill.jsonl` and
+///   `<db>-<unique>.dead-letter.jsonl`.
+///
+/// `<unique>` is the start time, the process id and 64 random bits: each
+/// writer instance has its own files, and no other user can guess a name.
+pub(crate) fn default_paths(config: &WriterConfig, storage: &StorageConfig) -> KeptPaths {
+    let random = uuid::Uuid::new_v4().simple().to_string();
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let unique = format!("{secs}-{}-{n}", std::process::id());
-    match storage.kind() {
-        Ok(DbKind::File(path)) => {
-            let mut name = path.file_name().unwrap_or_default().to_os_string();
-            name.push(format!(".spill-{unique}.jsonl"));
-            path.with_file_name(name)
+    let unique = format!("{secs}-{}-{}", std::process::id(), &random[..16]);
+    let kind = storage.kind();
+    let db_name = match &kind {
+        Ok(DbKind::File(path)) => path
+            .file_name()
+            .map_or_else(|| "traces".into(), |n| n.to_string_lossy().into_owned()),
+        Ok(DbKind::Memory) => "memory".into(),
+        _ => "remote".into(),
+    };
+    let in_dir = |dir: &Path, private: bool| KeptPaths {
+        spill: KeptFile::new(dir.join(format!("{db_name}-{unique}.spill.jsonl")), private),
+        dead_letter: KeptFile::new(
+            dir.join(format!("{db_name}-{unique}.dead-letter.jsonl")),
+            private,
+        ),
+    };
+    let mut paths = match (&config.spill_path, &config.spill_dir, &kind) {
+        (Some(p), _, _) => {
+            let mut dead = p.as_os_str().to_os_string();
+            dead.push(".dead-letter.jsonl");
+            KeptPaths {
+                spill: KeptFile::new(p.clone(), false),
+                dead_letter: KeptFile::new(PathBuf::from(dead), false),
+            }
         }
-        _ => std::env::temp_dir().join(format!("trace-writer-{unique}.spill.jsonl")),
+        (None, Some(dir), _) => in_dir(dir, false),
+        (None, None, Ok(DbKind::File(path))) => {
+            let beside = |what: &str| {
+                let mut name = path.file_name().unwrap_or_default().to_os_string();
+                name.push(format!(".{what}-{unique}.jsonl"));
+                KeptFile::new(path.with_file_name(name), false)
+            };
+            KeptPaths {
+                spill: beside("spill"),
+                dead_letter: beside("dead-letter"),
+            }
+        }
+        (None, None, _) => in_dir(&private_dir(), true),
+    };
+    if let Some(p) = &config.dead_letter_path {
+        paths.dead_letter = KeptFile::new(p.clone(), false);
+    }
+    paths
+}
+
+/// The per-user folder for kept files: `$XDG_STATE_HOME/trace-writer`, else
+/// `~/.local/state/trace-writer`, else `trace-writer-<uid>` in the temp
+/// folder. It is made (and kept) mode `0700` when first used.
+pub(crate) fn private_dir() -> PathBuf {
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    if let Some(state) = var("XDG_STATE_HOME") {
+        return state.join("trace-writer");
+    }
+    if let Some(home) = var("HOME") {
+        return home.join(".local").join("state").join("trace-writer");
+    }
+    let user = current_uid().map_or_else(|| "user".to_string(), |u| u.to_string());
+    std::env::temp_dir().join(format!("trace-writer-{user}"))
+}
+
+/// This process's user id, where the system says it without `unsafe`.
+#[cfg(unix)]
+fn current_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+#[cfg(not(unix))]
+fn current_uid() -> Option<u32> {
+    None
+}
+
+/// Makes `dir` (and its missing parents) with mode `0700`, and checks that
+/// it is a real folder of this user that no one else may enter; a folder
+/// of ours with a looser mode is tightened.
+#[cfg(unix)]
+fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let meta = std::fs::symlink_metadata(dir)?;
+    let refuse = |why: &str| {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!("{} {why}: refusing to keep traces in it", dir.display()),
+        ))
+    };
+    if !meta.is_dir() {
+        return refuse("is not a folder (a symbolic link?)");
+    }
+    if current_uid().is_some_and(|uid| uid != meta.uid()) {
+        return refuse("belongs to another user");
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Creates a file that did not exist, readable by its owner only.
+fn create_private(path: &Path) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)
+}
+
+/// A spill or dead-letter file: created on its first line, then appended to.
+#[derive(Debug)]
+pub(crate) struct KeptFile {
+    path: PathBuf,
+    /// The folder is the per-user one: make it `0700` and check it.
+    private_dir: bool,
+    file: Option<File>,
+}
+
+impl KeptFile {
+    pub(crate) fn new(path: PathBuf, private_dir: bool) -> Self {
+        Self {
+            path,
+            private_dir,
+            file: None,
+        }
+    }
+
+    /// Where the lines are (or will be) kept.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Creates the file, new: if the name is taken (a configured path used
+    /// twice), a sibling with random bits is made instead, and `path()`
+    /// names it from then on.
+    fn create(&mut self) -> std::io::Result<File> {
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            // A folder of ours is checked every time; one the user named
+            // is only made, private, when it does not exist.
+            if self.private_dir || !dir.exists() {
+                ensure_private_dir(dir)?;
+            }
+        }
+        match create_private(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let random = uuid::Uuid::new_v4().simple().to_string();
+                let mut name = self.path.as_os_str().to_os_string();
+                name.push(format!(".{}.jsonl", &random[..16]));
+                let file = create_private(Path::new(&name))?;
+                self.path = PathBuf::from(name);
+                Ok(file)
+            }
+            other => other,
+        }
+    }
+
+    /// Appends operations, each with why it is kept, and syncs the file.
+    pub(crate) fn append<'a>(
+        &mut self,
+        ops: impl IntoIterator<Item = (&'a Op, &'a str)>,
+    ) -> std::io::Result<()> {
+        let mut buf = Vec::new();
+        for (op, cause) in ops {
+            let mut line = op_to_json(op);
+            if let Json::Object(map) = &mut line {
+                map.insert("cause".into(), Json::String(cause.to_string()));
+            }
+            serde_json::to_writer(&mut buf, &line)?;
+            buf.push(b'\n');
+        }
+        if buf.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            self.file = Some(self.create()?);
+        }
+        let file = self.file.as_mut().expect(crate::error::BUG);
+        file.write_all(&buf)?;
+        file.sync_all()
     }
 }
 
@@ -117,18 +323,6 @@ pub(crate) fn op_from_json(j: &Json) -> Result<Op, TracingError> {
     }
 }
 
-/// Appends operations to the spill file and syncs it to disk.
-pub(crate) fn append(path: &Path, ops: &[Op]) -> std::io::Result<()> {
-    let mut file = OpenOptions::new().create(true).append(true).open(path)?;
-    let mut buf = Vec::new();
-    for op in ops {
-        serde_json::to_writer(&mut buf, &op_to_json(op))?;
-        buf.push(b'\n');
-    }
-    file.write_all(&buf)?;
-    file.sync_all()
-}
-
 /// What [`replay_spill_file`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -188,6 +382,47 @@ pub async fn replay_spill_file(
     storage: StorageConfig,
     path: impl AsRef<Path>,
 ) -> Result<ReplayReport, TracingError> {
+    replay_spill_file_with_progress(storage, path, |_, _| {}).await
+}
+
+/// [`replay_spill_file`], calling `progress(done, total)` as operations are
+/// applied (`trace-writer replay` draws its progress bar with it).
+///
+/// On a local database the file is applied in one transaction, and
+/// `progress` is called once it committed. On a remote server it goes
+/// through the batch client in chunks of whole lines (up to 1,000
+/// operations or about 4 MB each), one request and one transaction per
+/// chunk, and `progress` is called after each: a large file costs one round
+/// trip per chunk, not two per row, and a transient fault (retried up to 8
+/// times with backoff) costs one chunk, not the whole replay. Each chunk is
+/// idempotent as the whole file is, so a replay that failed half-way can be
+/// run again: what was applied counts as duplicates.
+///
+/// ```
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let dir = tempfile::tempdir().unwrap();
+/// let spill = dir.path().join("empty.jsonl");
+/// std::fs::write(&spill, "").unwrap();
+/// let mut calls = Vec::new();
+/// let report = trace_writer::replay_spill_file_with_progress(
+///     trace_writer::StorageConfig::memory(),
+///     &spill,
+///     |done, total| calls.push((done, total)),
+/// )
+/// .await?;
+/// assert_eq!(report.operations, 0);
+/// assert_eq!(calls, vec![(0, 0)]);
+/// # Ok::<(), trace_writer::TracingError>(()) }).unwrap();
+/// ```
+///
+/// # Errors
+/// As [`replay_spill_file`]. On a remote server the error says how many
+/// operations were applied before it.
+pub async fn replay_spill_file_with_progress(
+    storage: StorageConfig,
+    path: impl AsRef<Path>,
+    mut progress: impl FnMut(usize, usize) + Send,
+) -> Result<ReplayReport, TracingError> {
     let path = path.as_ref().to_path_buf();
     let lines = match tokio::runtime::Handle::try_current() {
         Ok(rt) => rt
@@ -212,6 +447,12 @@ pub async fn replay_spill_file(
         }
     }
     let opened = db::open(&storage).await?;
+    if let Some(client) = opened.pipeline.clone() {
+        replay_remote(&client, &ops, &mut report, &mut progress).await?;
+        report.refused.sort_by_key(|r| r.line);
+        return Ok(report);
+    }
+    let total = ops.len();
     let mut exec = Executor::new(opened.conn.clone(), opened.remote);
     loop {
         let mut attempt = Applied::default();
@@ -224,6 +465,7 @@ pub async fn replay_spill_file(
                 report.updates = attempt.updates;
                 report.refused.extend(attempt.refused);
                 report.refused.sort_by_key(|r| r.line);
+                progress(total, total);
                 return Ok(report);
             }
             // SQLite rolled the transaction back over a refused line: start
@@ -236,6 +478,118 @@ pub async fn replay_spill_file(
             Err(ReplayError::Db(e)) => return Err(e.into()),
         }
     }
+}
+
+/// Operations per request of a remote replay, at most.
+const REPLAY_CHUNK_OPS: usize = 1000;
+/// Bytes of values per request of a remote replay, about (a chunk holds at
+/// least one operation).
+const REPLAY_CHUNK_BYTES: usize = 4 << 20;
+/// Tries of one chunk after transient faults.
+const REPLAY_TRIES: u32 = 8;
+
+/// Replays `ops` on a remote server in chunks, one request and one
+/// transaction each.
+async fn replay_remote(
+    client: &HranaClient,
+    ops: &[(usize, Op)],
+    report: &mut ReplayReport,
+    progress: &mut (impl FnMut(usize, usize) + Send),
+) -> Result<(), TracingError> {
+    let total = ops.len();
+    let mut done = 0;
+    progress(done, total);
+    let mut rest = ops;
+    while !rest.is_empty() {
+        let mut n = 0;
+        let mut bytes = 0;
+        while n < rest.len() && n < REPLAY_CHUNK_OPS && (n == 0 || bytes < REPLAY_CHUNK_BYTES) {
+            bytes += rest[n].1.size_bytes();
+            n += 1;
+        }
+        let (chunk, tail) = rest.split_at(n);
+        replay_chunk(client, chunk, report).await.map_err(|e| {
+            TracingError::Database(format!(
+                "replayed {done} of {total} operations, then: {e} (run the replay again: \
+                 what was applied counts as duplicates)"
+            ))
+        })?;
+        done += n;
+        progress(done, total);
+        rest = tail;
+    }
+    Ok(())
+}
+
+/// One chunk of a remote replay, in one transaction: refused lines are
+/// reported and left out, and the rest sent again; transient faults are
+/// retried with backoff.
+async fn replay_chunk(
+    client: &HranaClient,
+    chunk: &[(usize, Op)],
+    report: &mut ReplayReport,
+) -> Result<(), DbError> {
+    let mut live: Vec<&(usize, Op)> = chunk.iter().collect();
+    let mut backoff = std::time::Duration::from_millis(100);
+    let mut tries = 0;
+    while !live.is_empty() {
+        let tx = RemoteTx::new(
+            live.iter()
+                .map(|(_, op)| Executor::replay_stmt(op))
+                .collect(),
+        );
+        let answer = match client.batch(&tx.steps).await {
+            Ok(result) => tx.outcome(result),
+            Err(e) => Err(e),
+        };
+        let error = match answer {
+            Ok(RemoteOutcome::Committed(results)) => {
+                for ((_, op), result) in live.iter().zip(results) {
+                    match op {
+                        Op::Insert { .. } if result.rows.is_empty() => report.duplicates += 1,
+                        Op::Insert { .. } => report.inserted += 1,
+                        _ => report.updates += 1,
+                    }
+                }
+                return Ok(());
+            }
+            Ok(RemoteOutcome::Failed(failed)) => {
+                let mut other = None;
+                let mut refused = Vec::new();
+                for (i, e) in failed {
+                    if e.class == ErrorClass::Operation {
+                        if let Some((line, op)) = live.get(i) {
+                            report.refused.push(RefusedLine {
+                                line: *line,
+                                kind: op.kind().to_string(),
+                                cause: e.message,
+                            });
+                        }
+                        refused.push(i);
+                    } else {
+                        other.get_or_insert(e);
+                    }
+                }
+                for i in refused.into_iter().rev() {
+                    live.remove(i);
+                }
+                match other {
+                    Some(e) => e,
+                    None => continue,
+                }
+            }
+            Err(e) => e,
+        };
+        if !error.is_transient() || tries + 1 >= REPLAY_TRIES {
+            return Err(error);
+        }
+        tries += 1;
+        tracing::warn!(target: "trace_writer", error = %error, ?backoff,
+            "transient fault during a replay; sending the chunk again");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+    }
+    Ok(())
 }
 
 /// Counts of one replay attempt.

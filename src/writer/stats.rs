@@ -18,6 +18,7 @@ pub(crate) struct Counters {
     pub(crate) queued_bytes: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) spilled: AtomicU64,
+    pub(crate) dead_letters: AtomicU64,
     pub(crate) max_batch_ops: AtomicU64,
     pub(crate) commit_nanos_total: AtomicU64,
     pub(crate) commit_nanos_max: AtomicU64,
@@ -52,6 +53,9 @@ impl Counters {
             queue_bytes: self.queued_bytes.load(Relaxed),
             retries: self.retries.load(Relaxed),
             spilled,
+            dead_letters: self.dead_letters.load(Relaxed),
+            // Filled in by the handle, from the watch's findings.
+            foreign_sqlite: 0,
             max_batch_ops: self.max_batch_ops.load(Relaxed),
             commit_micros_total: self.commit_nanos_total.load(Relaxed) / 1000,
             commit_micros_max: self.commit_nanos_max.load(Relaxed) / 1000,
@@ -84,8 +88,15 @@ pub struct WriterStats {
     pub queue_bytes: u64,
     /// Batch attempts retried after a transient fault (busy, I/O, network).
     pub retries: u64,
-    /// Operations written to a spill file by a `close()` that ran out of time.
+    /// Operations written to the spill file: by a `close()` that ran out of
+    /// time, or after a fatal error halted the writer.
     pub spilled: u64,
+    /// Refused operations (counted in `failed`) kept in the dead-letter file.
+    pub dead_letters: u64,
+    /// Files of this database (the database or its `-wal`) found open in
+    /// this process by another SQLite library, each counted once: its locks
+    /// cannot keep that library and this writer apart (Linux only).
+    pub foreign_sqlite: u64,
     /// The largest batch committed, in operations.
     pub max_batch_ops: u64,
     /// Time spent applying and committing batches, in microseconds.

@@ -53,6 +53,9 @@ struct Shared {
     pattern: Mutex<Option<Vec<u8>>>,
     pattern_hits: AtomicU64,
     pattern_cuts: AtomicU64,
+    /// Set by `cut_clients_only`: a cut leaves the server's side open and
+    /// reads it to its end, as a load balancer in front of a server may.
+    keep_upstream: std::sync::atomic::AtomicBool,
 }
 
 impl Proxy {
@@ -73,6 +76,7 @@ impl Proxy {
             pattern: Mutex::new(None),
             pattern_hits: AtomicU64::new(0),
             pattern_cuts: AtomicU64::new(0),
+            keep_upstream: std::sync::atomic::AtomicBool::new(false),
         });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -116,6 +120,15 @@ impl Proxy {
     /// Cuts every open connection now (the client sees a reset).
     pub fn cut_all(&self) {
         self.shared.cut.send_modify(|n| *n += 1);
+    }
+
+    /// Cuts every client connection now, but leaves each server connection
+    /// open, its reply read and thrown away: the server goes on with a
+    /// request in progress, and may commit it after the client gave up, as
+    /// behind a load balancer that does not pass the close on.
+    pub fn cut_clients_only(&self) {
+        self.shared.keep_upstream.store(true, SeqCst);
+        self.cut_all();
     }
 
     /// Arms a one-shot cut: the first client-to-server chunk that contains
@@ -214,6 +227,16 @@ async fn serve(mut client: TcpStream, shared: Arc<Shared>) {
         End::Closed => {}
         End::Cut => {
             let _ = client.set_zero_linger();
+            if shared.keep_upstream.load(SeqCst) {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 << 10];
+                    while let Ok(n) = server.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                    }
+                });
+            }
         }
         End::PatternCut => {
             shared.pattern_cuts.fetch_add(1, SeqCst);

@@ -2,14 +2,18 @@
 //!
 //! Four commands, each against the database named by `--db`:
 //!
-//! - **`replay`** applies a spill file, the JSON-lines file that `close()`
-//!   writes when it cannot commit everything in time, and prints what it did:
+//! - **`replay`** applies a spill file (the JSON-lines file the writer
+//!   writes when it cannot commit: past `close()`'s deadline, or after a
+//!   fatal error) or a dead-letter file (the operations the database refused,
+//!   in the same format, each line with its cause), and prints what it did:
 //!   operations read, rows inserted, rows already there (duplicates),
 //!   updates, and each refused line with its number and cause. Replaying a
-//!   file twice inserts nothing the second time.
+//!   file twice inserts nothing the second time. A progress bar shows on a
+//!   terminal; a remote database gets the file in chunks, one request and
+//!   one transaction each.
 //!
 //!   ```text
-//!   trace-writer replay traces.db.spill-1764168000-4242-0.jsonl --db traces.db
+//!   trace-writer replay traces.db.spill-1764168000-4242-9f3c0a1b2c3d4e5f.jsonl --db traces.db
 //!   ```
 //!
 //!   The database must exist unless `--create` is given, so that a mistyped
@@ -104,8 +108,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Apply a spill file (written by a `close()` that ran out of time) and
-    /// print what was applied.
+    /// Apply a spill file (what the writer could not commit) or a
+    /// dead-letter file (what the database refused) and print what was
+    /// applied.
     ///
     /// Rows already in the database are skipped, so replaying twice is safe.
     /// Exits 1 if the database refused some lines (each is listed).
@@ -147,7 +152,7 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 
 #[derive(Debug, Args)]
 struct ReplayArgs {
-    /// The spill file (JSON lines).
+    /// The spill or dead-letter file (JSON lines).
     #[arg(value_name = "SPILL_FILE")]
     spill_file: PathBuf,
     #[command(flatten)]

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use trace_writer::{replay_spill_file, ReplayReport};
+use indicatif::{ProgressBar, ProgressStyle};
+use trace_writer::{replay_spill_file_with_progress, ReplayReport};
 
 use crate::db::{CliError, DbArgs};
 use crate::Outcome;
@@ -19,8 +20,21 @@ pub(crate) async fn run(db: &DbArgs, spill: &Path, create: bool) -> Result<Outco
             spill.display()
         )));
     }
-    let report = replay_spill_file(db.config(true), spill)
-        .await
+    // On stderr, and only when it is a terminal: the report stays on stdout.
+    let bar = ProgressBar::new(0);
+    if let Ok(style) =
+        ProgressStyle::with_template("{bar:40} {pos}/{len} operations, {per_sec}, eta {eta}")
+    {
+        bar.set_style(style);
+    }
+    let shown = bar.clone();
+    let replayed = replay_spill_file_with_progress(db.config(true), spill, move |done, total| {
+        shown.set_length(total as u64);
+        shown.set_position(done as u64);
+    })
+    .await;
+    bar.finish_and_clear();
+    let report = replayed
         .map_err(|e| CliError::new(format!("replay of `{}` failed: {e}", spill.display())))?;
     say!("replayed {} into {}", spill.display(), db.shown());
     let refused = print_report(&report)?;

@@ -139,7 +139,22 @@ fn step_id_read(sid: &str, step: &str) -> Stmt<'static> {
     )
 }
 
+/// How many of `left` rows of `table` the next multi-row statement takes:
+/// the largest power of two that fits, and at most what one statement may
+/// bind. Statements thus come in a fixed set of sizes, so the cache of
+/// their text is bounded (see [`Executor::insert_text`]): a run of 13 rows
+/// goes as 8, 4 and 1.
+fn chunk_rows(table: Table, left: usize) -> usize {
+    let most = (REMOTE_MAX_PARAMS / table.columns().len()).clamp(1, left.max(1));
+    1 << (usize::BITS - 1 - most.leading_zeros())
+}
+
 impl Executor {
+    /// The `INSERT` text for `rows` rows of `table`, cached. Only the sizes
+    /// [`chunk_rows`] gives are asked for: powers of two up to what one
+    /// statement may bind (32,766 parameters), so the cache holds at most
+    /// 14 texts per table (`⌊log2(32766 / columns)⌋ + 1`), under 0.9 MB for
+    /// all tables together in the worst case, however long the writer runs.
     pub(super) fn insert_text(&mut self, table: Table, rows: usize) -> Arc<str> {
         self.insert_text
             .entry((table, rows))
@@ -214,8 +229,10 @@ impl Executor {
                     let rows: Vec<usize> = (i..run_end)
                         .filter(|&j| matches!(ops[j], Op::Insert { table: t, .. } if *t == table))
                         .collect();
-                    let per_chunk = (REMOTE_MAX_PARAMS / table.columns().len()).max(1);
-                    for chunk in rows.chunks(per_chunk) {
+                    let mut rest = rows.as_slice();
+                    while !rest.is_empty() {
+                        let (chunk, tail) = rest.split_at(chunk_rows(table, rest.len()));
+                        rest = tail;
                         let mut args = Vec::with_capacity(chunk.len() * table.columns().len());
                         for &j in chunk {
                             if let Op::Insert { values, .. } = ops[j] {
@@ -449,6 +466,97 @@ impl Executor {
         Ok(Some(applied))
     }
 
+    /// Which of the rows `(table, id)` are stored, in one request (one
+    /// statement per table and up to [`REMOTE_MAX_PARAMS`] ids). Ids are
+    /// leased, so a stored row with one of ours is ours: after a lost
+    /// reply, this tells the rows the server did apply from the rest.
+    ///
+    /// # Errors
+    /// A transport error, or a statement's, classed.
+    pub(crate) async fn stored_rows(
+        &self,
+        rows: &[(Table, i64)],
+    ) -> Result<std::collections::HashSet<(Table, i64)>, DbError> {
+        let mut stored = std::collections::HashSet::new();
+        let Some(client) = self.pipeline.clone() else {
+            return Ok(stored);
+        };
+        let mut stmts = Vec::new();
+        let mut tables = Vec::new();
+        for table in Table::WITH_IDS {
+            let ids: Vec<i64> = rows
+                .iter()
+                .filter(|(t, _)| *t == table)
+                .map(|(_, id)| *id)
+                .collect();
+            for chunk in ids.chunks(REMOTE_MAX_PARAMS) {
+                let marks = vec!["?"; chunk.len()].join(", ");
+                stmts.push(Step::always(Stmt::query(
+                    format!("SELECT id FROM {} WHERE id IN ({marks})", table.name()),
+                    chunk
+                        .iter()
+                        .map(|id| Arg::owned(Value::Integer(*id)))
+                        .collect(),
+                )));
+                tables.push(table);
+            }
+        }
+        if stmts.is_empty() {
+            return Ok(stored);
+        }
+        let result = client.batch(&stmts).await?;
+        if let Some(e) = result.step_errors.iter().flatten().next() {
+            return Err(e.to_db_error());
+        }
+        for (k, table) in tables.into_iter().enumerate() {
+            let rows = result
+                .step_results
+                .get(k)
+                .and_then(|r| r.as_ref())
+                .map(|r| r.rows.as_slice())
+                .unwrap_or_default();
+            for row in rows {
+                if let Some(id) = row.first().and_then(hrana_integer) {
+                    stored.insert((table, id));
+                }
+            }
+        }
+        Ok(stored)
+    }
+
+    /// The statement that replays `op` on a remote server, idempotent: an
+    /// insert of a row that is there already (by id, or by the unique key of
+    /// a session or step) changes nothing and returns no row, a new one
+    /// returns one row; an update is applied as it is.
+    pub(crate) fn replay_stmt<'a>(op: &'a Op) -> Stmt<'a> {
+        match op {
+            Op::Insert { table, values } => {
+                let sql = table.insert_sql(1, false);
+                // The table's own `ON CONFLICT` names its unique key; a
+                // conflict on the id is a duplicate too.
+                let sql = match sql.find(" ON CONFLICT") {
+                    Some(at) => sql[..at].to_string(),
+                    None => sql,
+                };
+                Stmt {
+                    sql: format!("{sql} ON CONFLICT DO NOTHING RETURNING 1").into(),
+                    args: values.iter().map(Arg::of).collect(),
+                    want_rows: true,
+                }
+            }
+            Op::UpdateTimestep { values } => Stmt {
+                sql: UPDATE_TIMESTEP_SQL.into(),
+                args: values.iter().map(Arg::of).collect(),
+                want_rows: false,
+            },
+            Op::UpdateSessionCounts { session_id } => Stmt {
+                sql: UPDATE_COUNTS_SQL.into(),
+                args: vec![Arg::owned(text(session_id))],
+                want_rows: false,
+            },
+        }
+    }
+
     /// [`Executor::remap_step`] on a row's arguments.
     fn remap_args(&self, table: Table, args: &mut [Arg<'_>]) {
         if self.step_remap.is_empty() {
@@ -461,5 +569,72 @@ impl Executor {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_row_statements_come_in_powers_of_two() {
+        let events = Table::Events;
+        assert_eq!(chunk_rows(events, 1), 1);
+        assert_eq!(chunk_rows(events, 13), 8);
+        assert_eq!(chunk_rows(events, 64), 64);
+        let most = REMOTE_MAX_PARAMS / events.columns().len();
+        let top = chunk_rows(events, 1 << 20);
+        assert!(
+            top.is_power_of_two() && top <= most && top * 2 > most,
+            "{top}"
+        );
+    }
+
+    /// Batches of every length from 1 to 3,000 rows, as multi-row inserts:
+    /// the text cache stays within its stated bound.
+    #[tokio::test]
+    async fn the_insert_text_cache_is_bounded() {
+        let db = libsql::Builder::new_local(":memory:")
+            .build()
+            .await
+            .expect("db");
+        let mut exec = Executor::new(db.connect().expect("conn"), true);
+        let row = |id: i64| {
+            let mut values = vec![Value::Null; Table::Events.columns().len()];
+            values[0] = Value::Integer(id);
+            values[1] = Value::Text("s".into());
+            Op::Insert {
+                table: Table::Events,
+                values,
+            }
+        };
+        let ops: Vec<Op> = (1..=3000).map(row).collect();
+        for n in (1..=300).chain([1000, 2047, 2500, 3000]) {
+            let batch: Vec<&Op> = ops[..n].iter().collect();
+            exec.prepare_remote(&batch, true, &[], None)
+                .expect("encode");
+        }
+        let most = REMOTE_MAX_PARAMS / Table::Events.columns().len();
+        let bound = (usize::BITS - most.leading_zeros()) as usize;
+        for table in Table::ALL {
+            let most = REMOTE_MAX_PARAMS / table.columns().len();
+            assert!(usize::BITS - most.leading_zeros() <= 14, "{table:?}");
+        }
+        assert!(
+            exec.insert_text.len() <= bound,
+            "{}",
+            exec.insert_text.len()
+        );
+        // The worst case over every table, as the docs state it.
+        let mut bytes = 0;
+        for table in Table::ALL {
+            let mut rows = 1;
+            while rows <= chunk_rows(table, usize::MAX) {
+                bytes += exec.insert_text(table, rows).len();
+                rows *= 2;
+            }
+        }
+        assert!(bytes < 1 << 20, "{bytes}");
+        eprintln!("insert text cache, worst case: {bytes} bytes");
     }
 }

@@ -60,6 +60,10 @@ impl Actor {
         // Once a batch was spilled, every later one is spilled too: none may
         // commit ahead of an earlier one that is waiting in the spill file.
         let mut spill_rest = self.spilling;
+        let mut spill_cause = match &self.halt {
+            Some(cause) => format!("queued after a fatal error: {cause}"),
+            None => "queued behind a batch spilled at the close deadline".to_string(),
+        };
         while !spill_rest {
             let attempt = if self.exec.has_pipeline() {
                 let overlap = std::mem::take(&mut collect_next);
@@ -80,13 +84,21 @@ impl Actor {
                     if self.shared.past_close_deadline() {
                         tracing::error!(target: "trace_writer", error = %e,
                             "close deadline passed while retrying; spilling the batch");
+                        spill_cause = format!("close deadline passed while retrying: {e}");
                         spill_rest = true;
                         self.spilling = true;
                         break;
                     }
-                    tracing::warn!(target: "trace_writer", error = %e, ?backoff,
-                        "transient fault; retrying the batch");
-                    self.remember(format!("retrying a batch of {} item(s): {e}", items.len()));
+                    let cause = e.to_string();
+                    if self.note(&format!("retrying: {cause}")) {
+                        tracing::warn!(target: "trace_writer", error = %cause, ?backoff,
+                            "transient fault; retrying the batch (the same cause is not \
+                             logged again until the next flush)");
+                        self.remember(format!("retrying batches after a transient fault: {cause}"));
+                    } else {
+                        tracing::debug!(target: "trace_writer", error = %cause, ?backoff,
+                            "transient fault; retrying the batch");
+                    }
                     self.reconnect_if_remote().await;
                     self.answer_step_loads_outside_tx(&mut items).await;
                     self.serve_control(false).await;
@@ -94,27 +106,27 @@ impl Actor {
                     backoff = backoff.saturating_mul(2).min(self.config.retry_max);
                 }
                 Err(AttemptError::Fatal(e)) => {
-                    for item in &mut items {
-                        if let Item::Write { op, failed, .. } = item {
-                            if !*failed {
-                                *failed = true;
-                                self.record_failure(op, &e);
-                            }
-                        }
-                    }
+                    // Nothing accepted is dropped: the batch is kept, in
+                    // order, and so is everything after it.
+                    self.halt(&e);
+                    spill_cause = format!("fatal error: {e}");
+                    spill_rest = true;
                     break;
                 }
             }
         }
-        // The lost reply this flag is about was this batch's.
+        // The lost reply these flags are about was this batch's.
         self.ambiguous = false;
+        self.lost_reply = false;
         // Encoded (or sent) in advance but spilled: a request in flight is
         // cut short, and if the server applied it all the same, a replay
         // counts its rows as duplicates.
         drop(sent);
         self.unready(ready);
         // Reads not answered yet (the batch never got to them) learn why.
-        let mut committed = 0u64;
+        // Set aside as committed: found stored after a lost reply.
+        let mut committed = std::mem::take(&mut self.found_stored);
+        let unanswered = || self.halt_error().unwrap_or(TracingError::WriterClosed);
         let (mut ops, mut bytes) = (0usize, 0usize);
         let mut to_spill = Vec::new();
         for item in items {
@@ -134,19 +146,20 @@ impl Actor {
                 }
                 Item::LoadSteps { reply, .. } => {
                     if let Some(r) = reply {
-                        let _ = r.send(Err(TracingError::WriterClosed));
+                        let _ = r.send(Err(unanswered()));
                     }
                 }
                 Item::GetSession { reply, .. } => {
                     if let Some(r) = reply {
-                        let _ = r.send(Err(TracingError::WriterClosed));
+                        let _ = r.send(Err(unanswered()));
                     }
                 }
             }
         }
         if !to_spill.is_empty() {
-            self.spill(to_spill);
+            self.spill(to_spill, &spill_cause);
         }
+        self.keep_refused();
         let c = &self.shared.counters;
         Counters::add(&c.committed, committed);
         if committed > 0 {
@@ -162,6 +175,7 @@ impl Actor {
         self.shared
             .bytes_sem
             .add_permits(Shared::permits_for(bytes) as usize);
+        self.foreign.scan_if_due();
         self.publish_batch(ops, bytes, started.elapsed());
     }
 
@@ -272,7 +286,7 @@ impl Actor {
                             // This operation's fault: set it aside, keep the rest.
                             *failed = true;
                             let op = op.clone();
-                            self.record_failure(&op, &e);
+                            self.record_failure(op, &e);
                             if !self.exec.in_transaction() {
                                 // SQLite rolled the transaction back itself.
                                 return Err(AttemptError::Restart);

@@ -9,8 +9,7 @@
 //! explicit transaction, commits, and answers whoever waits. Producers did
 //! all serialization; the actor only binds values.
 
-use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,15 +23,16 @@ mod shared;
 
 pub(crate) use shared::{CloseDeadline, Shared};
 
+use crate::db::foreign::ForeignWatch;
 use crate::db::{self, read, Executor, Op, Opened, Table};
-use crate::error::TracingError;
+use crate::error::{DbError, TracingError};
 use crate::models::SessionTrace;
 use crate::storage::{DbKind, StorageConfig};
 use crate::writer::config::WriterConfig;
 use crate::writer::ids::LeaseRequest;
 use crate::writer::lock;
 use crate::writer::metrics::Published;
-use crate::writer::spill;
+use crate::writer::spill::{self, KeptPaths};
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
 
@@ -235,16 +235,39 @@ pub(crate) struct Actor {
     multi_row: bool,
     failed_since_flush: u64,
     first_failure: Option<String>,
-    spill_path: PathBuf,
+    /// The spill and dead-letter files.
+    kept: KeptPaths,
+    /// Refused operations of the current batch, with their causes, written
+    /// to the dead-letter file once the batch is done (one sync per batch).
+    refused: Vec<(Op, String)>,
+    /// The dead-letter file could not be written: why (reported by flush).
+    dead_letter_error: Option<String>,
     spilled: usize,
     /// A batch was spilled: every later one goes to the spill file too.
     spilling: bool,
+    /// The fatal error that halted the writer (see `TracingError::Halted`).
+    halt: Option<String>,
+    /// Causes already logged and kept for `recent_errors()` since the last
+    /// flush: each distinct cause is named once, not once per operation or
+    /// per batch.
+    noted: HashSet<String>,
     /// The last remote batch request got no answer: before it is sent
     /// again, check whether the server applied it.
     ambiguous: bool,
     /// What the last publish of the metrics saw.
     published: Published,
+    /// A reply of the current batch was lost (it stays set through the
+    /// batch's retries): a refused resend is checked against the rows
+    /// stored (see `set_aside_stored`).
+    lost_reply: bool,
+    /// Writes of the current batch set aside because their rows were found
+    /// stored after a lost reply: committed, by the request whose reply
+    /// was lost.
+    found_stored: u64,
     state: RunState,
+    /// The watch for a second SQLite library. Last: it is dropped after the
+    /// connection, so the connection's handles stay claimed while open.
+    foreign: ForeignWatch,
 }
 
 impl Actor {
@@ -256,11 +279,12 @@ impl Actor {
         config: WriterConfig,
         storage: StorageConfig,
     ) -> Result<Actor, TracingError> {
-        let opened = db::open(&storage).await?;
+        let mut opened = db::open_watched(&storage, shared.foreign.clone()).await?;
+        let foreign = std::mem::replace(&mut opened.watch, ForeignWatch::none(Arc::default()));
         let exec = Executor::new(opened.conn.clone(), opened.remote)
             .with_pipeline(opened.pipeline.clone());
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
-        let spill_path = spill::default_path(&config, &storage);
+        let kept = spill::default_paths(&config, &storage);
         let actor = Actor {
             rx,
             control_rx,
@@ -276,11 +300,18 @@ impl Actor {
             multi_row,
             failed_since_flush: 0,
             first_failure: None,
-            spill_path,
+            kept,
+            refused: Vec::new(),
+            dead_letter_error: None,
             spilled: 0,
             spilling: false,
+            halt: None,
+            noted: HashSet::new(),
+            foreign,
             ambiguous: false,
             published: Published::default(),
+            lost_reply: false,
+            found_stored: 0,
             state: RunState::Running,
         };
         // Every table's first block in one transaction: one request on a
@@ -508,10 +539,18 @@ impl Actor {
         (g.items, None)
     }
 
-    fn record_failure(&mut self, op: &Op, err: &dyn std::fmt::Display) {
-        let text = format!("{} for session `{}`: {err}", op.kind(), op.session_id());
-        tracing::error!(target: "trace_writer", session = op.session_id(), kind = op.kind(),
-            error = %err, "write failed");
+    /// An operation the database refused: counted, its cause logged and
+    /// kept once, and the operation itself kept for the dead-letter file.
+    fn record_failure(&mut self, op: Op, err: &dyn std::fmt::Display) {
+        let cause = err.to_string();
+        let text = format!("{} for session `{}`: {cause}", op.kind(), op.session_id());
+        if self.note(&cause) {
+            tracing::error!(target: "trace_writer", session = op.session_id(), kind = op.kind(),
+                error = %cause, dead_letter = %self.kept.dead_letter.path().display(),
+                "write refused; the operation is kept in the dead-letter file \
+                 (later refusals with the same cause are not logged again until the next flush)");
+            self.remember(text.clone());
+        }
         Counters::add(&self.shared.counters.failed, 1);
         if op.timestep_key().is_some() {
             // The step's row was never written: the handles must stop
@@ -519,8 +558,46 @@ impl Actor {
             lock(&self.shared.failed_steps).push(op.session_id().to_string());
         }
         self.failed_since_flush += 1;
-        self.first_failure.get_or_insert_with(|| text.clone());
-        self.remember(text);
+        self.first_failure.get_or_insert(text);
+        self.refused.push((op, cause));
+    }
+
+    /// Writes the refused operations of the batch to the dead-letter file.
+    fn keep_refused(&mut self) {
+        if self.refused.is_empty() {
+            return;
+        }
+        let mut refused = std::mem::take(&mut self.refused);
+        // Written as they would have been committed (see `spill`).
+        for (op, _) in &mut refused {
+            self.exec.remap_op(op);
+        }
+        let lines = refused.iter().map(|(op, cause)| (op, cause.as_str()));
+        match self.kept.dead_letter.append(lines) {
+            Ok(()) => Counters::add(&self.shared.counters.dead_letters, refused.len() as u64),
+            Err(e) => {
+                let why = format!(
+                    "could not write {} refused operation(s) to the dead-letter file {}: {e}",
+                    refused.len(),
+                    self.kept.dead_letter.path().display()
+                );
+                tracing::error!(target: "trace_writer", error = %why, "refused operations lost");
+                self.remember(why.clone());
+                self.dead_letter_error.get_or_insert(why);
+            }
+        }
+    }
+
+    /// `true` the first time `cause` is seen since the last flush.
+    fn note(&mut self, cause: &str) -> bool {
+        if self.noted.contains(cause) {
+            return false;
+        }
+        if self.noted.len() >= NOTED_CAUSES {
+            self.noted.clear();
+        }
+        self.noted.insert(cause.to_string());
+        true
     }
 
     /// Keeps an error where `recent_errors()` can read it.
@@ -532,15 +609,67 @@ impl Actor {
         recent.push_back(text);
     }
 
+    /// What a flush answers: `Halted` or `Spilled` while writes are being
+    /// spilled (nothing queued before the flush committed), else
+    /// `WriteFailed` if the database refused operations since the last
+    /// flush, naming the dead-letter file that keeps them.
     fn take_failures(&mut self) -> Result<(), TracingError> {
+        self.keep_refused();
+        self.noted.clear();
+        if let Some(e) = self.spilled_error() {
+            return Err(e);
+        }
         let failed = std::mem::take(&mut self.failed_since_flush);
+        let kept = match self.dead_letter_error.take() {
+            Some(why) => format!("; {why}"),
+            None => format!(
+                "; the refused operation(s) are kept in {} for replay once the cause is fixed",
+                self.kept.dead_letter.path().display()
+            ),
+        };
         match self.first_failure.take() {
-            Some(first_cause) if failed > 0 => Err(TracingError::WriteFailed {
+            Some(first) if failed > 0 => Err(TracingError::WriteFailed {
                 failed,
-                first_cause,
+                first_cause: first + &kept,
             }),
             _ => Ok(()),
         }
+    }
+
+    /// `Halted` or `Spilled` if writes are being spilled.
+    fn spilled_error(&self) -> Option<TracingError> {
+        if let Some(cause) = &self.halt {
+            return Some(TracingError::Halted {
+                cause: cause.clone(),
+                path: self.kept.spill.path().to_path_buf(),
+                spilled: self.spilled,
+            });
+        }
+        (self.spilling || self.spilled > 0).then(|| TracingError::Spilled {
+            path: self.kept.spill.path().to_path_buf(),
+            count: self.spilled,
+        })
+    }
+
+    /// A batch met an error no retry can fix: from now on every write is
+    /// spilled, in order, and write calls fail fast with the cause.
+    fn halt(&mut self, err: &DbError) {
+        self.spilling = true;
+        if self.halt.is_some() {
+            return;
+        }
+        let cause = err.to_string();
+        tracing::error!(target: "trace_writer", error = %cause,
+            spill = %self.kept.spill.path().display(),
+            "fatal database error: the writer halts; this batch and every write queued after \
+             it are spilled, and later write calls fail with this cause until the writer is \
+             closed. Fix the cause, then replay the spill file");
+        self.remember(format!(
+            "fatal error, the writer halted (writes go to {}): {cause}",
+            self.kept.spill.path().display()
+        ));
+        *lock(&self.shared.halt) = Some((cause.clone(), self.kept.spill.path().to_path_buf()));
+        self.halt = Some(cause);
     }
 
     /// Waits for the next message until `end` (forever for `None`), serving
@@ -585,6 +714,7 @@ impl Actor {
                     .into(),
             )
         };
+        let spilled = || self.halt_error().unwrap_or_else(spilled);
         match t {
             Terminator::Query { reply, .. } if self.spilling => {
                 let _ = reply.send(Err(spilled()));
@@ -642,14 +772,7 @@ impl Actor {
             }
         }
         self.serve_control(true).await;
-        let result = if self.spilled > 0 {
-            Err(TracingError::Spilled {
-                path: self.spill_path.clone(),
-                count: self.spilled,
-            })
-        } else {
-            self.take_failures()
-        };
+        let result = self.take_failures();
         if let Err(e) = &result {
             tracing::error!(target: "trace_writer", error = %e, "writer closed with errors");
         }
@@ -657,32 +780,50 @@ impl Actor {
         (reply, result)
     }
 
-    fn spill(&mut self, mut ops: Vec<Op>) {
+    /// `Halted` if a fatal error halted the writer.
+    fn halt_error(&self) -> Option<TracingError> {
+        self.halt.as_ref().and_then(|_| self.spilled_error())
+    }
+
+    /// Keeps operations that could not be committed in the spill file. If
+    /// even that fails, they go to the dead-letter file with both causes.
+    fn spill(&mut self, mut ops: Vec<Op>, cause: &str) {
         // Written as they would have been committed: under the real rows of
         // steps created elsewhere, which a replay could not know.
         for op in &mut ops {
             self.exec.remap_op(op);
         }
         let n = ops.len();
-        match spill::append(&self.spill_path, &ops) {
+        match self.kept.spill.append(ops.iter().map(|op| (op, cause))) {
             Ok(()) => {
                 self.spilled += n;
                 Counters::add(&self.shared.counters.spilled, n as u64);
-                tracing::error!(target: "trace_writer", count = n, path = %self.spill_path.display(),
-                    "operations spilled");
+                let path = self.kept.spill.path().display().to_string();
+                if self.note(&format!("spilled: {cause}")) {
+                    tracing::error!(target: "trace_writer", count = n, path = %path, cause,
+                        "operations spilled (later batches spilled for the same cause are \
+                         logged at debug level)");
+                } else {
+                    tracing::debug!(target: "trace_writer", count = n, path = %path, "operations spilled");
+                }
             }
             Err(e) => {
-                let err = TracingError::Internal(format!(
-                    "could not spill to {}: {e}",
-                    self.spill_path.display()
-                ));
-                for op in &ops {
+                let err = format!(
+                    "could not spill to {} ({e}) after: {cause}",
+                    self.kept.spill.path().display()
+                );
+                for op in ops {
                     self.record_failure(op, &err);
                 }
+                self.keep_refused();
             }
         }
     }
 }
+
+/// At most this many distinct causes are remembered between flushes (see
+/// `Actor::noted`); past it the set starts afresh.
+const NOTED_CAUSES: usize = 256;
 
 /// Answered once the database is open and the first id blocks are leased.
 pub(crate) type Ready = oneshot::Receiver<Result<(), TracingError>>;

@@ -34,7 +34,7 @@ use tokio::task::JoinHandle;
 
 use crate::db::exec::{marker, Behind, Executor, PreparedRemote, RemoteBatch};
 use crate::db::hrana::{BatchResult, HranaClient};
-use crate::db::Op;
+use crate::db::{Op, Table};
 use crate::error::{DbError, ErrorClass};
 use crate::writer::actor::batch::AttemptError;
 use crate::writer::actor::{Actor, Gathering, Item, Msg, Shared, Taken, Terminator};
@@ -226,6 +226,16 @@ impl Actor {
                 Err(AttemptError::Restart)
             }
             Ok(RemoteBatch::Failed(failed)) => {
+                if self.lost_reply && failed.iter().any(|(_, e)| e.class == ErrorClass::Operation) {
+                    // A reply of this batch was lost and the probe found
+                    // nothing, yet the resend is refused: the first request
+                    // may have committed after the probe (a slow server
+                    // still ran it). Rows stored under our ids are ours:
+                    // they count as committed, and the rest is sent again.
+                    if self.set_aside_stored(items, &writes).await? > 0 {
+                        return Err(AttemptError::Restart);
+                    }
+                }
                 for (j, e) in failed {
                     match e.class {
                         ErrorClass::Transient => return Err(AttemptError::Transient(e)),
@@ -237,7 +247,7 @@ impl Actor {
                     {
                         *failed = true;
                         let op = op.clone();
-                        self.record_failure(&op, &e);
+                        self.record_failure(op, &e);
                     }
                 }
                 // The server rolled back: send the rest again.
@@ -247,6 +257,7 @@ impl Actor {
                 // No answer: the server may have committed before the reply
                 // was lost. The next try checks first.
                 self.ambiguous = true;
+                self.lost_reply = true;
                 Err(AttemptError::Transient(e))
             }
             Err(e) => Err(AttemptError::Fatal(e)),
@@ -561,6 +572,57 @@ impl Actor {
             multi,
             behind: behind.is_some(),
         }))
+    }
+
+    /// After a lost reply: sets aside the writes of `writes` (indexes into
+    /// `items`) whose rows are stored, as committed (counted in
+    /// `found_stored`), and returns how many.
+    async fn set_aside_stored(
+        &mut self,
+        items: &mut [Item],
+        writes: &[usize],
+    ) -> Result<usize, AttemptError> {
+        let rows: Vec<(Table, i64)> = writes
+            .iter()
+            .filter_map(|&k| match items.get(k) {
+                Some(Item::Write {
+                    op: op @ Op::Insert { table, .. },
+                    failed: false,
+                    ..
+                }) => op.id().map(|id| (*table, id)),
+                _ => None,
+            })
+            .collect();
+        let probe = self.exec.stored_rows(&rows);
+        let stored = match self.shared.until_close_deadline() {
+            Some(left) => tokio::time::timeout(left, probe)
+                .await
+                .map_err(|_| past_deadline())??,
+            None => probe.await?,
+        };
+        let mut found = 0;
+        for &k in writes {
+            if let Some(Item::Write { op, failed, .. }) = items.get_mut(k) {
+                let key = match &*op {
+                    Op::Insert { table, .. } => op.id().map(|id| (*table, id)),
+                    _ => None,
+                };
+                if !*failed && key.is_some_and(|key| stored.contains(&key)) {
+                    *failed = true;
+                    found += 1;
+                }
+            }
+        }
+        if found > 0 {
+            self.found_stored += found as u64;
+            let text = format!(
+                "a batch whose reply was lost was committed after the check: {found} stored \
+                 row(s) count as committed, the rest is sent again"
+            );
+            tracing::warn!(target: "trace_writer", rows = found, "{text}");
+            self.remember(text);
+        }
+        Ok(found)
     }
 
     /// Whether the server applied the batch whose reply was lost; asked no

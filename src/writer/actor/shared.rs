@@ -2,11 +2,14 @@
 //! the close deadline, recent errors, and why the actor died.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
+use crate::db::foreign::Findings;
+use crate::error::TracingError;
 use crate::writer::ids::IdAllocator;
 use crate::writer::lock;
 use crate::writer::metrics::WriterMetrics;
@@ -47,6 +50,12 @@ pub(crate) struct Shared {
     pub(crate) recent_errors: Mutex<VecDeque<String>>,
     /// Why the actor stopped, if it stopped abnormally.
     pub(crate) dead: Mutex<Option<String>>,
+    /// The fatal error that halted the writer, and its spill file: write
+    /// calls fail fast with it (see `TracingError::Halted`).
+    pub(crate) halt: Mutex<Option<(String, PathBuf)>>,
+    /// A second SQLite library found with the database open (see
+    /// `db/foreign.rs`): counted, and warnings kept for the handles.
+    pub(crate) foreign: Arc<Findings>,
 }
 
 impl Shared {
@@ -109,6 +118,20 @@ impl Shared {
             // Wake a retry backoff: it sleeps on this lock's condvar.
             self.close_wake.notify_all();
         }
+    }
+
+    /// `TracingError::Halted` if a fatal error halted the writer.
+    pub(crate) fn halted_error(&self) -> Option<TracingError> {
+        let halt = lock(&self.halt);
+        let (cause, path) = halt.as_ref()?;
+        Some(TracingError::Halted {
+            cause: cause.clone(),
+            path: path.clone(),
+            spilled: self
+                .counters
+                .spilled
+                .load(std::sync::atomic::Ordering::Relaxed) as usize,
+        })
     }
 
     pub(crate) fn dead_cause(&self) -> Option<String> {

@@ -62,8 +62,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 ///
 /// # Durability
 /// - When a write call returns `Ok`, the operation is in the writer's memory
-///   and will be committed in order, unless it fails (then `flush()` and
-///   `close()` report it).
+///   and ends in exactly one of three places: committed in order; refused
+///   by the database and kept, with its cause, in the dead-letter file; or
+///   spilled, in order, to the spill file (past the close deadline, or
+///   after a fatal error). Both files replay with
+///   [`crate::replay_spill_file`]. Nothing accepted is discarded.
 /// - When [`BufferedTraceWriter::flush`] returns `Ok`, everything queued
 ///   before it is committed to the database (on a WAL file with
 ///   `Synchronous::Normal`, a power loss may still drop the last commits; an
@@ -81,11 +84,15 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// # Errors
 /// Write calls fail with `InvalidInput` for bad input (nothing queued),
 /// `QueueFull` under [`OverflowPolicy::Reject`](crate::OverflowPolicy::Reject), `Timeout` after
-/// `enqueue_timeout` under [`OverflowPolicy::Block`](crate::OverflowPolicy::Block), and `WriterClosed`
-/// after `close()` or when the actor is gone. Failures of queued writes are
-/// reported by the next `flush()` or `close()`, counted in
-/// [`WriterStats::failed`] and listed by
-/// [`BufferedTraceWriter::recent_errors`].
+/// `enqueue_timeout` under [`OverflowPolicy::Block`](crate::OverflowPolicy::Block), `WriterClosed`
+/// after `close()` or when the actor is gone, and `Halted` once an error no
+/// retry can fix (a missing or read-only table, a corrupt file, a refused
+/// token) halted the writer: they fail fast with its cause and spill file
+/// rather than accept writes that could only be spilled. Failures of queued
+/// writes are reported by the next `flush()` or `close()`, counted in
+/// [`WriterStats::failed`] (refused) or [`WriterStats::spilled`], and listed
+/// by [`BufferedTraceWriter::recent_errors`] (each distinct cause once
+/// between two flushes).
 ///
 /// # Drop
 /// Dropping the last handle without `close()` (returning from `main`, a
@@ -191,6 +198,8 @@ impl BufferedTraceWriter {
             failed_steps: Mutex::new(Vec::new()),
             recent_errors: Mutex::new(VecDeque::new()),
             dead: Mutex::new(None),
+            halt: Mutex::new(None),
+            foreign: Arc::default(),
         });
         let (thread, ready) = actor::spawn(
             rx,
@@ -217,11 +226,41 @@ impl BufferedTraceWriter {
 
     /// A snapshot of the counters.
     pub fn stats(&self) -> WriterStats {
-        self.inner.shared.counters.snapshot()
+        let mut stats = self.inner.shared.counters.snapshot();
+        stats.foreign_sqlite = self.inner.shared.foreign.count();
+        stats
     }
 
-    /// The most recent write errors, oldest first, each naming the
-    /// operation's kind and session.
+    /// Warnings about a second SQLite library that has this writer's
+    /// database (or its `-wal`) open in this process, each returned once:
+    /// POSIX locks are per process, so SQLite's locking cannot keep the two
+    /// apart, and either can lose the other's commits. Looked for on Linux
+    /// when the writer opens, and at most once a second while it writes;
+    /// each file is also reported once through a `tracing` WARN and counted
+    /// in [`WriterStats::foreign_sqlite`]. The Python bindings raise each as
+    /// a `RuntimeWarning`.
+    ///
+    /// Read from the same process through the writer itself
+    /// ([`TraceStorage::query`], [`TraceStorage::get_session`]), or from
+    /// another process.
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// use trace_writer::*;
+    /// let writer = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await?;
+    /// assert!(writer.take_foreign_sqlite_warnings().is_empty());
+    /// assert_eq!(writer.stats().foreign_sqlite, 0);
+    /// writer.close().await?;
+    /// # Ok::<(), TracingError>(()) }).unwrap();
+    /// ```
+    pub fn take_foreign_sqlite_warnings(&self) -> Vec<String> {
+        self.inner.shared.foreign.take()
+    }
+
+    /// The most recent write errors, oldest first: refusals (naming the
+    /// operation's kind and session), retried faults, a fatal error. Each
+    /// distinct cause appears once between two flushes, not once per row or
+    /// batch; [`WriterStats`] has the counts.
     pub fn recent_errors(&self) -> Vec<String> {
         lock(&self.inner.shared.recent_errors)
             .iter()
@@ -273,9 +312,14 @@ impl BufferedTraceWriter {
     /// Resolves once every operation queued before it is committed.
     ///
     /// # Errors
-    /// - `WriteFailed` with the count and first cause, if any write failed
-    ///   since the previous flush; the good operations are committed all the
-    ///   same.
+    /// - `WriteFailed` with the count and first cause, if the database
+    ///   refused writes since the previous flush; the good operations are
+    ///   committed all the same, and the refused ones are kept in the
+    ///   dead-letter file that the cause names.
+    /// - `Halted` (after a fatal error) or `Spilled` (a `close()` ran past
+    ///   its deadline meanwhile) while writes are being spilled: nothing
+    ///   queued before the flush was committed since. Both name the spill
+    ///   file and its count.
     /// - `Timeout` after `flush_timeout`; the operations stay queued.
     /// - `WriterClosed` after `close()`, or if the actor is gone.
     ///
@@ -296,12 +340,17 @@ impl BufferedTraceWriter {
         TracingError::WriterClosed
     }
 
+    /// Whether a write may be queued: not after `close()`, and not once a
+    /// fatal error halted the writer (failing fast with the cause, rather
+    /// than accepting writes that could only be spilled).
     fn check_open(&self) -> Result<(), TracingError> {
         let closed = *self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
         if closed {
-            Err(TracingError::WriterClosed)
-        } else {
-            Ok(())
+            return Err(TracingError::WriterClosed);
+        }
+        match self.inner.shared.halted_error() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -412,8 +461,10 @@ impl TraceStorage for BufferedTraceWriter {
     /// `close()` returns `Ok`.
     ///
     /// # Errors
-    /// `WriteFailed` if writes failed since the last flush; `Spilled` naming
-    /// the file and count if the deadline passed and the rest was spilled;
+    /// `WriteFailed` if writes were refused since the last flush; `Spilled`
+    /// naming the file and count if the deadline passed and the rest was
+    /// spilled; `Halted` naming the cause, file and count if a fatal error
+    /// halted the writer;
     /// `CloseFailed` if the actor did not answer in time.
     async fn close(&self) -> Result<(), TracingError> {
         self.close_now().await
