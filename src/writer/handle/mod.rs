@@ -443,7 +443,7 @@ impl TraceStorage for BufferedTraceWriter {
         session_id: &str,
         step: &SessionTimeStep,
     ) -> Result<i64, TracingError> {
-        let op = Op::timestep(None, session_id, step)?;
+        let mut op = Op::timestep(None, session_id, step)?;
         self.check_open()?;
         let bytes = check_size(&self.inner.config, &op)?;
         let cap = self.inner.config.session_cache;
@@ -505,7 +505,8 @@ impl TraceStorage for BufferedTraceWriter {
                         Lookup::Unloaded => continue,
                         Lookup::Missing => {}
                     }
-                    let mut op = op.clone();
+                    // Every path from here returns: the row is moved, not
+                    // copied.
                     op.set_id(id);
                     self.send_write(op, bytes, res)?;
                     if let Some(steps) = cache.map.get_mut(session_id) {
