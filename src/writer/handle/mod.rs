@@ -98,9 +98,25 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// thread and to get the result.
 ///
 /// # Runtime
-/// Async calls use tokio's timer for their deadlines, so the runtime needs
-/// its time driver (`#[tokio::main]` enables it). Both multi-thread and
+/// Every deadline runs on the writer's own timer thread with the system
+/// clock, not on tokio's timer: the runtime needs no time driver, and a
+/// paused tokio clock (`tokio::time::pause()`) does not fire them. A wait
+/// costs the same however many others are pending. Both multi-thread and
 /// current-thread runtimes work; the actor has its own thread.
+///
+/// ```
+/// use trace_writer::*;
+///
+/// // A runtime with neither a time nor an I/O driver.
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// rt.block_on(async {
+///     let writer = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await?;
+///     writer.ensure_session("s", chrono::Utc::now(), &serde_json::json!({})).await?;
+///     writer.flush().await?;
+///     writer.close().await
+/// })?;
+/// # Ok::<(), TracingError>(())
+/// ```
 #[derive(Clone)]
 pub struct BufferedTraceWriter {
     inner: Arc<Inner>,
