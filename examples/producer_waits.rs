@@ -2,7 +2,7 @@
 //! the writer's actor.
 //!
 //! ```text
-//! cargo run --release --example producer_waits -- [--sessions N] [--background R]
+//! cargo run --release --example producer_waits -- [--sessions N] [--background R] [--gap-us G]
 //! ```
 //!
 //! One task walks `N` short sessions call by call (a session, two steps with
@@ -10,8 +10,10 @@
 //! counts) and times every call, first on an idle writer and then while `R`
 //! rollouts of the main job run on the same writer. The first
 //! `ensure_timestep` of each session is the one call that waits for the
-//! actor: it loads the session's committed steps. The table gives each
-//! call's median, 99th percentile and maximum in microseconds.
+//! actor: it loads the session's committed steps, asked for by
+//! `ensure_session`. `--gap-us` puts that many microseconds between the two
+//! (a rollout resets its environment there), outside the timings. The table
+//! gives each call's median, 99th percentile and maximum in microseconds.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,25 +45,27 @@ const CALLS: [&str; 10] = [
 async fn main() {
     let mut sessions = 2000;
     let mut background = 256;
+    let mut gap_us = 0;
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let value = it.next().and_then(|v| v.parse().ok());
         match (flag.as_str(), value) {
             ("--sessions", Some(v)) => sessions = v,
             ("--background", Some(v)) => background = v,
+            ("--gap-us", Some(v)) => gap_us = v,
             _ => {
-                eprintln!("usage: producer_waits [--sessions N] [--background R]");
+                eprintln!("usage: producer_waits [--sessions N] [--background R] [--gap-us G]");
                 std::process::exit(2);
             }
         }
     }
-    if let Err(e) = run(sessions, background).await {
+    if let Err(e) = run(sessions, background, Duration::from_micros(gap_us as u64)).await {
         eprintln!("error: {e}");
         std::process::exit(1);
     }
 }
 
-async fn run(sessions: usize, background: usize) -> Result<(), TracingError> {
+async fn run(sessions: usize, background: usize, gap: Duration) -> Result<(), TracingError> {
     let dir = tempfile::tempdir().map_err(|e| TracingError::Internal(e.to_string()))?;
     let path = dir.path().join("waits.db");
     let writer = BufferedTraceWriter::new(
@@ -70,7 +74,7 @@ async fn run(sessions: usize, background: usize) -> Result<(), TracingError> {
     )
     .await?;
 
-    let idle = walk(&writer, "idle", sessions).await?;
+    let idle = walk(&writer, "idle", sessions, gap).await?;
     let before = writer.stats();
     let mut load = tokio::task::JoinSet::new();
     for r in 0..background {
@@ -82,7 +86,7 @@ async fn run(sessions: usize, background: usize) -> Result<(), TracingError> {
     }
     // Let the rollouts get going, so the actor is busy with batches.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    let busy = walk(&writer, "busy", sessions).await?;
+    let busy = walk(&writer, "busy", sessions, gap).await?;
     while let Some(done) = load.join_next().await {
         done.map_err(|e| TracingError::Internal(e.to_string()))??;
     }
@@ -118,6 +122,7 @@ async fn walk(
     writer: &BufferedTraceWriter,
     tag: &str,
     n: usize,
+    gap: Duration,
 ) -> Result<Vec<Vec<Duration>>, TracingError> {
     let storage: &dyn TraceStorage = writer;
     let mut times = vec![Vec::with_capacity(n); CALLS.len()];
@@ -143,6 +148,9 @@ async fn walk(
         let t = Instant::now();
         storage.ensure_session(&sid, Utc::now(), &json!({})).await?;
         timed(&mut k, t);
+        if !gap.is_zero() {
+            tokio::time::sleep(gap).await;
+        }
         let t = Instant::now();
         let ts = storage.ensure_timestep(&sid, &step0).await?;
         timed(&mut k, t);

@@ -21,7 +21,7 @@ use crate::models::{
 use crate::storage::{StorageConfig, TraceStorage};
 use crate::writer::actor::{self, CloseDeadline, Control, Msg, Shared};
 use crate::writer::blocking::BlockingWriter;
-use crate::writer::cache::{Lookup, SessionCache};
+use crate::writer::cache::{Lookup, Prefetch, SessionCache};
 use crate::writer::config::WriterConfig;
 use crate::writer::ids;
 use crate::writer::lock;
@@ -379,6 +379,34 @@ impl BufferedTraceWriter {
         Ok(id)
     }
 
+    /// Asks the actor for the committed steps of a session that was just
+    /// ensured and is not cached, without waiting for the answer: the
+    /// session's first `ensure_timestep` takes it, so the load overlaps
+    /// whatever the rollout does in between instead of following it.
+    ///
+    /// It is the load that `ensure_timestep` would ask for, asked earlier:
+    /// nothing of a session that is not cached is queued (see
+    /// [`SessionCache`]), so its committed rows are the truth at either
+    /// moment, and a load overtaken by a forgetting (an eviction, a delete,
+    /// a failed step) is refused when installed, as any load is.
+    fn prefetch_steps(&self, session_id: &str) {
+        let done = self.done_count();
+        let mut cache = lock(&self.inner.sessions);
+        if !cache.wants_prefetch(session_id, done) {
+            return;
+        }
+        let since = cache.epoch();
+        let (reply, answer) = oneshot::channel();
+        let asked = self.inner.control_tx.send(Control::LoadSteps {
+            session_id: session_id.to_string(),
+            reply,
+        });
+        if asked.is_ok() {
+            let cap = self.inner.config.session_cache;
+            cache.prefetching(session_id, Prefetch { since, answer }, cap);
+        }
+    }
+
     async fn alloc(&self, table: Table) -> Result<i64, TracingError> {
         let ids = &self.inner.shared.ids;
         // The fast path takes no await and no timer.
@@ -421,7 +449,9 @@ impl TraceStorage for BufferedTraceWriter {
         metadata: &Json,
     ) -> Result<(), TracingError> {
         self.write(Op::session(session_id, created_at, metadata)?)
-            .await
+            .await?;
+        self.prefetch_steps(session_id);
+        Ok(())
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError> {
@@ -470,13 +500,26 @@ impl TraceStorage for BufferedTraceWriter {
                 Lookup::Found(id) => return Ok(id),
                 Lookup::Unloaded => {
                     let done = self.done_count();
-                    let (fifo, since) = {
+                    let (fifo, mut since, ahead) = {
                         let mut cache = lock(&self.inner.sessions);
-                        (cache.needs_fifo_load(session_id, done), cache.epoch())
+                        let ahead = cache.take_prefetch(session_id);
+                        (
+                            cache.needs_fifo_load(session_id, done),
+                            cache.epoch(),
+                            ahead,
+                        )
                     };
                     let limit = self.inner.config.enqueue_timeout;
                     let what = "loading the session's steps";
-                    let steps = if fifo {
+                    let steps = if let (false, Some(ahead)) = (fifo, ahead) {
+                        // Asked for by `ensure_session`: usually answered
+                        // already. A failed one is asked for again.
+                        since = ahead.since;
+                        match bounded(limit, what, ahead.answer).await? {
+                            Ok(Ok(steps)) => steps,
+                            Ok(Err(_)) | Err(_) => continue,
+                        }
+                    } else if fifo {
                         self.request(limit, what, |reply| Msg::LoadSteps {
                             session_id: session_id.to_string(),
                             reply,
