@@ -40,7 +40,7 @@ impl Backend {
     pub(crate) fn warn_foreign(&self, py: Python<'_>) -> PyResult<()> {
         let warnings = match self {
             Backend::Plain(s) => s.take_foreign_sqlite_warnings(),
-            Backend::Writer(h) => h.writer.take_foreign_sqlite_warnings(),
+            Backend::Writer(h) => h.writer().take_foreign_sqlite_warnings(),
         };
         let category = py.get_type::<pyo3::exceptions::PyRuntimeWarning>();
         for text in warnings {

@@ -3,6 +3,22 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use tokio::sync::oneshot;
+
+use crate::error::TracingError;
+
+/// The answer to a load of a session's steps.
+pub(crate) type StepsAnswer = oneshot::Receiver<Result<Vec<(String, i64)>, TracingError>>;
+
+/// A load of a session's steps asked for when the session was ensured, ahead
+/// of its first `ensure_timestep`, so that the round trip overlaps whatever
+/// the rollout does in between (an environment reset, a first model call).
+pub(crate) struct Prefetch {
+    /// The [`SessionCache::epoch`] read before the load was asked for.
+    pub(crate) since: u64,
+    pub(crate) answer: StepsAnswer,
+}
+
 /// Step ids of recently touched sessions: `(session_id, step_id) -> id` for
 /// every step stored or queued, so repeated `ensure_timestep` calls answer
 /// at once.
@@ -26,6 +42,12 @@ pub(crate) struct SessionCache {
     /// requested before that is not installed (its rows may be stale: a
     /// delete or a failed step came in between). Trimmed to recent entries.
     forgot_at: HashMap<String, u64>,
+    /// Loads asked for ahead (see [`Prefetch`]), taken by the session's
+    /// first `ensure_timestep`; at most the cache's capacity, oldest dropped.
+    prefetched: HashMap<String, Prefetch>,
+    /// Sessions in the order their loads were asked for ahead; may name
+    /// sessions whose load was taken since.
+    prefetch_order: VecDeque<String>,
 }
 
 pub(crate) enum Lookup {
@@ -57,6 +79,40 @@ impl SessionCache {
         }
     }
 
+    /// Whether a load of `session_id` asked for now, ahead of its first
+    /// `ensure_timestep`, could be installed: the session is not here, no
+    /// load of it is already asked for ahead, and nothing of it waits in the
+    /// FIFO (see [`SessionCache::needs_fifo_load`]).
+    pub(crate) fn wants_prefetch(&mut self, session_id: &str, done: u64) -> bool {
+        !self.map.contains_key(session_id)
+            && !self.prefetched.contains_key(session_id)
+            && !self.needs_fifo_load(session_id, done)
+    }
+
+    /// Keeps a load asked for ahead, dropping the oldest past `cap`.
+    pub(crate) fn prefetching(&mut self, session_id: &str, prefetch: Prefetch, cap: usize) {
+        let cap = cap.max(1);
+        self.prefetched.insert(session_id.to_string(), prefetch);
+        self.prefetch_order.push_back(session_id.to_string());
+        while self.prefetched.len() > cap {
+            match self.prefetch_order.pop_front() {
+                Some(old) => {
+                    self.prefetched.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.prefetch_order.len() > cap.saturating_mul(2) {
+            let prefetched = &self.prefetched;
+            self.prefetch_order.retain(|s| prefetched.contains_key(s));
+        }
+    }
+
+    /// Takes the load of `session_id` asked for ahead, if any.
+    pub(crate) fn take_prefetch(&mut self, session_id: &str) -> Option<Prefetch> {
+        self.prefetched.remove(session_id)
+    }
+
     /// The current epoch: read it before requesting a load, and pass it to
     /// [`SessionCache::load`].
     pub(crate) fn epoch(&self) -> u64 {
@@ -64,6 +120,8 @@ impl SessionCache {
     }
 
     fn forgot(&mut self, session_id: &str, cap: usize) {
+        // A load asked for ahead would be refused now (see `load`).
+        self.prefetched.remove(session_id);
         self.epoch += 1;
         self.forgot_at.insert(session_id.to_string(), self.epoch);
         let keep = cap.max(1).saturating_mul(4) as u64;
@@ -160,6 +218,78 @@ mod tests {
         let since = cache.epoch();
         assert!(cache.load("s", vec![], 8, 0, 0, since));
         assert!(matches!(cache.lookup("s", "old"), Lookup::Missing));
+    }
+
+    type Answerer = oneshot::Sender<Result<Vec<(String, i64)>, TracingError>>;
+
+    fn ahead(cache: &SessionCache) -> (Prefetch, Answerer) {
+        let (tx, answer) = oneshot::channel();
+        (
+            Prefetch {
+                since: cache.epoch(),
+                answer,
+            },
+            tx,
+        )
+    }
+
+    #[test]
+    fn a_load_is_asked_for_ahead_only_when_it_could_be_installed() {
+        let mut cache = SessionCache::default();
+        assert!(cache.wants_prefetch("new", 0));
+        let (p, _tx) = ahead(&cache);
+        cache.prefetching("new", p, 8);
+        assert!(!cache.wants_prefetch("new", 0), "already asked for");
+        // A cached session needs no load.
+        let since = cache.epoch();
+        assert!(cache.load("cached", vec![], 8, 0, 0, since));
+        assert!(!cache.wants_prefetch("cached", 0));
+        // A session whose queued operations are not done yet loads in FIFO
+        // order, not ahead.
+        cache.invalidate("failed", 3, 8);
+        assert!(!cache.wants_prefetch("failed", 2));
+        assert!(cache.wants_prefetch("failed", 3));
+        // Taken once.
+        assert!(cache.take_prefetch("new").is_some());
+        assert!(cache.take_prefetch("new").is_none());
+    }
+
+    #[test]
+    fn a_forgotten_session_drops_its_load_asked_for_ahead() {
+        let mut cache = SessionCache::default();
+        let (p, _tx) = ahead(&cache);
+        cache.prefetching("s", p, 8);
+        cache.forget("s", 8);
+        assert!(cache.take_prefetch("s").is_none());
+        // And one taken before a forgetting is refused when installed.
+        cache.deleted("s");
+        let (p, _tx) = ahead(&cache);
+        cache.prefetching("s", p, 8);
+        let taken = cache.take_prefetch("s").expect("asked for");
+        cache.invalidate("s", 0, 8);
+        assert!(!cache.load("s", vec![], 8, 0, 0, taken.since));
+    }
+
+    #[test]
+    fn loads_asked_for_ahead_are_bounded_oldest_first() {
+        let mut cache = SessionCache::default();
+        let mut senders = Vec::new();
+        for n in 0..10 {
+            let (p, tx) = ahead(&cache);
+            senders.push(tx);
+            cache.prefetching(&format!("s{n}"), p, 4);
+            if n % 3 == 0 {
+                // Some are taken as they would be by a first step.
+                assert!(cache.take_prefetch(&format!("s{n}")).is_some());
+            }
+        }
+        assert!(cache.prefetched.len() <= 4);
+        assert!(cache.prefetch_order.len() <= 8);
+        assert!(cache.take_prefetch("s8").is_some(), "the newest is kept");
+        assert!(
+            cache.take_prefetch("s1").is_none(),
+            "the oldest was dropped"
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::models::{
 use crate::storage::{StorageConfig, TraceStorage};
 use crate::writer::actor::{self, CloseDeadline, Control, Msg, Shared};
 use crate::writer::blocking::BlockingWriter;
-use crate::writer::cache::{Lookup, SessionCache};
+use crate::writer::cache::{Lookup, Prefetch, SessionCache};
 use crate::writer::config::WriterConfig;
 use crate::writer::ids;
 use crate::writer::lock;
@@ -106,9 +106,25 @@ const CLOSE_GRACE: Duration = Duration::from_secs(5);
 /// thread and to get the result.
 ///
 /// # Runtime
-/// Async calls use tokio's timer for their deadlines, so the runtime needs
-/// its time driver (`#[tokio::main]` enables it). Both multi-thread and
+/// Every deadline runs on the writer's own timer thread with the system
+/// clock, not on tokio's timer: the runtime needs no time driver, and a
+/// paused tokio clock (`tokio::time::pause()`) does not fire them. A wait
+/// costs the same however many others are pending. Both multi-thread and
 /// current-thread runtimes work; the actor has its own thread.
+///
+/// ```
+/// use trace_writer::*;
+///
+/// // A runtime with neither a time nor an I/O driver.
+/// let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// rt.block_on(async {
+///     let writer = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await?;
+///     writer.ensure_session("s", chrono::Utc::now(), &serde_json::json!({})).await?;
+///     writer.flush().await?;
+///     writer.close().await
+/// })?;
+/// # Ok::<(), TracingError>(())
+/// ```
 #[derive(Clone)]
 pub struct BufferedTraceWriter {
     inner: Arc<Inner>,
@@ -433,6 +449,34 @@ impl BufferedTraceWriter {
         Ok(id)
     }
 
+    /// Asks the actor for the committed steps of a session that was just
+    /// ensured and is not cached, without waiting for the answer: the
+    /// session's first `ensure_timestep` takes it, so the load overlaps
+    /// whatever the rollout does in between instead of following it.
+    ///
+    /// It is the load that `ensure_timestep` would ask for, asked earlier:
+    /// nothing of a session that is not cached is queued (see
+    /// [`SessionCache`]), so its committed rows are the truth at either
+    /// moment, and a load overtaken by a forgetting (an eviction, a delete,
+    /// a failed step) is refused when installed, as any load is.
+    fn prefetch_steps(&self, session_id: &str) {
+        let done = self.done_count();
+        let mut cache = lock(&self.inner.sessions);
+        if !cache.wants_prefetch(session_id, done) {
+            return;
+        }
+        let since = cache.epoch();
+        let (reply, answer) = oneshot::channel();
+        let asked = self.inner.control_tx.send(Control::LoadSteps {
+            session_id: session_id.to_string(),
+            reply,
+        });
+        if asked.is_ok() {
+            let cap = self.inner.config.session_cache;
+            cache.prefetching(session_id, Prefetch { since, answer }, cap);
+        }
+    }
+
     async fn alloc(&self, table: Table) -> Result<i64, TracingError> {
         let ids = &self.inner.shared.ids;
         // The fast path takes no await and no timer.
@@ -477,7 +521,9 @@ impl TraceStorage for BufferedTraceWriter {
         metadata: &Json,
     ) -> Result<(), TracingError> {
         self.write(Op::session(session_id, created_at, metadata)?)
-            .await
+            .await?;
+        self.prefetch_steps(session_id);
+        Ok(())
     }
 
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError> {
@@ -515,7 +561,7 @@ impl TraceStorage for BufferedTraceWriter {
         session_id: &str,
         step: &SessionTimeStep,
     ) -> Result<i64, TracingError> {
-        let op = Op::timestep(None, session_id, step)?;
+        let mut op = Op::timestep(None, session_id, step)?;
         self.check_open()?;
         let bytes = check_size(&self.inner.config, &op)?;
         let cap = self.inner.config.session_cache;
@@ -526,13 +572,26 @@ impl TraceStorage for BufferedTraceWriter {
                 Lookup::Found(id) => return Ok(id),
                 Lookup::Unloaded => {
                     let done = self.done_count();
-                    let (fifo, since) = {
+                    let (fifo, mut since, ahead) = {
                         let mut cache = lock(&self.inner.sessions);
-                        (cache.needs_fifo_load(session_id, done), cache.epoch())
+                        let ahead = cache.take_prefetch(session_id);
+                        (
+                            cache.needs_fifo_load(session_id, done),
+                            cache.epoch(),
+                            ahead,
+                        )
                     };
                     let limit = self.inner.config.enqueue_timeout;
                     let what = "loading the session's steps";
-                    let steps = if fifo {
+                    let steps = if let (false, Some(ahead)) = (fifo, ahead) {
+                        // Asked for by `ensure_session`: usually answered
+                        // already. A failed one is asked for again.
+                        since = ahead.since;
+                        match bounded(limit, what, ahead.answer).await? {
+                            Ok(Ok(steps)) => steps,
+                            Ok(Err(_)) | Err(_) => continue,
+                        }
+                    } else if fifo {
                         self.request(limit, what, |reply| Msg::LoadSteps {
                             session_id: session_id.to_string(),
                             reply,
@@ -577,7 +636,8 @@ impl TraceStorage for BufferedTraceWriter {
                         Lookup::Unloaded => continue,
                         Lookup::Missing => {}
                     }
-                    let mut op = op.clone();
+                    // Every path from here returns: the row is moved, not
+                    // copied.
                     op.set_id(id);
                     self.send_write(op, bytes, res)?;
                     if let Some(steps) = cache.map.get_mut(session_id) {
