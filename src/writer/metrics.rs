@@ -348,7 +348,11 @@ mod handles {
             inc(&self.refused, now.failed, last.failed);
             inc(&self.spilled, now.spilled, last.spilled);
             inc(&self.dead_letters, now.dead_letters, last.dead_letters);
-            inc(&self.foreign_sqlite, now.foreign_sqlite, last.foreign_sqlite);
+            inc(
+                &self.foreign_sqlite,
+                now.foreign_sqlite,
+                last.foreign_sqlite,
+            );
             inc(&self.rejected, now.rejected, last.rejected);
             inc(&self.retries, now.retries, last.retries);
             inc(&self.batches, now.batches, last.batches);
