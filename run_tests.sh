@@ -21,6 +21,13 @@ cd "$ROOT"
 VENV="${TRACE_WRITER_VENV:-$ROOT/python/.venv}"
 PYTHON="${PYTHON:-python3}"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+# Spill and dead-letter files of the tests' :memory: writers go to a
+# throwaway state folder, not the user's ~/.local/state/trace-writer.
+if [ -z "${TRACE_WRITER_KEEP_STATE_HOME:-}" ]; then
+    XDG_STATE_HOME="$(mktemp -d)"
+    export XDG_STATE_HOME
+    trap 'rm -rf "$XDG_STATE_HOME"' EXIT
+fi
 
 if [ "${SKIP_CARGO_TEST:-0}" != 1 ]; then
     echo "== cargo test --locked"
