@@ -45,14 +45,37 @@ impl Actor {
     /// its request, if it went out behind the batch before), and with
     /// `overlap` the next batches are collected, and queued in `ahead`,
     /// while the first try is in flight.
+    ///
+    /// It runs in a DEBUG span `batch` whose fields say the batch's size in
+    /// operations and bytes, its attempts and its outcome (`committed`,
+    /// `committed, some refused` or `spilled`), so the retry and spill events
+    /// logged meanwhile carry them; no payload or token is recorded.
     pub(super) async fn execute(
+        &mut self,
+        items: Vec<Item>,
+        ready: Option<Ready>,
+        sent: Option<Flight>,
+        overlap: bool,
+    ) {
+        use tracing::field::Empty;
+        use tracing::Instrument;
+        let span = tracing::debug_span!(target: "trace_writer", "batch",
+            ops = Empty, bytes = Empty, attempts = Empty, outcome = Empty);
+        self.execute_in(items, ready, sent, overlap, &span)
+            .instrument(span.clone())
+            .await;
+    }
+
+    async fn execute_in(
         &mut self,
         mut items: Vec<Item>,
         mut ready: Option<Ready>,
         mut sent: Option<Flight>,
         overlap: bool,
+        span: &tracing::Span,
     ) {
         let started = Instant::now();
+        let mut attempts = 0u32;
         self.shared.metrics.in_flight(1);
         let mut backoff = self.config.retry_initial;
         let mut multi = self.multi_row;
@@ -65,6 +88,7 @@ impl Actor {
             None => "queued behind a batch spilled at the close deadline".to_string(),
         };
         while !spill_rest {
+            attempts += 1;
             let attempt = if self.exec.has_pipeline() {
                 let overlap = std::mem::take(&mut collect_next);
                 self.attempt_remote(&mut items, multi, ready.take(), sent.take(), overlap)
@@ -127,7 +151,7 @@ impl Actor {
         // Set aside as committed: found stored after a lost reply.
         let mut committed = std::mem::take(&mut self.found_stored);
         let unanswered = || self.halt_error().unwrap_or(TracingError::WriterClosed);
-        let (mut ops, mut bytes) = (0usize, 0usize);
+        let (mut ops, mut bytes, mut refused) = (0usize, 0usize, 0usize);
         let mut to_spill = Vec::new();
         for item in items {
             match item {
@@ -142,6 +166,8 @@ impl Actor {
                         to_spill.push(op);
                     } else if !failed {
                         committed += 1;
+                    } else {
+                        refused += 1;
                     }
                 }
                 Item::LoadSteps { reply, .. } => {
@@ -177,6 +203,18 @@ impl Actor {
             .add_permits(Shared::permits_for(bytes) as usize);
         self.foreign.scan_if_due();
         self.publish_batch(ops, bytes, started.elapsed());
+        let outcome = if spill_rest {
+            "spilled"
+        } else if refused > 0 {
+            "committed, some refused"
+        } else {
+            "committed"
+        };
+        span.record("ops", ops);
+        span.record("bytes", bytes);
+        span.record("attempts", attempts);
+        span.record("outcome", outcome);
+        tracing::debug!(target: "trace_writer", elapsed = ?started.elapsed(), "batch done");
     }
 
     /// Publishes a finished batch and the counters to the metrics.
