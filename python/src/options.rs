@@ -30,6 +30,8 @@ const WRITER_KEYS: &[&str] = &[
     "open_timeout",
     "overflow",
     "spill_path",
+    "spill_dir",
+    "name",
 ];
 
 /// Parsed options.
@@ -108,6 +110,24 @@ impl Options {
                         ))
                     })?;
                     w.spill_path(path)
+                }
+                "spill_dir" => {
+                    let dir: std::path::PathBuf = value.extract().map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "option `spill_dir` must be a str or os.PathLike, not {}",
+                            type_name(&value)
+                        ))
+                    })?;
+                    w.spill_dir(dir)
+                }
+                "name" => {
+                    let name: String = value.extract().map_err(|_| {
+                        PyTypeError::new_err(format!(
+                            "option `name` must be a str, not {}",
+                            type_name(&value)
+                        ))
+                    })?;
+                    w.name(name)
                 }
                 _ => return Err(unknown(&key, writer)),
             };

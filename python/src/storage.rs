@@ -957,6 +957,18 @@ impl WriterStorage {
             .unwrap_or_default()
     }
 
+    /// The writer's name: the ``writer`` label of its metrics (the ``name``
+    /// option, or the database file's name, ``:memory:`` or a server's host).
+    #[getter]
+    fn name(slf: &Bound<'_, Self>) -> String {
+        slf.as_super()
+            .get()
+            .backend
+            .writer()
+            .map(|w| w.name())
+            .unwrap_or_default()
+    }
+
     fn __repr__(slf: &Bound<'_, Self>) -> String {
         match slf.as_super().get().backend.writer() {
             Some(w) => format!("BufferedTraceWriter({:?})", w.stats()),

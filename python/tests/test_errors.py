@@ -163,7 +163,7 @@ def test_tracer_state_classes():
 
 def test_every_error_is_a_trace_writer_error():
     assert all(issubclass(c, tw.TraceWriterError) for _, c, _ in TABLE)
-    assert len({c for _, c, _ in TABLE}) == 15
+    assert len({c for _, c, _ in TABLE}) == 16
 
 
 def test_halted_when_a_table_disappears_and_nothing_is_lost(tmp_path):

@@ -60,7 +60,11 @@ def test_the_collector_counts_what_the_database_holds(tmp_path):
 def test_the_label_defaults_to_the_writers_name_and_describe_reads_nothing(tmp_path):
     w = tw.BufferedTraceWriter.file(tmp_path / "named.db")
     collector = WriterCollector(w)
-    expected = getattr(w, "name", "trace-writer")
+    expected = "named.db"
+    assert w.name == expected
+    named = tw.BufferedTraceWriter.memory(name="crafter-runs")
+    assert named.name == "crafter-runs"
+    named.close()
     families = list(collector.describe())
     assert {f.name for f in families} >= {"trace_writer_committed", "trace_writer_queue_depth"}
     assert all(not f.samples for f in families)

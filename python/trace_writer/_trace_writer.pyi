@@ -227,6 +227,10 @@ class BufferedTraceWriter(TraceStorage):
     def open(url: _StrPath, auth_token: Optional[str] = None, **opts: Any) -> "BufferedTraceWriter": ...
     @staticmethod
     def from_env(**opts: Any) -> "BufferedTraceWriter": ...
+    @property
+    def name(self) -> str:
+        """The ``writer`` label of its metrics: the ``name`` option, or the database file's name."""
+        ...
     def stats(self) -> Dict[str, Union[int, float]]:
         """``enqueued``, ``committed``, ``rejected``, ``failed``, ``batches``,
         ``queue_depth`` and more."""

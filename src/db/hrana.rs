@@ -367,3 +367,18 @@ pub(crate) fn encode(steps: &[Step<'_>]) -> Result<Bytes, DbError> {
     .map(Bytes::from)
     .map_err(|e| DbError::new(ErrorClass::Fatal, format!("encoding a batch: {e}")))
 }
+
+/// A Hrana text value.
+pub(crate) fn hrana_text(v: &serde_json::Value) -> Option<String> {
+    (v.get("type")?.as_str()? == "text")
+        .then(|| v.get("value")?.as_str().map(str::to_string))
+        .flatten()
+}
+
+/// A Hrana integer value (sent as a string).
+pub(crate) fn hrana_integer(v: &serde_json::Value) -> Option<i64> {
+    match v.get("value")? {
+        serde_json::Value::String(s) => s.parse().ok(),
+        n => n.as_i64(),
+    }
+}

@@ -13,11 +13,10 @@
 
 use std::ops::Range;
 
-use libsql::Value;
+use libsql::{Connection, Value};
 
 use crate::db::columns::Table;
-use crate::db::exec::Executor;
-use crate::db::hrana::{Arg, StepResult, Stmt};
+use crate::db::hrana::{hrana_integer, Arg, HranaClient, StepResult, Stmt};
 use crate::db::op::text;
 use crate::db::read::first_i64;
 use crate::db::tx::{transaction, RemoteOutcome, RemoteTx};
@@ -92,10 +91,7 @@ pub(crate) fn remote_lease_block(
     let last = read
         .and_then(|r| r.rows.first())
         .and_then(|row| row.first())
-        .and_then(|v| match v.get("value") {
-            Some(serde_json::Value::String(s)) => s.parse().ok(),
-            _ => None,
-        });
+        .and_then(hrana_integer);
     block(table, last, n)
 }
 
@@ -105,26 +101,29 @@ pub(crate) fn remote_lease_block(
 /// The database's error, classed; the transaction is rolled back. An id
 /// space that would overflow is `Fatal`.
 pub(crate) async fn lease_ids(
-    exec: &Executor,
+    conn: &Connection,
+    pipeline: Option<&HranaClient>,
     table: Table,
     n: i64,
 ) -> Result<Range<i64>, DbError> {
-    let mut blocks = lease_blocks(exec, &[(table, n)]).await?;
+    let mut blocks = lease_blocks(conn, pipeline, &[(table, n)]).await?;
     blocks
         .pop()
         .ok_or_else(|| DbError::new(ErrorClass::Fatal, BUG))
 }
 
 /// Reserves a block of ids for each `(table, n)`, all in one committed
-/// transaction (one request on a remote server), in their order.
+/// transaction (one request on a remote server: `pipeline`, when the
+/// database is remote), in their order.
 ///
 /// # Errors
 /// As [`lease_ids`]; then no block is reserved.
 pub(crate) async fn lease_blocks(
-    exec: &Executor,
+    conn: &Connection,
+    pipeline: Option<&HranaClient>,
     leases: &[(Table, i64)],
 ) -> Result<Vec<Range<i64>>, DbError> {
-    if let Some(client) = exec.pipeline() {
+    if let Some(client) = pipeline {
         let stmts = leases
             .iter()
             .flat_map(|&(table, n)| remote_lease_statements(table, n))
@@ -144,7 +143,6 @@ pub(crate) async fn lease_blocks(
                 .collect(),
         };
     }
-    let conn = &exec.conn;
     transaction(conn, async {
         let mut blocks = Vec::with_capacity(leases.len());
         for &(table, n) in leases {

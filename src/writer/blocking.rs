@@ -43,9 +43,14 @@ pub struct BlockingWriter {
     writer: BufferedTraceWriter,
 }
 
-impl BlockingWriter {
-    pub(crate) fn new(writer: BufferedTraceWriter) -> Self {
-        Self { writer }
+// Here rather than in `handle/`, so that the handle does not import this
+// file while this file imports the handle.
+impl BufferedTraceWriter {
+    /// A handle for plain threads with no tokio runtime.
+    pub fn blocking(&self) -> BlockingWriter {
+        BlockingWriter {
+            writer: self.clone(),
+        }
     }
 }
 

@@ -16,8 +16,8 @@ use tokio::sync::Notify;
 
 use crate::db::Table;
 use crate::error::TracingError;
-use crate::writer::actor::Control;
 use crate::writer::lock;
+use crate::writer::protocol::{Control, LeaseRequest};
 use crate::writer::stats::Counters;
 
 /// Largest block a table grows to.
@@ -26,13 +26,6 @@ const MAX_BLOCK: i64 = crate::writer::config::MAX_ID_BLOCK;
 /// Blocks used up faster than this double, so that a busy table leases about
 /// once a second at most: each lease is a small transaction of its own.
 const FAST_USE: Duration = Duration::from_secs(1);
-
-/// A request from a producer to the actor for the next block of a table.
-#[derive(Debug)]
-pub(crate) struct LeaseRequest {
-    pub(crate) table: Table,
-    pub(crate) size: i64,
-}
 
 #[derive(Debug)]
 struct IdState {

@@ -16,12 +16,11 @@ use crate::db::read::{find_timestep, first_i64};
 use crate::db::tx::transaction;
 use std::sync::Arc;
 
-use crate::db::hrana::{Arg, HranaClient, Step, Stmt};
+use crate::db::hrana::{hrana_integer, hrana_text, Arg, HranaClient, Step, Stmt};
 use crate::error::{DbError, ErrorClass, BUG};
 
 mod remote;
 
-use remote::{hrana_integer, hrana_text};
 pub(crate) use remote::{marker, Behind, PreparedRemote, RemoteBatch};
 
 /// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 is 32766; stay

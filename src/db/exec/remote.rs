@@ -8,7 +8,7 @@ use libsql::Value;
 
 use crate::db::columns::Table;
 use crate::db::exec::Executor;
-use crate::db::hrana::{self, Arg, BatchResult, Step, Stmt};
+use crate::db::hrana::{self, hrana_integer, Arg, BatchResult, Step, Stmt};
 use crate::db::lease::{remote_lease_block, remote_lease_statements};
 use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
 use crate::db::tx::{RemoteOutcome, RemoteTx, TxShape};
@@ -30,21 +30,6 @@ pub(crate) enum RemoteBatch {
     /// when it ran (see [`Behind`]): send it again once that one's outcome
     /// is known.
     RanFirst,
-}
-
-/// A Hrana text value.
-pub(super) fn hrana_text(v: &serde_json::Value) -> Option<String> {
-    (v.get("type")?.as_str()? == "text")
-        .then(|| v.get("value")?.as_str().map(str::to_string))
-        .flatten()
-}
-
-/// A Hrana integer value (sent as a string).
-pub(super) fn hrana_integer(v: &serde_json::Value) -> Option<i64> {
-    match v.get("value")? {
-        serde_json::Value::String(s) => s.parse().ok(),
-        n => n.as_i64(),
-    }
 }
 
 /// The batch in flight that a batch is sent behind, before its outcome is

@@ -5,36 +5,10 @@
 use std::time::Instant;
 
 use crate::db::{self, read, Op, Table};
-use crate::error::{DbError, ErrorClass, TracingError};
+use crate::error::{ErrorClass, TracingError};
 use crate::writer::actor::remote::{Flight, Ready};
-use crate::writer::actor::{Actor, Item, Shared};
+use crate::writer::actor::{Actor, AttemptError, Item, Shared};
 use crate::writer::stats::Counters;
-
-/// Why one try at a batch did not commit.
-pub(super) enum AttemptError {
-    /// Busy, locked, I/O, network: retry the batch after a backoff.
-    Transient(DbError),
-    /// The transaction was rolled back after a poison operation was set
-    /// aside, or a batch sent behind another ran before that one committed:
-    /// start again at once (without the poison operation).
-    Restart,
-    /// A multi-row statement failed: redo the batch row by row to find the
-    /// operation at fault.
-    MultiRowFailed,
-    /// The batch failed for good (or its `BEGIN` or `COMMIT` did).
-    Fatal(DbError),
-}
-
-impl From<DbError> for AttemptError {
-    /// `BEGIN` and `COMMIT` errors: retried if transient, else the batch fails.
-    fn from(e: DbError) -> Self {
-        if e.is_transient() {
-            AttemptError::Transient(e)
-        } else {
-            AttemptError::Fatal(e)
-        }
-    }
-}
 
 impl Actor {
     /// Applies a batch in one transaction: poison operations are set aside

@@ -29,61 +29,40 @@ use crate::error::{DbError, TracingError};
 use crate::models::SessionTrace;
 use crate::storage::{DbKind, StorageConfig};
 use crate::writer::config::WriterConfig;
-use crate::writer::ids::LeaseRequest;
 use crate::writer::lock;
 use crate::writer::metrics::Published;
+pub(crate) use crate::writer::protocol::{Control, Msg};
+use crate::writer::protocol::{LeaseRequest, Reply, Steps};
 use crate::writer::spill::{self, KeptPaths};
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
 
-type Reply<T> = oneshot::Sender<Result<T, TracingError>>;
-
-/// A session's stored steps, as `(step_id, id)`.
-type Steps = Vec<(String, i64)>;
-
-/// Everything a producer sends to the actor, in one FIFO.
-pub(crate) enum Msg {
-    /// A write; its queue permits are returned once it is done.
-    Write { op: Op, bytes: usize },
-    /// Step ids of a session, read inside the current batch.
-    LoadSteps {
-        session_id: String,
-        reply: Reply<Vec<(String, i64)>>,
-    },
-    /// A whole session, read inside the current batch.
-    GetSession {
-        session_id: String,
-        reply: Reply<Option<SessionTrace>>,
-    },
-    /// User SQL, run after the batch before it is committed.
-    Query {
-        sql: String,
-        params: Vec<Json>,
-        reply: Reply<Vec<Json>>,
-    },
-    /// A delete, run after the batch before it is committed.
-    DeleteSession {
-        session_id: String,
-        reply: Reply<bool>,
-    },
-    /// A barrier: answered once everything before it is committed.
-    Flush { reply: Reply<()> },
-    /// Drain, commit, close the connection, stop.
-    Close { reply: Reply<()> },
+// In the parent of `batch.rs` and `remote.rs`, which both use it, so that
+// neither imports the other for it.
+/// Why one try at a batch did not commit.
+enum AttemptError {
+    /// Busy, locked, I/O, network: retry the batch after a backoff.
+    Transient(DbError),
+    /// The transaction was rolled back after a poison operation was set
+    /// aside, or a batch sent behind another ran before that one committed:
+    /// start again at once (without the poison operation).
+    Restart,
+    /// A multi-row statement failed: redo the batch row by row to find the
+    /// operation at fault.
+    MultiRowFailed,
+    /// The batch failed for good (or its `BEGIN` or `COMMIT` did).
+    Fatal(DbError),
 }
 
-/// Messages that do not wait their turn in the FIFO: id leases, and step
-/// loads of sessions with nothing queued (so committed rows are the truth).
-pub(crate) enum Control {
-    Lease(LeaseRequest),
-    LoadSteps {
-        session_id: String,
-        reply: Reply<Vec<(String, i64)>>,
-    },
-    /// Fault injection: the actor panics wherever it next serves control
-    /// messages (even while retrying a batch), as a bug would make it.
-    #[cfg(feature = "fault-injection")]
-    Crash,
+impl From<DbError> for AttemptError {
+    /// `BEGIN` and `COMMIT` errors: retried if transient, else the batch fails.
+    fn from(e: DbError) -> Self {
+        if e.is_transient() {
+            AttemptError::Transient(e)
+        } else {
+            AttemptError::Fatal(e)
+        }
+    }
 }
 
 /// Marks the writer dead if the actor thread unwinds or returns early, so
@@ -320,7 +299,8 @@ impl Actor {
             .iter()
             .map(|&t| (t, actor.shared.ids.block_size(t)))
             .collect();
-        let blocks = db::lease::lease_blocks(&actor.exec, &sizes).await?;
+        let blocks =
+            db::lease::lease_blocks(&actor.exec.conn, actor.exec.pipeline(), &sizes).await?;
         for ((table, _), ids) in sizes.into_iter().zip(blocks) {
             Counters::add(&actor.shared.counters.id_leases, 1);
             actor.shared.ids.grant(table, ids);
@@ -474,7 +454,9 @@ impl Actor {
     async fn lease(&mut self, req: LeaseRequest) {
         let mut backoff = self.config.retry_initial;
         loop {
-            match db::lease::lease_ids(&self.exec, req.table, req.size).await {
+            match db::lease::lease_ids(&self.exec.conn, self.exec.pipeline(), req.table, req.size)
+                .await
+            {
                 Ok(ids) => {
                     Counters::add(&self.shared.counters.id_leases, 1);
                     self.shared.ids.grant(req.table, ids);

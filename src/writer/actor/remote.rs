@@ -36,9 +36,8 @@ use crate::db::exec::{marker, Behind, Executor, PreparedRemote, RemoteBatch};
 use crate::db::hrana::{BatchResult, HranaClient};
 use crate::db::{Op, Table};
 use crate::error::{DbError, ErrorClass};
-use crate::writer::actor::batch::AttemptError;
-use crate::writer::actor::{Actor, Gathering, Item, Msg, Shared, Taken, Terminator};
-use crate::writer::ids::LeaseRequest;
+use crate::writer::actor::{Actor, AttemptError, Gathering, Item, Msg, Shared, Taken, Terminator};
+use crate::writer::protocol::LeaseRequest;
 use crate::writer::stats::Counters;
 
 /// Batches queued behind the one whose reply the actor waits for: with it,

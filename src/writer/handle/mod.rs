@@ -20,7 +20,6 @@ use crate::models::{
 };
 use crate::storage::{StorageConfig, TraceStorage};
 use crate::writer::actor::{self, CloseDeadline, Control, Msg, Shared};
-use crate::writer::blocking::BlockingWriter;
 use crate::writer::cache::{Lookup, Prefetch, SessionCache};
 use crate::writer::config::WriterConfig;
 use crate::writer::ids;
@@ -318,11 +317,6 @@ impl BufferedTraceWriter {
     pub fn name(&self) -> String {
         (self.inner.config.name.clone())
             .unwrap_or_else(|| metrics::default_name(&self.inner.storage))
-    }
-
-    /// A handle for plain threads with no tokio runtime.
-    pub fn blocking(&self) -> BlockingWriter {
-        BlockingWriter::new(self.clone())
     }
 
     /// Resolves once every operation queued before it is committed.
