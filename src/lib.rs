@@ -115,7 +115,7 @@
 //! | `src/libsql_storage.rs` | [`LibsqlTraceStorage`], the plain one-statement-per-call backend, thin, on top of `db/` |
 //! | `src/tracer/` | [`SessionTracer`], the high-level recording API (also what the Python bindings' tracer runs), and [`RecordedSession`] |
 //! | `src/writer/` | [`BufferedTraceWriter`] and everything behind it (below) |
-//! | `src/bin/trace-writer/` | the operators' command-line tool: `replay`, `check`, `stats` |
+//! | `src/bin/trace-writer/` | the operators' command-line tool: `replay`, `check`, `stats`, `watch` |
 //! | `src/workload.rs` | synthetic rollouts for the examples, benches and report (feature `workload`, not public API) |
 //!
 //! Where to find the load-bearing pieces:
@@ -139,9 +139,13 @@
 //!
 //! `src/writer/`: `handle/` (the producers' handle, its `TraceStorage`
 //! impl, and closing), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
-//! `reserve.rs` (queue space), `actor/` (the thread that owns the
-//! connection), `ids.rs`, `config.rs`, `stats.rs`, `spill.rs` (the spill
-//! and dead-letter files, and replay) and `wait.rs` (deadlines).
+//! `reserve.rs` (queue space), `protocol.rs` (the messages between the
+//! handles and the actor), `actor/` (the thread that owns the connection),
+//! `ids.rs`, `config.rs`, `stats.rs`, `metrics.rs` (the `metrics` facade),
+//! `spill.rs` (the spill and dead-letter files, and replay) and `wait.rs`
+//! (deadlines).
+//!
+//! The full walk of one event to its row is `docs/ARCHITECTURE.md`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
