@@ -147,6 +147,9 @@ async fn open(
             None,
             Arc::new(LibsqlTraceStorage::new(config).await.expect("open plain")),
         ),
+        #[cfg(not(feature = "metrics"))]
+        Backend::WriterRecorded => panic!("a writer with a recorder needs the `metrics` feature"),
+        #[cfg(feature = "metrics")]
         Backend::WriterRecorded => {
             // The writer's metric handles bind to the recorder current when
             // it opens; a local one keeps the other cases' writers bare.
