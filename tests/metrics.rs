@@ -1,5 +1,6 @@
 //! The writer's metrics, scraped from a real Prometheus endpoint over HTTP
 //! while a writer writes, and checked against the rows in the database.
+#![cfg(feature = "metrics")]
 mod common;
 
 use std::collections::HashMap;
