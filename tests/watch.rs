@@ -120,7 +120,7 @@ fn watch_without_a_terminal_prints_plain_frames_and_refuses_bad_input() {
     let out = Command::new(bin)
         .args([
             "watch",
-            "--db",
+            "--url", // the same option as `--db`
             path.to_str().unwrap(),
             "--interval",
             "0.05",

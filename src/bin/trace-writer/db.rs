@@ -27,7 +27,7 @@ pub(crate) const TABLES: [&str; 6] = [
 pub(crate) struct DbArgs {
     /// The database: a file path, a `file:` URL, `:memory:`, or a remote
     /// `libsql://`, `http(s)://` or `ws(s)://` URL.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, visible_alias = "url", value_name = "URL")]
     pub(crate) db: String,
     /// Auth token for a remote database. Defaults to $TRACE_WRITER_AUTH_TOKEN,
     /// then $LIBSQL_AUTH_TOKEN or $TURSO_AUTH_TOKEN. Prefer the environment:
