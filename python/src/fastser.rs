@@ -26,9 +26,17 @@ const KEY_CACHE_MAX: usize = 4096;
 /// Longer keys are not worth caching.
 const KEY_CACHE_LEN: usize = 64;
 
+/// Interned field names, keyed by their text's address and length.
+type FieldKeys = HashMap<(usize, usize), Py<PyString>, BuildHasherDefault<KeyHasher>>;
+
 thread_local! {
     static KEYS: RefCell<HashMap<String, Py<PyString>, BuildHasherDefault<KeyHasher>>> =
         RefCell::new(HashMap::default());
+    /// The structs' field names, by address and length: a `&'static str`
+    /// is the same text for good, so its address names it, and looking it
+    /// up hashes two words instead of the text. Bounded by the field names
+    /// compiled into the module.
+    static FIELDS: RefCell<FieldKeys> = RefCell::new(HashMap::default());
 }
 
 /// A multiply-rotate hash (the Fx hash of rustc) for the key cache: its
@@ -67,6 +75,20 @@ fn key<'py>(py: Python<'py>, k: &str) -> Bound<'py, PyString> {
         if cache.len() < KEY_CACHE_MAX {
             cache.insert(k.to_owned(), s.clone().unbind());
         }
+        s
+    })
+}
+
+/// A struct field's name as a Python string, cached by its address.
+fn field_key<'py>(py: Python<'py>, name: &'static str) -> Bound<'py, PyString> {
+    FIELDS.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        let at = (name.as_ptr() as usize, name.len());
+        if let Some(s) = cache.get(&at) {
+            return s.bind(py).clone();
+        }
+        let s = PyString::new(py, name);
+        cache.insert(at, s.clone().unbind());
         s
     })
 }
@@ -306,9 +328,9 @@ struct KeySer<'py> {
 }
 
 impl<'py> Map<'py> {
-    fn field<T: Serialize + ?Sized>(&mut self, name: &str, value: &T) -> Result<()> {
+    fn field<T: Serialize + ?Sized>(&mut self, name: &'static str, value: &T) -> Result<()> {
         let v = value.serialize(Ser { py: self.py })?;
-        self.dict.set_item(key(self.py, name), v)?;
+        self.dict.set_item(field_key(self.py, name), v)?;
         Ok(())
     }
 }

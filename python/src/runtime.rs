@@ -8,6 +8,7 @@
 use std::future::Future;
 use std::sync::OnceLock;
 
+use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
 use tokio::runtime::Runtime;
 use trace_writer::TracingError;
@@ -97,14 +98,43 @@ where
     Ok(future)
 }
 
-/// An asyncio future that is already resolved with `value`.
+/// An awaitable that is already resolved with `value`.
+///
+/// A [`Ready`], not an asyncio future: awaiting it returns `value` at once,
+/// without looking up the running loop or making and resolving a future
+/// (which cost more than the write call it stands for).
 pub(crate) fn ready<'py>(py: Python<'py>, value: Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let future = py
-        .import("asyncio")?
-        .call_method0("get_running_loop")?
-        .call_method0("create_future")?;
-    future.call_method1("set_result", (value,))?;
-    Ok(future)
+    Ok(Bound::new(
+        py,
+        Ready {
+            value: value.unbind(),
+        },
+    )?
+    .into_any())
+}
+
+/// An already resolved awaitable: ``await r`` returns its value without
+/// yielding to the event loop, as often as it is awaited.
+#[pyclass(frozen, module = "trace_writer._trace_writer")]
+pub(crate) struct Ready {
+    value: Py<PyAny>,
+}
+
+#[pymethods]
+impl Ready {
+    fn __await__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    fn __iter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Ends the iteration at once, with the value (``StopIteration(value)``
+    /// is how an awaitable's iterator returns its result).
+    fn __next__(&self, py: Python<'_>) -> PyResult<()> {
+        Err(PyStopIteration::new_err((self.value.clone_ref(py),)))
+    }
 }
 
 /// Runs on the event loop's thread: resolves `future` unless it was

@@ -142,3 +142,33 @@ def test_tracer_awaitables(cls):
             assert await tracer.aquery("SELECT COUNT(*) AS n FROM events WHERE session_id = ?", ["s"]) == [{"n": 1}]
 
     asyncio.run(main())
+
+
+def test_a_resolved_tracer_call_returns_its_value_without_yielding():
+    """Over the writer, a timestep call that needs no wait is resolved on
+    the loop's thread: awaiting it gives its value at once (another task
+    does not run in between), as often as it is awaited, and it works
+    where asyncio takes any awaitable."""
+
+    async def main():
+        writer = tw.BufferedTraceWriter.memory()
+        tracer = tw.SessionTracer(writer)
+        tracer.start_session("s")
+        await tracer.astart_timestep("first", 0)  # loads the session's steps
+        ran = []
+
+        async def other():
+            ran.append(1)
+
+        other_task = asyncio.ensure_future(other())
+        resolved = tracer.astart_timestep("second", 1)
+        assert await resolved is None
+        assert await resolved is None
+        assert ran == []  # no switch to the loop happened
+        assert await asyncio.gather(tracer.aend_timestep()) == [None]
+        trace = await tracer.aend_session(True)
+        assert [s["step_id"] for s in trace["session_time_steps"]] == ["first", "second"]
+        await other_task
+        await writer.aclose()
+
+    asyncio.run(main())

@@ -91,6 +91,8 @@ class AsyncSessionTracer:
         return self._current_step_id
 
     async def _trigger(self, name: str, **kwargs: Any) -> None:
+        # The per-call methods test ``self.hooks`` inline instead: without
+        # hooks, no coroutine is made for each call.
         if self.hooks is not None:
             await self.hooks.trigger(name, **kwargs)
 
@@ -106,7 +108,8 @@ class AsyncSessionTracer:
         else:
             sid = await asyncio.to_thread(self._tracer.start_session, session_id, meta)
         self._current_session_id = sid
-        await self._trigger("session_start", session_id=sid, metadata=meta)
+        if self.hooks is not None:
+            await self.hooks.trigger("session_start", session_id=sid, metadata=meta)
         return sid
 
     async def start_timestep(self, step_id: str, turn_number: int | None = None, metadata: dict | None = None) -> str:
@@ -117,7 +120,8 @@ class AsyncSessionTracer:
         else:
             await asyncio.to_thread(self._tracer.start_timestep, step_id, turn_number, meta)
         self._current_step_id = step_id
-        await self._trigger("timestep_start", step=step_id, session_id=self._current_session_id)
+        if self.hooks is not None:
+            await self.hooks.trigger("timestep_start", step=step_id, session_id=self._current_session_id)
         return step_id
 
     async def end_timestep(self, step_id: str | None = None) -> None:
@@ -126,7 +130,8 @@ class AsyncSessionTracer:
             await self._tracer.aend_timestep()
         else:
             await asyncio.to_thread(self._tracer.end_timestep)
-        await self._trigger("timestep_end", step=step_id, session_id=self._current_session_id)
+        if self.hooks is not None:
+            await self.hooks.trigger("timestep_end", step=step_id, session_id=self._current_session_id)
         self._current_step_id = None
 
     async def record_event(self, event: Any) -> int | None:
@@ -147,7 +152,8 @@ class AsyncSessionTracer:
             message_id = self._tracer.record_message(message)
         else:
             message_id = await asyncio.to_thread(self._tracer.record_message, message)
-        await self._trigger("message_recorded", message=message)
+        if self.hooks is not None:
+            await self.hooks.trigger("message_recorded", message=message)
         return message_id
 
     async def record_outcome_reward(self, reward: Any) -> int | None:
