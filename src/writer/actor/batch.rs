@@ -50,7 +50,11 @@ impl Actor {
     ) {
         let started = Instant::now();
         let mut attempts = 0u32;
-        self.shared.metrics.in_flight(1);
+        // Remotely the requests count themselves (see `Flight::send`).
+        let local = !self.exec.has_pipeline();
+        if local {
+            self.shared.metrics.in_flight(1);
+        }
         let mut backoff = self.config.retry_initial;
         let mut multi = self.multi_row;
         let mut collect_next = overlap;
@@ -176,7 +180,7 @@ impl Actor {
             .bytes_sem
             .add_permits(Shared::permits_for(bytes) as usize);
         self.foreign.scan_if_due();
-        self.publish_batch(ops, bytes, started.elapsed());
+        self.publish_batch(ops, bytes, started.elapsed(), local);
         let outcome = if spill_rest {
             "spilled"
         } else if refused > 0 {
@@ -192,9 +196,11 @@ impl Actor {
     }
 
     /// Publishes a finished batch and the counters to the metrics.
-    fn publish_batch(&mut self, ops: usize, bytes: usize, took: std::time::Duration) {
+    fn publish_batch(&mut self, ops: usize, bytes: usize, took: std::time::Duration, local: bool) {
         let m = &self.shared.metrics;
-        m.in_flight(0);
+        if local {
+            m.in_flight(0);
+        }
         m.batch(ops, bytes, took);
         m.publish(&self.shared.counters.snapshot(), &mut self.published);
     }
