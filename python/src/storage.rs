@@ -167,8 +167,9 @@ fn remember(handle: &Arc<WriterHandle>) {
 
 /// Flushes and closes every writer still open: called by an `atexit` hook
 /// of the package, so that a script that never called `close()` does not
-/// lose the writes still queued when the interpreter exits (dropping a
-/// writer drains it in the background, which the exit would cut short).
+/// lose the writes still queued when the interpreter exits (the drop of a
+/// writer's last handle commits on the dropping thread, which may never run
+/// again once the interpreter is finalizing).
 /// Returns one message per writer that failed to close.
 #[pyfunction]
 pub(crate) fn _close_open_writers(py: Python<'_>) -> Vec<String> {

@@ -309,7 +309,8 @@ impl WriterConfig {
         ] {
             if value.is_zero() {
                 return bad(format!(
-                    "{name} must be positive (Duration::MAX means no deadline);                      with zero every call would time out"
+                    "{name} must be positive (Duration::MAX means no deadline); \
+                     with zero every call would time out"
                 ));
             }
         }

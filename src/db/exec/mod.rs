@@ -23,8 +23,9 @@ mod remote;
 
 pub(crate) use remote::{marker, Behind, PreparedRemote, RemoteBatch};
 
-/// SQLite's default `SQLITE_MAX_VARIABLE_NUMBER` since 3.32 is 32766; stay
-/// well under it so that older servers accept the statements too.
+/// The bound parameters of one local multi-row statement: SQLite's limit
+/// before 3.32, so any SQLite build accepts it. A remote batch uses the
+/// server's limit instead (`REMOTE_MAX_PARAMS` in `remote.rs`).
 const MAX_BOUND_PARAMS: usize = 999;
 
 /// Applies [`Op`]s on one connection, reusing prepared statements.
@@ -332,8 +333,9 @@ impl Executor {
     }
 
     /// Inserts rows of one table with ids already assigned, in as few
-    /// statements as SQLite's bound-parameter limit allows. Used on remote
-    /// connections, where each statement is a network round trip.
+    /// statements as [`MAX_BOUND_PARAMS`] allows: the local path of
+    /// `multi_row_inserts(true)` (remote batches are encoded by
+    /// `prepare_remote` instead).
     pub(crate) async fn insert_multi(
         &mut self,
         table: Table,

@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use crate::db::{self, read, Op, Table};
 use crate::error::{ErrorClass, TracingError};
-use crate::writer::actor::remote::{Flight, Ready};
+use crate::writer::actor::remote::{BatchInFlight, EncodedBatch};
 use crate::writer::actor::{Actor, AttemptError, Item, Shared};
 use crate::writer::stats::Counters;
 
@@ -27,8 +27,8 @@ impl Actor {
     pub(super) async fn execute(
         &mut self,
         items: Vec<Item>,
-        ready: Option<Ready>,
-        sent: Option<Flight>,
+        ready: Option<EncodedBatch>,
+        sent: Option<BatchInFlight>,
         overlap: bool,
     ) {
         use tracing::field::Empty;
@@ -43,14 +43,14 @@ impl Actor {
     async fn execute_in(
         &mut self,
         mut items: Vec<Item>,
-        mut ready: Option<Ready>,
-        mut sent: Option<Flight>,
+        mut ready: Option<EncodedBatch>,
+        mut sent: Option<BatchInFlight>,
         overlap: bool,
         span: &tracing::Span,
     ) {
         let started = Instant::now();
         let mut attempts = 0u32;
-        // Remotely the requests count themselves (see `Flight::send`).
+        // Remotely the requests count themselves (see `BatchInFlight::send`).
         let local = !self.exec.has_pipeline();
         if local {
             self.shared.metrics.in_flight(1);
@@ -124,7 +124,7 @@ impl Actor {
         // cut short, and if the server applied it all the same, a replay
         // counts its rows as duplicates.
         drop(sent);
-        self.unready(ready);
+        self.discard_encoded(ready);
         // Reads not answered yet (the batch never got to them) learn why.
         // Set aside as committed: found stored after a lost reply.
         let mut committed = std::mem::take(&mut self.found_stored);

@@ -379,7 +379,7 @@ impl Actor {
                 // Nothing to send: leases that were to ride in it are
                 // served alone below.
                 drop(batch.sent);
-                self.unready(batch.ready);
+                self.discard_encoded(batch.ready);
                 continue;
             }
             let overlap = terminator.is_none() && self.exec.has_pipeline();
@@ -808,7 +808,7 @@ impl Actor {
 const NOTED_CAUSES: usize = 256;
 
 /// Answered once the database is open and the first id blocks are leased.
-pub(crate) type Ready = oneshot::Receiver<Result<(), TracingError>>;
+pub(crate) type StartReply = oneshot::Receiver<Result<(), TracingError>>;
 
 /// Spawns the actor on its own named thread and waits until the database is
 /// open, so a bad path or URL fails here and a handle never points at a dead
@@ -819,7 +819,7 @@ pub(crate) fn spawn(
     shared: Arc<Shared>,
     config: WriterConfig,
     storage: StorageConfig,
-) -> Result<(std::thread::JoinHandle<()>, Ready), TracingError> {
+) -> Result<(std::thread::JoinHandle<()>, StartReply), TracingError> {
     let (ready_tx, ready_rx) = oneshot::channel();
     let remote = matches!(storage.kind(), Ok(DbKind::Remote(_)));
     let handle = std::thread::Builder::new()

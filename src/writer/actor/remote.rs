@@ -56,7 +56,7 @@ const RESENDS: u8 = 3;
 const CLOSE_CHECK: Duration = Duration::from_millis(20);
 
 /// A batch encoded as one request, with what goes with it.
-pub(super) struct Ready {
+pub(super) struct EncodedBatch {
     batch: PreparedRemote,
     /// Indexes in the batch's items of the writes it carries, in order.
     writes: Vec<usize>,
@@ -73,16 +73,16 @@ pub(super) struct Next {
     pub(super) items: Vec<Item>,
     pub(super) terminator: Option<Terminator>,
     /// The batch encoded, or sent, as `sent` says.
-    pub(super) ready: Option<Ready>,
+    pub(super) ready: Option<EncodedBatch>,
     /// `ready` went out behind the batch before it (see [`Behind`]).
-    pub(super) sent: Option<Flight>,
+    pub(super) sent: Option<BatchInFlight>,
     /// Times `sent` went out again after it ran first.
     pub(super) resent: u8,
 }
 
 /// A request sent and not answered yet. Dropped unanswered, it is cut
 /// short (the server may still apply it).
-pub(super) struct Flight {
+pub(super) struct BatchInFlight {
     reply: Receiver<Result<BatchResult, DbError>>,
     task: JoinHandle<()>,
     /// The reply, once it was taken off the channel.
@@ -103,15 +103,19 @@ fn past_deadline() -> DbError {
     )
 }
 
-impl Drop for Flight {
+impl Drop for BatchInFlight {
     fn drop(&mut self) {
         self.task.abort();
     }
 }
 
-impl Flight {
+impl BatchInFlight {
     /// Sends `batch` from a task of the current runtime.
-    fn send(client: &Arc<HranaClient>, batch: &PreparedRemote, shared: &Arc<Shared>) -> Flight {
+    fn send(
+        client: &Arc<HranaClient>,
+        batch: &PreparedRemote,
+        shared: &Arc<Shared>,
+    ) -> BatchInFlight {
         let (tx, reply) = crossbeam_channel::bounded(1);
         let client = client.clone();
         let body = batch.body.clone();
@@ -125,7 +129,7 @@ impl Flight {
             }
             let _ = tx.send(result);
         });
-        Flight {
+        BatchInFlight {
             reply,
             task,
             got: None,
@@ -133,7 +137,7 @@ impl Flight {
     }
 
     /// Whether the reply is in (taken off the channel if it just came).
-    fn landed(&mut self) -> bool {
+    fn answered(&mut self) -> bool {
         if self.got.is_none() {
             match self.reply.try_recv() {
                 Ok(reply) => self.got = Some(reply),
@@ -164,12 +168,12 @@ impl Actor {
         &mut self,
         items: &mut [Item],
         multi: bool,
-        mut ready: Option<Ready>,
-        sent: Option<Flight>,
+        mut ready: Option<EncodedBatch>,
+        sent: Option<BatchInFlight>,
         overlap: bool,
     ) -> Result<(), AttemptError> {
         let Some(client) = self.exec.pipeline_client() else {
-            self.unready(ready);
+            self.discard_encoded(ready);
             return Err(AttemptError::Fatal(DbError::new(
                 ErrorClass::Fatal,
                 "no remote pipeline on a local database",
@@ -189,7 +193,7 @@ impl Actor {
             self.send_ahead(&client, items, &ready, &mut flight).await;
         }
         let reply = self.wait_reply(&client, flight);
-        let Ready {
+        let EncodedBatch {
             batch,
             writes,
             mut leases,
@@ -203,7 +207,7 @@ impl Actor {
             self.riding.splice(0..0, std::mem::take(&mut leases));
             if let Some(n) = self.ahead.back_mut().filter(|n| n.sent.is_none()) {
                 let ready = n.ready.take();
-                self.unready(ready);
+                self.discard_encoded(ready);
             }
         }
         match outcome {
@@ -271,15 +275,15 @@ impl Actor {
         client: &Arc<HranaClient>,
         items: &[Item],
         multi: bool,
-        mut ready: Option<Ready>,
-    ) -> Result<Option<(Ready, Flight)>, AttemptError> {
+        mut ready: Option<EncodedBatch>,
+    ) -> Result<Option<(EncodedBatch, BatchInFlight)>, AttemptError> {
         let writes = unfailed_writes(items);
         if self.ambiguous {
             // The reply to the last try was lost: if the server committed
             // it, sending it again would duplicate nothing (ids are fixed)
             // but fail on every row. Leases that rode in it are taken again
             // (the lost blocks are only a gap).
-            self.unready(ready.take());
+            self.discard_encoded(ready.take());
             let ops = ops_of(items, &writes);
             if self.batch_was_applied(&ops).await? {
                 return Ok(None);
@@ -298,7 +302,7 @@ impl Actor {
                 r
             }
             stale => {
-                self.unready(stale);
+                self.discard_encoded(stale);
                 match self.prepare(items, writes, multi, None) {
                     Ok(Some(r)) => r,
                     Ok(None) => return Ok(None),
@@ -306,7 +310,7 @@ impl Actor {
                 }
             }
         };
-        let flight = Flight::send(client, &ready.batch, &self.shared);
+        let flight = BatchInFlight::send(client, &ready.batch, &self.shared);
         Ok(Some((ready, flight)))
     }
 
@@ -324,8 +328,8 @@ impl Actor {
         &mut self,
         client: &Arc<HranaClient>,
         items: &[Item],
-        ready: &Ready,
-        flight: &mut Flight,
+        ready: &EncodedBatch,
+        flight: &mut BatchInFlight,
     ) {
         if let Some(front) = self.ahead.pop_front() {
             let front = if front.sent.is_none() && !unfailed_writes(&front.items).is_empty() {
@@ -361,11 +365,11 @@ impl Actor {
         &mut self,
         client: &Arc<HranaClient>,
         items: &[Item],
-        ready: &Ready,
+        ready: &EncodedBatch,
         mut next: Next,
-        flight: &mut Flight,
+        flight: &mut BatchInFlight,
     ) -> Next {
-        if flight.landed() {
+        if flight.answered() {
             return next;
         }
         let current = next.ready.as_ref().is_some_and(|r| {
@@ -376,12 +380,12 @@ impl Actor {
         });
         match &next.ready {
             Some(r) if current => {
-                next.sent = Some(Flight::send(client, &r.batch, &self.shared));
+                next.sent = Some(BatchInFlight::send(client, &r.batch, &self.shared));
                 next
             }
             _ => {
                 let stale = next.ready.take();
-                self.unready(stale);
+                self.discard_encoded(stale);
                 // Nothing else is queued: it goes behind this batch.
                 self.get_ready(
                     client,
@@ -405,10 +409,10 @@ impl Actor {
         &mut self,
         client: &Arc<HranaClient>,
         items: &[Item],
-        ready: &Ready,
+        ready: &EncodedBatch,
         next_items: Vec<Item>,
         terminator: Option<Terminator>,
-        flight: &mut Flight,
+        flight: &mut BatchInFlight,
         send: bool,
     ) -> Next {
         let mut next = Next {
@@ -424,7 +428,7 @@ impl Actor {
         // would go behind this batch, whose reply is in, is left to its turn
         // too (one behind a queued batch still in flight is not).
         if writes.is_empty()
-            || (self.ahead.is_empty() && flight.landed())
+            || (self.ahead.is_empty() && flight.answered())
             || self.spilling
             || self.shared.past_close_deadline()
         {
@@ -454,7 +458,7 @@ impl Actor {
             .ok()
             .flatten();
         if let (Some(r), Some(_), true) = (&next.ready, behind, send) {
-            next.sent = Some(Flight::send(client, &r.batch, &self.shared));
+            next.sent = Some(BatchInFlight::send(client, &r.batch, &self.shared));
         }
         drop(in_flight);
         self.ahead = ahead;
@@ -473,11 +477,11 @@ impl Actor {
     fn wait_reply(
         &mut self,
         client: &Arc<HranaClient>,
-        mut flight: Flight,
+        mut flight: BatchInFlight,
     ) -> Result<BatchResult, DbError> {
         loop {
             // A reply that is in is taken, even past the deadline.
-            if flight.landed() {
+            if flight.answered() {
                 if let Some(reply) = flight.got.take() {
                     return reply;
                 }
@@ -529,7 +533,7 @@ impl Actor {
             match (again, &next.ready) {
                 (true, Some(r)) => {
                     next.resent += 1;
-                    next.sent = Some(Flight::send(client, &r.batch, &self.shared));
+                    next.sent = Some(BatchInFlight::send(client, &r.batch, &self.shared));
                 }
                 _ => {
                     if let Some(f) = next.sent.as_mut() {
@@ -543,7 +547,7 @@ impl Actor {
     /// Gives the leases of a batch that will not be sent as encoded back to
     /// those waiting to ride, ahead of them: they ride in the next request,
     /// or are served alone after the batch.
-    pub(super) fn unready(&mut self, ready: Option<Ready>) {
+    pub(super) fn discard_encoded(&mut self, ready: Option<EncodedBatch>) {
         if let Some(r) = ready {
             self.riding.splice(0..0, r.leases);
         }
@@ -557,14 +561,14 @@ impl Actor {
         writes: Vec<usize>,
         multi: bool,
         behind: Option<Behind<'_>>,
-    ) -> Result<Option<Ready>, DbError> {
+    ) -> Result<Option<EncodedBatch>, DbError> {
         if writes.is_empty() && self.riding.is_empty() {
             return Ok(None);
         }
         let ops = ops_of(items, &writes);
         let sizes: Vec<_> = self.riding.iter().map(|r| (r.table, r.size)).collect();
         let batch = self.exec.prepare_remote(&ops, multi, &sizes, behind)?;
-        Ok(Some(Ready {
+        Ok(Some(EncodedBatch {
             batch,
             writes,
             leases: std::mem::take(&mut self.riding),
@@ -647,7 +651,10 @@ impl Actor {
     /// commit first, and once the queue is empty after the reply came, a
     /// read was taken, or the close deadline passed. Step loads are answered
     /// meanwhile, and lease requests kept to ride in the next request.
-    async fn collect_during(&mut self, flight: &mut Flight) -> (Vec<Item>, Option<Terminator>) {
+    async fn collect_during(
+        &mut self,
+        flight: &mut BatchInFlight,
+    ) -> (Vec<Item>, Option<Terminator>) {
         let mut g = Gathering::default();
         loop {
             if g.items.len() % 256 == 255 {
@@ -657,7 +664,7 @@ impl Actor {
                 Ok(m) => m,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
-                    if g.has_read || flight.landed() || self.shared.past_close_deadline() {
+                    if g.has_read || flight.answered() || self.shared.past_close_deadline() {
                         break;
                     }
                     match self.wait_during(flight).await {
@@ -684,7 +691,7 @@ impl Actor {
 
     /// Waits for a message, a control message, or the reply, whichever
     /// comes first, for at most [`CLOSE_CHECK`].
-    async fn wait_during(&mut self, flight: &Flight) -> Woke {
+    async fn wait_during(&mut self, flight: &BatchInFlight) -> Woke {
         crossbeam_channel::select! {
             recv(self.rx) -> m => match m {
                 Ok(m) => Woke::Msg(m),

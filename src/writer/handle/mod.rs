@@ -194,7 +194,7 @@ impl BufferedTraceWriter {
     fn spawn(
         storage: StorageConfig,
         config: WriterConfig,
-    ) -> Result<(Self, actor::Ready), TracingError> {
+    ) -> Result<(Self, actor::StartReply), TracingError> {
         config.validate()?;
         storage.kind()?;
         let (tx, rx) = crossbeam_channel::unbounded();
