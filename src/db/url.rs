@@ -84,6 +84,17 @@ pub(crate) fn take_token(url: &str) -> (String, Option<String>) {
     (join(base, &kept, fragment), token)
 }
 
+/// The host (and port) of a server URL: its authority without any user
+/// information; empty without a `scheme://`.
+pub(crate) fn host(url: &str) -> &str {
+    let (base, _, _) = parts(url);
+    let Some((_, rest)) = base.split_once("://") else {
+        return "";
+    };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    authority.rsplit('@').next().unwrap_or(authority)
+}
+
 /// The URL as it may be shown: each token parameter's value, and any user
 /// information before the host (`user:password@`), replaced by
 /// `<redacted>`. A file path comes back as it was.
@@ -112,6 +123,16 @@ pub(crate) fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_host_is_the_authority_without_user_information() {
+        assert_eq!(host("libsql://db.turso.io?authToken=s3cret"), "db.turso.io");
+        assert_eq!(
+            host("https://user:s3cret@db.example.io:8080/v2#x"),
+            "db.example.io:8080"
+        );
+        assert_eq!(host("/var/runs/traces.db"), "");
+    }
 
     #[test]
     fn a_token_in_the_query_is_taken_out() {

@@ -53,13 +53,7 @@ pub(crate) fn default_name(storage: &StorageConfig) -> String {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| path.to_string_lossy().into_owned()),
-        Ok(DbKind::Remote(url)) => {
-            let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
-            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-            // `user:password@host`: keep only the host.
-            let host = authority.rsplit('@').next().unwrap_or("");
-            host.to_owned()
-        }
+        Ok(DbKind::Remote(url)) => crate::db::url::host(&url).to_owned(),
         Err(_) => String::new(),
     }
 }

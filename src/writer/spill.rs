@@ -237,10 +237,12 @@ impl KeptFile {
         if buf.is_empty() {
             return Ok(());
         }
-        if self.file.is_none() {
-            self.file = Some(self.create()?);
-        }
-        let file = self.file.as_mut().expect(crate::error::BUG);
+        // Created on first use: a writer that never spills makes no file.
+        let file = match self.file.take() {
+            Some(file) => file,
+            None => self.create()?,
+        };
+        let file = self.file.insert(file);
         file.write_all(&buf)?;
         file.sync_all()
     }

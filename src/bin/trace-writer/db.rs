@@ -107,13 +107,10 @@ impl DbArgs {
             .or_else(|| StorageConfig::from_env().auth_token)
     }
 
-    /// `--db` as it may be printed: without a query string, where a token
-    /// could hide.
-    pub(crate) fn shown(&self) -> &str {
-        match target(&self.db) {
-            Target::Url => self.db.split('?').next().unwrap_or_default(),
-            _ => &self.db,
-        }
+    /// `--db` as it may be printed: the crate's own redaction
+    /// (`StorageConfig::redacted_url`), so a token inside the URL never shows.
+    pub(crate) fn shown(&self) -> String {
+        StorageConfig::file(self.db.clone()).redacted_url()
     }
 
     /// The local file `--db` names, if it names one.

@@ -11,58 +11,73 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use libsql::{Builder, Connection, OpenFlags};
+use trace_writer::LibsqlTraceStorage;
 
-use crate::db::{CliError, DbArgs, TABLES};
+use crate::db::{query, CliError, DbArgs, TABLES};
 use crate::Outcome;
 
 /// Clears the terminal and moves the cursor home, so each frame replaces
 /// the last.
 const CLEAR: &str = "\x1b[H\x1b[2J";
 
-/// Opens the database for reading only.
-async fn open(db: &DbArgs) -> Result<Connection, CliError> {
-    if db.is_memory() {
-        return Err(CliError::new(
-            "`:memory:` opens a new, empty database: give a file path or a server url",
-        ));
-    }
+/// Where the counts come from.
+enum Reader {
+    /// A local file on a read-only connection: never the write lock.
+    File(Connection),
+    /// A server, through the crate's own open (which takes a token out of
+    /// the URL and never shows it); reads take no lock there.
+    Server(Box<LibsqlTraceStorage>),
+}
+
+/// Opens the database for reading.
+async fn open(db: &DbArgs) -> Result<Reader, CliError> {
+    let Some(path) = db.local_path() else {
+        // `:memory:` and a missing table are refused here too.
+        return Ok(Reader::Server(Box::new(db.open_existing().await?)));
+    };
     db.require_existing()?;
     let cannot = |e: libsql::Error| CliError::new(format!("cannot open `{}`: {e}", db.shown()));
-    let database = match db.local_path() {
-        Some(path) => {
-            Builder::new_local(path)
-                .flags(OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .build()
-                .await
-        }
-        None => {
-            Builder::new_remote(db.db.clone(), db.token().unwrap_or_default())
-                .build()
-                .await
-        }
-    }
-    .map_err(cannot)?;
-    database.connect().map_err(cannot)
+    let database = Builder::new_local(path)
+        .flags(OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .build()
+        .await
+        .map_err(cannot)?;
+    Ok(Reader::File(database.connect().map_err(cannot)?))
 }
 
 /// One count of every table, in the order of [`TABLES`].
-async fn count(conn: &Connection) -> Result<Vec<i64>, libsql::Error> {
+async fn count(reader: &Reader) -> Result<Vec<i64>, CliError> {
     let sql = format!(
         "SELECT {}",
         TABLES
             .iter()
-            .map(|t| format!("(SELECT COUNT(*) FROM {t})"))
+            .map(|t| format!("(SELECT COUNT(*) FROM {t}) AS {t}"))
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut rows = conn.query(&sql, ()).await?;
-    let mut counts = Vec::with_capacity(TABLES.len());
-    if let Some(row) = rows.next().await? {
-        for i in 0..TABLES.len() {
-            counts.push(row.get::<i64>(i as i32)?);
+    match reader {
+        Reader::File(conn) => {
+            let read = async {
+                let mut rows = conn.query(&sql, ()).await?;
+                let mut counts = Vec::with_capacity(TABLES.len());
+                if let Some(row) = rows.next().await? {
+                    for i in 0..TABLES.len() {
+                        counts.push(row.get::<i64>(i as i32)?);
+                    }
+                }
+                Ok::<_, libsql::Error>(counts)
+            };
+            read.await.map_err(|e| CliError::new(e.to_string()))
+        }
+        Reader::Server(storage) => {
+            let rows = query(storage, &sql, vec![]).await?;
+            let row = rows.first();
+            Ok(TABLES
+                .iter()
+                .map(|t| row.and_then(|r| r[*t].as_i64()).unwrap_or(0))
+                .collect())
         }
     }
-    Ok(counts)
 }
 
 /// Renders one frame: each table's rows and rate.
@@ -96,16 +111,16 @@ pub(crate) async fn run(
     interval: Duration,
     frames: Option<u64>,
 ) -> Result<Outcome, CliError> {
-    let conn = open(db).await?;
+    let reader = open(db).await?;
     let tty = std::io::stdout().is_terminal();
     let mut last: Option<(Instant, Vec<i64>)> = None;
     let mut shown = 0u64;
     let stop = tokio::signal::ctrl_c();
     tokio::pin!(stop);
     loop {
-        let counts = count(&conn)
+        let counts = count(&reader)
             .await
-            .map_err(|e| CliError::new(format!("cannot read `{}`: {e}", db.shown())))?;
+            .map_err(|e| CliError::new(format!("cannot read `{}`: {}", db.shown(), e.message())))?;
         let now = Instant::now();
         let rates: Option<Vec<f64>> = last.as_ref().map(|(at, before)| {
             let secs = now.duration_since(*at).as_secs_f64().max(f64::EPSILON);
