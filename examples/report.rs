@@ -340,13 +340,20 @@ async fn main() {
     }
 }
 
+/// Tracer rollouts per remote run: two per tracer, about one full batch.
+const ROLLOUTS_AT_A_DISTANCE: usize = 32;
+
 /// Added round trips of the remote latency table, in milliseconds.
-const ROUND_TRIPS_MS: [u64; 3] = [0, 20, 50];
+const ROUND_TRIPS_MS: [u64; 4] = [0, 20, 50, 100];
 
 /// One row of the remote latency table: medians of [`ROUNDS`] runs.
 struct Latency {
     rtt_ms: u64,
     writer: support::latency::Run,
+    /// Tracer rollouts through the writer (`Work::Rollouts`).
+    rollouts: support::latency::Run,
+    /// The same with `WriterConfig::provisional_step_ids`.
+    provisional: support::latency::Run,
     plain_eps: f64,
     plain_conns_per_op: f64,
 }
@@ -360,19 +367,28 @@ async fn remote_latency() -> Vec<Latency> {
         eprintln!("remote latency: skipped (set TRACE_WRITER_SQLD to a sqld binary to include it)");
         return Vec::new();
     }
-    let mut runs: Vec<Vec<(support::latency::Run, (f64, f64))>> =
-        ROUND_TRIPS_MS.iter().map(|_| Vec::new()).collect();
+    type Runs = (
+        support::latency::Run,
+        support::latency::Run,
+        support::latency::Run,
+        (f64, f64),
+    );
+    let mut runs: Vec<Vec<Runs>> = ROUND_TRIPS_MS.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
         eprintln!("remote latency, round {} of {ROUNDS}", round + 1);
         for (&ms, out) in ROUND_TRIPS_MS.iter().zip(runs.iter_mut()) {
             let rtt = Duration::from_millis(ms);
             let writer = writer_run(rtt, Work::SmallEvents).await;
+            let rollouts = writer_run(rtt, Work::Rollouts(ROLLOUTS_AT_A_DISTANCE)).await;
+            let provisional =
+                writer_run(rtt, Work::ProvisionalRollouts(ROLLOUTS_AT_A_DISTANCE)).await;
             let plain = plain_run(rtt).await;
             eprintln!(
-                "{ms:>3} ms: writer {:.0} events/s, plain {:.1} events/s",
-                writer.events_per_sec, plain.0
+                "{ms:>3} ms: writer {:.0} events/s, rollouts {:.0} events/s, provisional {:.0} \
+                 events/s, plain {:.1} events/s",
+                writer.events_per_sec, rollouts.events_per_sec, provisional.events_per_sec, plain.0
             );
-            out.push((writer, plain));
+            out.push((writer, rollouts, provisional, plain));
         }
     }
     ROUND_TRIPS_MS
@@ -382,11 +398,17 @@ async fn remote_latency() -> Vec<Latency> {
             let mid = runs.len() / 2;
             runs.sort_by(|a, b| a.0.events_per_sec.total_cmp(&b.0.events_per_sec));
             let writer = runs[mid].0;
-            runs.sort_by(|a, b| a.1 .0.total_cmp(&b.1 .0));
-            let (plain_eps, plain_conns_per_op) = runs[mid].1;
+            runs.sort_by(|a, b| a.1.events_per_sec.total_cmp(&b.1.events_per_sec));
+            let rollouts = runs[mid].1;
+            runs.sort_by(|a, b| a.2.events_per_sec.total_cmp(&b.2.events_per_sec));
+            let provisional = runs[mid].2;
+            runs.sort_by(|a, b| a.3 .0.total_cmp(&b.3 .0));
+            let (plain_eps, plain_conns_per_op) = runs[mid].3;
             Latency {
                 rtt_ms,
                 writer,
+                rollouts,
+                provisional,
                 plain_eps,
                 plain_conns_per_op,
             }
@@ -400,25 +422,40 @@ fn render_latency(s: &mut String, rows: &[Latency]) {
         return;
     };
     let base = loopback.writer.events_per_sec;
+    let base_rollouts = loopback.rollouts.events_per_sec;
+    let base_provisional = loopback.provisional.events_per_sec;
     let _ = writeln!(
         s,
         "\nRemote server (sqld on loopback, a fresh one per run) through a proxy adding a round \
-         trip; the writer writes {} small events from {} producers, the plain backend one event \
-         after another; medians of {ROUNDS} runs:\n",
+         trip. Small events: the writer writes {} events from {} producers. Tracer rollouts: \
+         {ROLLOUTS_AT_A_DISTANCE} rollouts from {} `SessionTracer`s over one writer, each \
+         rollout {} events (counted) and {} other operations. The plain backend writes one \
+         event after another. \"provisional\" is the rollouts through a writer with \
+         `WriterConfig::provisional_step_ids`. Medians of {ROUNDS} runs:\n",
         support::latency::writer_events(),
-        support::latency::PRODUCERS
+        support::latency::PRODUCERS,
+        support::latency::PRODUCERS,
+        trace_writer::workload::EVENTS_PER_ROLLOUT,
+        trace_writer::workload::OPS_PER_ROLLOUT - trace_writer::workload::EVENTS_PER_ROLLOUT
     );
-    let _ = writeln!(s, "| added round trip | writer events/s | plain events/s | writer/plain | writer vs its 0 ms rate | s per writer batch | TCP connections per writer batch | per plain operation |");
-    let _ = writeln!(s, "|---|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(s, "| added round trip | small events, writer events/s | vs 0 ms | tracer rollouts, writer events/s | vs 0 ms | provisional events/s | vs 0 ms | plain events/s | writer/plain | s per writer batch | TCP connections per writer batch | per plain operation |");
+    let _ = writeln!(
+        s,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} ms | {:.0} | {:.1} | {:.0}× | {:.2} | {:.3} | {:.1} | {:.2} |",
+            "| {} ms | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.0}× | {:.3} | {:.1} | {:.2} |",
             r.rtt_ms,
             r.writer.events_per_sec,
+            r.writer.events_per_sec / base,
+            r.rollouts.events_per_sec,
+            r.rollouts.events_per_sec / base_rollouts,
+            r.provisional.events_per_sec,
+            r.provisional.events_per_sec / base_provisional,
             r.plain_eps,
             r.writer.events_per_sec / r.plain_eps,
-            r.writer.events_per_sec / base,
             r.writer.secs_per_batch,
             r.writer.conns_per_batch,
             r.plain_conns_per_op
@@ -444,6 +481,23 @@ fn render_latency(s: &mut String, rows: &[Latency]) {
         target(
             "remote, 20 ms round trip: writer vs its loopback rate",
             r.writer.events_per_sec / base,
+            0.8,
+        );
+    }
+    if let Some(r) = rows.iter().find(|r| r.rtt_ms == 100) {
+        target(
+            "remote, 100 ms round trip: small events vs their loopback rate",
+            r.writer.events_per_sec / base,
+            0.8,
+        );
+        target(
+            "remote, 100 ms round trip: tracer rollouts vs their loopback rate",
+            r.rollouts.events_per_sec / base_rollouts,
+            0.8,
+        );
+        target(
+            "remote, 100 ms round trip: tracer rollouts, provisional step ids, vs their loopback rate",
+            r.provisional.events_per_sec / base_provisional,
             0.8,
         );
     }

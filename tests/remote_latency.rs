@@ -1,5 +1,6 @@
-//! Writer and plain backend through the latency proxy at 0, 5, 20 and 50 ms
-//! of added round trip: events per second, and the TCP connections opened
+//! Writer and plain backend through the latency proxy at 0, 20, 50 and 100
+//! ms of added round trip: events per second of small events and of tracer
+//! rollouts, each against its own 0 ms rate, and the TCP connections opened
 //! per writer batch and per plain operation.
 //!
 //! A measurement, not a benchmark with limits: it prints its figures and
@@ -17,7 +18,7 @@ use std::time::Duration;
 use support::latency::{plain_run, writer_events, writer_run, Run, Work, PRODUCERS};
 use trace_writer::*;
 
-const ROUND_TRIPS_MS: [u64; 4] = [0, 5, 20, 50];
+const ROUND_TRIPS_MS: [u64; 4] = [0, 20, 50, 100];
 /// Rollouts through the writer by default (`TRACE_WRITER_LATENCY_ROLLOUTS`),
 /// from `PRODUCERS` concurrent tracers: about one full batch.
 const WRITER_ROLLOUTS: usize = 32;
@@ -31,7 +32,7 @@ fn writer_rollouts() -> usize {
 
 fn print(run: &Run, rtt_ms: u64, what: &str) {
     eprintln!(
-        "latency: {rtt_ms:>2} ms: writer, {what}: {:.0} events/s, {} batches, {:.2} s/batch, \
+        "latency: {rtt_ms:>3} ms: writer, {what}: {:.0} events/s, {} batches, {:.2} s/batch, \
          {:.1} connections/batch, {} retries, {} lease waits",
         run.events_per_sec,
         run.batches,
@@ -46,6 +47,7 @@ struct Row {
     rtt_ms: u64,
     events: Run,
     rollouts: Run,
+    provisional: Run,
     plain_eps: f64,
     plain_conns_per_op: f64,
 }
@@ -62,37 +64,47 @@ async fn writer_and_plain_through_added_round_trips() {
         print(&events, rtt_ms, "small events");
         let rollouts = writer_run(rtt, Work::Rollouts(n_rollouts)).await;
         print(&rollouts, rtt_ms, "rollouts");
+        let provisional = writer_run(rtt, Work::ProvisionalRollouts(n_rollouts)).await;
+        print(&provisional, rtt_ms, "rollouts, provisional step ids");
         let (plain_eps, plain_conns_per_op) = plain_run(rtt).await;
         eprintln!(
-            "latency: {rtt_ms:>2} ms: plain {plain_eps:.1} events/s, \
+            "latency: {rtt_ms:>3} ms: plain {plain_eps:.1} events/s, \
              {plain_conns_per_op:.2} connections/operation"
         );
         rows.push(Row {
             rtt_ms,
             events,
             rollouts,
+            provisional,
             plain_eps,
             plain_conns_per_op,
         });
     }
     let loopback = rows[0].events.events_per_sec;
+    let loopback_rollouts = rows[0].rollouts.events_per_sec;
+    let loopback_provisional = rows[0].provisional.events_per_sec;
     eprintln!();
     eprintln!(
-        "| added RTT | writer events/s (small events) | s/batch | writer events/s (rollouts) \
-         | plain events/s | writer/plain | writer vs its 0 ms rate \
+        "| added RTT | small events, writer events/s | vs 0 ms | s/batch \
+         | tracer rollouts, writer events/s | vs 0 ms \
+         | the same, provisional step ids | vs 0 ms | plain events/s | writer/plain \
          | TCP connections per writer batch (events, rollouts) | per plain operation |"
     );
-    eprintln!("|---|---|---|---|---|---|---|---|---|");
+    eprintln!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         eprintln!(
-            "| {} ms | {:.0} | {:.2} | {:.0} | {:.1} | {:.0}x | {:.2}x | {:.1}, {:.1} | {:.2} |",
+            "| {} ms | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.0}x \
+             | {:.1}, {:.1} | {:.2} |",
             r.rtt_ms,
             r.events.events_per_sec,
+            r.events.events_per_sec / loopback,
             r.events.secs_per_batch,
             r.rollouts.events_per_sec,
+            r.rollouts.events_per_sec / loopback_rollouts,
+            r.provisional.events_per_sec,
+            r.provisional.events_per_sec / loopback_provisional,
             r.plain_eps,
             r.events.events_per_sec / r.plain_eps,
-            r.events.events_per_sec / loopback,
             r.events.conns_per_batch,
             r.rollouts.conns_per_batch,
             r.plain_conns_per_op

@@ -149,6 +149,88 @@ async fn a_step_created_by_the_plain_backend_gets_the_writers_events() {
     plain.close().await.expect("close");
 }
 
+/// With `provisional_step_ids`, a session this writer has not read gets its
+/// step id at once; steps another backend stored first still get every
+/// record, and no step row is made twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisional_step_ids_file_records_under_steps_stored_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let plain = LibsqlTraceStorage::new(wal(&dir, "prov.db"))
+        .await
+        .expect("plain");
+    plain
+        .ensure_session("s", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    let real = record(&plain, "s", "stored", 0).await;
+    let config = WriterConfig::default().provisional_step_ids(true);
+    let writer = BufferedTraceWriter::new(wal(&dir, "prov.db"), config)
+        .await
+        .expect("writer");
+    writer
+        .ensure_session("s", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    let ours = record(&writer, "s", "stored", 1).await;
+    assert_ne!(
+        ours, real,
+        "the writer answered without reading the session"
+    );
+    // Idempotent within the writer: the same id again, no id used up.
+    let again = writer
+        .ensure_timestep("s", &step("stored", 1))
+        .await
+        .expect("again");
+    assert_eq!(again, ours);
+    let fresh = record(&writer, "s", "new", 2).await;
+    writer.flush().await.expect("flush");
+    // A later batch still files records under the stored row.
+    writer
+        .insert_event("s", Some(ours), &tagged_event("s", "stored", 3))
+        .await
+        .expect("event");
+    writer.flush().await.expect("flush");
+    assert_eq!(misfiled(&plain).await, 0);
+    assert_eq!(common::count(&plain, "session_timesteps").await, 2);
+    let trace = plain
+        .get_session("s")
+        .await
+        .expect("read")
+        .expect("session");
+    assert_eq!(trace.session_time_steps.len(), 2);
+    let stored = trace
+        .session_time_steps
+        .iter()
+        .find(|s| s.step_id == "stored")
+        .expect("stored step");
+    assert_eq!(
+        stored.events.len(),
+        3,
+        "the plain backend's event and two of the writer's"
+    );
+    assert_eq!(stored.markov_blanket_messages.len(), 2);
+    let new = trace
+        .session_time_steps
+        .iter()
+        .find(|s| s.step_id == "new")
+        .expect("new step");
+    assert_eq!(new.events.len(), 1);
+    let rows = plain
+        .query(
+            "SELECT id FROM session_timesteps WHERE step_id = 'new'",
+            vec![],
+        )
+        .await
+        .expect("query");
+    assert_eq!(
+        rows[0]["id"].as_i64(),
+        Some(fresh),
+        "a new step keeps its id"
+    );
+    writer.close().await.expect("close");
+    plain.close().await.expect("close");
+}
+
 const PROCESS_SESSIONS: usize = 20;
 const PROCESS_STEPS: usize = 5;
 
@@ -264,7 +346,8 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
     /// Two writers whose step caches hold two sessions out of twelve (so
-    /// they evict and reload all the time) and a plain backend record steps
+    /// they evict and reload all the time), one of them with provisional
+    /// step ids, and a plain backend record steps
     /// of the same sessions in any order: every record lands under its step.
     #[test]
     fn steps_stay_right_under_eviction_and_sharing(acts in proptest::collection::vec(act(), 1..120)) {
@@ -277,7 +360,11 @@ proptest! {
             let dir = tempfile::tempdir().unwrap();
             let config = WriterConfig::default().session_cache(2);
             let w0 = BufferedTraceWriter::new(wal(&dir, "p.db"), config.clone()).await.unwrap();
-            let w1 = BufferedTraceWriter::new(wal(&dir, "p.db"), config).await.unwrap();
+            // The second writer answers `ensure_timestep` without loading
+            // a session it has not read.
+            let w1 = BufferedTraceWriter::new(wal(&dir, "p.db"), config.provisional_step_ids(true))
+                .await
+                .unwrap();
             let plain = LibsqlTraceStorage::new(wal(&dir, "p.db")).await.unwrap();
             let all: [Arc<dyn TraceStorage>; 3] =
                 [Arc::new(w0.clone()), Arc::new(w1.clone()), Arc::new(plain)];

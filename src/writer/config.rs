@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use crate::error::TracingError;
 
-/// Most operations in one transaction. Past a few thousand rows the commit's
-/// fixed cost is already amortised to under 1%, while larger batches only
-/// hold more memory and delay the first reply to a read.
-pub const DEFAULT_MAX_BATCH_OPS: usize = 4096;
+/// Most operations in one transaction. A commit writes every page the batch
+/// dirtied, and with thousands of concurrent rollouts that is about one
+/// index page per session: at 8,192 rollouts, batches of 16,384 operations
+/// halve the CPU per operation against 4,096 (docs/scale.md). Batches grow
+/// this large only when that much is queued.
+pub const DEFAULT_MAX_BATCH_OPS: usize = 16_384;
 /// Most bytes in one transaction: bounds the work redone after a fault.
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 /// How long a batch may wait to grow once the queue runs dry. Under load the
@@ -99,6 +101,7 @@ pub struct WriterConfig {
     pub(crate) dead_letter_path: Option<PathBuf>,
     pub(crate) multi_row_inserts: Option<bool>,
     pub(crate) name: Option<String>,
+    pub(crate) provisional_step_ids: bool,
 }
 
 impl Default for WriterConfig {
@@ -125,6 +128,7 @@ impl Default for WriterConfig {
             dead_letter_path: None,
             multi_row_inserts: None,
             name: None,
+            provisional_step_ids: false,
         }
     }
 }
@@ -267,6 +271,27 @@ impl WriterConfig {
     /// ```
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = Some(name.into());
+        self
+    }
+
+    /// Lets `ensure_timestep` answer at once on a session this writer has
+    /// not read yet, instead of waiting for one read of the session's
+    /// stored steps (a round trip to a remote server). Off by default.
+    ///
+    /// When on, such a call returns a fresh id. If the step turns out to be
+    /// stored already (made by another process), the writer learns the
+    /// stored row when its insert meets it, and every event and message
+    /// written through this writer under the fresh id is filed under the
+    /// stored row; reads show the stored row's id. So the rows are the same
+    /// as with the setting off, but the id returned may not be the stored
+    /// row's, and an id is used up. Turn it on when rollouts mostly start
+    /// sessions of their own, far from the server.
+    ///
+    /// ```
+    /// let config = trace_writer::WriterConfig::default().provisional_step_ids(true);
+    /// ```
+    pub fn provisional_step_ids(mut self, on: bool) -> Self {
+        self.provisional_step_ids = on;
         self
     }
 

@@ -101,6 +101,9 @@ pub enum Work {
     SmallEvents,
     /// This many rollouts from [`PRODUCERS`] tracers; their events count.
     Rollouts(usize),
+    /// The same rollouts through a writer with
+    /// [`WriterConfig::provisional_step_ids`] on.
+    ProvisionalRollouts(usize),
 }
 
 /// The writer, on a server of its own, through a proxy adding `rtt`. Checks
@@ -108,7 +111,11 @@ pub enum Work {
 pub async fn writer_run(rtt: Duration, work: Work) -> Run {
     let server = Sqld::start().await;
     let proxy = Proxy::start(server.addr(), rtt).await;
-    let writer = BufferedTraceWriter::new(remote(proxy.url()), config())
+    let config = match work {
+        Work::ProvisionalRollouts(_) => config().provisional_step_ids(true),
+        _ => config(),
+    };
+    let writer = BufferedTraceWriter::new(remote(proxy.url()), config)
         .await
         .unwrap();
     let (conns0, before) = (proxy.connections(), writer.stats());
@@ -120,7 +127,7 @@ pub async fn writer_run(rtt: Duration, work: Work) -> Run {
             small_events(storage, n, PRODUCERS).await;
             n
         }
-        Work::Rollouts(n) => {
+        Work::Rollouts(n) | Work::ProvisionalRollouts(n) => {
             rollouts(storage, n, PRODUCERS).await;
             n * workload::EVENTS_PER_ROLLOUT
         }

@@ -454,6 +454,10 @@ impl BufferedTraceWriter {
     /// moment, and a load overtaken by a forgetting (an eviction, a delete,
     /// a failed step) is refused when installed, as any load is.
     fn prefetch_steps(&self, session_id: &str) {
+        if self.inner.config.provisional_step_ids {
+            // Its first `ensure_timestep` will not wait for a load.
+            return;
+        }
         let done = self.done_count();
         let mut cache = lock(&self.inner.sessions);
         if !cache.wants_prefetch(session_id, done) {
@@ -575,6 +579,23 @@ impl TraceStorage for BufferedTraceWriter {
                             ahead,
                         )
                     };
+                    if !fifo && self.inner.config.provisional_step_ids {
+                        // Nothing of this session is queued here, so only
+                        // another process's rows could be missing from an
+                        // empty set; a step insert that meets one files its
+                        // records under it (see `WriterConfig::provisional_step_ids`).
+                        let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
+                        let done = self.done_count();
+                        lock(&self.inner.sessions).load(
+                            session_id,
+                            Vec::new(),
+                            cap,
+                            enqueued,
+                            done,
+                            since,
+                        );
+                        continue;
+                    }
                     let limit = self.inner.config.enqueue_timeout;
                     let what = "loading the session's steps";
                     let steps = if let (false, Some(ahead)) = (fifo, ahead) {
