@@ -262,7 +262,6 @@ impl Actor {
         let foreign = std::mem::replace(&mut opened.watch, ForeignWatch::none(Arc::default()));
         let exec = Executor::new(opened.conn.clone(), opened.remote)
             .with_pipeline(opened.pipeline.clone());
-        let config = config.for_backend(opened.remote);
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
         let kept = spill::default_paths(&config, &storage);
         let actor = Actor {

@@ -196,7 +196,8 @@ impl BufferedTraceWriter {
         config: WriterConfig,
     ) -> Result<(Self, actor::StartReply), TracingError> {
         config.validate()?;
-        storage.kind()?;
+        let remote = matches!(storage.kind()?, crate::storage::DbKind::Remote(_));
+        let config = config.for_backend(remote);
         let (tx, rx) = crossbeam_channel::unbounded();
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(Counters::default());
