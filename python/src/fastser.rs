@@ -125,6 +125,31 @@ where
         .into_bound())
 }
 
+/// The methods that values and map keys serialize alike.
+macro_rules! same_in_both {
+    () => {
+        fn serialize_char(self, v: char) -> Result<Self::Ok> {
+            self.serialize_str(v.encode_utf8(&mut [0; 4]))
+        }
+        fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Self::Ok> {
+            value.serialize(self)
+        }
+        fn serialize_unit(self) -> Result<Self::Ok> {
+            self.serialize_none()
+        }
+        fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
+            self.serialize_none()
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _name: &'static str,
+            value: &T,
+        ) -> Result<Self::Ok> {
+            value.serialize(self)
+        }
+    };
+}
+
 /// `serialize_i8` and the rest: every integer becomes a Python `int`.
 macro_rules! ints {
     ($($method:ident: $t:ty),*) => {$(
@@ -145,6 +170,8 @@ impl<'py> ser::Serializer for Ser<'py> {
     type SerializeStruct = Map<'py>;
     type SerializeStructVariant = Variant<Map<'py>>;
 
+    same_in_both!();
+
     fn serialize_bool(self, v: bool) -> Result<Self::Ok> {
         Ok(pyo3::types::PyBool::new(self.py, v).to_owned().into_any())
     }
@@ -159,9 +186,6 @@ impl<'py> ser::Serializer for Ser<'py> {
     fn serialize_f64(self, v: f64) -> Result<Self::Ok> {
         Ok(pyo3::types::PyFloat::new(self.py, v).into_any())
     }
-    fn serialize_char(self, v: char) -> Result<Self::Ok> {
-        self.serialize_str(v.encode_utf8(&mut [0; 4]))
-    }
     fn serialize_str(self, v: &str) -> Result<Self::Ok> {
         Ok(PyString::new(self.py, v).into_any())
     }
@@ -171,15 +195,6 @@ impl<'py> ser::Serializer for Ser<'py> {
     fn serialize_none(self) -> Result<Self::Ok> {
         Ok(self.py.None().into_bound(self.py))
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Self::Ok> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<Self::Ok> {
-        self.serialize_none()
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
-        self.serialize_none()
-    }
     fn serialize_unit_variant(
         self,
         _name: &'static str,
@@ -187,13 +202,6 @@ impl<'py> ser::Serializer for Ser<'py> {
         variant: &'static str,
     ) -> Result<Self::Ok> {
         Ok(key(self.py, variant).into_any())
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<Self::Ok> {
-        value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -414,6 +422,8 @@ impl<'py> ser::Serializer for KeySer<'py> {
     type SerializeStruct = ser::Impossible<Self::Ok, Self::Error>;
     type SerializeStructVariant = ser::Impossible<Self::Ok, Self::Error>;
 
+    same_in_both!();
+
     fn serialize_str(self, v: &str) -> Result<Self::Ok> {
         Ok(key(self.py, v).into_any())
     }
@@ -430,23 +440,11 @@ impl<'py> ser::Serializer for KeySer<'py> {
     fn serialize_f64(self, v: f64) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_f64(v)
     }
-    fn serialize_char(self, v: char) -> Result<Self::Ok> {
-        self.serialize_str(v.encode_utf8(&mut [0; 4]))
-    }
     fn serialize_bytes(self, v: &[u8]) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_bytes(v)
     }
     fn serialize_none(self) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_none()
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Self::Ok> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<Self::Ok> {
-        self.serialize_none()
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
-        self.serialize_none()
     }
     fn serialize_unit_variant(
         self,
@@ -455,13 +453,6 @@ impl<'py> ser::Serializer for KeySer<'py> {
         variant: &'static str,
     ) -> Result<Self::Ok> {
         self.serialize_str(variant)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<Self::Ok> {
-        value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,

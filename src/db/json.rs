@@ -57,18 +57,14 @@ fn needs_escape(bytes: &[u8]) -> bool {
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
     let special =
         |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x22), 1) | below(w ^ (ONES * 0x5c), 1);
+    let word = |w: &[u8]| {
+        // The tail is padded with spaces, which need no escaping.
+        let mut bytes = [b' '; 8];
+        bytes[..w.len()].copy_from_slice(w);
+        special(u64::from_le_bytes(bytes)) != 0
+    };
     let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(word);
-        if special(u64::from_le_bytes(w)) != 0 {
-            return true;
-        }
-    }
-    words
-        .remainder()
-        .iter()
-        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+    (&mut words).any(word) || word(words.remainder())
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
@@ -322,16 +318,9 @@ struct KeyJson<'a> {
 
 impl KeyJson<'_> {
     fn other<K: Serialize + ?Sized>(self, key: &K) -> Result<()> {
-        struct One<'k, K: ?Sized>(&'k K);
-        impl<K: Serialize + ?Sized> Serialize for One<'_, K> {
-            fn serialize<S: ser::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-                use ser::SerializeMap;
-                let mut m = s.serialize_map(Some(1))?;
-                m.serialize_entry(self.0, &())?;
-                m.end()
-            }
-        }
-        let text = serde_json::to_vec(&One(key))?;
+        let mut text = Vec::new();
+        let mut json = serde_json::Serializer::new(&mut text);
+        ser::Serializer::collect_map(&mut json, [(key, ())])?;
         // `{KEY:null}` → `KEY`.
         let key_text = text
             .get(1..text.len().saturating_sub(6))
