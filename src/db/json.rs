@@ -57,14 +57,17 @@ fn needs_escape(bytes: &[u8]) -> bool {
     let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
     let special =
         |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x22), 1) | below(w ^ (ONES * 0x5c), 1);
-    let word = |w: &[u8]| {
-        // The tail is padded with spaces, which need no escaping.
-        let mut bytes = [b' '; 8];
-        bytes[..w.len()].copy_from_slice(w);
-        special(u64::from_le_bytes(bytes)) != 0
-    };
     let mut words = bytes.chunks_exact(8);
-    (&mut words).any(word) || word(words.remainder())
+    if (&mut words).any(|w| w.try_into().map_or(true, |w| special(u64::from_le_bytes(w)) != 0)) {
+        return true;
+    }
+    // The tail, shifted into a word of spaces (which need no escaping).
+    let tail = words
+        .remainder()
+        .iter()
+        .rev()
+        .fold(ONES * 0x20, |w, &b| w << 8 | u64::from(b));
+    special(tail) != 0
 }
 
 fn write_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
