@@ -58,7 +58,10 @@ fn needs_escape(bytes: &[u8]) -> bool {
     let special =
         |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x22), 1) | below(w ^ (ONES * 0x5c), 1);
     let mut words = bytes.chunks_exact(8);
-    if (&mut words).any(|w| w.try_into().map_or(true, |w| special(u64::from_le_bytes(w)) != 0)) {
+    if words.any(|w| {
+        w.try_into()
+            .map_or(true, |w| special(u64::from_le_bytes(w)) != 0)
+    }) {
         return true;
     }
     // The tail, shifted into a word of spaces (which need no escaping).
