@@ -380,6 +380,7 @@ impl<'py> ser::SerializeTupleVariant for Variant<Seq<'py>> {
     }
 }
 
+// The same serde signatures as `SerializeStruct for Map`, around a variant.
 impl<'py> ser::SerializeStructVariant for Variant<Map<'py>> {
     type Ok = Bound<'py, PyAny>;
     type Error = PythonizeError;

@@ -247,6 +247,7 @@ impl<'a> ser::Serializer for Json<'a> {
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a>> {
         self.serialize_map(Some(len))
     }
+    // The same signature as `serialize_tuple_variant`, as serde declares them.
     fn serialize_struct_variant(
         self,
         _name: &'static str,
@@ -314,10 +315,8 @@ impl ser::SerializeMap for Compound<'_> {
     }
 }
 
-/// A map key. A string takes the fast path; a number, a bool or a char (no
-/// column has one) is written by `serde_json`'s own map-key rules, through
-/// a map of that one entry whose braces are cut off; anything else is
-/// refused, as `serde_json` refuses it.
+/// A map key: a string on the fast path; a number, bool or char (no column
+/// has one) by `serde_json`'s map-key rules; anything else refused, as there.
 struct KeyJson<'a> {
     out: &'a mut Vec<u8>,
 }
@@ -325,8 +324,7 @@ struct KeyJson<'a> {
 impl KeyJson<'_> {
     fn other<K: Serialize + ?Sized>(self, key: &K) -> Result<()> {
         let mut text = Vec::new();
-        let mut json = serde_json::Serializer::new(&mut text);
-        ser::Serializer::collect_map(&mut json, [(key, ())])?;
+        ser::Serializer::collect_map(&mut serde_json::Serializer::new(&mut text), [(key, ())])?;
         // `{KEY:null}` → `KEY`.
         let key_text = text
             .get(1..text.len().saturating_sub(6))

@@ -98,7 +98,8 @@ fn non_empty(what: &str, v: &str) -> Result<(), TracingError> {
 }
 
 /// A row of a table with ids, its `id` (`None` for AUTOINCREMENT) and its
-/// non-empty `session_id` set.
+/// non-empty `session_id` set. The constructors below open alike (signature,
+/// column enum, this) because their tables do; they differ after that.
 fn keyed_row<C: Columns>(
     (id_col, id): (C, Option<i64>),
     (session_col, session_id): (C, &str),
