@@ -17,15 +17,15 @@
 //! path (`convert::to_json`), which converts those where it can and, where
 //! it cannot, names the field at fault.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::de::{self, DeserializeOwned, DeserializeSeed, Visitor};
 use serde::Deserializer;
 use trace_writer::MAX_NESTING_DEPTH;
+
+use crate::shape::{shape, Dataclass, Shape};
 
 /// Why the fast path gave up; the slow path finds the words for the user.
 #[derive(Debug)]
@@ -58,50 +58,6 @@ pub(crate) fn from_py<T: DeserializeOwned>(obj: &Bound<'_, PyAny>) -> Result<T> 
     T::deserialize(Fast { obj, depth: 0 })
 }
 
-/// How an object that is none of the builtin shapes converts.
-#[derive(Clone)]
-pub(crate) enum Shape {
-    /// Through its `to_dict()` (checked first, as the original wrapper did).
-    ToDict,
-    /// Field by field: the dataclass's fields, in order.
-    Dataclass(Rc<[Py<PyString>]>),
-    /// Not at all.
-    Other,
-}
-
-thread_local! {
-    /// Each class's shape, found once. The class is kept alive with its
-    /// entry, so that its address cannot be reused by another class.
-    static SHAPES: RefCell<HashMap<usize, (Py<PyType>, Shape)>> = RefCell::new(HashMap::new());
-}
-
-/// The shape of `obj`'s class.
-pub(crate) fn shape(obj: &Bound<'_, PyAny>) -> PyResult<Shape> {
-    let ty = obj.get_type();
-    let key = ty.as_ptr() as usize;
-    if let Some(shape) = SHAPES.with(|s| s.borrow().get(&key).map(|(_, shape)| shape.clone())) {
-        return Ok(shape);
-    }
-    let py = obj.py();
-    let shape = if obj.is_instance_of::<PyType>() {
-        // A class, not an instance: `asdict` refuses those too.
-        Shape::Other
-    } else if ty.hasattr("to_dict")? {
-        Shape::ToDict
-    } else if ty.hasattr("__dataclass_fields__")? {
-        let fields = py.import("dataclasses")?.getattr("fields")?.call1((&ty,))?;
-        let mut names = Vec::new();
-        for f in fields.try_iter()? {
-            names.push(f?.getattr("name")?.cast_into::<PyString>()?.unbind());
-        }
-        Shape::Dataclass(names.into())
-    } else {
-        Shape::Other
-    };
-    SHAPES.with(|s| s.borrow_mut().insert(key, (ty.unbind(), shape.clone())));
-    Ok(shape)
-}
-
 /// The deserializer: a borrowed object and how deep it sits.
 #[derive(Clone, Copy)]
 struct Fast<'a, 'py> {
@@ -132,12 +88,12 @@ impl<'a, 'py> Fast<'a, 'py> {
             return visitor.visit_map(DictAccess::new(d, depth)).map(Some);
         }
         match shape(obj)? {
-            Shape::Dataclass(fields) => {
+            Shape::Dataclass(class) => {
                 let depth = self.deeper()?;
                 visitor
                     .visit_map(FieldAccess {
                         obj,
-                        fields,
+                        class,
                         next: 0,
                         value: None,
                         depth,
@@ -370,6 +326,18 @@ impl Fast<'_, '_> {
     }
 }
 
+/// The value whose key a map access just gave.
+fn value_after_key<'de, V: DeserializeSeed<'de>>(
+    value: &mut Option<Bound<'_, PyAny>>,
+    depth: usize,
+    seed: V,
+) -> Result<V::Value> {
+    match value.take() {
+        Some(v) => seed.deserialize(Fast { obj: &v, depth }),
+        None => fail("a value after its key"),
+    }
+}
+
 /// A dict, walked in place.
 struct DictAccess<'py> {
     iter: pyo3::types::dict::BoundDictIterator<'py>,
@@ -406,13 +374,7 @@ impl<'de> de::MapAccess<'de> for DictAccess<'_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
-        match self.value.take() {
-            Some(v) => seed.deserialize(Fast {
-                obj: &v,
-                depth: self.depth,
-            }),
-            None => fail("a value after its key"),
-        }
+        value_after_key(&mut self.value, self.depth, seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
@@ -423,7 +385,7 @@ impl<'de> de::MapAccess<'de> for DictAccess<'_> {
 /// A dataclass instance, field by field.
 struct FieldAccess<'a, 'py> {
     obj: &'a Bound<'py, PyAny>,
-    fields: Rc<[Py<PyString>]>,
+    class: Rc<Dataclass>,
     next: usize,
     value: Option<Bound<'py, PyAny>>,
     depth: usize,
@@ -433,7 +395,7 @@ impl<'de> de::MapAccess<'de> for FieldAccess<'_, '_> {
     type Error = Error;
 
     fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
-        let Some(name) = self.fields.get(self.next) else {
+        let Some(name) = self.class.fields.get(self.next) else {
             return Ok(None);
         };
         self.next += 1;
@@ -444,17 +406,11 @@ impl<'de> de::MapAccess<'de> for FieldAccess<'_, '_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
-        match self.value.take() {
-            Some(v) => seed.deserialize(Fast {
-                obj: &v,
-                depth: self.depth,
-            }),
-            None => fail("a value after its key"),
-        }
+        value_after_key(&mut self.value, self.depth, seed)
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.fields.len() - self.next)
+        Some(self.class.fields.len() - self.next)
     }
 }
 

@@ -26,17 +26,21 @@ const KEY_CACHE_MAX: usize = 4096;
 /// Longer keys are not worth caching.
 const KEY_CACHE_LEN: usize = 64;
 
-/// Interned field names, keyed by their text's address and length.
-type FieldKeys = HashMap<(usize, usize), Py<PyString>, BuildHasherDefault<KeyHasher>>;
+/// Slots of the field-name cache (a power of two).
+const FIELD_SLOTS: usize = 512;
+
+/// A struct field's name: its text's address and length, and the string.
+type FieldSlot = Option<(usize, usize, Py<PyString>)>;
 
 thread_local! {
     static KEYS: RefCell<HashMap<String, Py<PyString>, BuildHasherDefault<KeyHasher>>> =
         RefCell::new(HashMap::default());
-    /// The structs' field names, by address and length: a `&'static str`
-    /// is the same text for good, so its address names it, and looking it
-    /// up hashes two words instead of the text. Bounded by the field names
-    /// compiled into the module.
-    static FIELDS: RefCell<FieldKeys> = RefCell::new(HashMap::default());
+    /// The structs' field names, in slots chosen by address: a
+    /// `&'static str` is the same text for good, so its address names it,
+    /// and finding it takes no hashing of the text, nor of anything (this
+    /// lookup runs for every field of every dict a trace has). Two names
+    /// that share a slot take turns in it; the models have about a hundred.
+    static FIELDS: RefCell<Vec<FieldSlot>> = RefCell::new((0..FIELD_SLOTS).map(|_| None).collect());
 }
 
 /// A multiply-rotate hash (the Fx hash of rustc) for the key cache: its
@@ -81,14 +85,18 @@ fn key<'py>(py: Python<'py>, k: &str) -> Bound<'py, PyString> {
 
 /// A struct field's name as a Python string, cached by its address.
 fn field_key<'py>(py: Python<'py>, name: &'static str) -> Bound<'py, PyString> {
+    let (at, len) = (name.as_ptr() as usize, name.len());
+    // Field names are bytes apart in the binary: the low bits pick the slot.
+    let slot = (at ^ (at >> 9)) % FIELD_SLOTS;
     FIELDS.with(|cache| {
         let mut cache = cache.borrow_mut();
-        let at = (name.as_ptr() as usize, name.len());
-        if let Some(s) = cache.get(&at) {
-            return s.bind(py).clone();
+        if let Some((a, l, s)) = &cache[slot] {
+            if (*a, *l) == (at, len) {
+                return s.bind(py).clone();
+            }
         }
-        let s = PyString::new(py, name);
-        cache.insert(at, s.clone().unbind());
+        let s = PyString::intern(py, name);
+        cache[slot] = Some((at, len, s.clone().unbind()));
         s
     })
 }
@@ -117,6 +125,40 @@ where
         .into_bound())
 }
 
+/// The methods that values and map keys serialize alike.
+macro_rules! same_in_both {
+    () => {
+        fn serialize_char(self, v: char) -> Result<Self::Ok> {
+            self.serialize_str(v.encode_utf8(&mut [0; 4]))
+        }
+        fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Self::Ok> {
+            value.serialize(self)
+        }
+        fn serialize_unit(self) -> Result<Self::Ok> {
+            self.serialize_none()
+        }
+        fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
+            self.serialize_none()
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _name: &'static str,
+            value: &T,
+        ) -> Result<Self::Ok> {
+            value.serialize(self)
+        }
+    };
+}
+
+/// `serialize_i8` and the rest: every integer becomes a Python `int`.
+macro_rules! ints {
+    ($($method:ident: $t:ty),*) => {$(
+        fn $method(self, v: $t) -> Result<Self::Ok> {
+            int(self.py, v)
+        }
+    )*};
+}
+
 impl<'py> ser::Serializer for Ser<'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = PythonizeError;
@@ -128,47 +170,21 @@ impl<'py> ser::Serializer for Ser<'py> {
     type SerializeStruct = Map<'py>;
     type SerializeStructVariant = Variant<Map<'py>>;
 
+    same_in_both!();
+
     fn serialize_bool(self, v: bool) -> Result<Self::Ok> {
         Ok(pyo3::types::PyBool::new(self.py, v).to_owned().into_any())
     }
-    fn serialize_i8(self, v: i8) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_i128(self, v: i128) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u128(self, v: u128) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
+    ints!(
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128
+    );
     fn serialize_f32(self, v: f32) -> Result<Self::Ok> {
         self.serialize_f64(f64::from(v))
     }
     fn serialize_f64(self, v: f64) -> Result<Self::Ok> {
         Ok(pyo3::types::PyFloat::new(self.py, v).into_any())
-    }
-    fn serialize_char(self, v: char) -> Result<Self::Ok> {
-        self.serialize_str(v.encode_utf8(&mut [0; 4]))
     }
     fn serialize_str(self, v: &str) -> Result<Self::Ok> {
         Ok(PyString::new(self.py, v).into_any())
@@ -179,15 +195,6 @@ impl<'py> ser::Serializer for Ser<'py> {
     fn serialize_none(self) -> Result<Self::Ok> {
         Ok(self.py.None().into_bound(self.py))
     }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Self::Ok> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<Self::Ok> {
-        self.serialize_none()
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
-        self.serialize_none()
-    }
     fn serialize_unit_variant(
         self,
         _name: &'static str,
@@ -195,13 +202,6 @@ impl<'py> ser::Serializer for Ser<'py> {
         variant: &'static str,
     ) -> Result<Self::Ok> {
         Ok(key(self.py, variant).into_any())
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<Self::Ok> {
-        value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -282,38 +282,28 @@ impl<'py> Seq<'py> {
     }
 }
 
-impl<'py> ser::SerializeSeq for Seq<'py> {
-    type Ok = Bound<'py, PyAny>;
-    type Error = PythonizeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Self::Ok> {
-        self.list()
-    }
+/// serde's three sequence traits differ only in the name of their element
+/// method.
+macro_rules! seq_traits {
+    ($($tr:ident::$method:ident),*) => {$(
+        impl<'py> ser::$tr for Seq<'py> {
+            type Ok = Bound<'py, PyAny>;
+            type Error = PythonizeError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+                self.push(value)
+            }
+            fn end(self) -> Result<Self::Ok> {
+                self.list()
+            }
+        }
+    )*};
 }
 
-impl<'py> ser::SerializeTuple for Seq<'py> {
-    type Ok = Bound<'py, PyAny>;
-    type Error = PythonizeError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Self::Ok> {
-        self.list()
-    }
-}
-
-impl<'py> ser::SerializeTupleStruct for Seq<'py> {
-    type Ok = Bound<'py, PyAny>;
-    type Error = PythonizeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.push(value)
-    }
-    fn end(self) -> Result<Self::Ok> {
-        self.list()
-    }
-}
+seq_traits!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 pub(crate) struct Map<'py> {
     py: Python<'py>,
@@ -390,6 +380,7 @@ impl<'py> ser::SerializeTupleVariant for Variant<Seq<'py>> {
     }
 }
 
+// The same serde signatures as `SerializeStruct for Map`, around a variant.
 impl<'py> ser::SerializeStructVariant for Variant<Map<'py>> {
     type Ok = Bound<'py, PyAny>;
     type Error = PythonizeError;
@@ -408,6 +399,19 @@ impl<'py> ser::SerializeStructVariant for Variant<Map<'py>> {
     }
 }
 
+fn not_a_key() -> PythonizeError {
+    ser::Error::custom("a map key must be a str, number or bool")
+}
+
+/// A container as a map key: refused, as pythonize refuses it.
+macro_rules! refuse_keys {
+    ($($method:ident($($arg:ty),*) -> $ret:ident;)*) => {$(
+        fn $method(self, $(_: $arg),*) -> Result<Self::$ret> {
+            Err(not_a_key())
+        }
+    )*};
+}
+
 impl<'py> ser::Serializer for KeySer<'py> {
     type Ok = Bound<'py, PyAny>;
     type Error = PythonizeError;
@@ -419,59 +423,29 @@ impl<'py> ser::Serializer for KeySer<'py> {
     type SerializeStruct = ser::Impossible<Self::Ok, Self::Error>;
     type SerializeStructVariant = ser::Impossible<Self::Ok, Self::Error>;
 
+    same_in_both!();
+
     fn serialize_str(self, v: &str) -> Result<Self::Ok> {
         Ok(key(self.py, v).into_any())
     }
     fn serialize_bool(self, v: bool) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_bool(v)
     }
-    fn serialize_i8(self, v: i8) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<Self::Ok> {
-        int(self.py, v)
-    }
+    ints!(
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_u8: u8, serialize_u16: u16, serialize_u32: u32, serialize_u64: u64
+    );
     fn serialize_f32(self, v: f32) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_f64(f64::from(v))
     }
     fn serialize_f64(self, v: f64) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_f64(v)
     }
-    fn serialize_char(self, v: char) -> Result<Self::Ok> {
-        self.serialize_str(v.encode_utf8(&mut [0; 4]))
-    }
     fn serialize_bytes(self, v: &[u8]) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_bytes(v)
     }
     fn serialize_none(self) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_none()
-    }
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Self::Ok> {
-        value.serialize(self)
-    }
-    fn serialize_unit(self) -> Result<Self::Ok> {
-        self.serialize_none()
-    }
-    fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
-        self.serialize_none()
     }
     fn serialize_unit_variant(
         self,
@@ -481,13 +455,6 @@ impl<'py> ser::Serializer for KeySer<'py> {
     ) -> Result<Self::Ok> {
         self.serialize_str(variant)
     }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<Self::Ok> {
-        value.serialize(self)
-    }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _name: &'static str,
@@ -495,59 +462,15 @@ impl<'py> ser::Serializer for KeySer<'py> {
         _variant: &'static str,
         _value: &T,
     ) -> Result<Self::Ok> {
-        Err(ser::Error::custom(
-            "a map key must be a str, number or bool",
-        ))
+        Err(not_a_key())
     }
-    fn serialize_seq(self, _len: Option<usize>) -> Result<Self::SerializeSeq> {
-        Err(ser::Error::custom(
-            "a map key must be a str, number or bool",
-        ))
-    }
-    fn serialize_tuple(self, _len: usize) -> Result<Self::SerializeTuple> {
-        Err(ser::Error::custom(
-            "a map key must be a str, number or bool",
-        ))
-    }
-    fn serialize_tuple_struct(
-        self,
-        _name: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleStruct> {
-        Err(ser::Error::custom(
-            "a map key must be a str, number or bool",
-        ))
-    }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeTupleVariant> {
-        Err(ser::Error::custom(
-            "a map key must be a str, number or bool",
-        ))
-    }
-    fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap> {
-        Err(ser::Error::custom(
-            "a map key must be a str, number or bool",
-        ))
-    }
-    fn serialize_struct(self, _name: &'static str, _len: usize) -> Result<Self::SerializeStruct> {
-        Err(ser::Error::custom(
-            "a map key must be a str, number or bool",
-        ))
-    }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        _variant: &'static str,
-        _len: usize,
-    ) -> Result<Self::SerializeStructVariant> {
-        Err(ser::Error::custom(
-            "a map key must be a str, number or bool",
-        ))
+    refuse_keys! {
+        serialize_seq(Option<usize>) -> SerializeSeq;
+        serialize_tuple(usize) -> SerializeTuple;
+        serialize_tuple_struct(&'static str, usize) -> SerializeTupleStruct;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> SerializeTupleVariant;
+        serialize_map(Option<usize>) -> SerializeMap;
+        serialize_struct(&'static str, usize) -> SerializeStruct;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> SerializeStructVariant;
     }
 }

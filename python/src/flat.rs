@@ -8,6 +8,7 @@
 //! value is read once, straight into its place; unknown keys are skipped
 //! without being looked at. Each mirror builds its model with a struct
 //! literal, so a field added to a model and not here fails to compile.
+//! One macro writes the three, so the shared fields are listed once.
 
 use std::collections::HashMap;
 
@@ -17,127 +18,87 @@ use trace_writer::{
     BaseEventFields, EnvironmentEvent, LLMCallRecord, LMCAISEvent, RuntimeEvent, TimeRecord,
 };
 
-/// [`LMCAISEvent`], flat.
-#[derive(Deserialize)]
-pub(crate) struct Cais {
-    system_instance_id: String,
-    time_record: TimeRecord,
-    #[serde(default)]
-    metadata: HashMap<String, Value>,
-    #[serde(default)]
-    event_metadata: Option<Vec<Value>>,
-    model_name: String,
-    #[serde(default)]
-    provider: Option<String>,
-    #[serde(default)]
-    input_tokens: Option<i32>,
-    #[serde(default)]
-    output_tokens: Option<i32>,
-    #[serde(default)]
-    total_tokens: Option<i32>,
-    #[serde(default)]
-    cost_usd: Option<f64>,
-    #[serde(default)]
-    latency_ms: Option<i32>,
-    #[serde(default)]
-    span_id: Option<String>,
-    #[serde(default)]
-    trace_id: Option<String>,
-    #[serde(default)]
-    call_records: Option<Vec<LLMCallRecord>>,
-    #[serde(default)]
-    system_state_before: Option<Value>,
-    #[serde(default)]
-    system_state_after: Option<Value>,
+/// A flat mirror of an event model: the shared fields, then `$field`s,
+/// and the conversion into the model.
+macro_rules! flat_event {
+    ($(#[$doc:meta])* $flat:ident => $model:ident { $($(#[$attr:meta])* $field:ident: $ty:ty,)* }) => {
+        $(#[$doc])*
+        #[derive(Deserialize)]
+        pub(crate) struct $flat {
+            system_instance_id: String,
+            time_record: TimeRecord,
+            #[serde(default)]
+            metadata: HashMap<String, Value>,
+            #[serde(default)]
+            event_metadata: Option<Vec<Value>>,
+            $($(#[$attr])* $field: $ty,)*
+        }
+
+        impl From<$flat> for $model {
+            fn from(e: $flat) -> Self {
+                $model {
+                    base: BaseEventFields {
+                        system_instance_id: e.system_instance_id,
+                        time_record: e.time_record,
+                        metadata: e.metadata,
+                        event_metadata: e.event_metadata,
+                    },
+                    $($field: e.$field,)*
+                }
+            }
+        }
+    };
 }
 
-impl From<Cais> for LMCAISEvent {
-    fn from(e: Cais) -> Self {
-        LMCAISEvent {
-            base: BaseEventFields {
-                system_instance_id: e.system_instance_id,
-                time_record: e.time_record,
-                metadata: e.metadata,
-                event_metadata: e.event_metadata,
-            },
-            model_name: e.model_name,
-            provider: e.provider,
-            input_tokens: e.input_tokens,
-            output_tokens: e.output_tokens,
-            total_tokens: e.total_tokens,
-            cost_usd: e.cost_usd,
-            latency_ms: e.latency_ms,
-            span_id: e.span_id,
-            trace_id: e.trace_id,
-            call_records: e.call_records,
-            system_state_before: e.system_state_before,
-            system_state_after: e.system_state_after,
-        }
+flat_event! {
+    /// [`LMCAISEvent`], flat.
+    Cais => LMCAISEvent {
+        model_name: String,
+        #[serde(default)]
+        provider: Option<String>,
+        #[serde(default)]
+        input_tokens: Option<i32>,
+        #[serde(default)]
+        output_tokens: Option<i32>,
+        #[serde(default)]
+        total_tokens: Option<i32>,
+        #[serde(default)]
+        cost_usd: Option<f64>,
+        #[serde(default)]
+        latency_ms: Option<i32>,
+        #[serde(default)]
+        span_id: Option<String>,
+        #[serde(default)]
+        trace_id: Option<String>,
+        #[serde(default)]
+        call_records: Option<Vec<LLMCallRecord>>,
+        #[serde(default)]
+        system_state_before: Option<Value>,
+        #[serde(default)]
+        system_state_after: Option<Value>,
     }
 }
 
-/// [`EnvironmentEvent`], flat.
-#[derive(Deserialize)]
-pub(crate) struct Environment {
-    system_instance_id: String,
-    time_record: TimeRecord,
-    #[serde(default)]
-    metadata: HashMap<String, Value>,
-    #[serde(default)]
-    event_metadata: Option<Vec<Value>>,
-    #[serde(default)]
-    reward: f64,
-    #[serde(default)]
-    terminated: bool,
-    #[serde(default)]
-    truncated: bool,
-    #[serde(default)]
-    system_state_before: Option<Value>,
-    #[serde(default)]
-    system_state_after: Option<Value>,
-}
-
-impl From<Environment> for EnvironmentEvent {
-    fn from(e: Environment) -> Self {
-        EnvironmentEvent {
-            base: BaseEventFields {
-                system_instance_id: e.system_instance_id,
-                time_record: e.time_record,
-                metadata: e.metadata,
-                event_metadata: e.event_metadata,
-            },
-            reward: e.reward,
-            terminated: e.terminated,
-            truncated: e.truncated,
-            system_state_before: e.system_state_before,
-            system_state_after: e.system_state_after,
-        }
+flat_event! {
+    /// [`EnvironmentEvent`], flat.
+    Environment => EnvironmentEvent {
+        #[serde(default)]
+        reward: f64,
+        #[serde(default)]
+        terminated: bool,
+        #[serde(default)]
+        truncated: bool,
+        #[serde(default)]
+        system_state_before: Option<Value>,
+        #[serde(default)]
+        system_state_after: Option<Value>,
     }
 }
 
-/// [`RuntimeEvent`], flat.
-#[derive(Deserialize)]
-pub(crate) struct Runtime {
-    system_instance_id: String,
-    time_record: TimeRecord,
-    #[serde(default)]
-    metadata: HashMap<String, Value>,
-    #[serde(default)]
-    event_metadata: Option<Vec<Value>>,
-    #[serde(default)]
-    actions: Vec<i32>,
-}
-
-impl From<Runtime> for RuntimeEvent {
-    fn from(e: Runtime) -> Self {
-        RuntimeEvent {
-            base: BaseEventFields {
-                system_instance_id: e.system_instance_id,
-                time_record: e.time_record,
-                metadata: e.metadata,
-                event_metadata: e.event_metadata,
-            },
-            actions: e.actions,
-        }
+flat_event! {
+    /// [`RuntimeEvent`], flat.
+    Runtime => RuntimeEvent {
+        #[serde(default)]
+        actions: Vec<i32>,
     }
 }

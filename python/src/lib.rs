@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //! - `errors`: the exception classes and the mapping from `TracingError`.
-//! - `convert`: dicts to models and back; datetimes; the field named in an
-//!   `InvalidInputError`.
+//! - `convert`: payloads to models and back, time arguments, query
+//!   parameters; `slow`, the slow path, which converts datetimes and names
+//!   the field in an `InvalidInputError`; `shape`, how a class that is no
+//!   builtin shape converts (dataclass, `to_dict()`).
 //! - `fastde`, `fastser`: serde's deserializer and serializer over Python
 //!   objects, with fast paths for plain dicts, lists and str in front of
 //!   pythonize (which they fall back to for anything else).
@@ -23,6 +25,8 @@ mod fastser;
 mod flat;
 mod options;
 mod runtime;
+mod shape;
+mod slow;
 mod storage;
 mod tracer;
 

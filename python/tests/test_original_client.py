@@ -407,9 +407,13 @@ def test_named_and_positional_params(storage):
     # Order of first appearance, repeats, literals that look like names.
     rows = storage.query("SELECT :b AS b, ':a' AS lit, :a AS a, :b AS b2", {"a": 1, "b": "two"})
     assert rows == [{"b": "two", "lit": ":a", "a": 1, "b2": "two"}]
-    for bad in [{}, {"sid": "s1", "other": 1}]:
-        with pytest.raises(tw.InvalidInputError):
-            storage.query(q.format(p=":sid"), bad)
+    with pytest.raises(tw.InvalidInputError):
+        storage.query(q.format(p=":sid"), {})
+    # A key that names no parameter is ignored, as the original binding
+    # ignored it; the parameters the SQL names still need their values.
+    assert storage.query(q.format(p=":sid"), {"sid": "s1", "other": 1}) == [{"session_id": "s1"}]
+    with pytest.raises(tw.InvalidInputError):
+        storage.query(q.format(p=":sid"), {"other": 1})
     with pytest.raises(TypeError):
         storage.query("SELECT 1", "s1")
 

@@ -6,7 +6,8 @@
 //! - [`columns`]: [`Table`](columns::Table) and each table's columns, defined
 //!   once; the `INSERT` SQL, bind order, multi-row form and decoders derive
 //!   from them.
-//! - [`op`]: [`Op`](op::Op), a row validated and serialized by the producer.
+//! - [`op`]: [`Op`](op::Op), a row validated and serialized by the producer;
+//!   [`json`] writes its JSON columns.
 //! - [`exec`]: [`Executor`](exec::Executor), the one place that writes rows.
 //! - [`read`]: decoding rows, `get_session`, step loads and `query`.
 //! - [`lease`]: [`lease_ids`](lease::lease_ids), the id lease the writer
@@ -24,6 +25,7 @@ pub(crate) mod columns;
 pub(crate) mod exec;
 pub(crate) mod foreign;
 pub(crate) mod hrana;
+pub(crate) mod json;
 pub(crate) mod lease;
 pub(crate) mod op;
 pub(crate) mod open;

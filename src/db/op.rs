@@ -66,7 +66,7 @@ fn opt_time(t: Option<&DateTime<Utc>>) -> Value {
 }
 
 fn json_text<T: Serialize + ?Sized>(v: &T) -> Result<Value, TracingError> {
-    Ok(Value::Text(serde_json::to_string(v)?))
+    Ok(Value::Text(crate::db::json::to_string(v)?))
 }
 
 fn opt_json<T: Serialize>(v: Option<&T>) -> Result<Value, TracingError> {
@@ -95,6 +95,20 @@ fn non_empty(what: &str, v: &str) -> Result<(), TracingError> {
     } else {
         Ok(())
     }
+}
+
+/// A row of a table with ids, its `id` (`None` for AUTOINCREMENT) and its
+/// non-empty `session_id` set. The constructors below open alike (signature,
+/// column enum, this) because their tables do; they differ after that.
+fn keyed_row<C: Columns>(
+    (id_col, id): (C, Option<i64>),
+    (session_col, session_id): (C, &str),
+) -> Result<RowValues<C>, TracingError> {
+    non_empty("session_id", session_id)?;
+    let mut row = RowValues::new();
+    row.set(id_col, opt_int(id))
+        .set(session_col, text(session_id));
+    Ok(row)
 }
 
 impl Op {
@@ -127,12 +141,9 @@ impl Op {
         step: &SessionTimeStep,
     ) -> Result<Op, TracingError> {
         use StepCol as C;
-        non_empty("session_id", session_id)?;
+        let mut row = keyed_row((C::Id, id), (C::SessionId, session_id))?;
         non_empty("step_id", &step.step_id)?;
-        let mut row = RowValues::new();
-        row.set(C::Id, opt_int(id))
-            .set(C::SessionId, text(session_id))
-            .set(C::StepId, text(&step.step_id))
+        row.set(C::StepId, text(&step.step_id))
             .set(C::StepIndex, Value::Integer(step.step_index.into()))
             .set(C::TurnNumber, opt_int(step.turn_number.map(i64::from)))
             .set(C::StartedAt, time_text(&step.timestamp))
@@ -174,13 +185,10 @@ impl Op {
         event: &TracingEvent,
     ) -> Result<Op, TracingError> {
         use EventCol as C;
-        non_empty("session_id", session_id)?;
+        let mut row = keyed_row((C::Id, id), (C::SessionId, session_id))?;
         let base = event.base();
         let time = finite("event_time", base.time_record.event_time)?;
-        let mut row = RowValues::new();
-        row.set(C::Id, opt_int(id))
-            .set(C::SessionId, text(session_id))
-            .set(C::TimestepId, opt_int(timestep_id))
+        row.set(C::TimestepId, opt_int(timestep_id))
             .set(C::EventType, text(event.event_type().as_str()))
             .set(C::SystemInstanceId, text(&base.system_instance_id))
             .set(C::EventTime, Value::Real(time))
@@ -249,7 +257,7 @@ impl Op {
         msg: &MarkovBlanketMessage,
     ) -> Result<Op, TracingError> {
         use MessageCol as C;
-        non_empty("session_id", session_id)?;
+        let mut row = keyed_row((C::Id, id), (C::SessionId, session_id))?;
         let time = finite("event_time", msg.time_record.event_time)?;
         // `content` keeps the original meaning (text, else JSON); the kind and
         // a second column make the read lossless.
@@ -259,10 +267,7 @@ impl Op {
             (Some(t), Some(j)) => (text(t), text("both"), text(j)),
             (None, None) => (Value::Null, Value::Null, Value::Null),
         };
-        let mut row = RowValues::new();
-        row.set(C::Id, opt_int(id))
-            .set(C::SessionId, text(session_id))
-            .set(C::TimestepId, opt_int(timestep_id))
+        row.set(C::TimestepId, opt_int(timestep_id))
             .set(C::MessageType, text(&msg.message_type))
             .set(C::Content, content)
             .set(C::EventTime, Value::Real(time))
@@ -280,12 +285,9 @@ impl Op {
         reward: &OutcomeReward,
     ) -> Result<Op, TracingError> {
         use OutcomeCol as C;
-        non_empty("session_id", session_id)?;
+        let mut row = keyed_row((C::Id, id), (C::SessionId, session_id))?;
         let total = finite("total_reward", reward.total_reward)?;
-        let mut row = RowValues::new();
-        row.set(C::Id, opt_int(id))
-            .set(C::SessionId, text(session_id))
-            .set(C::ObjectiveKey, text(&reward.objective_key))
+        row.set(C::ObjectiveKey, text(&reward.objective_key))
             .set(C::TotalReward, Value::Real(total))
             .set(
                 C::AchievementsCount,
@@ -308,12 +310,9 @@ impl Op {
         reward: &EventReward,
     ) -> Result<Op, TracingError> {
         use EventRewardCol as C;
-        non_empty("session_id", session_id)?;
+        let mut row = keyed_row((C::Id, id), (C::SessionId, session_id))?;
         let value = finite("reward_value", reward.reward_value)?;
-        let mut row = RowValues::new();
-        row.set(C::Id, opt_int(id))
-            .set(C::EventId, Value::Integer(event_id))
-            .set(C::SessionId, text(session_id))
+        row.set(C::EventId, Value::Integer(event_id))
             .set(C::MessageId, opt_int(message_id))
             .set(C::TurnNumber, opt_int(turn_number.map(i64::from)))
             .set(C::ObjectiveKey, text(&reward.objective_key))

@@ -43,12 +43,14 @@ impl From<Vec<Value>> for QueryParams {
 impl QueryParams {
     /// The values in the positional order `sql` binds them in.
     ///
+    /// A key that names no parameter of the SQL is ignored, as the original
+    /// binding's named binding ignored it.
+    ///
     /// # Errors
     /// `InvalidInput` for named values when the SQL names a parameter that
-    /// has no value, has a positional `?` parameter, or lacks a parameter
-    /// that a key names; or when two keys name the same parameter
-    /// (`"sid"` and `":sid"`). Positional values are passed through
-    /// unchecked: the database counts them.
+    /// has no value or has a positional `?` parameter, or when two keys name
+    /// the same parameter (`"sid"` and `":sid"`). Positional values are
+    /// passed through unchecked: the database counts them.
     pub fn bind(self, sql: &str) -> Result<Vec<Value>, TracingError> {
         let named = match self {
             QueryParams::Positional(values) => return Ok(values),
@@ -57,7 +59,6 @@ impl QueryParams {
         let slots = scan(sql);
         let count = slots.iter().map(|s| s.index).max().unwrap_or(0);
         let mut out: Vec<Option<Value>> = vec![None; count];
-        let mut used = vec![false; named.len()];
         for slot in &slots {
             let Some(name) = &slot.name else {
                 return Err(TracingError::InvalidInput(format!(
@@ -76,10 +77,7 @@ impl QueryParams {
                 .map(|(i, _)| i)
                 .collect();
             match matches.as_slice() {
-                [i] => {
-                    used[*i] = true;
-                    out[slot.index - 1] = Some(named[*i].1.clone());
-                }
+                [i] => out[slot.index - 1] = Some(named[*i].1.clone()),
                 [] => {
                     return Err(TracingError::InvalidInput(format!(
                         "params: no value for parameter {name}"
@@ -91,12 +89,6 @@ impl QueryParams {
                     )))
                 }
             }
-        }
-        if let Some(i) = used.iter().position(|u| !u) {
-            return Err(TracingError::InvalidInput(format!(
-                "params: `{}` names no parameter of the SQL",
-                named[i].0
-            )));
         }
         // Every index below the largest is a slot (SQLite numbers them
         // densely, except for `?NNN`, which the loop above refused).
@@ -277,6 +269,18 @@ mod tests {
     }
 
     #[test]
+    fn ignores_keys_that_name_no_parameter() {
+        // The original binding bound each key by name and skipped a name
+        // the statement does not have; so does this.
+        let p = named(&[("other", json!(0)), ("sid", json!(1)), ("@x", json!(2))]);
+        assert_eq!(p.bind("SELECT :sid").unwrap(), vec![json!(1)]);
+        assert_eq!(
+            named(&[("unused", json!(1))]).bind("SELECT 1").unwrap(),
+            Vec::<Value>::new()
+        );
+    }
+
+    #[test]
     fn positional_values_pass_through() {
         let p = QueryParams::from(vec![json!(1), json!("x")]);
         assert_eq!(
@@ -293,7 +297,6 @@ mod tests {
         };
         assert!(err(named(&[]), "SELECT :sid").contains(":sid"));
         assert!(err(named(&[("sid", json!(1))]), "SELECT :sid, ?").contains("positional"));
-        assert!(err(named(&[("sid", json!(1)), ("x", json!(2))]), "SELECT :sid").contains("`x`"));
         assert!(err(
             named(&[("sid", json!(1)), (":sid", json!(2))]),
             "SELECT :sid"

@@ -1,0 +1,500 @@
+//! The JSON text of a column: exactly what `serde_json::to_string` writes,
+//! written faster.
+//!
+//! Serializing a row's JSON columns is a large share of a producer's call
+//! (an LLM call's records are a kilobyte or more of text), and most of that
+//! was `serde_json` checking strings byte by byte for characters to escape.
+//! This serializer writes the same compact text, but checks a string eight
+//! bytes at a time and copies it whole when nothing in it needs escaping
+//! (no `"`, `\` or control character), which is nearly always; a string that
+//! does need escaping, and every number, is written by `serde_json` itself,
+//! so the text is identical. The text is built in a buffer kept per thread
+//! and copied out once, at its final size.
+
+use std::cell::RefCell;
+
+use serde::ser::{self, Serialize};
+use serde_json::Error;
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// A kept buffer larger than this is given back after use.
+const KEEP_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `value` as compact JSON text, the same text as `serde_json::to_string`.
+pub(crate) fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String> {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let text = write(&mut buf, value);
+            if buf.capacity() > KEEP_BYTES {
+                *buf = Vec::new();
+            }
+            text
+        }
+        // Only a `Serialize` impl that serializes a column itself gets here.
+        Err(_) => write(&mut Vec::with_capacity(128), value),
+    })
+}
+
+fn write<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<String> {
+    value.serialize(Json { out: buf })?;
+    String::from_utf8(buf.clone()).map_err(<Error as ser::Error>::custom)
+}
+
+/// Whether `bytes` hold a character JSON escapes: `"`, `\` or one below
+/// U+0020. Eight bytes at a time: in a word, a byte below `n` (for `n` up
+/// to 0x80) is flagged by `(w - n·0x01…) & !w & 0x80…`, and a byte equal
+/// to `c` is one below 1 in `w ^ c·0x01…`. Each test is exact about
+/// whether any byte matches (only which one it flags can be off).
+fn needs_escape(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |w: u64, n: u8| w.wrapping_sub(ONES * u64::from(n)) & !w & HIGH;
+    let special =
+        |w: u64| below(w, 0x20) | below(w ^ (ONES * 0x22), 1) | below(w ^ (ONES * 0x5c), 1);
+    let mut words = bytes.chunks_exact(8);
+    if words.any(|w| {
+        w.try_into()
+            .map_or(true, |w| special(u64::from_le_bytes(w)) != 0)
+    }) {
+        return true;
+    }
+    // The tail, shifted into a word of spaces (which need no escaping).
+    let tail = words
+        .remainder()
+        .iter()
+        .rev()
+        .fold(ONES * 0x20, |w, &b| w << 8 | u64::from(b));
+    special(tail) != 0
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
+    if needs_escape(s.as_bytes()) {
+        return serde_json::to_writer(out, s);
+    }
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(s.as_bytes());
+    out.push(b'"');
+    Ok(())
+}
+
+/// The serializer: everything goes to `out`.
+struct Json<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+/// A sequence or map being written: whether a comma goes before the next item.
+struct Compound<'a> {
+    out: &'a mut Vec<u8>,
+    first: bool,
+    /// `}` after the closing bracket, for a variant's `{"name":...}` wrapper.
+    wrapped: bool,
+}
+
+impl<'a> Compound<'a> {
+    fn open(out: &'a mut Vec<u8>, bracket: u8, wrapped: bool) -> Self {
+        out.push(bracket);
+        Compound {
+            out,
+            first: true,
+            wrapped,
+        }
+    }
+
+    fn comma(&mut self) {
+        if !self.first {
+            self.out.push(b',');
+        }
+        self.first = false;
+    }
+
+    fn element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        self.comma();
+        value.serialize(Json { out: self.out })
+    }
+
+    fn field<T: Serialize + ?Sized>(&mut self, key: &str, value: &T) -> Result<()> {
+        self.comma();
+        write_str(self.out, key)?;
+        self.out.push(b':');
+        value.serialize(Json { out: self.out })
+    }
+
+    fn close(self, bracket: u8) -> Result<()> {
+        self.out.push(bracket);
+        if self.wrapped {
+            self.out.push(b'}');
+        }
+        Ok(())
+    }
+}
+
+/// Numbers are written by `serde_json`, so their text is its text.
+macro_rules! by_serde_json {
+    ($($method:ident: $t:ty),*) => {$(
+        fn $method(self, v: $t) -> Result<()> {
+            serde_json::to_writer(self.out, &v)
+        }
+    )*};
+}
+
+impl<'a> Json<'a> {
+    /// `{"variant":` before a variant's content.
+    fn variant_key(self, variant: &str) -> Result<&'a mut Vec<u8>> {
+        self.out.push(b'{');
+        write_str(self.out, variant)?;
+        self.out.push(b':');
+        Ok(self.out)
+    }
+}
+
+impl<'a> ser::Serializer for Json<'a> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Compound<'a>;
+    type SerializeTuple = Compound<'a>;
+    type SerializeTupleStruct = Compound<'a>;
+    type SerializeTupleVariant = Compound<'a>;
+    type SerializeMap = Compound<'a>;
+    type SerializeStruct = Compound<'a>;
+    type SerializeStructVariant = Compound<'a>;
+
+    by_serde_json!(
+        serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
+        serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
+        serialize_u64: u64, serialize_u128: u128, serialize_f32: f32, serialize_f64: f64,
+        serialize_bytes: &[u8]
+    );
+
+    fn serialize_bool(self, v: bool) -> Result<()> {
+        self.out
+            .extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn serialize_char(self, v: char) -> Result<()> {
+        write_str(self.out, v.encode_utf8(&mut [0; 4]))
+    }
+    fn serialize_str(self, v: &str) -> Result<()> {
+        write_str(self.out, v)
+    }
+    fn serialize_none(self) -> Result<()> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<()> {
+        self.serialize_none()
+    }
+    fn serialize_unit_struct(self, _name: &'static str) -> Result<()> {
+        self.serialize_none()
+    }
+    fn serialize_unit_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+    ) -> Result<()> {
+        write_str(self.out, variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        let out = self.variant_key(variant)?;
+        value.serialize(Json { out: &mut *out })?;
+        out.push(b'}');
+        Ok(())
+    }
+    fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a>> {
+        Ok(Compound::open(self.out, b'[', false))
+    }
+    fn serialize_tuple(self, len: usize) -> Result<Compound<'a>> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a>> {
+        self.serialize_seq(Some(len))
+    }
+    fn serialize_tuple_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>> {
+        Ok(Compound::open(self.variant_key(variant)?, b'[', true))
+    }
+    fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>> {
+        Ok(Compound::open(self.out, b'{', false))
+    }
+    fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a>> {
+        self.serialize_map(Some(len))
+    }
+    // The same signature as `serialize_tuple_variant`, as serde declares them.
+    fn serialize_struct_variant(
+        self,
+        _name: &'static str,
+        _index: u32,
+        variant: &'static str,
+        _len: usize,
+    ) -> Result<Compound<'a>> {
+        Ok(Compound::open(self.variant_key(variant)?, b'{', true))
+    }
+}
+
+/// serde's four sequence traits differ only in the name of their element
+/// method, and its two struct traits not at all.
+macro_rules! compound_traits {
+    (seq: $($tr:ident::$method:ident),*) => {$(
+        impl ser::$tr for Compound<'_> {
+            type Ok = ();
+            type Error = Error;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+                self.element(value)
+            }
+            fn end(self) -> Result<()> {
+                self.close(b']')
+            }
+        }
+    )*};
+    (struct: $($tr:ident),*) => {$(
+        impl ser::$tr for Compound<'_> {
+            type Ok = ();
+            type Error = Error;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<()> {
+                self.field(key, value)
+            }
+            fn end(self) -> Result<()> {
+                self.close(b'}')
+            }
+        }
+    )*};
+}
+
+compound_traits!(seq:
+    SerializeSeq::serialize_element, SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field, SerializeTupleVariant::serialize_field
+);
+compound_traits!(struct: SerializeStruct, SerializeStructVariant);
+
+impl ser::SerializeMap for Compound<'_> {
+    type Ok = ();
+    type Error = Error;
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<()> {
+        self.comma();
+        key.serialize(KeyJson { out: self.out })?;
+        self.out.push(b':');
+        Ok(())
+    }
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+        value.serialize(Json { out: self.out })
+    }
+    fn end(self) -> Result<()> {
+        self.close(b'}')
+    }
+}
+
+/// A map key: a string on the fast path; a number, bool or char (no column
+/// has one) by `serde_json`'s map-key rules; anything else refused, as there.
+struct KeyJson<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl KeyJson<'_> {
+    fn other<K: Serialize + ?Sized>(self, key: &K) -> Result<()> {
+        let mut text = Vec::new();
+        ser::Serializer::collect_map(&mut serde_json::Serializer::new(&mut text), [(key, ())])?;
+        // `{KEY:null}` → `KEY`.
+        let key_text = text
+            .get(1..text.len().saturating_sub(6))
+            .ok_or_else(|| ser::Error::custom("map key"))?;
+        self.out.extend_from_slice(key_text);
+        Ok(())
+    }
+}
+
+/// Key methods: scalars through `other`, the rest refused.
+macro_rules! key_methods {
+    (scalars: $($method:ident: $t:ty),*) => {$(
+        fn $method(self, v: $t) -> Result<()> {
+            self.other(&v)
+        }
+    )*};
+    (refused: $($method:ident($($arg:ty),*) -> $ret:ty;)*) => {$(
+        fn $method(self, $(_: $arg),*) -> Result<$ret> {
+            Err(ser::Error::custom("key must be a string"))
+        }
+    )*};
+}
+
+type No = ser::Impossible<(), Error>;
+
+impl ser::Serializer for KeyJson<'_> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = No;
+    type SerializeTuple = No;
+    type SerializeTupleStruct = No;
+    type SerializeTupleVariant = No;
+    type SerializeMap = No;
+    type SerializeStruct = No;
+    type SerializeStructVariant = No;
+
+    fn serialize_str(self, v: &str) -> Result<()> {
+        write_str(self.out, v)
+    }
+
+    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<()> {
+        write_str(self.out, variant)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        value: &T,
+    ) -> Result<()> {
+        value.serialize(self)
+    }
+
+    fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<()> {
+        Err(ser::Error::custom("key must be a string"))
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _name: &'static str,
+        _index: u32,
+        _variant: &'static str,
+        _value: &T,
+    ) -> Result<()> {
+        Err(ser::Error::custom("key must be a string"))
+    }
+
+    key_methods!(scalars:
+        serialize_bool: bool, serialize_i8: i8, serialize_i16: i16, serialize_i32: i32,
+        serialize_i64: i64, serialize_i128: i128, serialize_u8: u8, serialize_u16: u16,
+        serialize_u32: u32, serialize_u64: u64, serialize_u128: u128, serialize_f32: f32,
+        serialize_f64: f64, serialize_char: char
+    );
+
+    key_methods!(refused:
+        serialize_bytes(&[u8]) -> ();
+        serialize_none() -> ();
+        serialize_unit() -> ();
+        serialize_unit_struct(&'static str) -> ();
+        serialize_seq(Option<usize>) -> No;
+        serialize_tuple(usize) -> No;
+        serialize_tuple_struct(&'static str, usize) -> No;
+        serialize_tuple_variant(&'static str, u32, &'static str, usize) -> No;
+        serialize_map(Option<usize>) -> No;
+        serialize_struct(&'static str, usize) -> No;
+        serialize_struct_variant(&'static str, u32, &'static str, usize) -> No;
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::{BTreeMap, HashMap};
+
+    use crate::models::{LLMCallRecord, LLMMessage, LLMUsage, TracingEvent};
+
+    fn same<T: Serialize + ?Sized>(v: &T) {
+        assert_eq!(
+            to_string(v).expect("fast"),
+            serde_json::to_string(v).expect("serde_json")
+        );
+    }
+
+    #[test]
+    fn writes_what_serde_json_writes() {
+        let escapes: String = (0u8..0x80).map(char::from).collect();
+        same(&json!({
+            "plain": "no escapes here, but long enough for a few chunks of sixteen",
+            "escapes": escapes,
+            "quote \" and \\ in a key": ["\u{7f}", "é ü 漢字 🎉", "a\"b", "tab\tend"],
+            "numbers": [0, -1, u64::MAX, i64::MIN, 0.1, 1e20, 1.5e-7, -0.0, 123456.789],
+            "nested": {"a": [], "b": {}, "c": [null, true, false, {"d": [[]]}]},
+        }));
+        same(&1.0f32);
+        same(&0.1f32);
+        same(&"x".repeat(33));
+        same(&vec![Some(1), None]);
+        same(&(1, "a", [2u8, 3]));
+        same(&HashMap::from([(1, "int key"), (-2, "negative")]));
+        same(&BTreeMap::from([(true, 1)]));
+        same(&BTreeMap::from([('c', 1)]));
+        let rec = LLMCallRecord {
+            call_id: "c\u{1}".into(),
+            input_messages: vec![LLMMessage::new("user", "line\nbreak \"quoted\"")],
+            usage: Some(LLMUsage {
+                cost_usd: Some(0.000085),
+                ..Default::default()
+            }),
+            metadata: HashMap::from([("k".into(), json!({"x": [1, 2.5]}))]),
+            ..Default::default()
+        };
+        same(&vec![rec]);
+        let event = TracingEvent::from_json(json!({
+            "system_instance_id": "s", "time_record": {"event_time": 1.25},
+            "model_name": "m", "metadata": {"a": 1},
+        }))
+        .expect("event");
+        same(&event);
+    }
+
+    #[test]
+    fn enums_as_serde_json_writes_them() {
+        #[derive(serde::Serialize)]
+        enum E {
+            Unit,
+            New(i32),
+            Tuple(i32, &'static str),
+            Struct { a: i32, b: Vec<u8> },
+        }
+        same(&vec![
+            E::Unit,
+            E::New(1),
+            E::Tuple(2, "x"),
+            E::Struct { a: 3, b: vec![4] },
+        ]);
+        assert!(to_string(&BTreeMap::from([(vec![1], 1)])).is_err());
+    }
+
+    #[test]
+    fn finds_every_character_to_escape() {
+        for len in [1usize, 15, 16, 17, 40] {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0u8, 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    assert!(needs_escape(&bytes), "{len} {at} {special}");
+                }
+            }
+            assert!(!needs_escape(&vec![b' '; len]));
+            assert!(!needs_escape("é".repeat(len).as_bytes()));
+        }
+    }
+}
