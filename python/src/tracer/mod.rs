@@ -6,9 +6,7 @@
 //! GIL around each call.
 
 use std::future::Future;
-use std::pin::pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -16,38 +14,13 @@ use trace_writer::tracer::{HistorySlot, RecordedSession};
 use trace_writer::{EventReward, OutcomeReward, SessionTracer, TracingError};
 
 use crate::convert;
-use crate::errors::{chain_to, err};
-use crate::runtime::{awaitable, ready, runtime, wait};
+use crate::errors::err;
+use crate::runtime::{awaitable, run};
 use crate::storage::{aexit, exit, open_plain, open_writer, Backend, Storage, Target};
 
-/// Runs a future of the crate's tracer to completion on this thread. Call
-/// it with the GIL released.
-///
-/// Most calls never wait (an uncontended lock, and a write the writer only
-/// queues), so the future is polled once first with a waker that does
-/// nothing; only if it is pending is it driven on the runtime, which polls
-/// it again with a real waker (every future registers the waker of its
-/// latest poll). `needs_runtime` futures (the plain backend: libsql's remote
-/// client registers sockets with tokio) get their first poll inside the
-/// runtime's context; the writer's need none, and skip the cost.
-fn drive<T, F>(needs_runtime: bool, fut: F) -> Result<T, TracingError>
-where
-    T: Send,
-    F: Future<Output = Result<T, TracingError>> + Send,
-{
-    let mut fut = pin!(fut);
-    let mut cx = Context::from_waker(Waker::noop());
-    let first = if needs_runtime {
-        let _context = runtime()?.enter();
-        fut.as_mut().poll(&mut cx)
-    } else {
-        fut.as_mut().poll(&mut cx)
-    };
-    match first {
-        Poll::Ready(v) => v,
-        Poll::Pending => wait(fut),
-    }
-}
+mod scope;
+
+use scope::{SessionScope, TimestepScope};
 
 /// A recorded session as a trace dict, its histories sharing the steps'
 /// dicts (each record is converted once).
@@ -107,9 +80,6 @@ pub(crate) struct Tracer {
     tracer: Arc<SessionTracer>,
     storage: Py<Storage>,
     backend: Backend,
-    /// Whether the storage's futures need the runtime's context (see
-    /// [`drive`]).
-    needs_runtime: bool,
 }
 
 impl Tracer {
@@ -117,50 +87,25 @@ impl Tracer {
         let backend = storage.get().backend.clone();
         Tracer {
             tracer: Arc::new(SessionTracer::with_auto_save(backend.storage(), auto_save)),
-            needs_runtime: backend.writer().is_none(),
             backend,
             storage: storage.clone().unbind(),
         }
     }
 
-    /// Runs `call` on the crate's tracer; the GIL is released for as long
-    /// as the call waits.
-    ///
-    /// Over the writer, a call almost never waits (an uncontended lock and a
-    /// write that only queues), so it is polled once with the GIL held:
-    /// releasing and taking back the GIL around a call that returns at once
-    /// cost more than the rest of a small call. The first poll never blocks
-    /// the thread (every wait in it is a future's, which returns `Pending`);
-    /// only a call that is pending releases the GIL and waits.
-    fn run<'a, T, F>(
-        &'a self,
+    /// Runs a call of the crate's tracer (see `runtime::run`: over the
+    /// writer, it is first polled with the GIL held).
+    fn run<T: Send>(
+        &self,
         py: Python<'_>,
-        call: impl FnOnce(&'a SessionTracer) -> F + Send,
-    ) -> PyResult<T>
-    where
-        T: Send,
-        F: Future<Output = Result<T, TracingError>> + Send,
-    {
-        let (needs_runtime, tracer) = (self.needs_runtime, &*self.tracer);
-        if needs_runtime {
-            return py
-                .detach(move || drive(needs_runtime, call(tracer)))
-                .map_err(err);
-        }
-        let mut fut = pin!(call(tracer));
-        match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v.map_err(err),
-            Poll::Pending => py.detach(move || wait(fut)).map_err(err),
-        }
+        fut: impl Future<Output = Result<T, TracingError>> + Send,
+    ) -> PyResult<T> {
+        run(py, self.backend.is_writer(), fut)
     }
 
-    /// The awaitable form of a call: started on the caller's thread (the
-    /// event loop's) and, if it finishes there, resolved at once; if it must
-    /// wait (the writer loads a session's steps, or its queue is full), the
-    /// rest runs on the module's runtime and the loop is not blocked.
-    /// `convert` turns the result into Python objects on the loop's thread,
-    /// or, for a call that waited, on the runtime's thread holding the GIL.
-    fn start_or_spawn<'py, T, F, C>(
+    /// The awaitable form of a call (see `runtime::awaitable`: over the
+    /// writer, started on the event loop's thread and resolved at once if it
+    /// finishes there).
+    fn awaitable<'py, T, F, C>(
         &self,
         py: Python<'py>,
         fut: F,
@@ -171,29 +116,21 @@ impl Tracer {
         F: Future<Output = Result<T, TracingError>> + Send + 'static,
         C: for<'a> FnOnce(Python<'a>, T) -> PyResult<Py<PyAny>> + Send + 'static,
     {
-        let mut fut = Box::pin(fut);
-        if !self.needs_runtime {
-            if let Poll::Ready(result) = fut.as_mut().poll(&mut Context::from_waker(Waker::noop()))
-            {
-                let value = convert(py, result.map_err(err)?)?;
-                return ready(py, value.into_bound(py));
-            }
-        }
-        awaitable(py, fut, convert)
+        awaitable(py, self.backend.is_writer(), fut, convert)
     }
 
     /// `tracer.end_session(save)`.
     fn end(&self, py: Python<'_>, save: bool) -> PyResult<RecordedSession> {
-        self.run(py, |t| t.end_session_recorded(save))
+        self.run(py, self.tracer.end_session_recorded(save))
     }
 
     /// The open session's id and the open step's position.
     fn current_timestep(&self, py: Python<'_>) -> PyResult<Option<(String, usize)>> {
-        self.run(py, |t| async { Ok(t.current_timestep().await) })
+        self.run(py, async { Ok(self.tracer.current_timestep().await) })
     }
 
     fn current_session_id(&self, py: Python<'_>) -> PyResult<Option<String>> {
-        self.run(py, |t| async { Ok(t.current_session_id().await) })
+        self.run(py, async { Ok(self.tracer.current_session_id().await) })
     }
 }
 
@@ -280,7 +217,7 @@ impl Tracer {
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<String> {
         let meta = convert::metadata("metadata", metadata)?;
-        self.run(py, |t| t.start_session(session_id.as_deref(), meta))
+        self.run(py, self.tracer.start_session(session_id.as_deref(), meta))
     }
 
     /// Starts a timestep, ending the open one.
@@ -293,12 +230,12 @@ impl Tracer {
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let meta = convert::metadata("metadata", metadata)?;
-        self.run(py, |t| t.start_timestep(&step_id, turn_number, meta))
+        self.run(py, self.tracer.start_timestep(&step_id, turn_number, meta))
     }
 
     /// Ends the open timestep (``NoActiveTimestepError`` if none is open).
     fn end_timestep(&self, py: Python<'_>) -> PyResult<()> {
-        self.run(py, |t| t.end_timestep())
+        self.run(py, self.tracer.end_timestep())
     }
 
     /// ``await tracer.astart_timestep(...)``: ``start_timestep()`` that does
@@ -314,7 +251,7 @@ impl Tracer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let meta = convert::metadata("metadata", metadata)?;
         let t = self.tracer.clone();
-        self.start_or_spawn(
+        self.awaitable(
             py,
             async move { t.start_timestep(&step_id, turn_number, meta).await },
             |py, ()| Ok(py.None()),
@@ -325,7 +262,7 @@ impl Tracer {
     /// block the event loop when it must wait.
     fn aend_timestep<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let t = self.tracer.clone();
-        self.start_or_spawn(py, async move { t.end_timestep().await }, |py, ()| {
+        self.awaitable(py, async move { t.end_timestep().await }, |py, ()| {
             Ok(py.None())
         })
     }
@@ -335,7 +272,7 @@ impl Tracer {
     #[pyo3(signature = (save=true))]
     fn aend_session<'py>(&self, py: Python<'py>, save: bool) -> PyResult<Bound<'py, PyAny>> {
         let t = self.tracer.clone();
-        self.start_or_spawn(
+        self.awaitable(
             py,
             async move { t.end_session_recorded(save).await },
             |py, rec| recorded_to_py(py, &rec),
@@ -346,7 +283,7 @@ impl Tracer {
     /// open). Returns its id, or ``None`` with ``auto_save=False``.
     fn record_event(&self, py: Python<'_>, event: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let event = convert::event(event)?;
-        let id = self.run(py, |t| t.record_event(event))?;
+        let id = self.run(py, self.tracer.record_event(event))?;
         int_or_none(py, id)
     }
 
@@ -355,7 +292,7 @@ impl Tracer {
     /// ``None`` with ``auto_save=False``.
     fn record_message(&self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let msg = convert::message(message)?;
-        let id = self.run(py, |t| t.record_markov_message(msg))?;
+        let id = self.run(py, self.tracer.record_markov_message(msg))?;
         int_or_none(py, id)
     }
 
@@ -367,7 +304,7 @@ impl Tracer {
         reward: &Bound<'_, PyAny>,
     ) -> PyResult<Py<PyAny>> {
         let reward: OutcomeReward = convert::model("reward", reward)?;
-        let id = self.run(py, |t| t.record_outcome_reward(reward))?;
+        let id = self.run(py, self.tracer.record_outcome_reward(reward))?;
         int_or_none(py, id)
     }
 
@@ -383,9 +320,10 @@ impl Tracer {
         turn_number: Option<i32>,
     ) -> PyResult<Py<PyAny>> {
         let reward: EventReward = convert::model("reward", reward)?;
-        let id = self.run(py, |t| {
-            t.record_event_reward_for(event_id, reward, message_id, turn_number)
-        })?;
+        let id = self.run(
+            py,
+            (self.tracer).record_event_reward_for(event_id, reward, message_id, turn_number),
+        )?;
         int_or_none(py, id)
     }
 
@@ -540,112 +478,6 @@ impl Tracer {
     ) -> PyResult<Bound<'py, PyAny>> {
         let _ = (exc_type, tb);
         aexit(py, &self.backend, exc)
-    }
-}
-
-/// The context manager of ``tracer.session()``.
-#[pyclass(frozen, module = "trace_writer", name = "_SessionScope")]
-pub(crate) struct SessionScope {
-    tracer: Py<Tracer>,
-    session_id: Option<String>,
-    metadata: Option<Py<PyAny>>,
-    /// The session it started.
-    started: Mutex<Option<String>>,
-}
-
-/// Runs `close` on leaving a block: an error from it propagates if the
-/// block succeeded, and is chained to the block's exception otherwise.
-fn leave(py: Python<'_>, exc: Option<&Bound<'_, PyAny>>, result: PyResult<()>) -> PyResult<bool> {
-    match (result, exc) {
-        (Ok(()), _) => Ok(false),
-        (Err(e), Some(exc)) if !exc.is_none() => {
-            chain_to(py, exc, e)?;
-            Ok(false)
-        }
-        (Err(e), _) => Err(e),
-    }
-}
-
-#[pymethods]
-impl SessionScope {
-    fn __enter__(&self, py: Python<'_>) -> PyResult<String> {
-        let tracer = self.tracer.get();
-        let meta = self.metadata.as_ref().map(|m| m.bind(py).clone());
-        let sid = tracer.start_session(py, self.session_id.clone(), meta.as_ref())?;
-        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(sid.clone());
-        Ok(sid)
-    }
-
-    #[pyo3(signature = (exc_type, exc, tb))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<&Bound<'_, PyAny>>,
-        exc: Option<&Bound<'_, PyAny>>,
-        tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let _ = (exc_type, tb);
-        let started = self
-            .started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let tracer = self.tracer.get();
-        let result = match started {
-            // Ended already inside the block: nothing to do.
-            Some(sid) if tracer.current_session_id(py)?.as_deref() == Some(sid.as_str()) => {
-                tracer.end(py, true).map(drop)
-            }
-            _ => Ok(()),
-        };
-        leave(py, exc, result)
-    }
-}
-
-/// The context manager of ``tracer.timestep()``.
-#[pyclass(frozen, module = "trace_writer", name = "_TimestepScope")]
-pub(crate) struct TimestepScope {
-    tracer: Py<Tracer>,
-    step_id: String,
-    turn_number: Option<i32>,
-    metadata: Option<Py<PyAny>>,
-    /// The session and the step's index that it started.
-    started: Mutex<Option<(String, usize)>>,
-}
-
-#[pymethods]
-impl TimestepScope {
-    fn __enter__(&self, py: Python<'_>) -> PyResult<()> {
-        let tracer = self.tracer.get();
-        let meta = self.metadata.as_ref().map(|m| m.bind(py).clone());
-        tracer.start_timestep(py, self.step_id.clone(), self.turn_number, meta.as_ref())?;
-        let started = tracer.current_timestep(py)?;
-        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = started;
-        Ok(())
-    }
-
-    #[pyo3(signature = (exc_type, exc, tb))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<&Bound<'_, PyAny>>,
-        exc: Option<&Bound<'_, PyAny>>,
-        tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let _ = (exc_type, tb);
-        let started = self
-            .started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let tracer = self.tracer.get();
-        let result = match started {
-            Some(step) if tracer.current_timestep(py)?.as_ref() == Some(&step) => {
-                tracer.run(py, |t| t.end_timestep())
-            }
-            _ => Ok(()),
-        };
-        leave(py, exc, result)
     }
 }
 
