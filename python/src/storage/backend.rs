@@ -13,7 +13,7 @@ use crate::convert;
 use crate::errors::{chain_to, err};
 use crate::options;
 use crate::runtime::{awaitable, run, wait};
-use crate::storage::handle::WriterHandle;
+use crate::storage::handle::{shutdown, WriterHandle};
 
 type R<T> = Result<T, TracingError>;
 
@@ -179,22 +179,6 @@ pub(crate) async fn flush(w: &BufferedTraceWriter, limit: Option<Duration>) -> R
                 "flush did not finish within {limit:?}; the writes stay queued"
             )))
         })
-}
-
-/// Flush, then close even if the flush failed. The error from closing wins
-/// (a `SpilledError` says where the writes went), else the flush's (a
-/// `WriteFailedError` counts the failed writes). A flush on a closed writer
-/// is not an error here: closing twice is fine.
-pub(crate) async fn shutdown(w: Option<BufferedTraceWriter>, s: Arc<dyn TraceStorage>) -> R<()> {
-    let flushed = match w {
-        Some(w) => match w.flush().await {
-            Err(TracingError::WriterClosed) => Ok(()),
-            other => other,
-        },
-        None => Ok(()),
-    };
-    let closed = s.close().await;
-    closed.and(flushed)
 }
 
 /// `__exit__`: close (a writer flushes first), and chain a closing error to

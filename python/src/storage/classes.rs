@@ -1,11 +1,25 @@
-//! The two storage classes: `LibsqlTraceStorage`, and `BufferedTraceWriter`
-//! with what only the writer has (counters, recent errors, name).
-//! Their constructors and the trait's methods are on the base class.
+//! The storage classes: `TraceStorage`, their base, and the two classes,
+//! `LibsqlTraceStorage` and `BufferedTraceWriter` with what only the writer
+//! has (counters, recent errors, name). The constructors and the trait's
+//! methods are on `TraceStorage` (`methods.rs`).
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::storage::Storage;
+use crate::storage::backend::Backend;
+use crate::storage::calls::StorageCalls;
+
+/// The methods both storage classes share: the constructors, and those of
+/// the crate's `TraceStorage` trait, synchronous, with the GIL released
+/// while they wait.
+///
+/// Not constructed directly: use `LibsqlTraceStorage` or
+/// `BufferedTraceWriter`.
+#[pyclass(extends = StorageCalls, subclass, frozen, module = "trace_writer", name = "TraceStorage")]
+pub(crate) struct Storage {
+    /// The same as the base's.
+    pub(crate) backend: Backend,
+}
 
 /// The plain backend: one statement per call, committed before it returns,
 /// as the original tracing module ran.

@@ -4,10 +4,9 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use pyo3::prelude::*;
-use trace_writer::{BufferedTraceWriter, TraceStorage};
+use trace_writer::{BufferedTraceWriter, TraceStorage, TracingError};
 
 use crate::runtime::wait;
-use crate::storage::backend::shutdown;
 
 /// A writer and its `dyn TraceStorage` form. The Python object and every
 /// tracer over it share one `Arc`; the registry below holds only a `Weak`,
@@ -72,6 +71,25 @@ impl Drop for WriterHandle {
             drop(parts);
         }
     }
+}
+
+/// Flush, then close even if the flush failed. The error from closing wins
+/// (a `SpilledError` says where the writes went), else the flush's (a
+/// `WriteFailedError` counts the failed writes). A flush on a closed writer
+/// is not an error here: closing twice is fine.
+pub(crate) async fn shutdown(
+    w: Option<BufferedTraceWriter>,
+    s: Arc<dyn TraceStorage>,
+) -> Result<(), TracingError> {
+    let flushed = match w {
+        Some(w) => match w.flush().await {
+            Err(TracingError::WriterClosed) => Ok(()),
+            other => other,
+        },
+        None => Ok(()),
+    };
+    let closed = s.close().await;
+    closed.and(flushed)
 }
 
 /// The writers opened from Python that may still be open, for the

@@ -11,9 +11,9 @@ use crate::errors::err;
 use crate::options::Options;
 use crate::runtime::wait;
 use crate::storage::backend::Backend;
-use crate::storage::classes::{PlainStorage, WriterStorage};
+use crate::storage::calls::StorageCalls;
+use crate::storage::classes::{PlainStorage, Storage, WriterStorage};
 use crate::storage::handle::WriterHandle;
-use crate::storage::Storage;
 
 /// How a constructor names its database.
 pub(crate) enum Target {
@@ -51,6 +51,14 @@ pub(crate) fn path_arg(path: &Bound<'_, PyAny>) -> PyResult<String> {
     })
 }
 
+/// A `TraceStorage` over `backend`, with its base.
+fn storage_init(backend: Backend) -> PyClassInitializer<Storage> {
+    let calls = StorageCalls {
+        backend: backend.clone(),
+    };
+    PyClassInitializer::from(calls).add_subclass(Storage { backend })
+}
+
 /// Opens the plain backend.
 pub(crate) fn open_plain(
     py: Python<'_>,
@@ -63,10 +71,7 @@ pub(crate) fn open_plain(
         .detach(|| wait(LibsqlTraceStorage::new(config)))
         .map_err(err)?;
     let backend = Backend::plain(storage);
-    Py::new(
-        py,
-        PyClassInitializer::from(Storage { backend }).add_subclass(PlainStorage),
-    )
+    Py::new(py, storage_init(backend).add_subclass(PlainStorage))
 }
 
 /// Opens the writer.
@@ -82,10 +87,7 @@ pub(crate) fn open_writer(
         .detach(|| wait(BufferedTraceWriter::new(config, writer_config)))
         .map_err(err)?;
     let backend = Backend::writer_handle(WriterHandle::open(writer));
-    Py::new(
-        py,
-        PyClassInitializer::from(Storage { backend }).add_subclass(WriterStorage),
-    )
+    Py::new(py, storage_init(backend).add_subclass(WriterStorage))
 }
 
 /// Opens `target` as `cls`, the class a constructor was called on: the

@@ -1,32 +1,49 @@
-//! The context managers of ``tracer.session()`` and ``tracer.timestep()``.
+//! The context managers of ``tracer.session()`` and ``tracer.timestep()``:
+//! each starts its session or step on entry and, on exit, ends it if it is
+//! still the open one.
 
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
+use pyo3::PyClassInitializer;
 
+use crate::convert;
 use crate::storage::leave;
-use crate::tracer::Tracer;
+use crate::tracer::class::Tracer;
 
-/// The context manager of ``tracer.session()``.
-#[pyclass(frozen, module = "trace_writer", name = "_SessionScope")]
-pub(crate) struct SessionScope {
-    pub(super) tracer: Py<Tracer>,
-    pub(super) session_id: Option<String>,
-    pub(super) metadata: Option<Py<PyAny>>,
-    /// The session it started.
-    pub(super) started: Mutex<Option<String>>,
+/// What a scope started.
+enum Started {
+    Nothing,
+    Session(String),
+    /// The session and the step's position in it.
+    Step((String, usize)),
+}
+
+/// The base of both scopes: their tracer, and what they started.
+#[pyclass(subclass, frozen, module = "trace_writer", name = "_Scope")]
+pub(crate) struct Scope {
+    tracer: Py<Tracer>,
+    started: Mutex<Started>,
+}
+
+impl Scope {
+    fn new(tracer: &Bound<'_, Tracer>) -> PyClassInitializer<Self> {
+        PyClassInitializer::from(Scope {
+            tracer: tracer.clone().unbind(),
+            started: Mutex::new(Started::Nothing),
+        })
+    }
+
+    fn started(&self, what: Started) {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = what;
+    }
 }
 
 #[pymethods]
-impl SessionScope {
-    fn __enter__(&self, py: Python<'_>) -> PyResult<String> {
-        let tracer = self.tracer.get();
-        let meta = self.metadata.as_ref().map(|m| m.bind(py).clone());
-        let sid = tracer.start_session(py, self.session_id.clone(), meta.as_ref())?;
-        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = Some(sid.clone());
-        Ok(sid)
-    }
-
+impl Scope {
+    /// Ends what the scope started unless it was ended inside the block. An
+    /// error from ending propagates if the block succeeded, and is chained
+    /// to its exception otherwise.
     #[pyo3(signature = (exc_type, exc, tb))]
     fn __exit__(
         &self,
@@ -36,66 +53,103 @@ impl SessionScope {
         tb: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<bool> {
         let _ = (exc_type, tb);
-        let started = self
-            .started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let started = std::mem::replace(
+            &mut *self.started.lock().unwrap_or_else(|p| p.into_inner()),
+            Started::Nothing,
+        );
         let tracer = self.tracer.get();
         let result = match started {
-            // Ended already inside the block: nothing to do.
-            Some(sid) if tracer.current_session_id(py)?.as_deref() == Some(sid.as_str()) => {
+            Started::Session(sid)
+                if tracer.current_session_id(py)?.as_deref() == Some(sid.as_str()) =>
+            {
                 tracer.end(py, true).map(drop)
             }
-            _ => Ok(()),
-        };
-        leave(py, exc, result)
-    }
-}
-
-/// The context manager of ``tracer.timestep()``.
-#[pyclass(frozen, module = "trace_writer", name = "_TimestepScope")]
-pub(crate) struct TimestepScope {
-    pub(super) tracer: Py<Tracer>,
-    pub(super) step_id: String,
-    pub(super) turn_number: Option<i32>,
-    pub(super) metadata: Option<Py<PyAny>>,
-    /// The session and the step's index that it started.
-    pub(super) started: Mutex<Option<(String, usize)>>,
-}
-
-#[pymethods]
-impl TimestepScope {
-    fn __enter__(&self, py: Python<'_>) -> PyResult<()> {
-        let tracer = self.tracer.get();
-        let meta = self.metadata.as_ref().map(|m| m.bind(py).clone());
-        tracer.start_timestep(py, self.step_id.clone(), self.turn_number, meta.as_ref())?;
-        let started = tracer.current_timestep(py)?;
-        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = started;
-        Ok(())
-    }
-
-    #[pyo3(signature = (exc_type, exc, tb))]
-    fn __exit__(
-        &self,
-        py: Python<'_>,
-        exc_type: Option<&Bound<'_, PyAny>>,
-        exc: Option<&Bound<'_, PyAny>>,
-        tb: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<bool> {
-        let _ = (exc_type, tb);
-        let started = self
-            .started
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let tracer = self.tracer.get();
-        let result = match started {
-            Some(step) if tracer.current_timestep(py)?.as_ref() == Some(&step) => {
+            Started::Step(step) if tracer.current_timestep(py)?.as_ref() == Some(&step) => {
                 tracer.run(py, tracer.tracer.end_timestep())
             }
             _ => Ok(()),
         };
         leave(py, exc, result)
+    }
+}
+
+/// The context manager of ``tracer.session()``.
+#[pyclass(extends = Scope, frozen, module = "trace_writer", name = "_SessionScope")]
+pub(crate) struct SessionScope {
+    session_id: Option<String>,
+    metadata: Option<Py<PyAny>>,
+}
+
+impl SessionScope {
+    pub(super) fn open(
+        tracer: &Bound<'_, Tracer>,
+        session_id: Option<String>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Self>> {
+        let scope = SessionScope {
+            session_id,
+            metadata: metadata.map(|m| m.clone().unbind()),
+        };
+        Py::new(tracer.py(), Scope::new(tracer).add_subclass(scope))
+    }
+}
+
+#[pymethods]
+impl SessionScope {
+    fn __enter__(slf: &Bound<'_, Self>) -> PyResult<String> {
+        let (py, this, base) = (slf.py(), slf.get(), slf.as_super().get());
+        let tracer = base.tracer.get();
+        let meta = this.metadata.as_ref().map(|m| m.bind(py));
+        let meta = convert::metadata("metadata", meta)?;
+        let sid = tracer.run(
+            py,
+            tracer
+                .tracer
+                .start_session(this.session_id.as_deref(), meta),
+        )?;
+        base.started(Started::Session(sid.clone()));
+        Ok(sid)
+    }
+}
+
+/// The context manager of ``tracer.timestep()``.
+#[pyclass(extends = Scope, frozen, module = "trace_writer", name = "_TimestepScope")]
+pub(crate) struct TimestepScope {
+    step_id: String,
+    turn_number: Option<i32>,
+    metadata: Option<Py<PyAny>>,
+}
+
+impl TimestepScope {
+    pub(super) fn open(
+        tracer: &Bound<'_, Tracer>,
+        step_id: String,
+        turn_number: Option<i32>,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<Self>> {
+        let scope = TimestepScope {
+            step_id,
+            turn_number,
+            metadata: metadata.map(|m| m.clone().unbind()),
+        };
+        Py::new(tracer.py(), Scope::new(tracer).add_subclass(scope))
+    }
+}
+
+#[pymethods]
+impl TimestepScope {
+    fn __enter__(slf: &Bound<'_, Self>) -> PyResult<()> {
+        let (py, this, base) = (slf.py(), slf.get(), slf.as_super().get());
+        let tracer = base.tracer.get();
+        let meta = this.metadata.as_ref().map(|m| m.bind(py));
+        let meta = convert::metadata("metadata", meta)?;
+        let step = tracer
+            .tracer
+            .start_timestep(&this.step_id, this.turn_number, meta);
+        tracer.run(py, step)?;
+        if let Some(step) = tracer.current_timestep(py)? {
+            base.started(Started::Step(step));
+        }
+        Ok(())
     }
 }
