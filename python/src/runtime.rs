@@ -92,6 +92,10 @@ where
     py.detach(move || wait(fut)).map_err(err)
 }
 
+/// What an ``a*`` method returns: an awaitable, or the error raised at
+/// once (a bad argument, no running event loop).
+pub(crate) type Awaitable<'py> = PyResult<Bound<'py, PyAny>>;
+
 /// An asyncio awaitable of `fut` that resolves with `convert(result)`, or
 /// raises the error.
 ///
@@ -109,7 +113,7 @@ pub(crate) fn awaitable<'py, T, F, C>(
     writer: bool,
     fut: F,
     convert: C,
-) -> PyResult<Bound<'py, PyAny>>
+) -> Awaitable<'py>
 where
     T: Send + 'static,
     F: Future<Output = Result<T, TracingError>> + Send + 'static,

@@ -96,6 +96,7 @@ impl Backend {
 
     /// A write call of the storage (`ensure_*`, `update_*`, `insert_*`):
     /// on the writer it only queues, so it takes the fast path of [`run`].
+    /// Reads and `close` wait for the database, and release the GIL at once.
     pub(crate) fn write<'a, T, F>(
         &'a self,
         py: Python<'_>,
@@ -109,23 +110,9 @@ impl Backend {
         run(py, self.is_writer(), call(&*self.storage))
     }
 
-    /// A call that waits for the database (a read, `close`): the GIL is
-    /// released for all of it.
-    fn read<'a, T, F>(
-        &'a self,
-        py: Python<'_>,
-        call: impl FnOnce(&'a dyn TraceStorage) -> F,
-    ) -> PyResult<T>
-    where
-        T: Send,
-        F: Future<Output = R<T>> + Send,
-    {
-        run(py, false, call(&*self.storage))
-    }
-
     pub(crate) fn py_get_session(&self, py: Python<'_>, sid: &str) -> PyResult<Py<PyAny>> {
         self.warn_foreign(py)?;
-        let trace = self.read(py, |s| s.get_session(sid))?;
+        let trace = run(py, false, self.storage.get_session(sid))?;
         convert::to_py(py, &trace)
     }
 
@@ -137,13 +124,13 @@ impl Backend {
     ) -> PyResult<Py<PyAny>> {
         self.warn_foreign(py)?;
         let params = convert::params(params)?.bind(sql).map_err(err)?;
-        let rows = self.read(py, |s| s.query(sql, params))?;
+        let rows = run(py, false, self.storage.query(sql, params))?;
         convert::to_py(py, &rows)
     }
 
     pub(crate) fn py_delete_session(&self, py: Python<'_>, sid: &str) -> PyResult<bool> {
         self.warn_foreign(py)?;
-        self.read(py, |s| s.delete_session(sid))
+        run(py, false, self.storage.delete_session(sid))
     }
 
     /// Waits until everything queued is committed; a no-op on the plain
@@ -162,7 +149,7 @@ impl Backend {
     }
 
     pub(crate) fn py_close(&self, py: Python<'_>) -> PyResult<()> {
-        self.read(py, |s| s.close())
+        run(py, false, self.storage.close())
     }
 }
 

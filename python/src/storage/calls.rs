@@ -10,12 +10,8 @@ use pyo3::types::PyBool;
 use crate::convert;
 use crate::errors::err;
 use crate::options;
-use crate::runtime::{awaitable, ready};
+use crate::runtime::{awaitable, ready, Awaitable};
 use crate::storage::backend::{aexit, exit, flush, Backend};
-
-fn none(py: Python<'_>) -> PyResult<Py<PyAny>> {
-    Ok(py.None())
-}
 
 /// The calls that wait for the database and that a tracer passes through
 /// to its storage.
@@ -73,11 +69,7 @@ impl StorageCalls {
 
     /// ``await storage.aflush()``: ``flush()`` without blocking the event loop.
     #[pyo3(signature = (timeout=None))]
-    fn aflush<'py>(
-        &self,
-        py: Python<'py>,
-        timeout: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn aflush<'py>(&self, py: Python<'py>, timeout: Option<&Bound<'py, PyAny>>) -> Awaitable<'py> {
         let limit = options::timeout(timeout)?;
         let w = self.backend.writer().cloned();
         let flushed = async move {
@@ -86,29 +78,23 @@ impl StorageCalls {
                 None => Ok(()),
             }
         };
-        awaitable(py, false, flushed, |py, ()| none(py))
+        awaitable(py, false, flushed, |py, ()| Ok(py.None()))
     }
 
     /// ``await storage.aclose()``: ``close()`` without blocking the event loop.
-    fn aclose<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn aclose<'py>(&self, py: Python<'py>) -> Awaitable<'py> {
         let s = self.backend.storage();
-        awaitable(py, false, async move { s.close().await }, |py, ()| none(py))
+        awaitable(py, false, async move { s.close().await }, |py, ()| {
+            Ok(py.None())
+        })
     }
 
     /// ``await storage.aget_session(session_id)``: ``get_session()`` without
     /// blocking the event loop.
-    fn aget_session<'py>(
-        &self,
-        py: Python<'py>,
-        session_id: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn aget_session<'py>(&self, py: Python<'py>, session_id: String) -> Awaitable<'py> {
         let s = self.backend.storage();
-        awaitable(
-            py,
-            false,
-            async move { s.get_session(&session_id).await },
-            |py, trace| convert::to_py(py, &trace),
-        )
+        let trace = async move { s.get_session(&session_id).await };
+        awaitable(py, false, trace, |py, trace| convert::to_py(py, &trace))
     }
 
     /// ``await storage.aquery(sql, params)``: ``query()`` without blocking
@@ -119,31 +105,21 @@ impl StorageCalls {
         py: Python<'py>,
         sql: String,
         params: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> Awaitable<'py> {
         let params = convert::params(params)?.bind(&sql).map_err(err)?;
         let s = self.backend.storage();
-        awaitable(
-            py,
-            false,
-            async move { s.query(&sql, params).await },
-            |py, rows| convert::to_py(py, &rows),
-        )
+        let rows = async move { s.query(&sql, params).await };
+        awaitable(py, false, rows, |py, rows| convert::to_py(py, &rows))
     }
 
     /// ``await storage.adelete_session(session_id)``: ``delete_session()``
     /// without blocking the event loop.
-    fn adelete_session<'py>(
-        &self,
-        py: Python<'py>,
-        session_id: String,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn adelete_session<'py>(&self, py: Python<'py>, session_id: String) -> Awaitable<'py> {
         let s = self.backend.storage();
-        awaitable(
-            py,
-            false,
-            async move { s.delete_session(&session_id).await },
-            |py, existed| Ok(PyBool::new(py, existed).to_owned().into_any().unbind()),
-        )
+        let existed = async move { s.delete_session(&session_id).await };
+        awaitable(py, false, existed, |py, existed| {
+            Ok(PyBool::new(py, existed).to_owned().into_any().unbind())
+        })
     }
 
     fn __enter__(slf: Py<Self>) -> Py<Self> {

@@ -20,13 +20,14 @@ mod open;
 pub(crate) use backend::{leave, Backend};
 pub(crate) use calls::StorageCalls;
 pub(crate) use classes::Storage;
-pub(crate) use open::{open_plain, open_writer, Target};
+pub(crate) use classes::{PlainStorage, WriterStorage};
+pub(crate) use open::{open, Target};
 
 /// Registers the classes.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Storage>()?;
-    m.add_class::<classes::PlainStorage>()?;
-    m.add_class::<classes::WriterStorage>()?;
+    m.add_class::<PlainStorage>()?;
+    m.add_class::<WriterStorage>()?;
     m.add_function(pyo3::wrap_pyfunction!(handle::_close_open_writers, m)?)?;
     Ok(())
 }

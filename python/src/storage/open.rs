@@ -4,7 +4,7 @@
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};
-use pyo3::PyClassInitializer;
+use pyo3::{PyClass, PyClassInitializer};
 use trace_writer::{BufferedTraceWriter, LibsqlTraceStorage, StorageConfig};
 
 use crate::errors::err;
@@ -51,43 +51,49 @@ pub(crate) fn path_arg(path: &Bound<'_, PyAny>) -> PyResult<String> {
     })
 }
 
-/// A `TraceStorage` over `backend`, with its base.
-fn storage_init(backend: Backend) -> PyClassInitializer<Storage> {
+/// One of the two storage classes: whether it opens a writer, and its
+/// (empty) value.
+pub(crate) trait StorageClass: PyClass<BaseType = Storage> {
+    const WRITER: bool;
+    fn value() -> Self;
+}
+
+impl StorageClass for PlainStorage {
+    const WRITER: bool = false;
+    fn value() -> Self {
+        PlainStorage
+    }
+}
+
+impl StorageClass for WriterStorage {
+    const WRITER: bool = true;
+    fn value() -> Self {
+        WriterStorage
+    }
+}
+
+/// Opens `target` as class `C`, with the options it takes.
+pub(crate) fn open<C: StorageClass>(
+    py: Python<'_>,
+    target: Target,
+    opts: Option<&Bound<'_, PyDict>>,
+) -> PyResult<Py<C>> {
+    let options = Options::parse(opts, C::WRITER)?;
+    let config = options.storage(target.config());
+    let opened = async move {
+        Ok(if C::WRITER {
+            let writer = BufferedTraceWriter::new(config, options.writer).await?;
+            Backend::writer_handle(WriterHandle::open(writer))
+        } else {
+            Backend::plain(LibsqlTraceStorage::new(config).await?)
+        })
+    };
+    let backend = py.detach(|| wait(opened)).map_err(err)?;
     let calls = StorageCalls {
         backend: backend.clone(),
     };
-    PyClassInitializer::from(calls).add_subclass(Storage { backend })
-}
-
-/// Opens the plain backend.
-pub(crate) fn open_plain(
-    py: Python<'_>,
-    target: Target,
-    opts: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Py<PlainStorage>> {
-    let options = Options::parse(opts, false)?;
-    let config = options.storage(target.config());
-    let storage = py
-        .detach(|| wait(LibsqlTraceStorage::new(config)))
-        .map_err(err)?;
-    let backend = Backend::plain(storage);
-    Py::new(py, storage_init(backend).add_subclass(PlainStorage))
-}
-
-/// Opens the writer.
-pub(crate) fn open_writer(
-    py: Python<'_>,
-    target: Target,
-    opts: Option<&Bound<'_, PyDict>>,
-) -> PyResult<Py<WriterStorage>> {
-    let options = Options::parse(opts, true)?;
-    let config = options.storage(target.config());
-    let writer_config = options.writer;
-    let writer = py
-        .detach(|| wait(BufferedTraceWriter::new(config, writer_config)))
-        .map_err(err)?;
-    let backend = Backend::writer_handle(WriterHandle::open(writer));
-    Py::new(py, storage_init(backend).add_subclass(WriterStorage))
+    let storage = PyClassInitializer::from(calls).add_subclass(Storage { backend });
+    Py::new(py, storage.add_subclass(C::value()))
 }
 
 /// Opens `target` as `cls`, the class a constructor was called on: the
@@ -99,9 +105,9 @@ pub(crate) fn open_as(
 ) -> PyResult<Py<PyAny>> {
     let py = cls.py();
     if cls.is(py.get_type::<WriterStorage>()) {
-        Ok(open_writer(py, target, opts)?.into_any())
+        Ok(open::<WriterStorage>(py, target, opts)?.into_any())
     } else if cls.is(py.get_type::<PlainStorage>()) {
-        Ok(open_plain(py, target, opts)?.into_any())
+        Ok(open::<PlainStorage>(py, target, opts)?.into_any())
     } else {
         Err(PyTypeError::new_err(
             "TraceStorage is not constructed directly: use LibsqlTraceStorage or \

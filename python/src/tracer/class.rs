@@ -8,7 +8,7 @@ use pyo3::PyClassInitializer;
 use trace_writer::tracer::RecordedSession;
 use trace_writer::{SessionTracer, TracingError};
 
-use crate::runtime::{awaitable, run};
+use crate::runtime::run;
 use crate::storage::{Backend, Storage, StorageCalls};
 
 /// Records one session at a time over a ``LibsqlTraceStorage`` or a
@@ -51,6 +51,11 @@ impl Tracer {
         })
     }
 
+    /// Whether its storage is a writer (see `runtime::poll_now`).
+    pub(super) fn is_writer(&self) -> bool {
+        self.backend.is_writer()
+    }
+
     /// Runs a call of the crate's tracer (see `runtime::run`: over the
     /// writer, it is first polled with the GIL held).
     pub(super) fn run<T: Send>(
@@ -58,24 +63,7 @@ impl Tracer {
         py: Python<'_>,
         fut: impl Future<Output = Result<T, TracingError>> + Send,
     ) -> PyResult<T> {
-        run(py, self.backend.is_writer(), fut)
-    }
-
-    /// The awaitable form of a call (see `runtime::awaitable`: over the
-    /// writer, started on the event loop's thread and resolved at once if it
-    /// finishes there).
-    pub(super) fn awaitable<'py, T, F, C>(
-        &self,
-        py: Python<'py>,
-        fut: F,
-        convert: C,
-    ) -> PyResult<Bound<'py, PyAny>>
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T, TracingError>> + Send + 'static,
-        C: for<'a> FnOnce(Python<'a>, T) -> PyResult<Py<PyAny>> + Send + 'static,
-    {
-        awaitable(py, self.backend.is_writer(), fut, convert)
+        run(py, self.is_writer(), fut)
     }
 
     /// `tracer.end_session(save)`.

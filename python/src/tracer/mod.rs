@@ -12,7 +12,8 @@ use pyo3::PyClassInitializer;
 use trace_writer::{EventReward, OutcomeReward};
 
 use crate::convert;
-use crate::storage::{open_plain, open_writer, Storage, Target};
+use crate::runtime::{awaitable, Awaitable};
+use crate::storage::{open, PlainStorage, Storage, Target, WriterStorage};
 
 mod class;
 mod recorded;
@@ -20,7 +21,14 @@ mod scope;
 
 use class::Tracer;
 use recorded::{int_or_none, recorded_to_py};
-use scope::{SessionScope, TimestepScope};
+use scope::{Scope, SessionScope, TimestepScope};
+
+/// A path (a str or an ``os.PathLike``), not valid UTF-8 parts replaced,
+/// as the original's constructors took it.
+fn lossy_path(path: &Bound<'_, PyAny>) -> PyResult<String> {
+    let p: std::path::PathBuf = path.extract()?;
+    Ok(p.to_string_lossy().into_owned())
+}
 
 #[pymethods]
 impl Tracer {
@@ -40,8 +48,8 @@ impl Tracer {
         auto_save: bool,
         opts: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<Self>> {
-        let s = open_plain(py, Target::Memory, opts)?;
-        Py::new(py, Tracer::new(s.bind(py).as_super(), auto_save))
+        let storage = open::<PlainStorage>(py, Target::Memory, opts)?;
+        Py::new(py, Tracer::new(storage.bind(py).as_super(), auto_save))
     }
 
     /// A tracer over ``LibsqlTraceStorage.file(path)``, as in the original.
@@ -53,10 +61,8 @@ impl Tracer {
         auto_save: bool,
         opts: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<Self>> {
-        let p: std::path::PathBuf = path.extract()?;
-        let p = p.to_string_lossy().into_owned();
-        let s = open_plain(py, Target::File(p), opts)?;
-        Py::new(py, Tracer::new(s.bind(py).as_super(), auto_save))
+        let storage = open::<PlainStorage>(py, Target::File(lossy_path(path)?), opts)?;
+        Py::new(py, Tracer::new(storage.bind(py).as_super(), auto_save))
     }
 
     /// A tracer over ``BufferedTraceWriter.open(path_or_url, **opts)``.
@@ -68,10 +74,9 @@ impl Tracer {
         auto_save: bool,
         opts: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<Self>> {
-        let p: std::path::PathBuf = path_or_url.extract()?;
-        let p = p.to_string_lossy().into_owned();
-        let s = open_writer(py, Target::Url(p, None), opts)?;
-        Py::new(py, Tracer::new(s.bind(py).as_super(), auto_save))
+        let target = Target::Url(lossy_path(path_or_url)?, None);
+        let writer = open::<WriterStorage>(py, target, opts)?;
+        Py::new(py, Tracer::new(writer.bind(py).as_super(), auto_save))
     }
 
     /// The storage it writes to.
@@ -133,35 +138,30 @@ impl Tracer {
         step_id: String,
         turn_number: Option<i32>,
         metadata: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> Awaitable<'py> {
         let meta = convert::metadata("metadata", metadata)?;
         let t = self.tracer.clone();
-        self.awaitable(
-            py,
-            async move { t.start_timestep(&step_id, turn_number, meta).await },
-            |py, ()| Ok(py.None()),
-        )
+        let started = async move { t.start_timestep(&step_id, turn_number, meta).await };
+        awaitable(py, self.is_writer(), started, |py, ()| Ok(py.None()))
     }
 
     /// ``await tracer.aend_timestep()``: ``end_timestep()`` that does not
     /// block the event loop when it must wait.
-    fn aend_timestep<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn aend_timestep<'py>(&self, py: Python<'py>) -> Awaitable<'py> {
         let t = self.tracer.clone();
-        self.awaitable(py, async move { t.end_timestep().await }, |py, ()| {
-            Ok(py.None())
-        })
+        let ended = async move { t.end_timestep().await };
+        awaitable(py, self.is_writer(), ended, |py, ()| Ok(py.None()))
     }
 
     /// ``await tracer.aend_session(save=True)``: ``end_session()`` that does
     /// not block the event loop when it must wait.
     #[pyo3(signature = (save=true))]
-    fn aend_session<'py>(&self, py: Python<'py>, save: bool) -> PyResult<Bound<'py, PyAny>> {
+    fn aend_session<'py>(&self, py: Python<'py>, save: bool) -> Awaitable<'py> {
         let t = self.tracer.clone();
-        self.awaitable(
-            py,
-            async move { t.end_session_recorded(save).await },
-            |py, rec| recorded_to_py(py, &rec),
-        )
+        let ended = async move { t.end_session_recorded(save).await };
+        awaitable(py, self.is_writer(), ended, |py, rec| {
+            recorded_to_py(py, &rec)
+        })
     }
 
     /// Records an event dict in the open session (and timestep, if one is
@@ -230,9 +230,16 @@ impl Tracer {
     fn session(
         slf: &Bound<'_, Self>,
         session_id: Option<String>,
-        metadata: Option<&Bound<'_, PyAny>>,
+        metadata: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<SessionScope>> {
-        SessionScope::open(slf, session_id, metadata)
+        let metadata = metadata.map(Bound::unbind);
+        Scope::open(
+            slf,
+            SessionScope {
+                session_id,
+                metadata,
+            },
+        )
     }
 
     /// ``with tracer.timestep(step_id, turn_number=None, metadata=None):``
@@ -242,9 +249,15 @@ impl Tracer {
         slf: &Bound<'_, Self>,
         step_id: String,
         turn_number: Option<i32>,
-        metadata: Option<&Bound<'_, PyAny>>,
+        metadata: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Py<TimestepScope>> {
-        TimestepScope::open(slf, step_id, turn_number, metadata)
+        let metadata = metadata.map(Bound::unbind);
+        let scope = TimestepScope {
+            step_id,
+            turn_number,
+            metadata,
+        };
+        Scope::open(slf, scope)
     }
 }
 

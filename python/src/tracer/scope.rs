@@ -27,11 +27,16 @@ pub(crate) struct Scope {
 }
 
 impl Scope {
-    fn new(tracer: &Bound<'_, Tracer>) -> PyClassInitializer<Self> {
-        PyClassInitializer::from(Scope {
+    /// `scope` over `tracer`, with its base.
+    pub(super) fn open<S>(tracer: &Bound<'_, Tracer>, scope: S) -> PyResult<Py<S>>
+    where
+        S: pyo3::PyClass<BaseType = Scope>,
+    {
+        let base = PyClassInitializer::from(Scope {
             tracer: tracer.clone().unbind(),
             started: Mutex::new(Started::Nothing),
-        })
+        });
+        Py::new(tracer.py(), base.add_subclass(scope))
     }
 
     fn started(&self, what: Started) {
@@ -44,13 +49,12 @@ impl Scope {
     /// Ends what the scope started unless it was ended inside the block. An
     /// error from ending propagates if the block succeeded, and is chained
     /// to its exception otherwise.
-    #[pyo3(signature = (exc_type, exc, tb))]
     fn __exit__(
         &self,
         py: Python<'_>,
-        exc_type: Option<&Bound<'_, PyAny>>,
-        exc: Option<&Bound<'_, PyAny>>,
-        tb: Option<&Bound<'_, PyAny>>,
+        exc_type: &Bound<'_, PyAny>,
+        exc: &Bound<'_, PyAny>,
+        tb: &Bound<'_, PyAny>,
     ) -> PyResult<bool> {
         let _ = (exc_type, tb);
         let started = std::mem::replace(
@@ -69,29 +73,15 @@ impl Scope {
             }
             _ => Ok(()),
         };
-        leave(py, exc, result)
+        leave(py, Some(exc), result)
     }
 }
 
 /// The context manager of ``tracer.session()``.
 #[pyclass(extends = Scope, frozen, module = "trace_writer", name = "_SessionScope")]
 pub(crate) struct SessionScope {
-    session_id: Option<String>,
-    metadata: Option<Py<PyAny>>,
-}
-
-impl SessionScope {
-    pub(super) fn open(
-        tracer: &Bound<'_, Tracer>,
-        session_id: Option<String>,
-        metadata: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Self>> {
-        let scope = SessionScope {
-            session_id,
-            metadata: metadata.map(|m| m.clone().unbind()),
-        };
-        Py::new(tracer.py(), Scope::new(tracer).add_subclass(scope))
-    }
+    pub(super) session_id: Option<String>,
+    pub(super) metadata: Option<Py<PyAny>>,
 }
 
 #[pymethods]
@@ -115,25 +105,9 @@ impl SessionScope {
 /// The context manager of ``tracer.timestep()``.
 #[pyclass(extends = Scope, frozen, module = "trace_writer", name = "_TimestepScope")]
 pub(crate) struct TimestepScope {
-    step_id: String,
-    turn_number: Option<i32>,
-    metadata: Option<Py<PyAny>>,
-}
-
-impl TimestepScope {
-    pub(super) fn open(
-        tracer: &Bound<'_, Tracer>,
-        step_id: String,
-        turn_number: Option<i32>,
-        metadata: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<Py<Self>> {
-        let scope = TimestepScope {
-            step_id,
-            turn_number,
-            metadata: metadata.map(|m| m.clone().unbind()),
-        };
-        Py::new(tracer.py(), Scope::new(tracer).add_subclass(scope))
-    }
+    pub(super) step_id: String,
+    pub(super) turn_number: Option<i32>,
+    pub(super) metadata: Option<Py<PyAny>>,
 }
 
 #[pymethods]
