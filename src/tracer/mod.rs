@@ -1,6 +1,8 @@
 //! [`SessionTracer`]: the high-level recording API of the original module.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -64,6 +66,9 @@ impl std::fmt::Debug for SessionTracer {
             .finish_non_exhaustive()
     }
 }
+
+/// The storage's write of one record, as `record` calls it.
+type Write<'a> = Pin<Box<dyn Future<Output = Result<i64>> + Send + 'a>>;
 
 /// The open timestep.
 #[derive(Clone, Copy)]
@@ -311,20 +316,16 @@ impl SessionTracer {
     /// # Errors
     /// `NoActiveSession`; the storage's errors.
     pub async fn record_event(&self, event: TracingEvent) -> Result<Option<i64>> {
-        let mut state = self.state.lock().await;
-        let open = state.open()?;
-        let id = if self.auto_save {
-            let ts = open.step.and_then(|s| s.db_id);
-            let id = self.storage.insert_event(open.session_id(), ts, &event);
-            Some(id.await?)
-        } else {
-            None
-        };
-        let slot = open.recorded.push_event(open.step.map(|s| s.pos), event);
-        if !self.auto_save {
-            open.pending.push(Pending::Event(slot));
+        fn write<'a>(
+            s: &'a dyn TraceStorage,
+            sid: &'a str,
+            ts: Option<i64>,
+            e: &'a TracingEvent,
+        ) -> Write<'a> {
+            s.insert_event(sid, ts, e)
         }
-        Ok(id)
+        let keep = RecordedSession::push_event;
+        self.record(event, write, keep, Pending::Event).await
     }
 
     /// Records a message in the open session, inside the open timestep if
@@ -378,18 +379,40 @@ impl SessionTracer {
     /// # Ok::<(), TracingError>(()) }).unwrap();
     /// ```
     pub async fn record_markov_message(&self, msg: MarkovBlanketMessage) -> Result<Option<i64>> {
+        fn write<'a>(
+            s: &'a dyn TraceStorage,
+            sid: &'a str,
+            ts: Option<i64>,
+            m: &'a MarkovBlanketMessage,
+        ) -> Write<'a> {
+            s.insert_message(sid, ts, m)
+        }
+        let keep = RecordedSession::push_message;
+        self.record(msg, write, keep, Pending::Message).await
+    }
+
+    /// Records an event or a message in the open session, inside the open
+    /// timestep if there is one: with `auto_save`, `write` writes it and its
+    /// id is returned; `keep` keeps it in the recorded session, and without
+    /// `auto_save` its write waits in `pending`.
+    async fn record<T: Send>(
+        &self,
+        record: T,
+        write: for<'a> fn(&'a dyn TraceStorage, &'a str, Option<i64>, &'a T) -> Write<'a>,
+        keep: fn(&mut RecordedSession, Option<usize>, T) -> HistorySlot,
+        pending: fn(HistorySlot) -> Pending,
+    ) -> Result<Option<i64>> {
         let mut state = self.state.lock().await;
         let open = state.open()?;
         let id = if self.auto_save {
             let ts = open.step.and_then(|s| s.db_id);
-            let id = self.storage.insert_message(open.session_id(), ts, &msg);
-            Some(id.await?)
+            Some(write(&*self.storage, open.session_id(), ts, &record).await?)
         } else {
             None
         };
-        let slot = open.recorded.push_message(open.step.map(|s| s.pos), msg);
+        let slot = keep(&mut open.recorded, open.step.map(|s| s.pos), record);
         if !self.auto_save {
-            open.pending.push(Pending::Message(slot));
+            open.pending.push(pending(slot));
         }
         Ok(id)
     }
