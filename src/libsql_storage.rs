@@ -57,9 +57,8 @@ struct PlainInner {
 
 impl std::fmt::Debug for LibsqlTraceStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LibsqlTraceStorage")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("LibsqlTraceStorage");
+        d.field("config", &self.config).finish_non_exhaustive()
     }
 }
 

@@ -61,13 +61,14 @@ pub struct SessionTracer {
 
 impl std::fmt::Debug for SessionTracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionTracer")
-            .field("auto_save", &self.auto_save)
+        let mut d = f.debug_struct("SessionTracer");
+        d.field("auto_save", &self.auto_save)
             .finish_non_exhaustive()
     }
 }
 
-/// The storage's write of one record, as `record` calls it.
+/// The storage, and its write of one record, as `record` calls them.
+type Store<'a> = &'a dyn TraceStorage;
 type Write<'a> = Pin<Box<dyn Future<Output = Result<i64>> + Send + 'a>>;
 
 /// The open timestep.
@@ -317,7 +318,7 @@ impl SessionTracer {
     /// `NoActiveSession`; the storage's errors.
     pub async fn record_event(&self, event: TracingEvent) -> Result<Option<i64>> {
         fn write<'a>(
-            s: &'a dyn TraceStorage,
+            s: Store<'a>,
             sid: &'a str,
             ts: Option<i64>,
             e: &'a TracingEvent,
@@ -379,12 +380,8 @@ impl SessionTracer {
     /// # Ok::<(), TracingError>(()) }).unwrap();
     /// ```
     pub async fn record_markov_message(&self, msg: MarkovBlanketMessage) -> Result<Option<i64>> {
-        fn write<'a>(
-            s: &'a dyn TraceStorage,
-            sid: &'a str,
-            ts: Option<i64>,
-            m: &'a MarkovBlanketMessage,
-        ) -> Write<'a> {
+        type Msg = MarkovBlanketMessage;
+        fn write<'a>(s: Store<'a>, sid: &'a str, ts: Option<i64>, m: &'a Msg) -> Write<'a> {
             s.insert_message(sid, ts, m)
         }
         let keep = RecordedSession::push_message;
@@ -398,7 +395,7 @@ impl SessionTracer {
     async fn record<T: Send>(
         &self,
         record: T,
-        write: for<'a> fn(&'a dyn TraceStorage, &'a str, Option<i64>, &'a T) -> Write<'a>,
+        write: for<'a> fn(Store<'a>, &'a str, Option<i64>, &'a T) -> Write<'a>,
         keep: fn(&mut RecordedSession, Option<usize>, T) -> HistorySlot,
         pending: fn(HistorySlot) -> Pending,
     ) -> Result<Option<i64>> {
