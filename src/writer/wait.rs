@@ -1,4 +1,5 @@
 //! Deadlines for every wait, on any runtime or on a plain thread.
+//! (Over 500 lines: 235 of them are the unit tests of the timer.)
 //!
 //! The deadlines run on one small timer thread with the system clock, not on
 //! tokio's timer: they work on a runtime without a time driver, on a plain
