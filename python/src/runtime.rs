@@ -68,6 +68,7 @@ where
 /// driven elsewhere, which polls it again with a real waker (every future
 /// registers the waker of its latest poll). Not for the plain backend:
 /// libsql's remote client needs the runtime's context.
+#[inline(always)]
 pub(crate) fn poll_now<F: Future>(fut: Pin<&mut F>) -> Option<F::Output> {
     match fut.poll(&mut Context::from_waker(Waker::noop())) {
         Poll::Ready(v) => Some(v),
@@ -78,6 +79,7 @@ pub(crate) fn poll_now<F: Future>(fut: Pin<&mut F>) -> Option<F::Output> {
 /// Runs a call to completion and converts its error. A writer's call
 /// (`writer`) is first polled with the GIL held ([`poll_now`]); the GIL is
 /// released for as long as the call waits.
+#[inline(always)]
 pub(crate) fn run<T, F>(py: Python<'_>, writer: bool, fut: F) -> PyResult<T>
 where
     T: Send,

@@ -1,8 +1,6 @@
 //! [`SessionTracer`]: the high-level recording API of the original module.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -69,10 +67,6 @@ impl std::fmt::Debug for SessionTracer {
             .finish_non_exhaustive()
     }
 }
-
-/// The storage, and its write of one record, as `record` calls them.
-type Store<'a> = &'a dyn TraceStorage;
-type Write<'a> = Pin<Box<dyn Future<Output = Result<i64>> + Send + 'a>>;
 
 impl SessionTracer {
     /// A tracer that writes to `storage` as it records (`auto_save`).
@@ -239,16 +233,20 @@ impl SessionTracer {
     /// # Errors
     /// `NoActiveSession`; the storage's errors.
     pub async fn record_event(&self, event: TracingEvent) -> Result<Option<i64>> {
-        fn write<'a>(
-            s: Store<'a>,
-            sid: &'a str,
-            ts: Option<i64>,
-            e: &'a TracingEvent,
-        ) -> Write<'a> {
-            s.insert_event(sid, ts, e)
+        let mut state = self.state.lock().await;
+        let open = state.open()?;
+        let id = if self.auto_save {
+            let ts = open.step.and_then(|s| s.db_id);
+            let id = self.storage.insert_event(open.session_id(), ts, &event);
+            Some(id.await?)
+        } else {
+            None
+        };
+        let slot = open.recorded.push_event(open.step.map(|s| s.pos), event);
+        if !self.auto_save {
+            open.pending.push(Pending::Event(slot));
         }
-        let keep = RecordedSession::push_event;
-        self.record(event, write, keep, Pending::Event).await
+        Ok(id)
     }
 
     /// Records a message in the open session, inside the open timestep if
@@ -302,36 +300,18 @@ impl SessionTracer {
     /// # Ok::<(), TracingError>(()) }).unwrap();
     /// ```
     pub async fn record_markov_message(&self, msg: MarkovBlanketMessage) -> Result<Option<i64>> {
-        type Msg = MarkovBlanketMessage;
-        fn write<'a>(s: Store<'a>, sid: &'a str, ts: Option<i64>, m: &'a Msg) -> Write<'a> {
-            s.insert_message(sid, ts, m)
-        }
-        let keep = RecordedSession::push_message;
-        self.record(msg, write, keep, Pending::Message).await
-    }
-
-    /// Records an event or a message in the open session, inside the open
-    /// timestep if there is one: with `auto_save`, `write` writes it and its
-    /// id is returned; `keep` keeps it in the recorded session, and without
-    /// `auto_save` its write waits in `pending`.
-    async fn record<T: Send>(
-        &self,
-        record: T,
-        write: for<'a> fn(Store<'a>, &'a str, Option<i64>, &'a T) -> Write<'a>,
-        keep: fn(&mut RecordedSession, Option<usize>, T) -> HistorySlot,
-        pending: fn(HistorySlot) -> Pending,
-    ) -> Result<Option<i64>> {
         let mut state = self.state.lock().await;
         let open = state.open()?;
         let id = if self.auto_save {
             let ts = open.step.and_then(|s| s.db_id);
-            Some(write(&*self.storage, open.session_id(), ts, &record).await?)
+            let id = self.storage.insert_message(open.session_id(), ts, &msg);
+            Some(id.await?)
         } else {
             None
         };
-        let slot = keep(&mut open.recorded, open.step.map(|s| s.pos), record);
+        let slot = open.recorded.push_message(open.step.map(|s| s.pos), msg);
         if !self.auto_save {
-            open.pending.push(pending(slot));
+            open.pending.push(Pending::Message(slot));
         }
         Ok(id)
     }

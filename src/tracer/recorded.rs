@@ -18,14 +18,16 @@ pub enum HistorySlot {
     Loose(usize),
 }
 
-/// A session as a [`SessionTracer`](crate::SessionTracer) kept it: each event and message is held
-/// once, in its step or among those recorded outside any step, and the
-/// histories are lists of [`HistorySlot`]s in call order.
+/// A session as a [`SessionTracer`](crate::SessionTracer) kept it: each
+/// event and message is held once, in its step or among those recorded
+/// outside any step, and the histories are lists of [`HistorySlot`]s in call
+/// order.
 ///
 /// [`RecordedSession::into_trace`] turns it into the [`SessionTrace`] that
-/// [`SessionTracer::end_session`](crate::SessionTracer::end_session) returns. A caller that converts the trace
-/// into another form (the Python bindings build dicts) can convert each
-/// record once and share it between its step and the history.
+/// [`SessionTracer::end_session`](crate::SessionTracer::end_session)
+/// returns. A caller that converts the trace into another form (the Python
+/// bindings build dicts) can convert each record once and share it between
+/// its step and the history.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -111,56 +113,45 @@ impl RecordedSession {
         trace
     }
 
-    /// Keeps an event in its step (the one at `step`) or among the loose
-    /// ones, and notes it in the event history.
     pub(super) fn push_event(&mut self, step: Option<usize>, event: TracingEvent) -> HistorySlot {
-        let in_step = step.map(|pos| (pos, &mut self.trace.session_time_steps[pos].events));
-        keep(
-            in_step,
-            &mut self.loose_events,
-            &mut self.event_order,
-            event,
-        )
+        let slot = match step {
+            Some(pos) => {
+                let events = &mut self.trace.session_time_steps[pos].events;
+                events.push(event);
+                HistorySlot::Step {
+                    step: pos,
+                    index: events.len() - 1,
+                }
+            }
+            None => {
+                self.loose_events.push(event);
+                HistorySlot::Loose(self.loose_events.len() - 1)
+            }
+        };
+        self.event_order.push(slot);
+        slot
     }
 
-    /// As [`RecordedSession::push_event`], for a message.
     pub(super) fn push_message(
         &mut self,
         step: Option<usize>,
         msg: MarkovBlanketMessage,
     ) -> HistorySlot {
-        let steps = &mut self.trace.session_time_steps;
-        let in_step = step.map(|pos| (pos, &mut steps[pos].markov_blanket_messages));
-        keep(
-            in_step,
-            &mut self.loose_messages,
-            &mut self.message_order,
-            msg,
-        )
-    }
-}
-
-/// Keeps `record` in its step's list (`in_step`: the step's position and
-/// list) or in `loose`, and notes where in `order`.
-fn keep<T>(
-    in_step: Option<(usize, &mut Vec<T>)>,
-    loose: &mut Vec<T>,
-    order: &mut Vec<HistorySlot>,
-    record: T,
-) -> HistorySlot {
-    let slot = match in_step {
-        Some((step, list)) => {
-            list.push(record);
-            HistorySlot::Step {
-                step,
-                index: list.len() - 1,
+        let slot = match step {
+            Some(pos) => {
+                let msgs = &mut self.trace.session_time_steps[pos].markov_blanket_messages;
+                msgs.push(msg);
+                HistorySlot::Step {
+                    step: pos,
+                    index: msgs.len() - 1,
+                }
             }
-        }
-        None => {
-            loose.push(record);
-            HistorySlot::Loose(loose.len() - 1)
-        }
-    };
-    order.push(slot);
-    slot
+            None => {
+                self.loose_messages.push(msg);
+                HistorySlot::Loose(self.loose_messages.len() - 1)
+            }
+        };
+        self.message_order.push(slot);
+        slot
+    }
 }

@@ -58,6 +58,7 @@ impl Tracer {
 
     /// Runs a call of the crate's tracer (see `runtime::run`: over the
     /// writer, it is first polled with the GIL held).
+    #[inline(always)]
     pub(super) fn run<T: Send>(
         &self,
         py: Python<'_>,
