@@ -109,7 +109,7 @@
 //! | `src/models.rs` | the trace data types (serde), shaped as the original module's JSON, and the original's kind inference for untagged events |
 //! | `src/pricing.rs` | the original module's LLM helpers: [`pricing::detect_provider`] and [`pricing::calculate_cost`] |
 //! | `src/error.rs` | [`TracingError`], the [`Result`] alias, and error classes as data (transient, this operation's fault, fatal), decided once from the SQLite result code |
-//! | `src/storage.rs` | the [`TraceStorage`] trait and [`StorageConfig`] |
+//! | `src/storage/` | the [`TraceStorage`] trait and [`StorageConfig`]; `backend.rs`: the trait's one implementation, over what each backend does with an operation |
 //! | `src/schema.rs` | DDL and migrations, the only place that creates tables |
 //! | `src/db/` | the layer both backends stand on (below) |
 //! | `src/libsql_storage.rs` | [`LibsqlTraceStorage`], the plain one-statement-per-call backend, thin, on top of `db/` |
@@ -137,8 +137,8 @@
 //!   `src/db/hrana.rs` (the client), laid out as a transaction by `RemoteTx`
 //!   in `src/db/tx.rs`.
 //!
-//! `src/writer/`: `handle/` (the producers' handle, its `TraceStorage`
-//! impl, and closing), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
+//! `src/writer/`: `handle/` (the producers' handle, its side of the
+//! `TraceStorage` calls, the step loads, and closing), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
 //! `reserve.rs` (queue space), `protocol.rs` (the messages between the
 //! handles and the actor), `actor/` (the thread that owns the connection),
 //! `ids.rs`, `config.rs`, `stats.rs`, `metrics.rs` (the `metrics` facade),

@@ -1,24 +1,23 @@
 //! The plain backend: one statement per call, as the original module ran.
 //!
-//! A thin layer over the database layer (`src/db/`): each call builds an operation and
-//! applies it through the shared executor, or runs the shared read.
+//! A thin layer over the database layer (`src/db/`): each call builds an
+//! operation and applies it through the shared executor, or runs the shared
+//! read (its [`TraceStorage`](crate::TraceStorage) calls are written once for
+//! both backends, in `storage/backend.rs`).
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use libsql::Database;
 use serde_json::Value as Json;
 use tokio::sync::{MappedMutexGuard, Mutex, MutexGuard};
 
 use crate::db::foreign::{Findings, ForeignWatch};
-use crate::db::{self, read, Executor, Op};
-use crate::error::TracingError;
-use crate::models::{
-    EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingEvent,
-};
+use crate::db::{self, read, Executor, Op, Table};
+use crate::error::{Result, TracingError};
+use crate::models::SessionTrace;
 use crate::schema;
-use crate::storage::{StorageConfig, TraceStorage};
+use crate::storage::backend::{impl_trace_storage, Backend};
+use crate::storage::StorageConfig;
 use crate::writer::metrics::{default_name, PlainMetrics};
 
 /// The plain backend: one statement per call, as the original module ran.
@@ -58,9 +57,8 @@ struct PlainInner {
 
 impl std::fmt::Debug for LibsqlTraceStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LibsqlTraceStorage")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("LibsqlTraceStorage");
+        d.field("config", &self.config).finish_non_exhaustive()
     }
 }
 
@@ -141,128 +139,55 @@ impl LibsqlTraceStorage {
         self.metrics.statement(started.elapsed());
         Ok(result?)
     }
-
-    async fn insert(&self, op: Op) -> Result<i64, TracingError> {
-        self.apply(op).await?.ok_or_else(|| {
-            TracingError::Internal("the database returned no id for an insert".into())
-        })
-    }
 }
 
-#[async_trait]
-impl TraceStorage for LibsqlTraceStorage {
-    async fn initialize(&self) -> Result<(), TracingError> {
+impl Backend for LibsqlTraceStorage {
+    async fn ready(&self) -> Result<()> {
         schema::migrate(&self.exec().await?.conn).await
     }
 
-    async fn close(&self) -> Result<(), TracingError> {
+    async fn shut_down(&self) -> Result<()> {
         // Dropping the connection closes it; a second close is a no-op.
         self.inner.lock().await.take();
         Ok(())
     }
 
-    async fn ensure_session(
-        &self,
-        session_id: &str,
-        created_at: DateTime<Utc>,
-        metadata: &Json,
-    ) -> Result<(), TracingError> {
-        let op = Op::session(session_id, created_at, metadata)?;
-        self.apply(op).await.map(|_| ())
+    async fn write(&self, op: Op) -> Result<()> {
+        self.apply(op).await.map(drop)
     }
 
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError> {
-        read::get_session(&self.exec().await?.conn, session_id).await
+    async fn insert(&self, op: Op, _: Table) -> Result<i64> {
+        self.apply(op).await?.ok_or_else(|| {
+            TracingError::Internal("the database returned no id for an insert".into())
+        })
     }
 
-    async fn delete_session(&self, session_id: &str) -> Result<bool, TracingError> {
-        Ok(self.exec().await?.delete_session(session_id).await?)
-    }
-
-    async fn ensure_timestep(
-        &self,
-        session_id: &str,
-        step: &SessionTimeStep,
-    ) -> Result<i64, TracingError> {
-        let op = Op::timestep(None, session_id, step)?;
+    async fn ensure_step(&self, op: Op, session_id: &str, step_id: &str) -> Result<i64> {
         let mut exec = self.exec().await?;
         // Look first, so that a repeated call uses up no id.
-        if let Some(id) = read::find_timestep(&exec.conn, session_id, &step.step_id).await? {
+        if let Some(id) = read::find_timestep(&exec.conn, session_id, step_id).await? {
             return Ok(id);
         }
         match exec.apply(&op).await? {
             Some(id) => Ok(id),
             // Another connection inserted it between the two statements.
-            None => read::find_timestep(&exec.conn, session_id, &step.step_id)
+            None => read::find_timestep(&exec.conn, session_id, step_id)
                 .await?
                 .ok_or_else(|| TracingError::Internal("timestep vanished after insert".into())),
         }
     }
 
-    async fn update_timestep(
-        &self,
-        session_id: &str,
-        step_id: &str,
-        completed_at: Option<DateTime<Utc>>,
-    ) -> Result<(), TracingError> {
-        let op = Op::update_timestep(session_id, step_id, completed_at)?;
-        self.apply(op).await.map(|_| ())
+    async fn read_session(&self, session_id: &str) -> Result<Option<SessionTrace>> {
+        read::get_session(&self.exec().await?.conn, session_id).await
     }
 
-    async fn insert_event(
-        &self,
-        session_id: &str,
-        timestep_db_id: Option<i64>,
-        event: &TracingEvent,
-    ) -> Result<i64, TracingError> {
-        self.insert(Op::event(None, session_id, timestep_db_id, event)?)
-            .await
+    async fn remove_session(&self, session_id: &str) -> Result<bool> {
+        Ok(self.exec().await?.delete_session(session_id).await?)
     }
 
-    async fn insert_message(
-        &self,
-        session_id: &str,
-        timestep_db_id: Option<i64>,
-        msg: &MarkovBlanketMessage,
-    ) -> Result<i64, TracingError> {
-        self.insert(Op::message(None, session_id, timestep_db_id, msg)?)
-            .await
-    }
-
-    async fn insert_outcome_reward(
-        &self,
-        session_id: &str,
-        reward: &OutcomeReward,
-    ) -> Result<i64, TracingError> {
-        self.insert(Op::outcome_reward(None, session_id, reward)?)
-            .await
-    }
-
-    async fn insert_event_reward(
-        &self,
-        session_id: &str,
-        event_id: i64,
-        message_id: Option<i64>,
-        turn_number: Option<i32>,
-        reward: &EventReward,
-    ) -> Result<i64, TracingError> {
-        self.insert(Op::event_reward(
-            None,
-            session_id,
-            event_id,
-            message_id,
-            turn_number,
-            reward,
-        )?)
-        .await
-    }
-
-    async fn query(&self, sql: &str, params: Vec<Json>) -> Result<Vec<Json>, TracingError> {
+    async fn run_query(&self, sql: &str, params: Vec<Json>) -> Result<Vec<Json>> {
         Ok(read::run_query(&self.exec().await?.conn, sql, &params).await?)
     }
-
-    async fn update_session_counts(&self, session_id: &str) -> Result<(), TracingError> {
-        let op = Op::update_counts(session_id)?;
-        self.apply(op).await.map(|_| ())
-    }
 }
+
+impl_trace_storage!(LibsqlTraceStorage);

@@ -1,4 +1,4 @@
-//! Trace data models.
+//! Trace data models. (Over 500 lines: every model of the API, as serde shapes it.)
 //!
 //! These types keep the field names, types and serde shape of the original
 //! tracing module, so JSON traces written by earlier tools still parse. They

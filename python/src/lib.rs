@@ -13,8 +13,11 @@
 //! - `flat`: the event models read field by field (no flatten buffer).
 //! - `options`: the constructors' keyword options.
 //! - `runtime`: the module's tokio runtime, blocking waits with the GIL
-//!   released, and asyncio awaitables.
-//! - `storage`: `TraceStorage`, `LibsqlTraceStorage`, `BufferedTraceWriter`.
+//!   released, the writer's one fast path (`poll_now`), and asyncio
+//!   awaitables.
+//! - `storage`: `TraceStorage`, `LibsqlTraceStorage`, `BufferedTraceWriter`
+//!   over `Arc<dyn TraceStorage>`, and `_StorageCalls`, the base class they
+//!   share with `SessionTracer`.
 //! - `tracer`: `SessionTracer` and its `session()`/`timestep()` helpers.
 #![forbid(unsafe_code)]
 

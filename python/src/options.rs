@@ -102,24 +102,8 @@ impl Options {
                     "block" => OverflowPolicy::Block,
                     _ => OverflowPolicy::Reject,
                 }),
-                "spill_path" => {
-                    let path: std::path::PathBuf = value.extract().map_err(|_| {
-                        PyTypeError::new_err(format!(
-                            "option `spill_path` must be a str or os.PathLike, not {}",
-                            type_name(&value)
-                        ))
-                    })?;
-                    w.spill_path(path)
-                }
-                "spill_dir" => {
-                    let dir: std::path::PathBuf = value.extract().map_err(|_| {
-                        PyTypeError::new_err(format!(
-                            "option `spill_dir` must be a str or os.PathLike, not {}",
-                            type_name(&value)
-                        ))
-                    })?;
-                    w.spill_dir(dir)
-                }
+                "spill_path" => w.spill_path(path(&key, &value)?),
+                "spill_dir" => w.spill_dir(path(&key, &value)?),
                 "name" => {
                     let name: String = value.extract().map_err(|_| {
                         PyTypeError::new_err(format!(
@@ -192,6 +176,16 @@ fn choice<'a>(key: &str, value: &Bound<'_, PyAny>, allowed: &[&'a str]) -> PyRes
         PyValueError::new_err(format!(
             "option `{key}` must be one of {}, not {s:?}",
             list(allowed)
+        ))
+    })
+}
+
+/// A path option: a str or an ``os.PathLike``.
+fn path(key: &str, value: &Bound<'_, PyAny>) -> PyResult<std::path::PathBuf> {
+    value.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "option `{key}` must be a str or os.PathLike, not {}",
+            type_name(value)
         ))
     })
 }

@@ -6,7 +6,9 @@
 //! future through `loop.call_soon_threadsafe`, so the event loop never waits.
 
 use std::future::Future;
+use std::pin::{pin, Pin};
 use std::sync::OnceLock;
+use std::task::{Context, Poll, Waker};
 
 use pyo3::exceptions::PyStopIteration;
 use pyo3::prelude::*;
@@ -55,21 +57,77 @@ where
     }
 }
 
-/// Spawns `fut` on the runtime and returns an asyncio future of the running
-/// loop that resolves with `convert(result)`, or raises the error.
+/// Polls `fut` once on this thread with a waker that does nothing: the
+/// writer's one fast path.
 ///
-/// The work starts at once, even if the future is never awaited. Cancelling
-/// the asyncio future only drops the answer.
+/// A writer's call almost never waits (an uncontended lock, and a write
+/// that only queues), so it is polled once with the GIL held: releasing and
+/// taking back the GIL, or handing the call to the runtime, costs more than
+/// the rest of a small call. The poll never blocks the thread (every wait
+/// in it is a future's, which returns `Pending`). A pending future is then
+/// driven elsewhere, which polls it again with a real waker (every future
+/// registers the waker of its latest poll). Not for the plain backend:
+/// libsql's remote client needs the runtime's context.
+#[inline(always)]
+pub(crate) fn poll_now<F: Future>(fut: Pin<&mut F>) -> Option<F::Output> {
+    match fut.poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// Runs a call to completion and converts its error. A writer's call
+/// (`writer`) is first polled with the GIL held ([`poll_now`]); the GIL is
+/// released for as long as the call waits.
+#[inline(always)]
+pub(crate) fn run<T, F>(py: Python<'_>, writer: bool, fut: F) -> PyResult<T>
+where
+    T: Send,
+    F: Future<Output = Result<T, TracingError>> + Send,
+{
+    let mut fut = pin!(fut);
+    if writer {
+        if let Some(v) = poll_now(fut.as_mut()) {
+            return v.map_err(err);
+        }
+    }
+    py.detach(move || wait(fut)).map_err(err)
+}
+
+/// What an ``a*`` method returns: an awaitable, or the error raised at
+/// once (a bad argument, no running event loop).
+pub(crate) type Awaitable<'py> = PyResult<Bound<'py, PyAny>>;
+
+/// An asyncio awaitable of `fut` that resolves with `convert(result)`, or
+/// raises the error.
+///
+/// A writer's call (`writer`) is started on the caller's thread (the event
+/// loop's, see [`poll_now`]) and, if it finishes there, is resolved at once
+/// with `convert` run here. Any other call, or one that must wait, runs on
+/// the module's runtime, and the awaitable is an asyncio future of the
+/// running loop; `convert` then runs on the runtime's thread holding the
+/// GIL, so the loop is not blocked.
+///
+/// The work starts at once, even if the awaitable is never awaited.
+/// Cancelling the asyncio future only drops the answer.
 pub(crate) fn awaitable<'py, T, F, C>(
     py: Python<'py>,
+    writer: bool,
     fut: F,
     convert: C,
-) -> PyResult<Bound<'py, PyAny>>
+) -> Awaitable<'py>
 where
     T: Send + 'static,
     F: Future<Output = Result<T, TracingError>> + Send + 'static,
     C: for<'a> FnOnce(Python<'a>, T) -> PyResult<Py<PyAny>> + Send + 'static,
 {
+    let mut fut = Box::pin(fut);
+    if writer {
+        if let Some(result) = poll_now(fut.as_mut()) {
+            let value = convert(py, result.map_err(err)?)?;
+            return ready(py, value.into_bound(py));
+        }
+    }
     let event_loop = py.import("asyncio")?.call_method0("get_running_loop")?;
     let future = event_loop.call_method0("create_future")?;
     let rt = runtime().map_err(err)?;

@@ -288,6 +288,41 @@ fn decode_step(row: &Row) -> Result<(i64, SessionTimeStep), TracingError> {
     Ok((r.i64(C::Id)?.unwrap_or_default(), step))
 }
 
+/// Decodes an event or a message row: its timestep's id, and the record.
+type Decode<T> = fn(&Row) -> Result<(Option<i64>, T), TracingError>;
+
+/// A session's steps, read first, in step order.
+struct Steps<'a> {
+    conn: &'a Connection,
+    session_id: &'a str,
+    list: Vec<SessionTimeStep>,
+    /// Each step's position in `list`, by its id.
+    pos: HashMap<i64, usize>,
+}
+
+impl Steps<'_> {
+    /// The session's events or messages (the rows of `table`, decoded by
+    /// `decode`) in id order: its history, each record also given to its
+    /// step by `keep` when the step is known.
+    async fn history<T: Clone>(
+        &mut self,
+        table: Table,
+        decode: Decode<T>,
+        keep: fn(&mut SessionTimeStep, T),
+    ) -> Result<Vec<T>, TracingError> {
+        let mut history = Vec::new();
+        let mut rows = session_rows(self.conn, table, self.session_id, "id").await?;
+        while let Some(row) = rows.next().await? {
+            let (ts, record) = decode(&row)?;
+            if let Some(pos) = ts.and_then(|id| self.pos.get(&id)) {
+                keep(&mut self.list[*pos], record.clone());
+            }
+            history.push(record);
+        }
+        Ok(history)
+    }
+}
+
 /// The rows of `table` that belong to a session, in `order`.
 async fn session_rows(
     conn: &Connection,
@@ -318,41 +353,32 @@ pub(crate) async fn get_session(
     let metadata = session.map(SessionCol::Metadata)?;
     drop(rows);
 
-    let mut steps = Vec::new();
-    let mut step_pos = HashMap::new();
+    let mut steps = Steps {
+        conn,
+        session_id,
+        list: Vec::new(),
+        pos: HashMap::new(),
+    };
     let mut rows = session_rows(conn, Table::Timesteps, session_id, "step_index, id").await?;
     while let Some(row) = rows.next().await? {
         let (id, step) = decode_step(&row)?;
-        step_pos.insert(id, steps.len());
-        steps.push(step);
+        steps.pos.insert(id, steps.list.len());
+        steps.list.push(step);
     }
     drop(rows);
-
-    let mut event_history = Vec::new();
-    let mut rows = session_rows(conn, Table::Events, session_id, "id").await?;
-    while let Some(row) = rows.next().await? {
-        let (ts, event) = decode_event(&row)?;
-        if let Some(pos) = ts.and_then(|id| step_pos.get(&id)) {
-            steps[*pos].events.push(event.clone());
-        }
-        event_history.push(event);
-    }
-    drop(rows);
-
-    let mut message_history = Vec::new();
-    let mut rows = session_rows(conn, Table::Messages, session_id, "id").await?;
-    while let Some(row) = rows.next().await? {
-        let (ts, msg) = decode_message(&row)?;
-        if let Some(pos) = ts.and_then(|id| step_pos.get(&id)) {
-            steps[*pos].markov_blanket_messages.push(msg.clone());
-        }
-        message_history.push(msg);
-    }
+    let keep_event = |s: &mut SessionTimeStep, e| s.events.push(e);
+    let event_history = steps
+        .history(Table::Events, decode_event, keep_event)
+        .await?;
+    let keep_message = |s: &mut SessionTimeStep, m| s.markov_blanket_messages.push(m);
+    let message_history = steps
+        .history(Table::Messages, decode_message, keep_message)
+        .await?;
 
     Ok(Some(SessionTrace {
         session_id: session_id.to_string(),
         created_at,
-        session_time_steps: steps,
+        session_time_steps: steps.list,
         event_history,
         markov_blanket_message_history: message_history,
         metadata,

@@ -15,8 +15,11 @@ use crate::models::{
 use crate::storage::TraceStorage;
 
 mod recorded;
+mod save;
+mod state;
 
 pub use recorded::{HistorySlot, RecordedSession};
+use state::{metadata_value, Open, OpenStep, Pending, TracerState};
 
 /// Records one session at a time over any [`TraceStorage`].
 ///
@@ -59,91 +62,10 @@ pub struct SessionTracer {
 
 impl std::fmt::Debug for SessionTracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SessionTracer")
-            .field("auto_save", &self.auto_save)
+        let mut d = f.debug_struct("SessionTracer");
+        d.field("auto_save", &self.auto_save)
             .finish_non_exhaustive()
     }
-}
-
-/// The open timestep.
-#[derive(Clone, Copy)]
-struct OpenStep {
-    /// Its position in `session_time_steps`.
-    pos: usize,
-    /// Its database id (with `auto_save`).
-    db_id: Option<i64>,
-}
-
-/// A write kept for `end_session(true)` under `auto_save == false`, in the
-/// order it was made, so the ids come out as with `auto_save`.
-enum Pending {
-    Step(usize),
-    Event(HistorySlot),
-    Message(HistorySlot),
-    EndStep(usize),
-    Outcome(OutcomeReward),
-    EventReward {
-        event_id: i64,
-        message_id: Option<i64>,
-        turn: Option<i32>,
-        reward: EventReward,
-    },
-}
-
-impl Pending {
-    /// Whether writing it twice does no harm.
-    fn idempotent(&self) -> bool {
-        matches!(self, Pending::Step(_) | Pending::EndStep(_))
-    }
-}
-
-/// The open session.
-struct Open {
-    recorded: RecordedSession,
-    step: Option<OpenStep>,
-    /// The writes `auto_save == false` keeps for `end_session(true)`.
-    pending: Vec<Pending>,
-}
-
-impl Open {
-    fn session_id(&self) -> &str {
-        &self.recorded.trace.session_id
-    }
-}
-
-#[derive(Default)]
-struct TracerState {
-    open: Option<Open>,
-}
-
-impl TracerState {
-    fn open(&mut self) -> Result<&mut Open> {
-        self.open.as_mut().ok_or(TracingError::NoActiveSession)
-    }
-}
-
-/// A copy of `step` without its records or completion time: what
-/// `ensure_timestep` is given when the step starts.
-fn bare_step(step: &SessionTimeStep) -> SessionTimeStep {
-    SessionTimeStep {
-        step_id: step.step_id.clone(),
-        step_index: step.step_index,
-        timestamp: step.timestamp,
-        turn_number: step.turn_number,
-        events: Vec::new(),
-        markov_blanket_messages: Vec::new(),
-        step_metadata: step.step_metadata.clone(),
-        completed_at: None,
-    }
-}
-
-fn metadata_value(metadata: &HashMap<String, Value>) -> Value {
-    Value::Object(
-        metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-    )
 }
 
 impl SessionTracer {
@@ -549,84 +471,5 @@ impl SessionTracer {
         }
         let done = state.open.take().ok_or(TracingError::NoActiveSession)?;
         Ok(done.recorded)
-    }
-
-    /// Writes what `auto_save == false` kept, then the session's counts. On
-    /// an error, the writes already made are dropped from the log (steps
-    /// stay: they are idempotent), so a retried `end_session` does not write
-    /// them twice.
-    async fn save_pending(&self, open: &mut Open) -> Result<()> {
-        let pending = std::mem::take(&mut open.pending);
-        let (done, result) = self.write_pending(&open.recorded, &pending).await;
-        if result.is_err() {
-            open.pending = pending
-                .into_iter()
-                .enumerate()
-                .filter(|(i, p)| *i >= done || p.idempotent())
-                .map(|(_, p)| p)
-                .collect();
-        }
-        result
-    }
-
-    /// Writes `pending` in order; returns how many were written, and the
-    /// first error.
-    async fn write_pending(
-        &self,
-        recorded: &RecordedSession,
-        pending: &[Pending],
-    ) -> (usize, Result<()>) {
-        let trace = &recorded.trace;
-        let sid = trace.session_id.as_str();
-        let s = &self.storage;
-        let meta = metadata_value(&trace.metadata);
-        if let Err(e) = s.ensure_session(sid, trace.created_at, &meta).await {
-            return (0, Err(e));
-        }
-        let mut step_ids: Vec<Option<i64>> = vec![None; trace.session_time_steps.len()];
-        let step_of = |ids: &[Option<i64>], slot: HistorySlot| match slot {
-            HistorySlot::Step { step, .. } => ids[step],
-            HistorySlot::Loose(_) => None,
-        };
-        for (done, p) in pending.iter().enumerate() {
-            let r = match p {
-                Pending::Step(pos) => {
-                    let step = bare_step(&trace.session_time_steps[*pos]);
-                    s.ensure_timestep(sid, &step)
-                        .await
-                        .map(|id| step_ids[*pos] = Some(id))
-                }
-                Pending::Event(slot) => {
-                    let ts = step_of(&step_ids, *slot);
-                    s.insert_event(sid, ts, recorded.event(*slot))
-                        .await
-                        .map(drop)
-                }
-                Pending::Message(slot) => {
-                    let ts = step_of(&step_ids, *slot);
-                    let msg = recorded.message(*slot);
-                    s.insert_message(sid, ts, msg).await.map(drop)
-                }
-                Pending::EndStep(pos) => {
-                    let step = &trace.session_time_steps[*pos];
-                    s.update_timestep(sid, &step.step_id, step.completed_at)
-                        .await
-                }
-                Pending::Outcome(r) => s.insert_outcome_reward(sid, r).await.map(drop),
-                Pending::EventReward {
-                    event_id,
-                    message_id,
-                    turn,
-                    reward,
-                } => s
-                    .insert_event_reward(sid, *event_id, *message_id, *turn, reward)
-                    .await
-                    .map(drop),
-            };
-            if let Err(e) = r {
-                return (done, Err(e));
-            }
-        }
-        (pending.len(), s.update_session_counts(sid).await)
     }
 }

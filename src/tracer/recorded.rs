@@ -2,8 +2,6 @@
 //! kept once, with the histories as positions into the steps.
 
 use crate::models::{MarkovBlanketMessage, SessionTrace, TracingEvent};
-#[cfg(doc)]
-use crate::tracer::SessionTracer;
 
 /// Where one entry of a session's event or message history is kept in a
 /// [`RecordedSession`].
@@ -20,14 +18,16 @@ pub enum HistorySlot {
     Loose(usize),
 }
 
-/// A session as a [`SessionTracer`] kept it: each event and message is held
-/// once, in its step or among those recorded outside any step, and the
-/// histories are lists of [`HistorySlot`]s in call order.
+/// A session as a [`SessionTracer`](crate::SessionTracer) kept it: each
+/// event and message is held once, in its step or among those recorded
+/// outside any step, and the histories are lists of [`HistorySlot`]s in call
+/// order.
 ///
 /// [`RecordedSession::into_trace`] turns it into the [`SessionTrace`] that
-/// [`SessionTracer::end_session`] returns. A caller that converts the trace
-/// into another form (the Python bindings build dicts) can convert each
-/// record once and share it between its step and the history.
+/// [`SessionTracer::end_session`](crate::SessionTracer::end_session)
+/// returns. A caller that converts the trace into another form (the Python
+/// bindings build dicts) can convert each record once and share it between
+/// its step and the history.
 ///
 /// ```
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {

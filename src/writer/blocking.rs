@@ -54,6 +54,20 @@ impl BufferedTraceWriter {
     }
 }
 
+/// The trait's write calls, each a blocking fn with the same arguments that
+/// runs the async method on this thread, bounded by `enqueue_timeout`.
+macro_rules! blocking_calls {
+    ($(fn $name:ident($($arg:ident: $ty:ty),*) -> $ok:ty;)*) => {$(
+        #[doc = concat!("See [`TraceStorage::", stringify!($name), "`].")]
+        ///
+        /// # Errors
+        /// As the async method, plus `Timeout` past `enqueue_timeout`.
+        pub fn $name(&self, $($arg: $ty),*) -> Result<$ok, TracingError> {
+            self.run(self.limit(), TraceStorage::$name(&self.writer, $($arg),*))
+        }
+    )*};
+}
+
 impl BlockingWriter {
     fn run<T>(
         &self,
@@ -71,123 +85,14 @@ impl BlockingWriter {
         self.writer.config().enqueue_timeout
     }
 
-    /// See [`TraceStorage::ensure_session`].
-    ///
-    /// # Errors
-    /// As the async method, plus `Timeout` past `enqueue_timeout`.
-    pub fn ensure_session(
-        &self,
-        session_id: &str,
-        created_at: DateTime<Utc>,
-        metadata: &Json,
-    ) -> Result<(), TracingError> {
-        self.run(
-            self.limit(),
-            TraceStorage::ensure_session(&self.writer, session_id, created_at, metadata),
-        )
-    }
-
-    /// See [`TraceStorage::ensure_timestep`].
-    ///
-    /// # Errors
-    /// As the async method, plus `Timeout` past `enqueue_timeout`.
-    pub fn ensure_timestep(
-        &self,
-        session_id: &str,
-        step: &SessionTimeStep,
-    ) -> Result<i64, TracingError> {
-        self.run(
-            self.limit(),
-            TraceStorage::ensure_timestep(&self.writer, session_id, step),
-        )
-    }
-
-    /// See [`TraceStorage::update_timestep`].
-    ///
-    /// # Errors
-    /// As the async method, plus `Timeout` past `enqueue_timeout`.
-    pub fn update_timestep(
-        &self,
-        session_id: &str,
-        step_id: &str,
-        completed_at: Option<DateTime<Utc>>,
-    ) -> Result<(), TracingError> {
-        self.run(
-            self.limit(),
-            TraceStorage::update_timestep(&self.writer, session_id, step_id, completed_at),
-        )
-    }
-
-    /// See [`TraceStorage::insert_event`].
-    ///
-    /// # Errors
-    /// As the async method, plus `Timeout` past `enqueue_timeout`.
-    pub fn insert_event(
-        &self,
-        session_id: &str,
-        timestep_db_id: Option<i64>,
-        event: &TracingEvent,
-    ) -> Result<i64, TracingError> {
-        self.run(
-            self.limit(),
-            TraceStorage::insert_event(&self.writer, session_id, timestep_db_id, event),
-        )
-    }
-
-    /// See [`TraceStorage::insert_message`].
-    ///
-    /// # Errors
-    /// As the async method, plus `Timeout` past `enqueue_timeout`.
-    pub fn insert_message(
-        &self,
-        session_id: &str,
-        timestep_db_id: Option<i64>,
-        msg: &MarkovBlanketMessage,
-    ) -> Result<i64, TracingError> {
-        self.run(
-            self.limit(),
-            TraceStorage::insert_message(&self.writer, session_id, timestep_db_id, msg),
-        )
-    }
-
-    /// See [`TraceStorage::insert_outcome_reward`].
-    ///
-    /// # Errors
-    /// As the async method, plus `Timeout` past `enqueue_timeout`.
-    pub fn insert_outcome_reward(
-        &self,
-        session_id: &str,
-        reward: &OutcomeReward,
-    ) -> Result<i64, TracingError> {
-        self.run(
-            self.limit(),
-            TraceStorage::insert_outcome_reward(&self.writer, session_id, reward),
-        )
-    }
-
-    /// See [`TraceStorage::insert_event_reward`].
-    ///
-    /// # Errors
-    /// As the async method, plus `Timeout` past `enqueue_timeout`.
-    pub fn insert_event_reward(
-        &self,
-        session_id: &str,
-        event_id: i64,
-        message_id: Option<i64>,
-        turn_number: Option<i32>,
-        reward: &EventReward,
-    ) -> Result<i64, TracingError> {
-        self.run(
-            self.limit(),
-            TraceStorage::insert_event_reward(
-                &self.writer,
-                session_id,
-                event_id,
-                message_id,
-                turn_number,
-                reward,
-            ),
-        )
+    blocking_calls! {
+        fn ensure_session(session_id: &str, created_at: DateTime<Utc>, metadata: &Json) -> ();
+        fn ensure_timestep(session_id: &str, step: &SessionTimeStep) -> i64;
+        fn update_timestep(session_id: &str, step_id: &str, completed_at: Option<DateTime<Utc>>) -> ();
+        fn insert_event(session_id: &str, timestep_db_id: Option<i64>, event: &TracingEvent) -> i64;
+        fn insert_message(session_id: &str, timestep_db_id: Option<i64>, msg: &MarkovBlanketMessage) -> i64;
+        fn insert_outcome_reward(session_id: &str, reward: &OutcomeReward) -> i64;
+        fn insert_event_reward(session_id: &str, event_id: i64, message_id: Option<i64>, turn_number: Option<i32>, reward: &EventReward) -> i64;
     }
 
     /// See [`BufferedTraceWriter::flush`].

@@ -1,4 +1,5 @@
 //! Deadlines for every wait, on any runtime or on a plain thread.
+//! (Over 500 lines: 235 of them are the unit tests of the timer.)
 //!
 //! The deadlines run on one small timer thread with the system clock, not on
 //! tokio's timer: they work on a runtime without a time driver, on a plain
@@ -325,6 +326,12 @@ mod tests {
         }
     }
 
+    /// A deadline at `at` with a counting waker.
+    fn armed(d: &mut Deadlines, at: Instant) -> (Arc<Counting>, Key) {
+        let (c, w) = counting();
+        (c, d.insert(at, w).0)
+    }
+
     fn counting() -> (Arc<Counting>, Waker) {
         let c = Arc::new(Counting(AtomicUsize::new(0)));
         (c.clone(), Waker::from(c))
@@ -378,12 +385,9 @@ mod tests {
 
     #[test]
     fn a_cancelled_deadline_is_gone_at_once_and_never_fires() {
-        let base = Instant::now();
-        let mut d = Deadlines::default();
-        let (c1, w1) = counting();
-        let (c2, w2) = counting();
-        let (k1, _) = d.insert(base, w1);
-        let (k2, _) = d.insert(base, w2);
+        let (base, mut d) = (Instant::now(), Deadlines::default());
+        let (c1, k1) = armed(&mut d, base);
+        let (c2, k2) = armed(&mut d, base);
         d.remove(k1);
         assert_eq!(d.len(), 1);
         // Removing twice, or removing a fired key, touches nothing else.
@@ -401,11 +405,9 @@ mod tests {
 
     #[test]
     fn rewaking_replaces_the_waker_of_a_pending_deadline_only() {
-        let base = Instant::now();
-        let mut d = Deadlines::default();
-        let (old, w_old) = counting();
+        let (base, mut d) = (Instant::now(), Deadlines::default());
+        let (old, k) = armed(&mut d, base);
         let (new, w_new) = counting();
-        let (k, _) = d.insert(base, w_old);
         assert!(d.rewake(k, &w_new));
         d.pop_due(base).expect("due").wake();
         assert_eq!(old.0.load(Ordering::SeqCst), 0);

@@ -7,29 +7,27 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use crossbeam_channel::Sender;
-use serde_json::Value as Json;
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::db::{Op, Table};
 use crate::error::TracingError;
-use crate::models::{
-    EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingEvent,
-};
-use crate::storage::{StorageConfig, TraceStorage};
+use crate::storage::StorageConfig;
+#[cfg(doc)]
+use crate::storage::TraceStorage;
 use crate::writer::actor::{self, CloseDeadline, Control, Msg, Shared};
-use crate::writer::cache::{Lookup, Prefetch, SessionCache};
+use crate::writer::cache::SessionCache;
 use crate::writer::config::WriterConfig;
 use crate::writer::ids;
 use crate::writer::lock;
 use crate::writer::metrics::{self, WriterMetrics};
-use crate::writer::reserve::{check_size, reserve, Reservation};
+use crate::writer::reserve::Reservation;
 use crate::writer::stats::{Counters, WriterStats};
 use crate::writer::wait::{block_on_deadline, bounded};
 
 mod close;
+mod steps;
+mod storage;
 
 /// Extra time `close()` gives the actor past `close_timeout` to write the
 /// spill file and answer.
@@ -390,20 +388,6 @@ impl BufferedTraceWriter {
         self.inner.tx.send(msg).map_err(|_| self.closed_error())
     }
 
-    /// Forgets the sessions whose step inserts failed (see
-    /// `Shared::failed_steps`); their next load waits for what is queued.
-    fn forget_failed_steps(&self) {
-        let failed = std::mem::take(&mut *lock(&self.inner.shared.failed_steps));
-        if failed.is_empty() {
-            return;
-        }
-        let mut cache = lock(&self.inner.sessions);
-        let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
-        for session_id in failed {
-            cache.invalidate(&session_id, enqueued, self.inner.config.session_cache);
-        }
-    }
-
     /// Write operations finished one way or another (committed, failed or
     /// spilled), counted a whole batch at a time, after the batch.
     fn done_count(&self) -> u64 {
@@ -425,57 +409,6 @@ impl BufferedTraceWriter {
         Ok(())
     }
 
-    /// Queues a write that returns no id.
-    async fn write(&self, op: Op) -> Result<(), TracingError> {
-        self.check_open()?;
-        let bytes = check_size(&self.inner.config, &op)?;
-        let res = reserve(&self.inner.shared, &self.inner.config, bytes).await?;
-        self.send_write(op, bytes, res)
-    }
-
-    /// Queues an insert with an id from `table`'s block, and returns the id.
-    async fn insert(&self, mut op: Op, table: Table) -> Result<i64, TracingError> {
-        self.check_open()?;
-        let bytes = check_size(&self.inner.config, &op)?;
-        let res = reserve(&self.inner.shared, &self.inner.config, bytes).await?;
-        let id = self.alloc(table).await?;
-        op.set_id(id);
-        self.send_write(op, bytes, res)?;
-        Ok(id)
-    }
-
-    /// Asks the actor for the committed steps of a session that was just
-    /// ensured and is not cached, without waiting for the answer: the
-    /// session's first `ensure_timestep` takes it, so the load overlaps
-    /// whatever the rollout does in between instead of following it.
-    ///
-    /// It is the load that `ensure_timestep` would ask for, asked earlier:
-    /// nothing of a session that is not cached is queued (see
-    /// [`SessionCache`]), so its committed rows are the truth at either
-    /// moment, and a load overtaken by a forgetting (an eviction, a delete,
-    /// a failed step) is refused when installed, as any load is.
-    fn prefetch_steps(&self, session_id: &str) {
-        if self.inner.config.provisional_step_ids {
-            // Its first `ensure_timestep` will not wait for a load.
-            return;
-        }
-        let done = self.done_count();
-        let mut cache = lock(&self.inner.sessions);
-        if !cache.wants_prefetch(session_id, done) {
-            return;
-        }
-        let since = cache.epoch();
-        let (reply, answer) = oneshot::channel();
-        let asked = self.inner.control_tx.send(Control::LoadSteps {
-            session_id: session_id.to_string(),
-            reply,
-        });
-        if asked.is_ok() {
-            let cap = self.inner.config.session_cache;
-            cache.prefetching(session_id, Prefetch { since, answer }, cap);
-        }
-    }
-
     async fn alloc(&self, table: Table) -> Result<i64, TracingError> {
         let ids = &self.inner.shared.ids;
         // The fast path takes no await and no timer.
@@ -488,251 +421,5 @@ impl BufferedTraceWriter {
             ids.alloc(table),
         )
         .await?
-    }
-}
-
-#[async_trait]
-impl TraceStorage for BufferedTraceWriter {
-    /// The schema was migrated by [`BufferedTraceWriter::new`]; this only
-    /// checks that the writer is open.
-    async fn initialize(&self) -> Result<(), TracingError> {
-        self.check_open()
-    }
-
-    /// Drains the queue, commits, closes the connection and joins the actor,
-    /// within `close_timeout`. Later calls fail with `WriterClosed`; a second
-    /// `close()` returns `Ok`.
-    ///
-    /// # Errors
-    /// `WriteFailed` if writes were refused since the last flush; `Spilled`
-    /// naming the file and count if the deadline passed and the rest was
-    /// spilled; `Halted` naming the cause, file and count if a fatal error
-    /// halted the writer;
-    /// `CloseFailed` if the actor did not answer in time.
-    async fn close(&self) -> Result<(), TracingError> {
-        self.close_now().await
-    }
-
-    async fn ensure_session(
-        &self,
-        session_id: &str,
-        created_at: DateTime<Utc>,
-        metadata: &Json,
-    ) -> Result<(), TracingError> {
-        self.write(Op::session(session_id, created_at, metadata)?)
-            .await?;
-        self.prefetch_steps(session_id);
-        Ok(())
-    }
-
-    async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError> {
-        self.request(self.inner.config.enqueue_timeout, "get_session", |reply| {
-            Msg::GetSession {
-                session_id: session_id.to_string(),
-                reply,
-            }
-        })
-        .await?
-    }
-
-    async fn delete_session(&self, session_id: &str) -> Result<bool, TracingError> {
-        // Forget the cached steps first: an `ensure_timestep` after this call
-        // reloads them in FIFO order, after the delete.
-        lock(&self.inner.sessions).forget(session_id, self.inner.config.session_cache);
-        let result = self
-            .request(
-                self.inner.config.enqueue_timeout,
-                "delete_session",
-                |reply| Msg::DeleteSession {
-                    session_id: session_id.to_string(),
-                    reply,
-                },
-            )
-            .await;
-        if matches!(result, Ok(Ok(_))) {
-            lock(&self.inner.sessions).deleted(session_id);
-        }
-        result?
-    }
-
-    async fn ensure_timestep(
-        &self,
-        session_id: &str,
-        step: &SessionTimeStep,
-    ) -> Result<i64, TracingError> {
-        let mut op = Op::timestep(None, session_id, step)?;
-        self.check_open()?;
-        let bytes = check_size(&self.inner.config, &op)?;
-        let cap = self.inner.config.session_cache;
-        loop {
-            self.forget_failed_steps();
-            let found = lock(&self.inner.sessions).lookup(session_id, &step.step_id);
-            match found {
-                Lookup::Found(id) => return Ok(id),
-                Lookup::Unloaded => {
-                    let done = self.done_count();
-                    let (fifo, mut since, ahead) = {
-                        let mut cache = lock(&self.inner.sessions);
-                        let ahead = cache.take_prefetch(session_id);
-                        (
-                            cache.needs_fifo_load(session_id, done),
-                            cache.epoch(),
-                            ahead,
-                        )
-                    };
-                    if !fifo && self.inner.config.provisional_step_ids {
-                        // Nothing of this session is queued here, so only
-                        // another process's rows could be missing from an
-                        // empty set; a step insert that meets one files its
-                        // records under it (see `WriterConfig::provisional_step_ids`).
-                        let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
-                        let done = self.done_count();
-                        lock(&self.inner.sessions).load(
-                            session_id,
-                            Vec::new(),
-                            cap,
-                            enqueued,
-                            done,
-                            since,
-                        );
-                        continue;
-                    }
-                    let limit = self.inner.config.enqueue_timeout;
-                    let what = "loading the session's steps";
-                    let steps = if let (false, Some(ahead)) = (fifo, ahead) {
-                        // Asked for by `ensure_session`: usually answered
-                        // already. A failed one is asked for again.
-                        since = ahead.since;
-                        match bounded(limit, what, ahead.answer).await? {
-                            Ok(Ok(steps)) => steps,
-                            Ok(Err(_)) | Err(_) => continue,
-                        }
-                    } else if fifo {
-                        self.request(limit, what, |reply| Msg::LoadSteps {
-                            session_id: session_id.to_string(),
-                            reply,
-                        })
-                        .await??
-                    } else {
-                        // Nothing of this session is queued: committed rows
-                        // are the truth, and the load need not wait its turn.
-                        let (reply, answer) = oneshot::channel();
-                        self.check_open()?;
-                        self.inner
-                            .control_tx
-                            .send(Control::LoadSteps {
-                                session_id: session_id.to_string(),
-                                reply,
-                            })
-                            .map_err(|_| self.closed_error())?;
-                        bounded(limit, what, answer)
-                            .await?
-                            .map_err(|_| self.closed_error())??
-                    };
-                    let mut cache = lock(&self.inner.sessions);
-                    // Read under the cache lock, which every timestep insert
-                    // holds across its send: the marker of a session evicted
-                    // here covers all of its queued steps.
-                    let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
-                    // Refused if the session was forgotten meanwhile (a delete,
-                    // a failed step): the loop loads it again.
-                    cache.load(session_id, steps, cap, enqueued, self.done_count(), since);
-                }
-                Lookup::Missing => {
-                    let res = reserve(&self.inner.shared, &self.inner.config, bytes).await?;
-                    let id = self.alloc(Table::Timesteps).await?;
-                    // The cache lock is held across the (non-blocking) send,
-                    // so no producer can use this id before its row is queued.
-                    let mut cache = lock(&self.inner.sessions);
-                    match cache.lookup(session_id, &step.step_id) {
-                        // Another producer created it meanwhile; `id` is left
-                        // unused.
-                        Lookup::Found(existing) => return Ok(existing),
-                        // Evicted meanwhile: load again.
-                        Lookup::Unloaded => continue,
-                        Lookup::Missing => {}
-                    }
-                    // Every path from here returns: the row is moved, not
-                    // copied.
-                    op.set_id(id);
-                    self.send_write(op, bytes, res)?;
-                    if let Some(steps) = cache.map.get_mut(session_id) {
-                        steps.insert(step.step_id.clone(), id);
-                    }
-                    return Ok(id);
-                }
-            }
-        }
-    }
-
-    async fn update_timestep(
-        &self,
-        session_id: &str,
-        step_id: &str,
-        completed_at: Option<DateTime<Utc>>,
-    ) -> Result<(), TracingError> {
-        self.write(Op::update_timestep(session_id, step_id, completed_at)?)
-            .await
-    }
-
-    async fn insert_event(
-        &self,
-        session_id: &str,
-        timestep_db_id: Option<i64>,
-        event: &TracingEvent,
-    ) -> Result<i64, TracingError> {
-        let op = Op::event(None, session_id, timestep_db_id, event)?;
-        self.insert(op, Table::Events).await
-    }
-
-    async fn insert_message(
-        &self,
-        session_id: &str,
-        timestep_db_id: Option<i64>,
-        msg: &MarkovBlanketMessage,
-    ) -> Result<i64, TracingError> {
-        let op = Op::message(None, session_id, timestep_db_id, msg)?;
-        self.insert(op, Table::Messages).await
-    }
-
-    async fn insert_outcome_reward(
-        &self,
-        session_id: &str,
-        reward: &OutcomeReward,
-    ) -> Result<i64, TracingError> {
-        let op = Op::outcome_reward(None, session_id, reward)?;
-        self.insert(op, Table::OutcomeRewards).await
-    }
-
-    async fn insert_event_reward(
-        &self,
-        session_id: &str,
-        event_id: i64,
-        message_id: Option<i64>,
-        turn_number: Option<i32>,
-        reward: &EventReward,
-    ) -> Result<i64, TracingError> {
-        let op = Op::event_reward(None, session_id, event_id, message_id, turn_number, reward)?;
-        self.insert(op, Table::EventRewards).await
-    }
-
-    /// Commits what is queued before it, then runs the SQL on the writer's
-    /// connection. SQL that leaves a transaction open is rolled back and
-    /// refused.
-    async fn query(&self, sql: &str, params: Vec<Json>) -> Result<Vec<Json>, TracingError> {
-        self.request(self.inner.config.enqueue_timeout, "query", |reply| {
-            Msg::Query {
-                sql: sql.to_string(),
-                params,
-                reply,
-            }
-        })
-        .await?
-    }
-
-    /// Queued like a write: it returns once queued, and the counts are
-    /// computed in FIFO order, over everything queued before it.
-    async fn update_session_counts(&self, session_id: &str) -> Result<(), TracingError> {
-        self.write(Op::update_counts(session_id)?).await
     }
 }

@@ -13,6 +13,8 @@ use crate::models::{
     EventReward, MarkovBlanketMessage, OutcomeReward, SessionTimeStep, SessionTrace, TracingEvent,
 };
 
+pub(crate) mod backend;
+
 /// Abstract storage backend for traces.
 ///
 /// Implementations can store traces in SQLite, Turso, or other backends.
