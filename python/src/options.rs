@@ -32,6 +32,7 @@ const WRITER_KEYS: &[&str] = &[
     "spill_path",
     "spill_dir",
     "name",
+    "provisional_step_ids",
 ];
 
 /// Parsed options.
@@ -112,6 +113,16 @@ impl Options {
                         ))
                     })?;
                     w.name(name)
+                }
+                "provisional_step_ids" => {
+                    // Only a real bool: `"no"` would be true.
+                    if !value.is_instance_of::<PyBool>() {
+                        return Err(PyTypeError::new_err(format!(
+                            "option `provisional_step_ids` must be a bool, not {}",
+                            type_name(&value)
+                        )));
+                    }
+                    w.provisional_step_ids(value.is_truthy()?)
                 }
                 _ => return Err(unknown(&key, writer)),
             };

@@ -104,6 +104,8 @@ def test_bad_storage_options(cls, opts, exc):
         ({"max_batch_ops": 1.5}, TypeError),
         ({"overflow": None, "linger": "1ms"}, TypeError),
         ({"enqueue_timeout": [1]}, TypeError),
+        ({"provisional_step_ids": "yes"}, TypeError),
+        ({"provisional_step_ids": 1}, TypeError),
     ],
 )
 def test_bad_writer_options(opts, exc):
@@ -149,3 +151,22 @@ def test_open_and_from_env(tmp_path, monkeypatch):
         with pytest.raises(tw.InvalidInputError, match="scheme"):
             cls.open("postgres://db")
     assert (tmp_path / "env.db").exists()
+
+
+def test_provisional_step_ids_file_records_under_a_step_stored_elsewhere(tmp_path):
+    db = tmp_path / "prov.db"
+    plain = tw.LibsqlTraceStorage.file(db)
+    plain.ensure_session("s")
+    step = {"step_id": "a", "step_index": 0, "timestamp": "2025-01-02T03:04:06Z"}
+    real = plain.ensure_timestep("s", step)
+    w = tw.BufferedTraceWriter.file(db, provisional_step_ids=True)
+    w.ensure_session("s")
+    ours = w.ensure_timestep("s", step)
+    assert ours != real  # answered without reading the session
+    w.insert_event("s", ours, env_event(1))
+    w.flush()
+    rows = plain.query("SELECT timestep_id FROM events")
+    assert rows == [{"timestep_id": real}]
+    assert plain.query("SELECT COUNT(*) AS n FROM session_timesteps") == [{"n": 1}]
+    w.close()
+    plain.close()

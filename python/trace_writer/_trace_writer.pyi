@@ -200,6 +200,9 @@ class BufferedTraceWriter(TraceStorage):
         open_timeout: Optional[float] = None,
         overflow: Optional[_Overflow] = None,
         spill_path: Optional[_StrPath] = None,
+        spill_dir: Optional[_StrPath] = None,
+        name: Optional[str] = None,
+        provisional_step_ids: Optional[bool] = None,
     ) -> "BufferedTraceWriter": ...
     @staticmethod
     def file(
@@ -220,6 +223,9 @@ class BufferedTraceWriter(TraceStorage):
         open_timeout: Optional[float] = None,
         overflow: Optional[_Overflow] = None,
         spill_path: Optional[_StrPath] = None,
+        spill_dir: Optional[_StrPath] = None,
+        name: Optional[str] = None,
+        provisional_step_ids: Optional[bool] = None,
     ) -> "BufferedTraceWriter": ...
     @staticmethod
     def turso(url: str, auth_token: Optional[str] = "", **opts: Any) -> "BufferedTraceWriter": ...
