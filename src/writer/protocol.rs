@@ -55,6 +55,10 @@ pub(crate) enum Control {
         session_id: String,
         reply: Reply<Vec<(String, i64)>>,
     },
+    /// A message that waits for an answer (a read, a flush, a close) was
+    /// queued: a lingering actor takes the queue now instead of at the
+    /// linger's deadline (see `Actor::linger`).
+    Wake,
     /// Fault injection: the actor panics wherever it next serves control
     /// messages (even while retrying a batch), as a bug would make it.
     #[cfg(feature = "fault-injection")]

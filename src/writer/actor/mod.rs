@@ -10,8 +10,9 @@
 //! all serialization; the actor only binds values.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
 use serde_json::Value as Json;
@@ -442,6 +443,8 @@ impl Actor {
             }
             Control::Lease(req) if leases => self.lease(req).await,
             Control::Lease(req) => self.deferred_leases.push(req),
+            // `linger` looks at the queue after any control message.
+            Control::Wake => {}
             #[cfg(feature = "fault-injection")]
             Control::Crash => panic!("fault injection: the actor was told to crash"),
             // Answered together by `answer_step_loads`.
@@ -505,7 +508,8 @@ impl Actor {
                             break;
                         }
                         self.serve_control(true).await;
-                        match self.linger(linger_end).await {
+                        let room = self.config.max_batch_ops.saturating_sub(g.ops);
+                        match self.linger(linger_end, room).await {
                             Some(m) => m,
                             None => break,
                         }
@@ -658,16 +662,37 @@ impl Actor {
     /// id leases and step loads meanwhile, so that lingering never holds up
     /// a producer that waits for ids or a new session's steps. `None` when
     /// the time is up or every handle is gone.
-    async fn linger(&mut self, end: Option<Instant>) -> Option<Msg> {
+    async fn linger(&mut self, end: Option<Instant>, room: usize) -> Option<Msg> {
+        let Some(end) = end else {
+            return self.linger_on_messages().await;
+        };
+        // Writes queued meanwhile do not wake the actor: nobody waits on the
+        // queue, so a producer's send makes no system call, and the batch
+        // takes them all at the deadline. `Control::Wake` ends the wait at
+        // once: a message that waits for an answer sends it, and so does the
+        // write that fills the batch (`Shared::full_at`).
+        let counters = &self.shared.counters;
+        let full_at = counters
+            .enqueued
+            .load(Ordering::Acquire)
+            .saturating_add(room as u64);
+        self.shared.full_at.store(full_at, Ordering::Release);
+        let msg = self.linger_until(end).await;
+        self.shared.full_at.store(u64::MAX, Ordering::Release);
+        msg
+    }
+
+    async fn linger_until(&mut self, end: Instant) -> Option<Msg> {
+        if !self.rx.is_empty() {
+            // Sent before `full_at` was set: take it now.
+            return self.rx.try_recv().ok();
+        }
         loop {
-            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|d| d.is_zero()) {
-                return None;
+            let wait = end.saturating_duration_since(Instant::now());
+            if wait.is_zero() {
+                return self.rx.try_recv().ok();
             }
-            // A day stands in for "no deadline": the loop just waits again.
-            let wait = left.unwrap_or(Duration::from_secs(86_400));
             crossbeam_channel::select! {
-                recv(self.rx) -> m => return m.ok(),
                 recv(self.control_rx) -> c => {
                     if let Ok(c) = c {
                         self.control(c, true).await;
@@ -678,8 +703,30 @@ impl Actor {
                         // send it now.
                         return None;
                     }
+                    if let Ok(m) = self.rx.try_recv() {
+                        return Some(m);
+                    }
                 }
-                default(wait) => {}
+                default(wait) => return self.rx.try_recv().ok(),
+            }
+        }
+    }
+
+    /// `linger` with no deadline: every message ends the wait, so the batch
+    /// is sent once it is full.
+    async fn linger_on_messages(&mut self) -> Option<Msg> {
+        loop {
+            crossbeam_channel::select! {
+                recv(self.rx) -> m => return m.ok(),
+                recv(self.control_rx) -> c => {
+                    if let Ok(c) = c {
+                        self.control(c, true).await;
+                    }
+                    self.serve_control(true).await;
+                    if !self.riding.is_empty() {
+                        return None;
+                    }
+                }
             }
         }
     }

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,10 @@ pub(crate) struct Shared {
     /// A second SQLite library found with the database open (see
     /// `db/foreign.rs`): counted, and warnings kept for the handles.
     pub(crate) foreign: Arc<Findings>,
+    /// While the actor lingers: the count of enqueued writes at which its
+    /// batch is full. The producer whose write reaches it sends
+    /// `Control::Wake`; `u64::MAX` otherwise (see `Actor::linger`).
+    pub(crate) full_at: AtomicU64,
 }
 
 impl Shared {

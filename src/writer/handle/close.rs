@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use tokio::sync::oneshot;
 
 use crate::error::TracingError;
-use crate::writer::actor::Msg;
+use crate::writer::actor::{Control, Msg};
 use crate::writer::handle::{BufferedTraceWriter, Inner, CLOSE_GRACE};
 use crate::writer::lock;
 use crate::writer::wait::{block_on_deadline, bounded};
@@ -25,6 +25,8 @@ impl Inner {
         let (reply, answer) = oneshot::channel();
         // The gate is closed, so `send` would refuse: go to the channel.
         self.tx.send(Msg::Close { reply }).ok()?;
+        // End a linger now (see `Control::Wake`).
+        let _ = self.control_tx.send(Control::Wake);
         Some(answer)
     }
 

@@ -214,6 +214,7 @@ impl BufferedTraceWriter {
             dead: Mutex::new(None),
             halt: Mutex::new(None),
             foreign: Arc::default(),
+            full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
         });
         let (thread, ready) = actor::spawn(
             rx,
@@ -384,8 +385,16 @@ impl BufferedTraceWriter {
         if *gate {
             return Err(TracingError::WriterClosed);
         }
+        let answered = !matches!(msg, Msg::Write { .. });
         // Unbounded channel: never blocks. Space was reserved beforehand.
-        self.inner.tx.send(msg).map_err(|_| self.closed_error())
+        self.inner.tx.send(msg).map_err(|_| self.closed_error())?;
+        if answered {
+            // Someone waits for the answer: end a linger now (see
+            // `Control::Wake`). A closed channel means the actor is gone,
+            // which the answer reports.
+            let _ = self.inner.control_tx.send(Control::Wake);
+        }
+        Ok(())
     }
 
     /// Write operations finished one way or another (committed, failed or
@@ -406,6 +415,13 @@ impl BufferedTraceWriter {
         }
         res.sent();
         Counters::add(&c.queued_bytes, bytes as u64);
+        let shared = &self.inner.shared;
+        if c.enqueued.load(Ordering::Acquire) >= shared.full_at.load(Ordering::Acquire)
+            && shared.full_at.swap(u64::MAX, Ordering::AcqRel) != u64::MAX
+        {
+            // The lingering batch is full: send it now.
+            let _ = self.inner.control_tx.send(Control::Wake);
+        }
         Ok(())
     }
 
