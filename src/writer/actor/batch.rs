@@ -4,7 +4,8 @@
 
 use std::time::Instant;
 
-use crate::db::{self, read, Op, Table};
+use crate::db::exec::{segments, Segment};
+use crate::db::{self, read, Op};
 use crate::error::{ErrorClass, TracingError};
 use crate::writer::actor::remote::{BatchInFlight, EncodedBatch};
 use crate::writer::actor::{Actor, AttemptError, Item, Shared};
@@ -234,64 +235,48 @@ impl Actor {
     /// The body of a batch's transaction: every write, and the reads queued
     /// between them, in FIFO order.
     async fn apply_items(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
-        let mut i = 0;
-        while i < items.len() {
-            if i % 64 == 63 {
+        // Runs of inserts: they commute (ids are assigned), so each table's
+        // rows go in as few statements as possible.
+        let runs = |k: usize| match &items[k] {
+            Item::Write {
+                op: Op::Insert { table, .. },
+                failed: false,
+                ..
+            } if multi => Some(*table),
+            _ => None,
+        };
+        for segment in segments(items.len(), 1, runs) {
+            if segment.start() % 64 == 63 {
                 // A producer may wait on a step load: answer it now rather
                 // than after the batch (leases wait: they need their own
                 // transaction).
                 self.serve_control(false).await;
             }
-            if multi
-                && matches!(
-                    &items[i],
-                    Item::Write {
-                        op: Op::Insert { .. },
-                        failed: false,
-                        ..
-                    }
-                )
-            {
-                // A run of inserts: they commute (ids are assigned), so each
-                // table's rows go in as few statements as possible.
-                let end = (i..items.len())
-                    .find(|&j| {
-                        !matches!(
-                            &items[j],
-                            Item::Write {
-                                op: Op::Insert { .. },
-                                failed: false,
-                                ..
-                            }
-                        )
-                    })
-                    .unwrap_or(items.len());
-                let mut by_table: Vec<(Table, Vec<&Vec<libsql::Value>>)> = Vec::new();
-                for item in &items[i..end] {
-                    if let Item::Write {
-                        op: Op::Insert { table, values },
-                        ..
-                    } = item
-                    {
-                        match by_table.iter_mut().find(|(t, _)| t == table) {
-                            Some((_, rows)) => rows.push(values),
-                            None => by_table.push((*table, vec![values])),
+            let i = match segment {
+                Segment::One(i) => i,
+                Segment::Run(tables) => {
+                    for (table, rows) in tables {
+                        let rows: Vec<&Vec<libsql::Value>> = rows
+                            .iter()
+                            .filter_map(|&k| match &items[k] {
+                                Item::Write {
+                                    op: Op::Insert { values, .. },
+                                    ..
+                                } => Some(values),
+                                _ => None,
+                            })
+                            .collect();
+                        if let Err(e) = self.exec.insert_multi(table, &rows).await {
+                            return Err(if e.is_transient() {
+                                AttemptError::Transient(e)
+                            } else {
+                                AttemptError::MultiRowFailed
+                            });
                         }
                     }
+                    continue;
                 }
-                by_table.sort_by_key(|(t, _)| *t);
-                for (table, rows) in by_table {
-                    if let Err(e) = self.exec.insert_multi(table, &rows).await {
-                        return Err(if e.is_transient() {
-                            AttemptError::Transient(e)
-                        } else {
-                            AttemptError::MultiRowFailed
-                        });
-                    }
-                }
-                i = end;
-                continue;
-            }
+            };
             match &mut items[i] {
                 Item::Write { op, failed, .. } => {
                     if !*failed {
@@ -314,7 +299,6 @@ impl Actor {
                 }
                 read => self.answer_read(read).await,
             }
-            i += 1;
         }
         Ok(())
     }

@@ -299,8 +299,7 @@ impl Actor {
             .iter()
             .map(|&t| (t, actor.shared.ids.block_size(t)))
             .collect();
-        let blocks =
-            db::lease::lease_blocks(&actor.exec.conn, actor.exec.pipeline(), &sizes).await?;
+        let blocks = actor.exec.lease_blocks(&sizes).await?;
         for ((table, _), ids) in sizes.into_iter().zip(blocks) {
             Counters::add(&actor.shared.counters.id_leases, 1);
             actor.shared.ids.grant(table, ids);
@@ -454,10 +453,9 @@ impl Actor {
     async fn lease(&mut self, req: LeaseRequest) {
         let mut backoff = self.config.retry_initial;
         loop {
-            match db::lease::lease_ids(&self.exec.conn, self.exec.pipeline(), req.table, req.size)
-                .await
-            {
-                Ok(ids) => {
+            let leased = self.exec.lease_blocks(&[(req.table, req.size)]).await;
+            match leased.map(|mut blocks| blocks.pop()) {
+                Ok(Some(ids)) => {
                     Counters::add(&self.shared.counters.id_leases, 1);
                     self.shared.ids.grant(req.table, ids);
                     return;
@@ -472,6 +470,11 @@ impl Actor {
                     self.reconnect_if_remote().await;
                     self.shared.sleep_until_close_deadline(backoff);
                     backoff = backoff.saturating_mul(2).min(self.config.retry_max);
+                }
+                Ok(None) => {
+                    let e = DbError::new(crate::error::ErrorClass::Fatal, crate::error::BUG);
+                    self.shared.ids.lease_failed(req.table, e.into());
+                    return;
                 }
                 Err(e) => {
                     tracing::error!(target: "trace_writer", error = %e, "id lease failed");

@@ -32,8 +32,9 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 use tokio::task::JoinHandle;
 
-use crate::db::exec::{marker, Behind, Executor, PreparedRemote, RemoteBatch};
+use crate::db::exec::{Behind, EncodedTx, RemoteBatch};
 use crate::db::hrana::{BatchResult, HranaClient};
+use crate::db::tx::marker;
 use crate::db::{Op, Table};
 use crate::error::{DbError, ErrorClass};
 use crate::writer::actor::{Actor, AttemptError, Gathering, Item, Msg, Shared, Taken, Terminator};
@@ -57,7 +58,7 @@ const CLOSE_CHECK: Duration = Duration::from_millis(20);
 
 /// A batch encoded as one request, with what goes with it.
 pub(super) struct EncodedBatch {
-    batch: PreparedRemote,
+    batch: EncodedTx,
     /// Indexes in the batch's items of the writes it carries, in order.
     writes: Vec<usize>,
     /// The id leases riding in it, in order.
@@ -111,11 +112,7 @@ impl Drop for BatchInFlight {
 
 impl BatchInFlight {
     /// Sends `batch` from a task of the current runtime.
-    fn send(
-        client: &Arc<HranaClient>,
-        batch: &PreparedRemote,
-        shared: &Arc<Shared>,
-    ) -> BatchInFlight {
+    fn send(client: &Arc<HranaClient>, batch: &EncodedTx, shared: &Arc<Shared>) -> BatchInFlight {
         let (tx, reply) = crossbeam_channel::bounded(1);
         let client = client.clone();
         let body = batch.body.clone();
@@ -526,7 +523,7 @@ impl Actor {
                 (Ok(result), Some(r))
                     if next.resent < RESENDS && !self.shared.past_close_deadline() =>
                 {
-                    Executor::ran_first(&r.batch, result)
+                    r.batch.ran_first(result)
                 }
                 _ => false,
             };
