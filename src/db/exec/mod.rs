@@ -152,11 +152,6 @@ impl Executor {
         self
     }
 
-    /// Whether whole batches go to the server in one request.
-    pub(crate) fn has_pipeline(&self) -> bool {
-        matches!(self.backend, Backend::Batched { .. })
-    }
-
     /// The remote server's batch client, shared, for a request sent from a
     /// task of its own.
     pub(crate) fn pipeline_client(&self) -> Option<Arc<HranaClient>> {

@@ -9,61 +9,35 @@
 //! explicit transaction, commits, and answers whoever waits. Producers did
 //! all serialization; the actor only binds values.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use serde_json::Value as Json;
 use tokio::sync::oneshot;
 
 mod batch;
+pub(crate) mod items;
 mod remote;
 mod shared;
 
+pub(crate) use items::Item;
+use items::{BatchBound, Gathering, Terminator};
 pub(crate) use shared::{CloseDeadline, Shared};
 
 use crate::db::foreign::ForeignWatch;
 use crate::db::{self, read, Executor, Op, Opened, Table};
 use crate::error::{DbError, TracingError};
-use crate::models::SessionTrace;
 use crate::storage::{DbKind, StorageConfig};
 use crate::writer::config::WriterConfig;
 use crate::writer::lock;
 use crate::writer::metrics::Published;
+use crate::writer::pipeline::{Pipeline, QueuedBatch};
 pub(crate) use crate::writer::protocol::{Control, Msg};
 use crate::writer::protocol::{LeaseRequest, Reply, Steps};
 use crate::writer::spill::{self, KeptPaths};
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
-
-// In the parent of `batch.rs` and `remote.rs`, which both use it, so that
-// neither imports the other for it.
-/// Why one try at a batch did not commit.
-enum AttemptError {
-    /// Busy, locked, I/O, network: retry the batch after a backoff.
-    Transient(DbError),
-    /// The transaction was rolled back after a poison operation was set
-    /// aside, or a batch sent behind another ran before that one committed:
-    /// start again at once (without the poison operation).
-    Restart,
-    /// A multi-row statement failed: redo the batch row by row to find the
-    /// operation at fault.
-    MultiRowFailed,
-    /// The batch failed for good (or its `BEGIN` or `COMMIT` did).
-    Fatal(DbError),
-}
-
-impl From<DbError> for AttemptError {
-    /// `BEGIN` and `COMMIT` errors: retried if transient, else the batch fails.
-    fn from(e: DbError) -> Self {
-        if e.is_transient() {
-            AttemptError::Transient(e)
-        } else {
-            AttemptError::Fatal(e)
-        }
-    }
-}
 
 /// Marks the writer dead if the actor thread unwinds or returns early, so
 /// that no producer is left waiting.
@@ -91,97 +65,6 @@ impl Drop for DeathGuard {
     }
 }
 
-enum Item {
-    Write {
-        op: Op,
-        bytes: usize,
-        failed: bool,
-    },
-    LoadSteps {
-        session_id: String,
-        reply: Option<Reply<Vec<(String, i64)>>>,
-    },
-    GetSession {
-        session_id: String,
-        reply: Option<Reply<Option<SessionTrace>>>,
-    },
-}
-
-enum Terminator {
-    Flush(Reply<()>),
-    Query {
-        sql: String,
-        params: Vec<Json>,
-        reply: Reply<Vec<Json>>,
-    },
-    Delete {
-        session_id: String,
-        reply: Reply<bool>,
-    },
-    Close(Reply<()>),
-}
-
-/// A batch being collected.
-#[derive(Default)]
-struct Gathering {
-    items: Vec<Item>,
-    ops: usize,
-    bytes: usize,
-    /// A read waits in the batch: do not linger for more.
-    has_read: bool,
-}
-
-/// What taking one message did to a batch being collected.
-enum Taken {
-    More,
-    /// The batch is at its bounds.
-    Full,
-    /// The message needs the batch committed first.
-    End(Terminator),
-}
-
-impl Gathering {
-    fn take(&mut self, msg: Msg, config: &WriterConfig) -> Taken {
-        match msg {
-            Msg::Write { op, bytes } => {
-                self.items.push(Item::Write {
-                    op,
-                    bytes,
-                    failed: false,
-                });
-                self.ops += 1;
-                self.bytes += bytes;
-                if self.ops >= config.max_batch_ops || self.bytes >= config.max_batch_bytes {
-                    return Taken::Full;
-                }
-            }
-            Msg::LoadSteps { session_id, reply } => {
-                self.has_read = true;
-                self.items.push(Item::LoadSteps {
-                    session_id,
-                    reply: Some(reply),
-                });
-            }
-            Msg::GetSession { session_id, reply } => {
-                self.has_read = true;
-                self.items.push(Item::GetSession {
-                    session_id,
-                    reply: Some(reply),
-                });
-            }
-            Msg::Flush { reply } => return Taken::End(Terminator::Flush(reply)),
-            Msg::Query { sql, params, reply } => {
-                return Taken::End(Terminator::Query { sql, params, reply })
-            }
-            Msg::DeleteSession { session_id, reply } => {
-                return Taken::End(Terminator::Delete { session_id, reply })
-            }
-            Msg::Close { reply } => return Taken::End(Terminator::Close(reply)),
-        }
-        Taken::More
-    }
-}
-
 /// The loop's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunState {
@@ -196,13 +79,9 @@ pub(crate) struct Actor {
     control_rx: Receiver<Control>,
     /// Leases taken off the channel while the database was locked.
     deferred_leases: Vec<LeaseRequest>,
-    /// Id leases asked for while a remote batch is being collected or is in
-    /// flight: they ride in the next request (see `attempt_remote`), or are
-    /// served alone at the end of `batch`.
-    riding: Vec<LeaseRequest>,
-    /// On a remote server: the batches collected while one was in flight,
-    /// in order, most of them already sent behind it (see `remote.rs`).
-    ahead: VecDeque<remote::Next>,
+    /// On a remote server: the batches on their way there, and the leases
+    /// their requests carry (see [`Pipeline`]).
+    pipeline: Option<Pipeline>,
     /// A batch is being collected or applied.
     in_batch: bool,
     /// Step loads taken off the control channel, answered together.
@@ -230,19 +109,8 @@ pub(crate) struct Actor {
     /// flush: each distinct cause is named once, not once per operation or
     /// per batch.
     noted: HashSet<String>,
-    /// The last remote batch request got no answer: before it is sent
-    /// again, check whether the server applied it.
-    ambiguous: bool,
     /// What the last publish of the metrics saw.
     published: Published,
-    /// A reply of the current batch was lost (it stays set through the
-    /// batch's retries): a refused resend is checked against the rows
-    /// stored (see `set_aside_stored`).
-    lost_reply: bool,
-    /// Writes of the current batch set aside because their rows were found
-    /// stored after a lost reply: committed, by the request whose reply
-    /// was lost.
-    found_stored: u64,
     state: RunState,
     /// The watch for a second SQLite library. Last: it is dropped after the
     /// connection, so the connection's handles stay claimed while open.
@@ -269,8 +137,7 @@ impl Actor {
             control_rx,
             deferred_leases: Vec::new(),
             pending_loads: Vec::new(),
-            riding: Vec::new(),
-            ahead: VecDeque::new(),
+            pipeline: exec.pipeline_client().map(Pipeline::new),
             in_batch: false,
             shared,
             config,
@@ -287,10 +154,7 @@ impl Actor {
             halt: None,
             noted: HashSet::new(),
             foreign,
-            ambiguous: false,
             published: Published::default(),
-            lost_reply: false,
-            found_stored: 0,
             state: RunState::Running,
         };
         // Every table's first block in one transaction: one request on a
@@ -362,31 +226,27 @@ impl Actor {
     async fn batch(&mut self, first: Msg) -> Option<Terminator> {
         self.in_batch = true;
         let (items, terminator) = self.collect(first).await;
-        self.ahead.push_back(remote::Next {
-            items,
-            terminator,
-            ready: None,
-            sent: None,
-            resent: 0,
-        });
+        let mut next = Some(QueuedBatch::collected(items, terminator));
         // Nothing is collected past a message that needs a commit first, so
         // a batch that ends with one is the last in the queue.
         let mut terminator = None;
-        while let Some(batch) = self.ahead.pop_front() {
+        while let Some(batch) = next.take() {
             terminator = batch.terminator;
             if batch.items.is_empty() {
-                // Nothing to send: leases that were to ride in it are
+                // Nothing to send: leases that were to be carried by it are
                 // served alone below.
-                drop(batch.sent);
-                self.discard_encoded(batch.ready);
-                continue;
+                if let Some(p) = self.pipeline.as_mut() {
+                    p.discard(batch.stage);
+                }
+            } else {
+                let overlap = terminator.is_none() && self.pipeline.is_some();
+                self.execute(batch.items, batch.stage, overlap).await;
             }
-            let overlap = terminator.is_none() && self.exec.has_pipeline();
-            self.execute(batch.items, batch.ready, batch.sent, overlap)
-                .await;
+            next = self.pipeline.as_mut().and_then(|p| p.queued.pop_front());
         }
         self.in_batch = false;
-        for req in std::mem::take(&mut self.riding) {
+        let leases = self.pipeline.as_mut().map(Pipeline::take_leases);
+        for req in leases.unwrap_or_default() {
             self.lease(req).await;
         }
         terminator
@@ -436,11 +296,12 @@ impl Actor {
 
     async fn control(&mut self, c: Control, leases: bool) {
         match c {
-            Control::Lease(req) if self.in_batch && self.exec.has_pipeline() => {
-                self.riding.push(req)
-            }
-            Control::Lease(req) if leases => self.lease(req).await,
-            Control::Lease(req) => self.deferred_leases.push(req),
+            Control::Lease(req) => match self.pipeline.as_mut() {
+                // Carried by the next request rather than sent alone.
+                Some(p) if self.in_batch => p.carry(req),
+                _ if leases => self.lease(req).await,
+                _ => self.deferred_leases.push(req),
+            },
             #[cfg(feature = "fault-injection")]
             Control::Crash => panic!("fault injection: the actor was told to crash"),
             // Answered together by `answer_step_loads`.
@@ -516,9 +377,9 @@ impl Actor {
                 },
             };
             match g.take(msg, &self.config) {
-                Taken::More => {}
-                Taken::Full => break,
-                Taken::End(t) => return (g.items, Some(t)),
+                BatchBound::Open => {}
+                BatchBound::Full => break,
+                BatchBound::EndsWith(t) => return (g.items, Some(t)),
             }
         }
         (g.items, None)
@@ -676,8 +537,8 @@ impl Actor {
                         self.control(c, true).await;
                     }
                     self.serve_control(true).await;
-                    if !self.riding.is_empty() {
-                        // A producer waits for ids that ride in this batch:
+                    if self.pipeline.as_ref().is_some_and(Pipeline::has_leases) {
+                        // A producer waits for ids carried by this batch:
                         // send it now.
                         return None;
                     }
