@@ -1,36 +1,46 @@
 //! The actor: the one thread that owns the connection.
 //!
-//! (Over 600 lines: the loop is kept with its message types, so that the
-//! protocol, what each message does and in which order, reads in one file.
-//! One batch's work is in `batch.rs`, the state shared with the handles in
-//! `shared.rs`.)
-//!
 //! It takes whatever is queued (up to a batch's bounds), applies it in one
 //! explicit transaction, commits, and answers whoever waits. Producers did
 //! all serialization; the actor only binds values.
+//!
+//! This file holds the loop: collecting a batch, what each message that
+//! ends one does, and stopping. Beside it:
+//!
+//! - `items.rs`: what a batch is made of, and why a try did not commit;
+//! - `batch.rs`: one batch's work, its retries and its spill;
+//! - `remote.rs`: a batch on a remote server, driving
+//!   [`Pipeline`](crate::writer::pipeline::Pipeline);
+//! - `control.rs`: id leases and step loads, which do not wait their turn;
+//! - `failures.rs`: refused operations, the spill file, the halt;
+//! - `shared.rs`: the state shared with the handles;
+//! - `thread.rs`: the actor's thread and its runtime.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use tokio::sync::oneshot;
 
 mod batch;
+mod control;
+mod failures;
 pub(crate) mod items;
 mod remote;
 mod shared;
+mod thread;
 
 pub(crate) use items::Item;
 use items::{BatchBound, Gathering, Terminator};
+use shared::DeathGuard;
 pub(crate) use shared::{CloseDeadline, Shared};
+pub(crate) use thread::{spawn, StartReply};
 
 use crate::db::foreign::ForeignWatch;
 use crate::db::{self, read, Executor, Op, Opened, Table};
-use crate::error::{DbError, TracingError};
-use crate::storage::{DbKind, StorageConfig};
+use crate::error::TracingError;
+use crate::storage::StorageConfig;
 use crate::writer::config::WriterConfig;
-use crate::writer::lock;
 use crate::writer::metrics::Published;
 use crate::writer::pipeline::{Pipeline, QueuedBatch};
 pub(crate) use crate::writer::protocol::{Control, Msg};
@@ -38,32 +48,6 @@ use crate::writer::protocol::{LeaseRequest, Reply, Steps};
 use crate::writer::spill::{self, KeptPaths};
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
-
-/// Marks the writer dead if the actor thread unwinds or returns early, so
-/// that no producer is left waiting.
-struct DeathGuard {
-    shared: Arc<Shared>,
-    clean: bool,
-}
-
-impl Drop for DeathGuard {
-    fn drop(&mut self) {
-        if !self.clean {
-            let cause = if std::thread::panicking() {
-                "the writer's actor thread panicked".to_string()
-            } else {
-                "the writer's actor thread stopped".to_string()
-            };
-            tracing::error!(target: "trace_writer", "{cause}");
-            lock(&self.shared.dead).get_or_insert(cause);
-        }
-        // Wake every producer that waits for space or ids: they fail with
-        // `WriterClosed` instead of hanging.
-        self.shared.ops_sem.close();
-        self.shared.bytes_sem.close();
-        self.shared.ids.shut_down(TracingError::WriterClosed);
-    }
-}
 
 /// The loop's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -252,100 +236,6 @@ impl Actor {
         terminator
     }
 
-    /// Serves what waits on the control channel. With `leases` false (the
-    /// database is locked), leases are kept for later and only step loads,
-    /// which only read, are answered.
-    async fn serve_control(&mut self, leases: bool) {
-        if leases {
-            for req in std::mem::take(&mut self.deferred_leases) {
-                self.lease(req).await;
-            }
-        }
-        while let Ok(c) = self.control_rx.try_recv() {
-            self.control(c, leases).await;
-        }
-        self.answer_step_loads().await;
-    }
-
-    /// Answers every step load waiting, with one query for all of them (one
-    /// round trip on a remote server, however many sessions start at once).
-    async fn answer_step_loads(&mut self) {
-        if self.pending_loads.is_empty() {
-            return;
-        }
-        let loads = std::mem::take(&mut self.pending_loads);
-        let ids: Vec<&str> = loads.iter().map(|(s, _)| s.as_str()).collect();
-        // Nothing of these sessions is queued or in the open batch (see
-        // `SessionCache`), so even inside a batch's transaction this reads
-        // exactly their committed steps.
-        match self.exec.load_steps_many(&ids).await {
-            Ok(mut found) => {
-                for (session_id, reply) in loads {
-                    let steps = found.remove(&session_id).unwrap_or_default();
-                    let _ = reply.send(Ok(steps));
-                }
-            }
-            Err(e) => {
-                let e: TracingError = e.into();
-                for (_, reply) in loads {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-
-    async fn control(&mut self, c: Control, leases: bool) {
-        match c {
-            Control::Lease(req) => match self.pipeline.as_mut() {
-                // Carried by the next request rather than sent alone.
-                Some(p) if self.in_batch => p.carry(req),
-                _ if leases => self.lease(req).await,
-                _ => self.deferred_leases.push(req),
-            },
-            #[cfg(feature = "fault-injection")]
-            Control::Crash => panic!("fault injection: the actor was told to crash"),
-            // Answered together by `answer_step_loads`.
-            Control::LoadSteps { session_id, reply } => {
-                self.pending_loads.push((session_id, reply))
-            }
-        }
-    }
-
-    async fn lease(&mut self, req: LeaseRequest) {
-        let mut backoff = self.config.retry_initial;
-        loop {
-            let leased = self.exec.lease_blocks(&[(req.table, req.size)]).await;
-            match leased.map(|mut blocks| blocks.pop()) {
-                Ok(Some(ids)) => {
-                    Counters::add(&self.shared.counters.id_leases, 1);
-                    self.shared.ids.grant(req.table, ids);
-                    return;
-                }
-                Err(e) if e.is_transient() && !self.shared.past_close_deadline() => {
-                    tracing::warn!(target: "trace_writer", error = %e, "id lease failed; retrying");
-                    self.remember(format!(
-                        "retrying an id lease for {}: {e}",
-                        req.table.name()
-                    ));
-                    Counters::add(&self.shared.counters.retries, 1);
-                    self.reconnect_if_remote().await;
-                    self.shared.sleep_until_close_deadline(backoff);
-                    backoff = backoff.saturating_mul(2).min(self.config.retry_max);
-                }
-                Ok(None) => {
-                    let e = DbError::new(crate::error::ErrorClass::Fatal, crate::error::BUG);
-                    self.shared.ids.lease_failed(req.table, e.into());
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(target: "trace_writer", error = %e, "id lease failed");
-                    self.shared.ids.lease_failed(req.table, e.into());
-                    return;
-                }
-            }
-        }
-    }
-
     /// Takes what is queued, up to the batch bounds, stopping after a
     /// message that needs a commit first. When the queue runs dry it waits up
     /// to `linger` for more, unless a read is waiting.
@@ -383,139 +273,6 @@ impl Actor {
             }
         }
         (g.items, None)
-    }
-
-    /// An operation the database refused: counted, its cause logged and
-    /// kept once, and the operation itself kept for the dead-letter file.
-    fn record_failure(&mut self, op: Op, err: &dyn std::fmt::Display) {
-        let cause = err.to_string();
-        let text = format!("{} for session `{}`: {cause}", op.kind(), op.session_id());
-        if self.note(&cause) {
-            tracing::error!(target: "trace_writer", session = op.session_id(), kind = op.kind(),
-                error = %cause, dead_letter = %self.kept.dead_letter.path().display(),
-                "write refused; the operation is kept in the dead-letter file \
-                 (later refusals with the same cause are not logged again until the next flush)");
-            self.remember(text.clone());
-        }
-        Counters::add(&self.shared.counters.failed, 1);
-        if op.timestep_key().is_some() {
-            // The step's row was never written: the handles must stop
-            // handing out its id (see `Shared::failed_steps`).
-            lock(&self.shared.failed_steps).push(op.session_id().to_string());
-        }
-        self.failed_since_flush += 1;
-        self.first_failure.get_or_insert(text);
-        self.refused.push((op, cause));
-    }
-
-    /// Writes the refused operations of the batch to the dead-letter file.
-    fn keep_refused(&mut self) {
-        if self.refused.is_empty() {
-            return;
-        }
-        let mut refused = std::mem::take(&mut self.refused);
-        // Written as they would have been committed (see `spill`).
-        for (op, _) in &mut refused {
-            self.exec.remap_op(op);
-        }
-        let lines = refused.iter().map(|(op, cause)| (op, cause.as_str()));
-        match self.kept.dead_letter.append(lines) {
-            Ok(()) => Counters::add(&self.shared.counters.dead_letters, refused.len() as u64),
-            Err(e) => {
-                let why = format!(
-                    "could not write {} refused operation(s) to the dead-letter file {}: {e}",
-                    refused.len(),
-                    self.kept.dead_letter.path().display()
-                );
-                tracing::error!(target: "trace_writer", error = %why, "refused operations lost");
-                self.remember(why.clone());
-                self.dead_letter_error.get_or_insert(why);
-            }
-        }
-    }
-
-    /// `true` the first time `cause` is seen since the last flush.
-    fn note(&mut self, cause: &str) -> bool {
-        if self.noted.contains(cause) {
-            return false;
-        }
-        if self.noted.len() >= NOTED_CAUSES {
-            self.noted.clear();
-        }
-        self.noted.insert(cause.to_string());
-        true
-    }
-
-    /// Keeps an error where `recent_errors()` can read it.
-    fn remember(&self, text: String) {
-        let mut recent = lock(&self.shared.recent_errors);
-        if recent.len() >= self.config.error_history.max(1) {
-            recent.pop_front();
-        }
-        recent.push_back(text);
-    }
-
-    /// What a flush answers: `Halted` or `Spilled` while writes are being
-    /// spilled (nothing queued before the flush committed), else
-    /// `WriteFailed` if the database refused operations since the last
-    /// flush, naming the dead-letter file that keeps them.
-    fn take_failures(&mut self) -> Result<(), TracingError> {
-        self.keep_refused();
-        self.noted.clear();
-        if let Some(e) = self.spilled_error() {
-            return Err(e);
-        }
-        let failed = std::mem::take(&mut self.failed_since_flush);
-        let kept = match self.dead_letter_error.take() {
-            Some(why) => format!("; {why}"),
-            None => format!(
-                "; the refused operation(s) are kept in {} for replay once the cause is fixed",
-                self.kept.dead_letter.path().display()
-            ),
-        };
-        match self.first_failure.take() {
-            Some(first) if failed > 0 => Err(TracingError::WriteFailed {
-                failed,
-                first_cause: first + &kept,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// `Halted` or `Spilled` if writes are being spilled.
-    fn spilled_error(&self) -> Option<TracingError> {
-        if let Some(cause) = &self.halt {
-            return Some(TracingError::Halted {
-                cause: cause.clone(),
-                path: self.kept.spill.path().to_path_buf(),
-                spilled: self.spilled,
-            });
-        }
-        (self.spilling || self.spilled > 0).then(|| TracingError::Spilled {
-            path: self.kept.spill.path().to_path_buf(),
-            count: self.spilled,
-        })
-    }
-
-    /// A batch met an error no retry can fix: from now on every write is
-    /// spilled, in order, and write calls fail fast with the cause.
-    fn halt(&mut self, err: &DbError) {
-        self.spilling = true;
-        if self.halt.is_some() {
-            return;
-        }
-        let cause = err.to_string();
-        tracing::error!(target: "trace_writer", error = %cause,
-            spill = %self.kept.spill.path().display(),
-            "fatal database error: the writer halts; this batch and every write queued after \
-             it are spilled, and later write calls fail with this cause until the writer is \
-             closed. Fix the cause, then replay the spill file");
-        self.remember(format!(
-            "fatal error, the writer halted (writes go to {}): {cause}",
-            self.kept.spill.path().display()
-        ));
-        *lock(&self.shared.halt) = Some((cause.clone(), self.kept.spill.path().to_path_buf()));
-        self.halt = Some(cause);
     }
 
     /// Waits for the next message until `end` (forever for `None`), serving
@@ -625,106 +382,4 @@ impl Actor {
         (self.shared.metrics).publish(&self.shared.counters.snapshot(), &mut self.published);
         (reply, result)
     }
-
-    /// `Halted` if a fatal error halted the writer.
-    fn halt_error(&self) -> Option<TracingError> {
-        self.halt.as_ref().and_then(|_| self.spilled_error())
-    }
-
-    /// Keeps operations that could not be committed in the spill file. If
-    /// even that fails, they go to the dead-letter file with both causes.
-    fn spill(&mut self, mut ops: Vec<Op>, cause: &str) {
-        // Written as they would have been committed: under the real rows of
-        // steps created elsewhere, which a replay could not know.
-        for op in &mut ops {
-            self.exec.remap_op(op);
-        }
-        let n = ops.len();
-        match self.kept.spill.append(ops.iter().map(|op| (op, cause))) {
-            Ok(()) => {
-                self.spilled += n;
-                Counters::add(&self.shared.counters.spilled, n as u64);
-                let path = self.kept.spill.path().display().to_string();
-                if self.note(&format!("spilled: {cause}")) {
-                    tracing::error!(target: "trace_writer", count = n, path = %path, cause,
-                        "operations spilled (later batches spilled for the same cause are \
-                         logged at debug level)");
-                } else {
-                    tracing::debug!(target: "trace_writer", count = n, path = %path, "operations spilled");
-                }
-            }
-            Err(e) => {
-                let err = format!(
-                    "could not spill to {} ({e}) after: {cause}",
-                    self.kept.spill.path().display()
-                );
-                for op in ops {
-                    self.record_failure(op, &err);
-                }
-                self.keep_refused();
-            }
-        }
-    }
-}
-
-/// At most this many distinct causes are remembered between flushes (see
-/// `Actor::noted`); past it the set starts afresh.
-const NOTED_CAUSES: usize = 256;
-
-/// Answered once the database is open and the first id blocks are leased.
-pub(crate) type StartReply = oneshot::Receiver<Result<(), TracingError>>;
-
-/// Spawns the actor on its own named thread and waits until the database is
-/// open, so a bad path or URL fails here and a handle never points at a dead
-/// actor.
-pub(crate) fn spawn(
-    rx: Receiver<Msg>,
-    control_rx: Receiver<Control>,
-    shared: Arc<Shared>,
-    config: WriterConfig,
-    storage: StorageConfig,
-) -> Result<(std::thread::JoinHandle<()>, StartReply), TracingError> {
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let remote = matches!(storage.kind(), Ok(DbKind::Remote(_)));
-    let handle = std::thread::Builder::new()
-        .name("trace-writer".into())
-        .spawn(move || {
-            // The actor's own runtime: libsql's API is async (remote
-            // connections need a reactor), but this thread blocks freely. On
-            // a remote server one worker drives the requests in flight while
-            // the actor collects the next batch (see `remote.rs`).
-            let rt = if remote {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("trace-writer-io")
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            };
-            let rt = match rt {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(TracingError::Internal(format!(
-                        "cannot build the actor's runtime: {e}"
-                    ))));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                match Actor::start(rx, control_rx, shared, config, storage).await {
-                    Ok(actor) => {
-                        let _ = ready_tx.send(Ok(()));
-                        actor.run().await;
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            });
-        })
-        .map_err(|e| TracingError::Internal(format!("cannot spawn the writer thread: {e}")))?;
-    Ok((handle, ready_rx))
 }

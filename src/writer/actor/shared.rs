@@ -1,5 +1,6 @@
 //! State shared by the handles and the actor: counters, ids, queue space,
-//! the close deadline, recent errors, and why the actor died.
+//! the close deadline, recent errors, and why the actor died (set by the
+//! [`DeathGuard`] if its thread stops without a clean close).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -136,5 +137,31 @@ impl Shared {
 
     pub(crate) fn dead_cause(&self) -> Option<String> {
         lock(&self.dead).clone()
+    }
+}
+
+/// Marks the writer dead if the actor thread unwinds or returns early, so
+/// that no producer is left waiting.
+pub(super) struct DeathGuard {
+    pub(super) shared: Arc<Shared>,
+    pub(super) clean: bool,
+}
+
+impl Drop for DeathGuard {
+    fn drop(&mut self) {
+        if !self.clean {
+            let cause = if std::thread::panicking() {
+                "the writer's actor thread panicked".to_string()
+            } else {
+                "the writer's actor thread stopped".to_string()
+            };
+            tracing::error!(target: "trace_writer", "{cause}");
+            lock(&self.shared.dead).get_or_insert(cause);
+        }
+        // Wake every producer that waits for space or ids: they fail with
+        // `WriterClosed` instead of hanging.
+        self.shared.ops_sem.close();
+        self.shared.bytes_sem.close();
+        self.shared.ids.shut_down(TracingError::WriterClosed);
     }
 }

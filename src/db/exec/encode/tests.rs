@@ -156,7 +156,7 @@ fn a_batch_is_one_transaction_with_its_lease() {
     let result = answer(sql.len(), &[(7, 3), (10, 150)], &[]);
     let mut remap = StepRemap::default();
     match tx.read_answer(result, &mut remap).expect("answer") {
-        RemoteBatch::Committed(blocks) => assert_eq!(blocks, [101..151]),
+        RemoteBatch::Committed(blocks) => assert_eq!(blocks.first(), Some(&(101..151))),
         other => panic!("{other:?}"),
     }
     assert_eq!(remap.learnt(), 1);
