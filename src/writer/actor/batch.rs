@@ -45,7 +45,7 @@ impl Actor {
     ) {
         let started = Instant::now();
         let mut attempts = 0u32;
-        // Remotely the requests count themselves (see `BatchInFlight::send`).
+        // Remotely the requests count themselves (see `Pipeline::send`).
         let local = self.pipeline.is_none();
         let mut stage = Some(stage);
         if local {

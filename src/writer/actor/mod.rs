@@ -199,10 +199,10 @@ impl Actor {
     }
 
     /// Collects a batch starting with `first`, applies it, and returns the
-    /// message that ended it early, if any. Leases asked for meanwhile ride
-    /// in a batch's request on a remote server; any left (there was nothing
-    /// to send, or the batch failed) are served alone here, so no producer
-    /// waits for ids past the batches.
+    /// message that ended it early, if any. Leases asked for meanwhile are
+    /// carried by a batch's request on a remote server; any left (there was
+    /// nothing to send, or the batch failed) are served alone here, so no
+    /// producer waits for ids past the batches.
     ///
     /// On a remote server the next batch is collected, encoded and sent
     /// behind the one in flight, and so on while the queue keeps them
