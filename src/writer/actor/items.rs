@@ -15,7 +15,10 @@ use crate::writer::protocol::{Msg, Reply};
 pub(crate) enum Item {
     Write {
         op: Op,
+        /// Its size, for the queue space it gives back once done.
         bytes: usize,
+        /// Set aside: refused by the database, or found stored after a lost
+        /// reply. Not sent again.
         failed: bool,
     },
     LoadSteps {

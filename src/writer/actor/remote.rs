@@ -56,7 +56,6 @@ impl Actor {
         stage: Stage,
         overlap: bool,
     ) -> Result<(), AttemptError> {
-        pipeline(&mut self.pipeline)?;
         let mut current = match stage {
             sent @ (Stage::Sent(..) | Stage::Answered(..)) => sent,
             other => match self.send(items, multi, other.into_encoded()).await? {
