@@ -124,8 +124,9 @@
 //!   the producer; each table's columns are defined once in `src/db/columns.rs`.
 //! - **The one transaction helper:** `transaction` in `src/db/tx.rs`. No other
 //!   code writes `BEGIN`, `COMMIT` or `ROLLBACK`.
-//! - **The id lease:** `lease_ids` in `src/db/lease.rs`; the writer's blocks
-//!   of ids are handed out in `src/writer/ids.rs`.
+//! - **The id lease:** the statements in `src/db/lease.rs`, run by
+//!   `Executor::lease_blocks`; the writer's blocks of ids are handed out in
+//!   `src/writer/ids.rs`.
 //! - **The actor loop:** `Actor::run` in `src/writer/actor/mod.rs`; one batch is
 //!   applied by `Actor::execute` in `src/writer/actor/batch.rs`.
 //! - Reads (decoding, `get_session`, step loads, `query`): `src/db/read.rs`.
@@ -134,13 +135,15 @@
 //!   Opening and pragmas: `src/db/open.rs`; tokens inside URLs:
 //!   `src/db/url.rs`; a second SQLite library in the process:
 //!   `src/db/foreign.rs`. Remote batches in one request:
-//!   `src/db/hrana.rs` (the client), laid out as a transaction by `RemoteTx`
-//!   in `src/db/tx.rs`.
+//!   `src/db/hrana.rs` (the client), encoded by `RemoteEncoder` in
+//!   `src/db/exec/encode.rs`, laid out as a transaction by `RemoteTx` in
+//!   `src/db/tx.rs`, and sent by the `Pipeline` in `src/writer/pipeline.rs`.
 //!
 //! `src/writer/`: `handle/` (the producers' handle, its side of the
 //! `TraceStorage` calls, the step loads, and closing), `blocking.rs` ([`BlockingWriter`]), `cache.rs` (the step cache),
 //! `reserve.rs` (queue space), `protocol.rs` (the messages between the
 //! handles and the actor), `actor/` (the thread that owns the connection),
+//! `pipeline.rs` (batches in flight to a remote server),
 //! `ids.rs`, `config.rs`, `stats.rs`, `metrics.rs` (the `metrics` facade),
 //! `spill.rs` (the spill and dead-letter files, and replay) and `wait.rs`
 //! (deadlines).

@@ -441,3 +441,26 @@ fn handles_are_cheap_clones_that_cross_threads() {
     assert_storage::<LibsqlTraceStorage>();
     assert_eq!(OverflowPolicy::default(), OverflowPolicy::Block);
 }
+
+/// A batch that holds all the queue space is sent while it lingers: the
+/// producer that waits for space ends the linger, with a deadline or none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_waiting_for_space_ends_the_linger() {
+    for linger in [Duration::from_secs(3600), Duration::MAX] {
+        let config = WriterConfig::default()
+            .queue_capacity(1)
+            .linger(linger)
+            .enqueue_timeout(Duration::from_secs(60));
+        let w = BufferedTraceWriter::new(StorageConfig::memory(), config)
+            .await
+            .unwrap();
+        for i in 0..5 {
+            w.insert_event("q", None, &common::env_event(i))
+                .await
+                .unwrap_or_else(|e| panic!("write {i} with linger {linger:?}: {e}"));
+        }
+        w.flush().await.unwrap();
+        assert_eq!(w.stats().committed, 5);
+        w.close().await.unwrap();
+    }
+}

@@ -71,6 +71,11 @@ impl<'a> Stmt<'a> {
             want_rows: true,
         }
     }
+
+    /// The arguments as values, to bind on a local connection.
+    pub(crate) fn values(&self) -> Vec<Value> {
+        self.args.iter().map(|a| a.0.clone().into_owned()).collect()
+    }
 }
 
 /// A value bound to a statement, in Hrana's JSON form. Borrowed from the

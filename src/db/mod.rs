@@ -3,15 +3,18 @@
 //! - [`open`](open::open): opening a database and its pragmas.
 //! - [`tx`]: [`transaction`](tx::transaction), the one helper that opens and
 //!   ends transactions. No other code writes `BEGIN`, `COMMIT` or `ROLLBACK`.
+//!   On a remote server, [`RemoteTx`](tx::RemoteTx) lays a transaction out
+//!   as one request.
 //! - [`columns`]: [`Table`](columns::Table) and each table's columns, defined
 //!   once; the `INSERT` SQL, bind order, multi-row form and decoders derive
 //!   from them.
 //! - [`op`]: [`Op`](op::Op), a row validated and serialized by the producer;
 //!   [`json`] writes its JSON columns.
-//! - [`exec`]: [`Executor`](exec::Executor), the one place that writes rows.
+//! - [`exec`]: [`Executor`](exec::Executor), the one place that writes rows
+//!   (locally through prepared statements, remotely through the encoder).
 //! - [`read`]: decoding rows, `get_session`, step loads and `query`.
-//! - [`lease`]: [`lease_ids`](lease::lease_ids), the id lease the writer
-//!   numbers its rows from.
+//! - [`lease`]: the statements of the id lease the writer numbers its rows
+//!   from, run by [`Executor::lease_blocks`](exec::Executor::lease_blocks).
 //! - [`params`]: [`QueryParams`](params::QueryParams), named query
 //!   parameters ordered into the positional list the trait binds.
 //! - [`hrana`]: a Hrana-over-HTTP client that sends a whole batch to a remote

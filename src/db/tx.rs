@@ -8,7 +8,11 @@
 //! On a remote server, [`RemoteTx`] lays the same transaction out as the
 //! steps of one Hrana batch, sent in one request: `BEGIN`, the statements
 //! (each only while the transaction is open), `COMMIT` only if every
-//! statement succeeded, and `ROLLBACK` otherwise.
+//! statement succeeded, and `ROLLBACK` otherwise. A batch sent while the
+//! one before it is still in flight is guarded ([`RemoteTx::behind`]): its
+//! first statement fails unless that batch's [`Marker`] row is there, so it
+//! commits only after that one did, and otherwise ran first
+//! ([`TxShape::ran_first`]) and changed nothing.
 
 use std::future::Future;
 use std::pin::pin;
@@ -16,8 +20,12 @@ use std::task::{Context, Waker};
 
 use libsql::Connection;
 
-use crate::db::hrana::{BatchResult, Cond, Step, StepResult, Stmt};
-use crate::error::DbError;
+use libsql::Value;
+
+use crate::db::columns::Table;
+use crate::db::hrana::{Arg, BatchResult, Cond, Step, StepResult, Stmt};
+use crate::db::op::Op;
+use crate::error::{DbError, ErrorClass};
 
 /// Runs `body` inside one `BEGIN IMMEDIATE` … `COMMIT` on `conn`.
 ///
@@ -105,6 +113,49 @@ impl Drop for RollbackOnDrop<'_> {
     }
 }
 
+/// `SELECT 1 FROM <table> WHERE id = ?`: whether the row with that id is
+/// stored. The one form used to ask it (a replay, the check after a lost
+/// reply, the guard of a batch sent behind another).
+pub(crate) fn row_exists_sql(table: Table) -> String {
+    format!("SELECT 1 FROM {} WHERE id = ?", table.name())
+}
+
+/// A row that a batch inserts with an id of ours: it is there once the batch
+/// committed, and not before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Marker {
+    pub(crate) table: Table,
+    pub(crate) id: i64,
+}
+
+/// The [`Marker`] of a batch of `ops`: its first insert with an id that is
+/// not a step (a step whose row was made elsewhere keeps that row's id, so
+/// ours is never found). `None` for a batch of steps, sessions and updates
+/// only.
+pub(crate) fn marker(ops: &[&Op]) -> Option<Marker> {
+    ops.iter().find_map(|op| match op {
+        Op::Insert { table, .. } if *table != Table::Timesteps => {
+            op.id().map(|id| Marker { table: *table, id })
+        }
+        _ => None,
+    })
+}
+
+/// Fails (SQLite's integer overflow error) unless `marker`'s row exists:
+/// the first statement of a batch sent behind another, so that it commits
+/// only after that one did.
+fn guard(marker: Marker) -> Stmt<'static> {
+    Stmt {
+        sql: format!(
+            "SELECT abs(CASE WHEN EXISTS ({}) THEN 0 ELSE -9223372036854775808 END)",
+            row_exists_sql(marker.table)
+        )
+        .into(),
+        args: vec![Arg::owned(Value::Integer(marker.id))],
+        want_rows: false,
+    }
+}
+
 /// A transaction laid out as the steps of one Hrana batch.
 #[derive(Debug)]
 pub(crate) struct RemoteTx<'a> {
@@ -116,8 +167,10 @@ pub(crate) struct RemoteTx<'a> {
 /// steps are encoded and gone.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct TxShape {
-    /// Statements between `BEGIN` and `COMMIT`.
+    /// Statements between `BEGIN` and `COMMIT`, the guard included.
     body: usize,
+    /// The first of them is the guard of [`RemoteTx::behind`].
+    guarded: bool,
 }
 
 /// How a [`RemoteTx`] ended.
@@ -125,8 +178,12 @@ pub(crate) struct TxShape {
 pub(crate) enum RemoteOutcome {
     /// Committed: each statement's result, in order.
     Committed(Vec<StepResult>),
-    /// Rolled back because these statements (by index) failed.
+    /// Rolled back because these statements (by index in the body given,
+    /// the guard not counted) failed.
     Failed(Vec<(usize, DbError)>),
+    /// Sent behind a batch that had not committed when it ran (its guard
+    /// failed): rolled back, having changed nothing.
+    RanFirst,
 }
 
 impl<'a> RemoteTx<'a> {
@@ -136,10 +193,12 @@ impl<'a> RemoteTx<'a> {
         Self::build(body, false)
     }
 
-    /// As [`RemoteTx::new`], but the first statement of `body` is a guard:
-    /// the others run only if it succeeded (when it fails, nothing is
-    /// committed, and the rest is not run for nothing).
-    pub(crate) fn guarded(body: Vec<Stmt<'a>>) -> Self {
+    /// As [`RemoteTx::new`], for a batch sent while the one whose
+    /// `marker` row it names is in flight: a guard runs first, and the
+    /// statements of `body` run only if that row is there (when it is not,
+    /// nothing is committed, and the rest is not run for nothing).
+    pub(crate) fn behind(marker: Marker, mut body: Vec<Stmt<'a>>) -> Self {
+        body.insert(0, guard(marker));
         Self::build(body, true)
     }
 
@@ -207,7 +266,7 @@ impl<'a> RemoteTx<'a> {
         });
         Self {
             steps,
-            shape: TxShape { body: n },
+            shape: TxShape { body: n, guarded },
         }
     }
 
@@ -226,6 +285,15 @@ impl<'a> RemoteTx<'a> {
 }
 
 impl TxShape {
+    /// Whether `result` answers a guarded transaction (see
+    /// [`RemoteTx::behind`]) that ran before the batch it was sent behind
+    /// committed: then it changed nothing, and the same request can be sent
+    /// again.
+    pub(crate) fn ran_first(self, result: &BatchResult) -> bool {
+        // Step 0 is `BEGIN`; the guard is the first statement after it.
+        self.guarded && matches!(result.step_errors.get(1), Some(Some(_)))
+    }
+
     /// Reads the server's answer.
     ///
     /// # Errors
@@ -241,8 +309,13 @@ impl TxShape {
         if let Some(e) = error_of(&result, 0) {
             return Err(e);
         }
-        let failed: Vec<(usize, DbError)> = (0..self.body)
-            .filter_map(|i| error_of(&result, i + 1).map(|e| (i, e)))
+        if self.ran_first(&result) {
+            // Whatever else failed ran without the rows before it.
+            return Ok(RemoteOutcome::RanFirst);
+        }
+        let first = usize::from(self.guarded);
+        let failed: Vec<(usize, DbError)> = (first..self.body)
+            .filter_map(|i| error_of(&result, i + 1).map(|e| (i - first, e)))
             .collect();
         if !failed.is_empty() {
             return Ok(RemoteOutcome::Failed(failed));
@@ -254,13 +327,13 @@ impl TxShape {
         let committed = result.step_results.get(commit).is_some_and(|r| r.is_some());
         if !committed {
             return Err(DbError::new(
-                crate::error::ErrorClass::Transient,
+                ErrorClass::Transient,
                 "the server did not run COMMIT",
             ));
         }
         let results = result
             .step_results
-            .drain(1..commit)
+            .drain(1 + first..commit)
             .map(|r| r.unwrap_or(StepResult { rows: Vec::new() }))
             .collect();
         Ok(RemoteOutcome::Committed(results))

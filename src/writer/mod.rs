@@ -22,6 +22,7 @@ mod config;
 mod handle;
 mod ids;
 pub mod metrics;
+mod pipeline;
 mod protocol;
 mod reserve;
 mod spill;

@@ -95,6 +95,7 @@ pub(crate) async fn reserve<'a>(
                     armed: true,
                 });
             }
+            shared.want_space();
             let started = std::time::Instant::now();
             bounded(config.enqueue_timeout, "waiting for queue space", async {
                 // Both guards give their permits back if this future is

@@ -580,6 +580,8 @@ async fn replay_chunk(
                     None => continue,
                 }
             }
+            // Changed nothing (a replay is never sent behind another).
+            Ok(RemoteOutcome::RanFirst) => continue,
             Err(e) => e,
         };
         if !error.is_transient() || tries + 1 >= REPLAY_TRIES {

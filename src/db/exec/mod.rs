@@ -2,61 +2,62 @@
 //!
 //! Both backends apply every [`Op`] through [`Executor`]: the plain backend
 //! one call at a time, the writer's actor whole batches inside one
-//! transaction (see [`crate::db::transaction`]).
+//! transaction (see [`crate::db::transaction`]). It stands on:
+//!
+//! - `local.rs`: [`LocalExec`](local::LocalExec), the prepared statements of
+//!   a local database;
+//! - `encode.rs`: [`RemoteEncoder`], a whole batch into one request for a
+//!   remote server, and the plan for reading its answer (pure);
+//! - `remote.rs`: what else the executor asks a remote server (the check
+//!   after a lost reply, leases, step loads);
+//! - `remap.rs`: [`StepRemap`], steps whose row was made elsewhere, which
+//!   both paths file records under.
 
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
-
-use libsql::params::Params;
-use libsql::{Connection, Statement, Value};
-
-use crate::db::columns::Table;
-use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
-use crate::db::read::{find_timestep, first_i64};
-use crate::db::tx::transaction;
+use std::ops::Range;
 use std::sync::Arc;
 
-use crate::db::hrana::{hrana_integer, hrana_text, Arg, HranaClient, Step, Stmt};
-use crate::error::{DbError, ErrorClass, BUG};
+use libsql::{Connection, Value};
 
+use crate::db::columns::Table;
+use crate::db::hrana::HranaClient;
+use crate::db::lease::{block, lease_statements, READS_BLOCK};
+use crate::db::op::{text, Op};
+use crate::db::read::{find_timestep, first_i64};
+use crate::db::tx::{row_exists_sql, transaction};
+use crate::error::DbError;
+
+mod encode;
+mod local;
+mod remap;
 mod remote;
 
-pub(crate) use remote::{marker, Behind, PreparedRemote, RemoteBatch};
+pub(crate) use encode::{Behind, EncodedTx, RemoteBatch, RemoteEncoder};
+use local::{run_once, LocalExec, Update, MAX_BOUND_PARAMS};
+pub(crate) use remap::StepRemap;
 
-/// The bound parameters of one local multi-row statement: SQLite's limit
-/// before 3.32, so any SQLite build accepts it. A remote batch uses the
-/// server's limit instead (`REMOTE_MAX_PARAMS` in `remote.rs`).
-const MAX_BOUND_PARAMS: usize = 999;
-
-/// Applies [`Op`]s on one connection, reusing prepared statements.
+/// Applies [`Op`]s on one connection.
+#[derive(Debug)]
 pub(crate) struct Executor {
     pub(crate) conn: Connection,
-    remote: bool,
-    /// Prepared statements by (table, returning). Remote connections do not
-    /// cache: each statement is a round trip either way.
-    inserts: HashMap<(Table, bool), Statement>,
-    update_timestep: Option<Statement>,
-    update_counts: Option<Statement>,
-    /// Step ids handed out by this writer whose `(session_id, step_id)` row
-    /// turned out to exist already, created by someone else (another writer,
-    /// a plain backend, another process): the id given out, and the real
-    /// row's id. Events and messages that name the first are written with
-    /// the second. It only grows on such a conflict, a rare event.
-    step_remap: HashMap<i64, i64>,
-    /// Entries added to `step_remap` so far.
-    remaps: u64,
-    /// On a remote server: sends a whole batch in one request.
-    pipeline: Option<Arc<HranaClient>>,
-    /// `INSERT` text by (table, rows), shared by the requests that use it.
-    insert_text: HashMap<(Table, usize), Arc<str>>,
+    backend: Backend,
+    /// Steps made elsewhere, learnt on either path.
+    remap: StepRemap,
 }
 
-impl std::fmt::Debug for Executor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor")
-            .field("remote", &self.remote)
-            .finish_non_exhaustive()
-    }
+/// How the executor reaches the database.
+#[derive(Debug)]
+enum Backend {
+    /// A file: statements prepared once and reused.
+    Local(LocalExec),
+    /// A remote server, one statement per request (the plain backend, a
+    /// replay).
+    Remote,
+    /// A remote server, a whole batch per request (the writer).
+    Batched {
+        client: Arc<HranaClient>,
+        encoder: RemoteEncoder,
+    },
 }
 
 /// What replaying one operation did.
@@ -69,73 +70,100 @@ pub(crate) enum Replayed {
     Updated,
 }
 
-#[derive(Clone, Copy)]
-enum Cached {
-    UpdateTimestep,
-    UpdateCounts,
+/// A stretch of a batch, in order: one operation alone, or a run of
+/// inserts grouped by table (see [`segments`]).
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Segment {
+    One(usize),
+    /// Each table's rows (indexes), tables in their order.
+    Run(Vec<(Table, Vec<usize>)>),
 }
 
-/// Runs a prepared statement and resets it, whether or not it failed: a
-/// statement must be reset before it is bound again. Returns the id a
-/// `RETURNING` statement yielded, and how many rows changed.
-async fn run_stmt(
-    stmt: &mut Statement,
-    params: Params,
-    returning: bool,
-) -> libsql::Result<(Option<i64>, u64)> {
-    stmt.reset();
-    let result = if returning {
-        async {
-            let mut rows = stmt.query(params).await?;
-            let id = match rows.next().await? {
-                Some(row) => Some(row.get::<i64>(0)?),
-                None => None,
-            };
-            Ok((id, u64::from(id.is_some())))
+impl Segment {
+    /// The index of its first operation.
+    pub(crate) fn start(&self) -> usize {
+        match self {
+            Segment::One(k) => *k,
+            Segment::Run(tables) => tables
+                .iter()
+                .filter_map(|(_, rows)| rows.first())
+                .min()
+                .copied()
+                .unwrap_or(0),
         }
-        .await
-    } else {
-        stmt.execute(params).await.map(|n| (None, n as u64))
-    };
-    stmt.reset();
-    result
+    }
+}
+
+/// Cuts `n` operations into [`Segment`]s: `table_of(k)` is the table of
+/// operation `k` if it may join a run of inserts. Ids are assigned, so the
+/// inserts of a run commute and each table's rows go in together; runs of
+/// fewer than `min_run` stay single. Both the local batch and the remote
+/// encoder group through it.
+pub(crate) fn segments(
+    n: usize,
+    min_run: usize,
+    table_of: impl Fn(usize) -> Option<Table>,
+) -> Vec<Segment> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let end = (i..n).find(|&j| table_of(j).is_none()).unwrap_or(n);
+        if end > i && end - i >= min_run.max(1) {
+            let mut by_table: Vec<(Table, Vec<usize>)> = Vec::new();
+            for k in i..end {
+                let Some(table) = table_of(k) else { continue };
+                match by_table.iter_mut().find(|(t, _)| *t == table) {
+                    Some((_, rows)) => rows.push(k),
+                    None => by_table.push((table, vec![k])),
+                }
+            }
+            by_table.sort_by_key(|(t, _)| *t);
+            out.push(Segment::Run(by_table));
+            i = end;
+        } else {
+            out.extend((i..end.max(i + 1)).map(Segment::One));
+            i = end.max(i + 1);
+        }
+    }
+    out
 }
 
 impl Executor {
     pub(crate) fn new(conn: Connection, remote: bool) -> Self {
         Self {
             conn,
-            remote,
-            inserts: HashMap::new(),
-            update_timestep: None,
-            update_counts: None,
-            step_remap: HashMap::new(),
-            remaps: 0,
-            pipeline: None,
-            insert_text: HashMap::new(),
+            backend: if remote {
+                Backend::Remote
+            } else {
+                Backend::Local(LocalExec::default())
+            },
+            remap: StepRemap::default(),
         }
     }
 
     /// Sends remote batches in one request each through `client`.
     pub(crate) fn with_pipeline(mut self, client: Option<Arc<HranaClient>>) -> Self {
-        self.pipeline = client;
+        if let Some(client) = client {
+            self.backend = Backend::Batched {
+                client,
+                encoder: RemoteEncoder::default(),
+            };
+        }
         self
-    }
-
-    /// Whether whole batches go to the server in one request.
-    pub(crate) fn has_pipeline(&self) -> bool {
-        self.pipeline.is_some()
-    }
-
-    /// The remote server's batch client, if any.
-    pub(crate) fn pipeline(&self) -> Option<&HranaClient> {
-        self.pipeline.as_deref()
     }
 
     /// The remote server's batch client, shared, for a request sent from a
     /// task of its own.
     pub(crate) fn pipeline_client(&self) -> Option<Arc<HranaClient>> {
-        self.pipeline.clone()
+        match &self.backend {
+            Backend::Batched { client, .. } => Some(client.clone()),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is to a remote server.
+    pub(crate) fn is_remote(&self) -> bool {
+        !matches!(self.backend, Backend::Local(_))
     }
 
     /// The stored steps of several sessions, as `session -> [(step_id, id)]`,
@@ -151,35 +179,8 @@ impl Executor {
                 vec!["?"; chunk.len()].join(", ")
             );
             let args: Vec<Value> = chunk.iter().map(|s| text(s)).collect();
-            if let Some(client) = &self.pipeline {
-                let steps = [Step::always(Stmt::query(
-                    sql,
-                    args.into_iter().map(Arg::owned).collect(),
-                ))];
-                let result = client.batch(&steps).await?;
-                if let Some(Some(e)) = result.step_errors.first() {
-                    return Err(e.to_db_error());
-                }
-                let rows = result
-                    .step_results
-                    .into_iter()
-                    .next()
-                    .flatten()
-                    .map(|r| r.rows)
-                    .unwrap_or_default();
-                for row in rows {
-                    let (Some(sid), Some(step), Some(id)) = (
-                        row.first().and_then(hrana_text),
-                        row.get(1).and_then(hrana_text),
-                        row.get(2).and_then(hrana_integer),
-                    ) else {
-                        return Err(DbError::new(
-                            ErrorClass::Fatal,
-                            "unexpected row from the server while loading steps",
-                        ));
-                    };
-                    out.entry(sid).or_default().push((step, id));
-                }
+            if let Backend::Batched { client, .. } = &self.backend {
+                remote::load_steps(client, sql, args, &mut out).await?;
             } else {
                 let mut rows = self.conn.query(&sql, args).await?;
                 while let Some(row) = rows.next().await? {
@@ -192,27 +193,46 @@ impl Executor {
         Ok(out)
     }
 
+    /// Reserves a block of ids for each `(table, n)`, all in one committed
+    /// transaction (one request on a remote server), in their order: see
+    /// [`crate::db::lease`].
+    ///
+    /// # Errors
+    /// The database's error, classed; then no block is reserved. An id
+    /// space that would overflow is `Fatal`.
+    pub(crate) async fn lease_blocks(
+        &self,
+        leases: &[(Table, i64)],
+    ) -> Result<Vec<Range<i64>>, DbError> {
+        if let Backend::Batched { client, .. } = &self.backend {
+            return remote::lease_blocks(client, leases).await;
+        }
+        let conn = &self.conn;
+        transaction(conn, async {
+            let mut blocks = Vec::with_capacity(leases.len());
+            for &(table, n) in leases {
+                let stmts = lease_statements(table, n);
+                let mut last = None;
+                for (k, stmt) in stmts.iter().enumerate() {
+                    if k == READS_BLOCK {
+                        last = first_i64(conn, &stmt.sql, stmt.values()).await?;
+                    } else {
+                        conn.execute(&stmt.sql, stmt.values()).await?;
+                    }
+                }
+                blocks.push(block(table, last, n)?);
+            }
+            Ok(blocks)
+        })
+        .await
+    }
+
     /// Continues on a new connection (a remote server dropped the old one),
     /// keeping what the executor learnt about step ids.
     pub(crate) fn replace_connection(&mut self, conn: Connection) {
         self.conn = conn;
-        self.inserts.clear();
-        self.update_timestep = None;
-        self.update_counts = None;
-    }
-
-    /// Writes an event or message under the step's real row (see
-    /// `step_remap`).
-    fn remap_step(&self, table: Table, values: &mut [Value]) {
-        if self.step_remap.is_empty() {
-            return;
-        }
-        if let Some(slot) = table.timestep_column().and_then(|i| values.get_mut(i)) {
-            if let Value::Integer(id) = slot {
-                if let Some(real) = self.step_remap.get(id) {
-                    *slot = Value::Integer(*real);
-                }
-            }
+        if let Backend::Local(local) = &mut self.backend {
+            *local = LocalExec::default();
         }
     }
 
@@ -224,32 +244,18 @@ impl Executor {
         };
         if let Some(real) = find_timestep(&self.conn, session_id, step_id).await? {
             if real != ours {
-                self.note_step_elsewhere(ours, real);
+                self.remap.learn(ours, real);
             }
         }
         Ok(())
-    }
-
-    /// Files what names step id `ours` under `real`, the id of the step's
-    /// row created elsewhere.
-    fn note_step_elsewhere(&mut self, ours: i64, real: i64) {
-        tracing::debug!(target: "trace_writer", ours, real,
-            "step created elsewhere; filing under the existing row");
-        self.step_remap.insert(ours, real);
-        self.remaps += 1;
     }
 
     /// Gives an operation about to leave the executor (spilled to a file)
     /// the step ids it would have been written with.
     pub(crate) fn remap_op(&self, op: &mut Op) {
         if let Op::Insert { table, values } = op {
-            self.remap_step(*table, values);
+            self.remap.values(*table, values);
         }
-    }
-
-    /// Whether the connection is to a remote server.
-    pub(crate) fn is_remote(&self) -> bool {
-        self.remote
     }
 
     /// Applies one operation. An insert whose id is `Null` returns the id the
@@ -266,76 +272,43 @@ impl Executor {
     /// [`Executor::apply`], also returning how many rows changed: 0 for an
     /// insert that met an existing session or step.
     async fn apply_counted(&mut self, op: &Op) -> Result<(Option<i64>, u64), DbError> {
-        match op {
+        let (update, values) = match op {
             Op::Insert { table, values } => {
                 let returning = table.id_column().is_some() && op.id().is_none();
                 let mut values = values.clone();
-                self.remap_step(*table, &mut values);
-                let params = Params::Positional(values);
-                let (id, changed) = if self.remote {
-                    let sql = table.insert_sql(1, returning);
-                    if returning {
-                        let mut rows = self.conn.query(&sql, params).await?;
-                        let id = match rows.next().await? {
-                            Some(row) => Some(row.get::<i64>(0)?),
-                            None => None,
-                        };
-                        (id, u64::from(id.is_some()))
-                    } else {
-                        (None, self.conn.execute(&sql, params).await? as u64)
+                self.remap.values(*table, &mut values);
+                let (id, changed) = match &mut self.backend {
+                    Backend::Local(local) => {
+                        local.insert(&self.conn, *table, returning, values).await?
                     }
-                } else {
-                    let stmt = match self.inserts.entry((*table, returning)) {
-                        Entry::Occupied(e) => e.into_mut(),
-                        Entry::Vacant(e) => {
-                            e.insert(self.conn.prepare(&table.insert_sql(1, returning)).await?)
-                        }
-                    };
-                    run_stmt(stmt, params, returning).await?
+                    _ => {
+                        let sql = table.insert_sql(1, returning);
+                        run_once(&self.conn, &sql, values, returning).await?
+                    }
                 };
                 if changed == 0 && *table == Table::Timesteps && !returning {
                     self.learn_existing_step(op).await?;
                 }
-                Ok((id, changed))
+                return Ok((id, changed));
             }
-            Op::UpdateTimestep { values } => {
-                let params = Params::Positional(values.clone());
-                self.run_cached(Cached::UpdateTimestep, params).await?;
-                Ok((None, 0))
-            }
+            Op::UpdateTimestep { values } => (Update::Timestep, values.clone()),
             Op::UpdateSessionCounts { session_id } => {
-                let params = Params::Positional(vec![text(session_id)]);
-                self.run_cached(Cached::UpdateCounts, params).await?;
-                Ok((None, 0))
+                (Update::SessionCounts, vec![text(session_id)])
+            }
+        };
+        match &mut self.backend {
+            Backend::Local(local) => local.update(&self.conn, update, values).await?,
+            _ => {
+                self.conn.execute(update.sql(), values).await?;
             }
         }
-    }
-
-    async fn run_cached(&mut self, kind: Cached, params: Params) -> Result<(), DbError> {
-        let sql = match kind {
-            Cached::UpdateTimestep => UPDATE_TIMESTEP_SQL,
-            Cached::UpdateCounts => UPDATE_COUNTS_SQL,
-        };
-        if self.remote {
-            self.conn.execute(sql, params).await?;
-            return Ok(());
-        }
-        let slot = match kind {
-            Cached::UpdateTimestep => &mut self.update_timestep,
-            Cached::UpdateCounts => &mut self.update_counts,
-        };
-        if slot.is_none() {
-            *slot = Some(self.conn.prepare(sql).await?);
-        }
-        let stmt = slot.as_mut().expect(BUG);
-        run_stmt(stmt, params, false).await?;
-        Ok(())
+        Ok((None, 0))
     }
 
     /// Inserts rows of one table with ids already assigned, in as few
     /// statements as [`MAX_BOUND_PARAMS`] allows: the local path of
     /// `multi_row_inserts(true)` (remote batches are encoded by
-    /// `prepare_remote` instead).
+    /// [`RemoteEncoder`] instead).
     pub(crate) async fn insert_multi(
         &mut self,
         table: Table,
@@ -343,7 +316,7 @@ impl Executor {
     ) -> Result<(), DbError> {
         if table == Table::Timesteps {
             // One step per many events: each goes alone, so that a step
-            // created elsewhere is noticed (see `step_remap`).
+            // created elsewhere is noticed (see `StepRemap`).
             for row in rows {
                 let op = Op::Insert {
                     table,
@@ -360,13 +333,10 @@ impl Executor {
             for row in chunk {
                 let start = values.len();
                 values.extend(row.iter().cloned());
-                self.remap_step(table, &mut values[start..]);
+                self.remap.values(table, &mut values[start..]);
             }
             self.conn
-                .execute(
-                    &table.insert_sql(chunk.len(), false),
-                    Params::Positional(values),
-                )
+                .execute(&table.insert_sql(chunk.len(), false), values)
                 .await?;
         }
         Ok(())
@@ -381,7 +351,7 @@ impl Executor {
             return Ok(Replayed::Updated);
         };
         if let Some(id) = op.id() {
-            let sql = format!("SELECT 1 FROM {} WHERE id = ?", table.name());
+            let sql = row_exists_sql(*table);
             if first_i64(&self.conn, &sql, vec![Value::Integer(id)])
                 .await?
                 .is_some()
@@ -431,5 +401,38 @@ impl Executor {
     /// an error, such as a full disk).
     pub(crate) fn in_transaction(&self) -> bool {
         !self.conn.is_autocommit()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs of three kinds and a lone insert between two others.
+    #[test]
+    fn segments_group_runs_by_table() {
+        let tables = [
+            Some(Table::Messages),
+            Some(Table::Events),
+            Some(Table::Messages),
+            None,
+            Some(Table::Events),
+            None,
+        ];
+        let got = segments(tables.len(), 2, |k| tables[k]);
+        assert_eq!(
+            got,
+            [
+                Segment::Run(vec![
+                    (Table::Events, vec![1]),
+                    (Table::Messages, vec![0, 2])
+                ]),
+                Segment::One(3),
+                Segment::One(4),
+                Segment::One(5),
+            ]
+        );
+        let got = segments(tables.len(), 1, |k| tables[k]);
+        assert_eq!(got[2], Segment::Run(vec![(Table::Events, vec![4])]));
     }
 }

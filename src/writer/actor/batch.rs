@@ -4,10 +4,12 @@
 
 use std::time::Instant;
 
-use crate::db::{self, read, Op, Table};
+use crate::db::exec::{segments, Segment};
+use crate::db::{self, read, Op};
 use crate::error::{ErrorClass, TracingError};
-use crate::writer::actor::remote::{BatchInFlight, EncodedBatch};
-use crate::writer::actor::{Actor, AttemptError, Item, Shared};
+use crate::writer::actor::items::{AttemptError, Item};
+use crate::writer::actor::{Actor, Shared};
+use crate::writer::pipeline::Stage;
 use crate::writer::stats::Counters;
 
 impl Actor {
@@ -15,27 +17,21 @@ impl Actor {
     /// and reported, transient faults are retried with backoff, and past the
     /// close deadline the remaining writes are spilled.
     ///
-    /// On a remote server, `ready` is the batch already encoded (and `sent`
-    /// its request, if it went out behind the batch before), and with
-    /// `overlap` the next batches are collected, and queued in `ahead`,
-    /// while the first try is in flight.
+    /// On a remote server, `stage` is how far the batch got while it was
+    /// queued (see [`Stage`]), and with `overlap` the next batches are
+    /// collected, and queued in the pipeline, while the first try is in
+    /// flight.
     ///
     /// It runs in a DEBUG span `batch` whose fields say the batch's size in
     /// operations and bytes, its attempts and its outcome (`committed`,
     /// `committed, some refused` or `spilled`), so the retry and spill events
     /// logged meanwhile carry them; no payload or token is recorded.
-    pub(super) async fn execute(
-        &mut self,
-        items: Vec<Item>,
-        ready: Option<EncodedBatch>,
-        sent: Option<BatchInFlight>,
-        overlap: bool,
-    ) {
+    pub(super) async fn execute(&mut self, items: Vec<Item>, stage: Stage, overlap: bool) {
         use tracing::field::Empty;
         use tracing::Instrument;
         let span = tracing::debug_span!(target: "trace_writer", "batch",
             ops = Empty, bytes = Empty, attempts = Empty, outcome = Empty);
-        self.execute_in(items, ready, sent, overlap, &span)
+        self.execute_in(items, stage, overlap, &span)
             .instrument(span.clone())
             .await;
     }
@@ -43,15 +39,15 @@ impl Actor {
     async fn execute_in(
         &mut self,
         mut items: Vec<Item>,
-        mut ready: Option<EncodedBatch>,
-        mut sent: Option<BatchInFlight>,
+        stage: Stage,
         overlap: bool,
         span: &tracing::Span,
     ) {
         let started = Instant::now();
         let mut attempts = 0u32;
-        // Remotely the requests count themselves (see `BatchInFlight::send`).
-        let local = !self.exec.has_pipeline();
+        // Remotely the requests count themselves (see `Pipeline::send`).
+        let local = self.pipeline.is_none();
+        let mut stage = Some(stage);
         if local {
             self.shared.metrics.in_flight(1);
         }
@@ -67,10 +63,10 @@ impl Actor {
         };
         while !spill_rest {
             attempts += 1;
-            let attempt = if self.exec.has_pipeline() {
+            let attempt = if !local {
                 let overlap = std::mem::take(&mut collect_next);
-                self.attempt_remote(&mut items, multi, ready.take(), sent.take(), overlap)
-                    .await
+                let stage = stage.take().unwrap_or(Stage::Collected);
+                self.attempt_remote(&mut items, multi, stage, overlap).await
             } else {
                 let conn = self.exec.conn.clone();
                 db::transaction(&conn, self.apply_items(&mut items, multi)).await
@@ -117,17 +113,21 @@ impl Actor {
                 }
             }
         }
-        // The lost reply these flags are about was this batch's.
-        self.ambiguous = false;
-        self.lost_reply = false;
-        // Encoded (or sent) in advance but spilled: a request in flight is
-        // cut short, and if the server applied it all the same, a replay
-        // counts its rows as duplicates.
-        drop(sent);
-        self.discard_encoded(ready);
-        // Reads not answered yet (the batch never got to them) learn why.
         // Set aside as committed: found stored after a lost reply.
-        let mut committed = std::mem::take(&mut self.found_stored);
+        let mut committed = 0;
+        if let Some(p) = self.pipeline.as_mut() {
+            // The lost reply these flags are about was this batch's.
+            p.unanswered = false;
+            p.lost_reply = false;
+            committed = std::mem::take(&mut p.found_stored);
+            // Encoded (or sent) in advance but spilled: a request in flight
+            // is cut short, and if the server applied it all the same, a
+            // replay counts its rows as duplicates.
+            if let Some(stage) = stage.take() {
+                p.discard(stage);
+            }
+        }
+        // Reads not answered yet (the batch never got to them) learn why.
         let unanswered = || self.halt_error().unwrap_or(TracingError::WriterClosed);
         let (mut ops, mut bytes, mut refused) = (0usize, 0usize, 0usize);
         let mut to_spill = Vec::new();
@@ -234,64 +234,48 @@ impl Actor {
     /// The body of a batch's transaction: every write, and the reads queued
     /// between them, in FIFO order.
     async fn apply_items(&mut self, items: &mut [Item], multi: bool) -> Result<(), AttemptError> {
-        let mut i = 0;
-        while i < items.len() {
-            if i % 64 == 63 {
+        // Runs of inserts: they commute (ids are assigned), so each table's
+        // rows go in as few statements as possible.
+        let runs = |k: usize| match &items[k] {
+            Item::Write {
+                op: Op::Insert { table, .. },
+                failed: false,
+                ..
+            } if multi => Some(*table),
+            _ => None,
+        };
+        for segment in segments(items.len(), 1, runs) {
+            if segment.start() % 64 == 63 {
                 // A producer may wait on a step load: answer it now rather
                 // than after the batch (leases wait: they need their own
                 // transaction).
                 self.serve_control(false).await;
             }
-            if multi
-                && matches!(
-                    &items[i],
-                    Item::Write {
-                        op: Op::Insert { .. },
-                        failed: false,
-                        ..
-                    }
-                )
-            {
-                // A run of inserts: they commute (ids are assigned), so each
-                // table's rows go in as few statements as possible.
-                let end = (i..items.len())
-                    .find(|&j| {
-                        !matches!(
-                            &items[j],
-                            Item::Write {
-                                op: Op::Insert { .. },
-                                failed: false,
-                                ..
-                            }
-                        )
-                    })
-                    .unwrap_or(items.len());
-                let mut by_table: Vec<(Table, Vec<&Vec<libsql::Value>>)> = Vec::new();
-                for item in &items[i..end] {
-                    if let Item::Write {
-                        op: Op::Insert { table, values },
-                        ..
-                    } = item
-                    {
-                        match by_table.iter_mut().find(|(t, _)| t == table) {
-                            Some((_, rows)) => rows.push(values),
-                            None => by_table.push((*table, vec![values])),
+            let i = match segment {
+                Segment::One(i) => i,
+                Segment::Run(tables) => {
+                    for (table, rows) in tables {
+                        let rows: Vec<&Vec<libsql::Value>> = rows
+                            .iter()
+                            .filter_map(|&k| match &items[k] {
+                                Item::Write {
+                                    op: Op::Insert { values, .. },
+                                    ..
+                                } => Some(values),
+                                _ => None,
+                            })
+                            .collect();
+                        if let Err(e) = self.exec.insert_multi(table, &rows).await {
+                            return Err(if e.is_transient() {
+                                AttemptError::Transient(e)
+                            } else {
+                                AttemptError::MultiRowFailed
+                            });
                         }
                     }
+                    continue;
                 }
-                by_table.sort_by_key(|(t, _)| *t);
-                for (table, rows) in by_table {
-                    if let Err(e) = self.exec.insert_multi(table, &rows).await {
-                        return Err(if e.is_transient() {
-                            AttemptError::Transient(e)
-                        } else {
-                            AttemptError::MultiRowFailed
-                        });
-                    }
-                }
-                i = end;
-                continue;
-            }
+            };
             match &mut items[i] {
                 Item::Write { op, failed, .. } => {
                     if !*failed {
@@ -314,7 +298,6 @@ impl Actor {
                 }
                 read => self.answer_read(read).await,
             }
-            i += 1;
         }
         Ok(())
     }

@@ -1,187 +1,54 @@
 //! The actor: the one thread that owns the connection.
 //!
-//! (Over 600 lines: the loop is kept with its message types, so that the
-//! protocol, what each message does and in which order, reads in one file.
-//! One batch's work is in `batch.rs`, the state shared with the handles in
-//! `shared.rs`.)
-//!
 //! It takes whatever is queued (up to a batch's bounds), applies it in one
 //! explicit transaction, commits, and answers whoever waits. Producers did
 //! all serialization; the actor only binds values.
+//!
+//! This file holds the loop: collecting a batch, what each message that
+//! ends one does, and stopping. Beside it:
+//!
+//! - `items.rs`: what a batch is made of, and why a try did not commit;
+//! - `batch.rs`: one batch's work, its retries and its spill;
+//! - `remote.rs`: a batch on a remote server, driving
+//!   [`Pipeline`](crate::writer::pipeline::Pipeline);
+//! - `control.rs`: id leases and step loads, which do not wait their turn;
+//! - `failures.rs`: refused operations, the spill file, the halt;
+//! - `shared.rs`: the state shared with the handles;
+//! - `thread.rs`: the actor's thread and its runtime.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
 use crossbeam_channel::{Receiver, TryRecvError};
-use serde_json::Value as Json;
-use tokio::sync::oneshot;
 
 mod batch;
+mod control;
+mod failures;
+pub(crate) mod items;
 mod remote;
 mod shared;
+mod thread;
 
+pub(crate) use items::Item;
+use items::{BatchBound, Gathering, Terminator};
+use shared::DeathGuard;
 pub(crate) use shared::{CloseDeadline, Shared};
+pub(crate) use thread::{spawn, StartReply};
 
 use crate::db::foreign::ForeignWatch;
 use crate::db::{self, read, Executor, Op, Opened, Table};
-use crate::error::{DbError, TracingError};
-use crate::models::SessionTrace;
-use crate::storage::{DbKind, StorageConfig};
+use crate::error::TracingError;
+use crate::storage::StorageConfig;
 use crate::writer::config::WriterConfig;
-use crate::writer::lock;
 use crate::writer::metrics::Published;
+use crate::writer::pipeline::{Pipeline, QueuedBatch};
 pub(crate) use crate::writer::protocol::{Control, Msg};
 use crate::writer::protocol::{LeaseRequest, Reply, Steps};
 use crate::writer::spill::{self, KeptPaths};
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
-
-// In the parent of `batch.rs` and `remote.rs`, which both use it, so that
-// neither imports the other for it.
-/// Why one try at a batch did not commit.
-enum AttemptError {
-    /// Busy, locked, I/O, network: retry the batch after a backoff.
-    Transient(DbError),
-    /// The transaction was rolled back after a poison operation was set
-    /// aside, or a batch sent behind another ran before that one committed:
-    /// start again at once (without the poison operation).
-    Restart,
-    /// A multi-row statement failed: redo the batch row by row to find the
-    /// operation at fault.
-    MultiRowFailed,
-    /// The batch failed for good (or its `BEGIN` or `COMMIT` did).
-    Fatal(DbError),
-}
-
-impl From<DbError> for AttemptError {
-    /// `BEGIN` and `COMMIT` errors: retried if transient, else the batch fails.
-    fn from(e: DbError) -> Self {
-        if e.is_transient() {
-            AttemptError::Transient(e)
-        } else {
-            AttemptError::Fatal(e)
-        }
-    }
-}
-
-/// Marks the writer dead if the actor thread unwinds or returns early, so
-/// that no producer is left waiting.
-struct DeathGuard {
-    shared: Arc<Shared>,
-    clean: bool,
-}
-
-impl Drop for DeathGuard {
-    fn drop(&mut self) {
-        if !self.clean {
-            let cause = if std::thread::panicking() {
-                "the writer's actor thread panicked".to_string()
-            } else {
-                "the writer's actor thread stopped".to_string()
-            };
-            tracing::error!(target: "trace_writer", "{cause}");
-            lock(&self.shared.dead).get_or_insert(cause);
-        }
-        // Wake every producer that waits for space or ids: they fail with
-        // `WriterClosed` instead of hanging.
-        self.shared.ops_sem.close();
-        self.shared.bytes_sem.close();
-        self.shared.ids.shut_down(TracingError::WriterClosed);
-    }
-}
-
-enum Item {
-    Write {
-        op: Op,
-        bytes: usize,
-        failed: bool,
-    },
-    LoadSteps {
-        session_id: String,
-        reply: Option<Reply<Vec<(String, i64)>>>,
-    },
-    GetSession {
-        session_id: String,
-        reply: Option<Reply<Option<SessionTrace>>>,
-    },
-}
-
-enum Terminator {
-    Flush(Reply<()>),
-    Query {
-        sql: String,
-        params: Vec<Json>,
-        reply: Reply<Vec<Json>>,
-    },
-    Delete {
-        session_id: String,
-        reply: Reply<bool>,
-    },
-    Close(Reply<()>),
-}
-
-/// A batch being collected.
-#[derive(Default)]
-struct Gathering {
-    items: Vec<Item>,
-    ops: usize,
-    bytes: usize,
-    /// A read waits in the batch: do not linger for more.
-    has_read: bool,
-}
-
-/// What taking one message did to a batch being collected.
-enum Taken {
-    More,
-    /// The batch is at its bounds.
-    Full,
-    /// The message needs the batch committed first.
-    End(Terminator),
-}
-
-impl Gathering {
-    fn take(&mut self, msg: Msg, config: &WriterConfig) -> Taken {
-        match msg {
-            Msg::Write { op, bytes } => {
-                self.items.push(Item::Write {
-                    op,
-                    bytes,
-                    failed: false,
-                });
-                self.ops += 1;
-                self.bytes += bytes;
-                if self.ops >= config.max_batch_ops || self.bytes >= config.max_batch_bytes {
-                    return Taken::Full;
-                }
-            }
-            Msg::LoadSteps { session_id, reply } => {
-                self.has_read = true;
-                self.items.push(Item::LoadSteps {
-                    session_id,
-                    reply: Some(reply),
-                });
-            }
-            Msg::GetSession { session_id, reply } => {
-                self.has_read = true;
-                self.items.push(Item::GetSession {
-                    session_id,
-                    reply: Some(reply),
-                });
-            }
-            Msg::Flush { reply } => return Taken::End(Terminator::Flush(reply)),
-            Msg::Query { sql, params, reply } => {
-                return Taken::End(Terminator::Query { sql, params, reply })
-            }
-            Msg::DeleteSession { session_id, reply } => {
-                return Taken::End(Terminator::Delete { session_id, reply })
-            }
-            Msg::Close { reply } => return Taken::End(Terminator::Close(reply)),
-        }
-        Taken::More
-    }
-}
 
 /// The loop's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,13 +64,9 @@ pub(crate) struct Actor {
     control_rx: Receiver<Control>,
     /// Leases taken off the channel while the database was locked.
     deferred_leases: Vec<LeaseRequest>,
-    /// Id leases asked for while a remote batch is being collected or is in
-    /// flight: they ride in the next request (see `attempt_remote`), or are
-    /// served alone at the end of `batch`.
-    riding: Vec<LeaseRequest>,
-    /// On a remote server: the batches collected while one was in flight,
-    /// in order, most of them already sent behind it (see `remote.rs`).
-    ahead: VecDeque<remote::Next>,
+    /// On a remote server: the batches on their way there, and the leases
+    /// their requests carry (see [`Pipeline`]).
+    pipeline: Option<Pipeline>,
     /// A batch is being collected or applied.
     in_batch: bool,
     /// Step loads taken off the control channel, answered together.
@@ -231,19 +94,8 @@ pub(crate) struct Actor {
     /// flush: each distinct cause is named once, not once per operation or
     /// per batch.
     noted: HashSet<String>,
-    /// The last remote batch request got no answer: before it is sent
-    /// again, check whether the server applied it.
-    ambiguous: bool,
     /// What the last publish of the metrics saw.
     published: Published,
-    /// A reply of the current batch was lost (it stays set through the
-    /// batch's retries): a refused resend is checked against the rows
-    /// stored (see `set_aside_stored`).
-    lost_reply: bool,
-    /// Writes of the current batch set aside because their rows were found
-    /// stored after a lost reply: committed, by the request whose reply
-    /// was lost.
-    found_stored: u64,
     state: RunState,
     /// The watch for a second SQLite library. Last: it is dropped after the
     /// connection, so the connection's handles stay claimed while open.
@@ -270,8 +122,7 @@ impl Actor {
             control_rx,
             deferred_leases: Vec::new(),
             pending_loads: Vec::new(),
-            riding: Vec::new(),
-            ahead: VecDeque::new(),
+            pipeline: exec.pipeline_client().map(Pipeline::new),
             in_batch: false,
             shared,
             config,
@@ -288,10 +139,7 @@ impl Actor {
             halt: None,
             noted: HashSet::new(),
             foreign,
-            ambiguous: false,
             published: Published::default(),
-            lost_reply: false,
-            found_stored: 0,
             state: RunState::Running,
         };
         // Every table's first block in one transaction: one request on a
@@ -300,8 +148,7 @@ impl Actor {
             .iter()
             .map(|&t| (t, actor.shared.ids.block_size(t)))
             .collect();
-        let blocks =
-            db::lease::lease_blocks(&actor.exec.conn, actor.exec.pipeline(), &sizes).await?;
+        let blocks = actor.exec.lease_blocks(&sizes).await?;
         for ((table, _), ids) in sizes.into_iter().zip(blocks) {
             Counters::add(&actor.shared.counters.id_leases, 1);
             actor.shared.ids.grant(table, ids);
@@ -353,10 +200,10 @@ impl Actor {
     }
 
     /// Collects a batch starting with `first`, applies it, and returns the
-    /// message that ended it early, if any. Leases asked for meanwhile ride
-    /// in a batch's request on a remote server; any left (there was nothing
-    /// to send, or the batch failed) are served alone here, so no producer
-    /// waits for ids past the batches.
+    /// message that ended it early, if any. Leases asked for meanwhile are
+    /// carried by a batch's request on a remote server; any left (there was
+    /// nothing to send, or the batch failed) are served alone here, so no
+    /// producer waits for ids past the batches.
     ///
     /// On a remote server the next batch is collected, encoded and sent
     /// behind the one in flight, and so on while the queue keeps them
@@ -364,125 +211,30 @@ impl Actor {
     async fn batch(&mut self, first: Msg) -> Option<Terminator> {
         self.in_batch = true;
         let (items, terminator) = self.collect(first).await;
-        self.ahead.push_back(remote::Next {
-            items,
-            terminator,
-            ready: None,
-            sent: None,
-            resent: 0,
-        });
+        let mut next = Some(QueuedBatch::collected(items, terminator));
         // Nothing is collected past a message that needs a commit first, so
         // a batch that ends with one is the last in the queue.
         let mut terminator = None;
-        while let Some(batch) = self.ahead.pop_front() {
+        while let Some(batch) = next.take() {
             terminator = batch.terminator;
             if batch.items.is_empty() {
-                // Nothing to send: leases that were to ride in it are
+                // Nothing to send: leases that were to be carried by it are
                 // served alone below.
-                drop(batch.sent);
-                self.discard_encoded(batch.ready);
-                continue;
+                if let Some(p) = self.pipeline.as_mut() {
+                    p.discard(batch.stage);
+                }
+            } else {
+                let overlap = terminator.is_none() && self.pipeline.is_some();
+                self.execute(batch.items, batch.stage, overlap).await;
             }
-            let overlap = terminator.is_none() && self.exec.has_pipeline();
-            self.execute(batch.items, batch.ready, batch.sent, overlap)
-                .await;
+            next = self.pipeline.as_mut().and_then(|p| p.queued.pop_front());
         }
         self.in_batch = false;
-        for req in std::mem::take(&mut self.riding) {
+        let leases = self.pipeline.as_mut().map(Pipeline::take_leases);
+        for req in leases.unwrap_or_default() {
             self.lease(req).await;
         }
         terminator
-    }
-
-    /// Serves what waits on the control channel. With `leases` false (the
-    /// database is locked), leases are kept for later and only step loads,
-    /// which only read, are answered.
-    async fn serve_control(&mut self, leases: bool) {
-        if leases {
-            for req in std::mem::take(&mut self.deferred_leases) {
-                self.lease(req).await;
-            }
-        }
-        while let Ok(c) = self.control_rx.try_recv() {
-            self.control(c, leases).await;
-        }
-        self.answer_step_loads().await;
-    }
-
-    /// Answers every step load waiting, with one query for all of them (one
-    /// round trip on a remote server, however many sessions start at once).
-    async fn answer_step_loads(&mut self) {
-        if self.pending_loads.is_empty() {
-            return;
-        }
-        let loads = std::mem::take(&mut self.pending_loads);
-        let ids: Vec<&str> = loads.iter().map(|(s, _)| s.as_str()).collect();
-        // Nothing of these sessions is queued or in the open batch (see
-        // `SessionCache`), so even inside a batch's transaction this reads
-        // exactly their committed steps.
-        match self.exec.load_steps_many(&ids).await {
-            Ok(mut found) => {
-                for (session_id, reply) in loads {
-                    let steps = found.remove(&session_id).unwrap_or_default();
-                    let _ = reply.send(Ok(steps));
-                }
-            }
-            Err(e) => {
-                let e: TracingError = e.into();
-                for (_, reply) in loads {
-                    let _ = reply.send(Err(e.clone()));
-                }
-            }
-        }
-    }
-
-    async fn control(&mut self, c: Control, leases: bool) {
-        match c {
-            Control::Lease(req) if self.in_batch && self.exec.has_pipeline() => {
-                self.riding.push(req)
-            }
-            Control::Lease(req) if leases => self.lease(req).await,
-            Control::Lease(req) => self.deferred_leases.push(req),
-            // `linger` looks at the queue after any control message.
-            Control::Wake => {}
-            #[cfg(feature = "fault-injection")]
-            Control::Crash => panic!("fault injection: the actor was told to crash"),
-            // Answered together by `answer_step_loads`.
-            Control::LoadSteps { session_id, reply } => {
-                self.pending_loads.push((session_id, reply))
-            }
-        }
-    }
-
-    async fn lease(&mut self, req: LeaseRequest) {
-        let mut backoff = self.config.retry_initial;
-        loop {
-            match db::lease::lease_ids(&self.exec.conn, self.exec.pipeline(), req.table, req.size)
-                .await
-            {
-                Ok(ids) => {
-                    Counters::add(&self.shared.counters.id_leases, 1);
-                    self.shared.ids.grant(req.table, ids);
-                    return;
-                }
-                Err(e) if e.is_transient() && !self.shared.past_close_deadline() => {
-                    tracing::warn!(target: "trace_writer", error = %e, "id lease failed; retrying");
-                    self.remember(format!(
-                        "retrying an id lease for {}: {e}",
-                        req.table.name()
-                    ));
-                    Counters::add(&self.shared.counters.retries, 1);
-                    self.reconnect_if_remote().await;
-                    self.shared.sleep_until_close_deadline(backoff);
-                    backoff = backoff.saturating_mul(2).min(self.config.retry_max);
-                }
-                Err(e) => {
-                    tracing::error!(target: "trace_writer", error = %e, "id lease failed");
-                    self.shared.ids.lease_failed(req.table, e.into());
-                    return;
-                }
-            }
-        }
     }
 
     /// Takes what is queued, up to the batch bounds, stopping after a
@@ -508,8 +260,7 @@ impl Actor {
                             break;
                         }
                         self.serve_control(true).await;
-                        let room = self.config.max_batch_ops.saturating_sub(g.ops);
-                        match self.linger(linger_end, room).await {
+                        match self.linger(linger_end, g.room(&self.config)).await {
                             Some(m) => m,
                             None => break,
                         }
@@ -517,145 +268,12 @@ impl Actor {
                 },
             };
             match g.take(msg, &self.config) {
-                Taken::More => {}
-                Taken::Full => break,
-                Taken::End(t) => return (g.items, Some(t)),
+                BatchBound::Open => {}
+                BatchBound::Full => break,
+                BatchBound::EndsWith(t) => return (g.items, Some(t)),
             }
         }
         (g.items, None)
-    }
-
-    /// An operation the database refused: counted, its cause logged and
-    /// kept once, and the operation itself kept for the dead-letter file.
-    fn record_failure(&mut self, op: Op, err: &dyn std::fmt::Display) {
-        let cause = err.to_string();
-        let text = format!("{} for session `{}`: {cause}", op.kind(), op.session_id());
-        if self.note(&cause) {
-            tracing::error!(target: "trace_writer", session = op.session_id(), kind = op.kind(),
-                error = %cause, dead_letter = %self.kept.dead_letter.path().display(),
-                "write refused; the operation is kept in the dead-letter file \
-                 (later refusals with the same cause are not logged again until the next flush)");
-            self.remember(text.clone());
-        }
-        Counters::add(&self.shared.counters.failed, 1);
-        if op.timestep_key().is_some() {
-            // The step's row was never written: the handles must stop
-            // handing out its id (see `Shared::failed_steps`).
-            lock(&self.shared.failed_steps).push(op.session_id().to_string());
-        }
-        self.failed_since_flush += 1;
-        self.first_failure.get_or_insert(text);
-        self.refused.push((op, cause));
-    }
-
-    /// Writes the refused operations of the batch to the dead-letter file.
-    fn keep_refused(&mut self) {
-        if self.refused.is_empty() {
-            return;
-        }
-        let mut refused = std::mem::take(&mut self.refused);
-        // Written as they would have been committed (see `spill`).
-        for (op, _) in &mut refused {
-            self.exec.remap_op(op);
-        }
-        let lines = refused.iter().map(|(op, cause)| (op, cause.as_str()));
-        match self.kept.dead_letter.append(lines) {
-            Ok(()) => Counters::add(&self.shared.counters.dead_letters, refused.len() as u64),
-            Err(e) => {
-                let why = format!(
-                    "could not write {} refused operation(s) to the dead-letter file {}: {e}",
-                    refused.len(),
-                    self.kept.dead_letter.path().display()
-                );
-                tracing::error!(target: "trace_writer", error = %why, "refused operations lost");
-                self.remember(why.clone());
-                self.dead_letter_error.get_or_insert(why);
-            }
-        }
-    }
-
-    /// `true` the first time `cause` is seen since the last flush.
-    fn note(&mut self, cause: &str) -> bool {
-        if self.noted.contains(cause) {
-            return false;
-        }
-        if self.noted.len() >= NOTED_CAUSES {
-            self.noted.clear();
-        }
-        self.noted.insert(cause.to_string());
-        true
-    }
-
-    /// Keeps an error where `recent_errors()` can read it.
-    fn remember(&self, text: String) {
-        let mut recent = lock(&self.shared.recent_errors);
-        if recent.len() >= self.config.error_history.max(1) {
-            recent.pop_front();
-        }
-        recent.push_back(text);
-    }
-
-    /// What a flush answers: `Halted` or `Spilled` while writes are being
-    /// spilled (nothing queued before the flush committed), else
-    /// `WriteFailed` if the database refused operations since the last
-    /// flush, naming the dead-letter file that keeps them.
-    fn take_failures(&mut self) -> Result<(), TracingError> {
-        self.keep_refused();
-        self.noted.clear();
-        if let Some(e) = self.spilled_error() {
-            return Err(e);
-        }
-        let failed = std::mem::take(&mut self.failed_since_flush);
-        let kept = match self.dead_letter_error.take() {
-            Some(why) => format!("; {why}"),
-            None => format!(
-                "; the refused operation(s) are kept in {} for replay once the cause is fixed",
-                self.kept.dead_letter.path().display()
-            ),
-        };
-        match self.first_failure.take() {
-            Some(first) if failed > 0 => Err(TracingError::WriteFailed {
-                failed,
-                first_cause: first + &kept,
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// `Halted` or `Spilled` if writes are being spilled.
-    fn spilled_error(&self) -> Option<TracingError> {
-        if let Some(cause) = &self.halt {
-            return Some(TracingError::Halted {
-                cause: cause.clone(),
-                path: self.kept.spill.path().to_path_buf(),
-                spilled: self.spilled,
-            });
-        }
-        (self.spilling || self.spilled > 0).then(|| TracingError::Spilled {
-            path: self.kept.spill.path().to_path_buf(),
-            count: self.spilled,
-        })
-    }
-
-    /// A batch met an error no retry can fix: from now on every write is
-    /// spilled, in order, and write calls fail fast with the cause.
-    fn halt(&mut self, err: &DbError) {
-        self.spilling = true;
-        if self.halt.is_some() {
-            return;
-        }
-        let cause = err.to_string();
-        tracing::error!(target: "trace_writer", error = %cause,
-            spill = %self.kept.spill.path().display(),
-            "fatal database error: the writer halts; this batch and every write queued after \
-             it are spilled, and later write calls fail with this cause until the writer is \
-             closed. Fix the cause, then replay the spill file");
-        self.remember(format!(
-            "fatal error, the writer halted (writes go to {}): {cause}",
-            self.kept.spill.path().display()
-        ));
-        *lock(&self.shared.halt) = Some((cause.clone(), self.kept.spill.path().to_path_buf()));
-        self.halt = Some(cause);
     }
 
     /// Waits for the next message until `end` (forever for `None`), serving
@@ -682,7 +300,15 @@ impl Actor {
         msg
     }
 
+    /// Whether a producer waits for queue space: then the batch must go.
+    fn space_wanted(&self) -> bool {
+        self.shared.space_wanted.swap(false, Ordering::AcqRel)
+    }
+
     async fn linger_until(&mut self, end: Instant) -> Option<Msg> {
+        if self.space_wanted() {
+            return None;
+        }
         if !self.rx.is_empty() {
             // Sent before `full_at` was set: take it now.
             return self.rx.try_recv().ok();
@@ -698,9 +324,12 @@ impl Actor {
                         self.control(c, true).await;
                     }
                     self.serve_control(true).await;
-                    if !self.riding.is_empty() {
-                        // A producer waits for ids that ride in this batch:
+                    if self.pipeline.as_ref().is_some_and(Pipeline::has_leases) {
+                        // A producer waits for ids carried by this batch:
                         // send it now.
+                        return None;
+                    }
+                    if self.space_wanted() {
                         return None;
                     }
                     if let Ok(m) = self.rx.try_recv() {
@@ -715,6 +344,9 @@ impl Actor {
     /// `linger` with no deadline: every message ends the wait, so the batch
     /// is sent once it is full.
     async fn linger_on_messages(&mut self) -> Option<Msg> {
+        if self.space_wanted() {
+            return None;
+        }
         loop {
             crossbeam_channel::select! {
                 recv(self.rx) -> m => return m.ok(),
@@ -723,7 +355,9 @@ impl Actor {
                         self.control(c, true).await;
                     }
                     self.serve_control(true).await;
-                    if !self.riding.is_empty() {
+                    if self.pipeline.as_ref().is_some_and(Pipeline::has_leases)
+                        || self.space_wanted()
+                    {
                         return None;
                     }
                 }
@@ -808,106 +442,4 @@ impl Actor {
         (self.shared.metrics).publish(&self.shared.counters.snapshot(), &mut self.published);
         (reply, result)
     }
-
-    /// `Halted` if a fatal error halted the writer.
-    fn halt_error(&self) -> Option<TracingError> {
-        self.halt.as_ref().and_then(|_| self.spilled_error())
-    }
-
-    /// Keeps operations that could not be committed in the spill file. If
-    /// even that fails, they go to the dead-letter file with both causes.
-    fn spill(&mut self, mut ops: Vec<Op>, cause: &str) {
-        // Written as they would have been committed: under the real rows of
-        // steps created elsewhere, which a replay could not know.
-        for op in &mut ops {
-            self.exec.remap_op(op);
-        }
-        let n = ops.len();
-        match self.kept.spill.append(ops.iter().map(|op| (op, cause))) {
-            Ok(()) => {
-                self.spilled += n;
-                Counters::add(&self.shared.counters.spilled, n as u64);
-                let path = self.kept.spill.path().display().to_string();
-                if self.note(&format!("spilled: {cause}")) {
-                    tracing::error!(target: "trace_writer", count = n, path = %path, cause,
-                        "operations spilled (later batches spilled for the same cause are \
-                         logged at debug level)");
-                } else {
-                    tracing::debug!(target: "trace_writer", count = n, path = %path, "operations spilled");
-                }
-            }
-            Err(e) => {
-                let err = format!(
-                    "could not spill to {} ({e}) after: {cause}",
-                    self.kept.spill.path().display()
-                );
-                for op in ops {
-                    self.record_failure(op, &err);
-                }
-                self.keep_refused();
-            }
-        }
-    }
-}
-
-/// At most this many distinct causes are remembered between flushes (see
-/// `Actor::noted`); past it the set starts afresh.
-const NOTED_CAUSES: usize = 256;
-
-/// Answered once the database is open and the first id blocks are leased.
-pub(crate) type StartReply = oneshot::Receiver<Result<(), TracingError>>;
-
-/// Spawns the actor on its own named thread and waits until the database is
-/// open, so a bad path or URL fails here and a handle never points at a dead
-/// actor.
-pub(crate) fn spawn(
-    rx: Receiver<Msg>,
-    control_rx: Receiver<Control>,
-    shared: Arc<Shared>,
-    config: WriterConfig,
-    storage: StorageConfig,
-) -> Result<(std::thread::JoinHandle<()>, StartReply), TracingError> {
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let remote = matches!(storage.kind(), Ok(DbKind::Remote(_)));
-    let handle = std::thread::Builder::new()
-        .name("trace-writer".into())
-        .spawn(move || {
-            // The actor's own runtime: libsql's API is async (remote
-            // connections need a reactor), but this thread blocks freely. On
-            // a remote server one worker drives the requests in flight while
-            // the actor collects the next batch (see `remote.rs`).
-            let rt = if remote {
-                tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
-                    .thread_name("trace-writer-io")
-                    .enable_all()
-                    .build()
-            } else {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            };
-            let rt = match rt {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(TracingError::Internal(format!(
-                        "cannot build the actor's runtime: {e}"
-                    ))));
-                    return;
-                }
-            };
-            rt.block_on(async move {
-                match Actor::start(rx, control_rx, shared, config, storage).await {
-                    Ok(actor) => {
-                        let _ = ready_tx.send(Ok(()));
-                        actor.run().await;
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            });
-        })
-        .map_err(|e| TracingError::Internal(format!("cannot spawn the writer thread: {e}")))?;
-    Ok((handle, ready_rx))
 }

@@ -1,187 +1,64 @@
-//! A batch on a remote server: one request, and while it is in flight the
-//! next batches are collected, encoded and sent behind it.
+//! A batch on a remote server, as the actor drives it: one request, and
+//! while it is in flight the next batches are collected from the queue and
+//! handed to the [`Pipeline`] to encode and send behind it.
 //!
 //! The request runs on a task of the actor's runtime, which a worker thread
 //! drives (see `spawn`), so the actor thread is free meanwhile: it takes the
 //! queued messages that make the next batch, serves step loads, keeps lease
-//! requests to ride along, and encodes that batch. Then, if the last batch
-//! in flight has a row to check (see [`marker`]), the next one is sent at
-//! once, behind it: its first statement fails unless that row is there, so
-//! it commits only after that batch did, and otherwise rolls back untouched
-//! (see [`Behind`]). It also moves its own records filed under the steps of
-//! every batch before it still in flight, whose real rows only their
-//! replies will tell. So the server has the next batch as soon as it is
-//! done with one, and the round trip hides behind the server's work.
-//!
-//! Up to [`MAX_AHEAD`] batches are queued behind the one whose reply the
-//! actor waits for, so the writer has at most two in flight (a request cut
-//! short at the close deadline may still run on the server). One more is
-//! collected and encoded meanwhile, and sent as soon as the reply has been
-//! handled, so that it reaches the server before the batch ahead of it is
-//! done. A batch
-//! sent behind that reached the server's lock first is sent again at once
-//! while the one before it is still in flight (see `wait_reply`), and in
-//! its turn otherwise. A batch behind one with no row to check is only
-//! encoded, and sent once the reply came: thrown away and encoded again if
-//! the reply taught that a step was made elsewhere, or a lease came to
-//! ride.
+//! requests for the next request to carry, and encodes that batch.
 
-use std::sync::Arc;
-use std::time::Duration;
+use crossbeam_channel::TryRecvError;
 
-use crossbeam_channel::{Receiver, Select, TryRecvError};
-use tokio::task::JoinHandle;
-
-use crate::db::exec::{marker, Behind, Executor, PreparedRemote, RemoteBatch};
-use crate::db::hrana::{BatchResult, HranaClient};
+use crate::db::exec::RemoteBatch;
 use crate::db::{Op, Table};
-use crate::error::{DbError, ErrorClass};
-use crate::writer::actor::{Actor, AttemptError, Gathering, Item, Msg, Shared, Taken, Terminator};
-use crate::writer::protocol::LeaseRequest;
+use crate::error::{DbError, ErrorClass, BUG};
+use crate::writer::actor::items::{AttemptError, BatchBound, Gathering, Item, Terminator};
+use crate::writer::actor::Actor;
+use crate::writer::pipeline::{
+    ops_of, past_deadline, reply_lost, unfailed_writes, Answer, EncodedBatch, InFlight, Pipeline,
+    QueuedBatch, Stage, CLOSE_CHECK, MAX_AHEAD,
+};
+use crate::writer::protocol::Msg;
 use crate::writer::stats::Counters;
 
-/// Batches queued behind the one whose reply the actor waits for: with it,
-/// at most this many plus one are in flight. One: a second one would wait
-/// at the server's lock beside the first, and SQLite grants the lock in no
-/// set order, so batches would often run first and be sent again (with two,
-/// more did, and the rate at 20 ms fell; see the README).
-pub(super) const MAX_AHEAD: usize = 1;
-
-/// Times a batch queued behind the one in flight is sent again at once
-/// after it ran first (see `wait_reply`).
-const RESENDS: u8 = 3;
-
-/// How often a wait for the server's reply looks at the close deadline,
-/// which `close()` may start while the actor waits.
-const CLOSE_CHECK: Duration = Duration::from_millis(20);
-
-/// A batch encoded as one request, with what goes with it.
-pub(super) struct EncodedBatch {
-    batch: PreparedRemote,
-    /// Indexes in the batch's items of the writes it carries, in order.
-    writes: Vec<usize>,
-    /// The id leases riding in it, in order.
-    leases: Vec<LeaseRequest>,
-    multi: bool,
-    /// Encoded behind a batch in flight (see [`Behind`]).
-    behind: bool,
-}
-
-/// A batch collected (and perhaps encoded, or even sent) while a batch
-/// before it was in flight.
-pub(super) struct Next {
-    pub(super) items: Vec<Item>,
-    pub(super) terminator: Option<Terminator>,
-    /// The batch encoded, or sent, as `sent` says.
-    pub(super) ready: Option<EncodedBatch>,
-    /// `ready` went out behind the batch before it (see [`Behind`]).
-    pub(super) sent: Option<BatchInFlight>,
-    /// Times `sent` went out again after it ran first.
-    pub(super) resent: u8,
-}
-
-/// A request sent and not answered yet. Dropped unanswered, it is cut
-/// short (the server may still apply it).
-pub(super) struct BatchInFlight {
-    reply: Receiver<Result<BatchResult, DbError>>,
-    task: JoinHandle<()>,
-    /// The reply, once it was taken off the channel.
-    got: Option<Result<BatchResult, DbError>>,
-}
-
-fn reply_lost() -> DbError {
-    DbError::new(
-        ErrorClass::Transient,
-        "the request's task ended without a reply",
-    )
-}
-
-fn past_deadline() -> DbError {
-    DbError::new(
-        ErrorClass::Transient,
-        "the close deadline passed while the server had the batch",
-    )
-}
-
-impl Drop for BatchInFlight {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl BatchInFlight {
-    /// Sends `batch` from a task of the current runtime.
-    fn send(
-        client: &Arc<HranaClient>,
-        batch: &PreparedRemote,
-        shared: &Arc<Shared>,
-    ) -> BatchInFlight {
-        let (tx, reply) = crossbeam_channel::bounded(1);
-        let client = client.clone();
-        let body = batch.body.clone();
-        let shared = shared.clone();
-        let task = tokio::spawn(async move {
-            // Counted in flight until the task ends or is aborted.
-            let timer = shared.metrics.request();
-            let result = client.send(body).await;
-            if result.is_ok() {
-                timer.answered();
-            }
-            let _ = tx.send(result);
-        });
-        BatchInFlight {
-            reply,
-            task,
-            got: None,
-        }
-    }
-
-    /// Whether the reply is in (taken off the channel if it just came).
-    fn answered(&mut self) -> bool {
-        if self.got.is_none() {
-            match self.reply.try_recv() {
-                Ok(reply) => self.got = Some(reply),
-                Err(TryRecvError::Disconnected) => self.got = Some(Err(reply_lost())),
-                Err(TryRecvError::Empty) => {}
-            }
-        }
-        self.got.is_some()
-    }
-}
-
-/// What woke a wait while a request is in flight.
-enum Woke {
-    Msg(Msg),
-    Reply(Result<BatchResult, DbError>),
+/// What ended a wait while a request is in flight.
+enum WaitEnded {
+    /// A message for the next batch.
+    Message(Msg),
+    /// The reply to the request.
+    Reply(Answer),
+    /// A control message was served, or the wait timed out.
     Other,
+}
+
+/// The pipeline of an actor on a remote server; `None` on a local one.
+fn pipeline(p: &mut Option<Pipeline>) -> Result<&mut Pipeline, AttemptError> {
+    p.as_mut().ok_or_else(|| {
+        AttemptError::Fatal(DbError::new(
+            ErrorClass::Fatal,
+            "no remote pipeline on a local database",
+        ))
+    })
 }
 
 impl Actor {
     /// One try at a batch on a remote server: one request, one transaction.
-    /// `ready` is the batch encoded in advance, used if it is still right,
-    /// and `sent` its request if it already went out behind the batch
+    /// `stage` is how far the batch got while it was queued: encoded in
+    /// advance (used if it is still right), or even sent behind the batch
     /// before. With `overlap`, the batches that follow are collected while
-    /// the request is in flight and queued in `ahead`, sent behind it where
-    /// they can be (see [`Actor::send_ahead`]). Reads queued in the batch are
-    /// answered once it committed.
+    /// the request is in flight and queued in the pipeline, sent behind it
+    /// where they can be (see [`Actor::send_ahead`]). Reads queued in the
+    /// batch are answered once it committed.
     pub(super) async fn attempt_remote(
         &mut self,
         items: &mut [Item],
         multi: bool,
-        mut ready: Option<EncodedBatch>,
-        sent: Option<BatchInFlight>,
+        stage: Stage,
         overlap: bool,
     ) -> Result<(), AttemptError> {
-        let Some(client) = self.exec.pipeline_client() else {
-            self.discard_encoded(ready);
-            return Err(AttemptError::Fatal(DbError::new(
-                ErrorClass::Fatal,
-                "no remote pipeline on a local database",
-            )));
-        };
-        let (ready, mut flight) = match (ready.take(), sent) {
-            (Some(r), Some(flight)) => (r, flight),
-            (r, _) => match self.send(&client, items, multi, r).await? {
+        let mut current = match stage {
+            sent @ (Stage::Sent(..) | Stage::Answered(..)) => sent,
+            other => match self.send(items, multi, other.into_encoded()).await? {
                 Some(sent) => sent,
                 None => {
                     self.answer_reads(items).await;
@@ -190,24 +67,30 @@ impl Actor {
             },
         };
         if overlap {
-            self.send_ahead(&client, items, &ready, &mut flight).await;
+            self.send_ahead(items, &mut current).await;
         }
-        let reply = self.wait_reply(&client, flight);
-        let EncodedBatch {
-            batch,
+        let shared = self.shared.clone();
+        let p = pipeline(&mut self.pipeline)?;
+        let (batch, answer) = p.wait_reply(current, &shared);
+        let Some(EncodedBatch {
+            tx,
             writes,
             mut leases,
             ..
-        } = ready;
-        let outcome = reply.and_then(|r| self.exec.finish_remote(batch, r));
+        }) = batch
+        else {
+            return Err(AttemptError::Fatal(DbError::new(ErrorClass::Fatal, BUG)));
+        };
+        let outcome = answer.and_then(|r| self.exec.finish_remote(tx, r));
         if !matches!(outcome, Ok(RemoteBatch::Committed(_))) {
-            // Its leases ride in the next try, or are served alone after the
-            // batch; so do those of the next batch, if it was only encoded,
-            // rather than wait out this one's retries.
-            self.riding.splice(0..0, std::mem::take(&mut leases));
-            if let Some(n) = self.ahead.back_mut().filter(|n| n.sent.is_none()) {
-                let ready = n.ready.take();
-                self.discard_encoded(ready);
+            // Its leases are carried by the next try, or served alone after
+            // the batch; so are those of the next batch, if it was only
+            // encoded, rather than wait out this one's retries.
+            let p = pipeline(&mut self.pipeline)?;
+            p.give_back(std::mem::take(&mut leases));
+            if let Some(n) = p.queued.back_mut().filter(|n| !n.stage.is_sent()) {
+                let stage = std::mem::replace(&mut n.stage, Stage::Collected);
+                p.discard(stage);
             }
         }
         match outcome {
@@ -229,7 +112,8 @@ impl Actor {
                 Err(AttemptError::Restart)
             }
             Ok(RemoteBatch::Failed(failed)) => {
-                if self.lost_reply && failed.iter().any(|(_, e)| e.class == ErrorClass::Operation) {
+                let lost_reply = self.pipeline.as_ref().is_some_and(|p| p.lost_reply);
+                if lost_reply && failed.iter().any(|(_, e)| e.class == ErrorClass::Operation) {
                     // A reply of this batch was lost and the probe found
                     // nothing, yet the resend is refused: the first request
                     // may have committed after the probe (a slow server
@@ -259,8 +143,9 @@ impl Actor {
             Err(e) if e.is_transient() => {
                 // No answer: the server may have committed before the reply
                 // was lost. The next try checks first.
-                self.ambiguous = true;
-                self.lost_reply = true;
+                let p = pipeline(&mut self.pipeline)?;
+                p.unanswered = true;
+                p.lost_reply = true;
                 Err(AttemptError::Transient(e))
             }
             Err(e) => Err(AttemptError::Fatal(e)),
@@ -272,309 +157,165 @@ impl Actor {
     /// when there is nothing to send (or it was applied).
     async fn send(
         &mut self,
-        client: &Arc<HranaClient>,
         items: &[Item],
         multi: bool,
         mut ready: Option<EncodedBatch>,
-    ) -> Result<Option<(EncodedBatch, BatchInFlight)>, AttemptError> {
+    ) -> Result<Option<Stage>, AttemptError> {
         let writes = unfailed_writes(items);
-        if self.ambiguous {
+        if pipeline(&mut self.pipeline)?.unanswered {
             // The reply to the last try was lost: if the server committed
             // it, sending it again would duplicate nothing (ids are fixed)
-            // but fail on every row. Leases that rode in it are taken again
-            // (the lost blocks are only a gap).
-            self.discard_encoded(ready.take());
+            // but fail on every row. Leases it carried are taken again (the
+            // lost blocks are only a gap).
+            if let Some(r) = ready.take() {
+                pipeline(&mut self.pipeline)?.discard(Stage::Encoded(r));
+            }
             let ops = ops_of(items, &writes);
             if self.batch_was_applied(&ops).await? {
                 return Ok(None);
             }
         }
+        let p = pipeline(&mut self.pipeline)?;
         let ready = match ready {
             // One encoded behind the batch before is encoded again: that
             // batch's outcome is known now, and its marker may be gone.
-            Some(r)
-                if r.multi == multi
-                    && !r.behind
-                    && r.writes == writes
-                    && self.riding.is_empty()
-                    && self.exec.is_current(&r.batch) =>
-            {
-                r
-            }
+            Some(r) if r.writes == writes && p.still_right(&self.exec, &r, multi, false) => r,
             stale => {
-                self.discard_encoded(stale);
-                match self.prepare(items, writes, multi, None) {
+                if let Some(r) = stale {
+                    p.discard(Stage::Encoded(r));
+                }
+                match p.encode(&mut self.exec, items, writes, multi) {
                     Ok(Some(r)) => r,
                     Ok(None) => return Ok(None),
                     Err(e) => return Err(AttemptError::Fatal(e)),
                 }
             }
         };
-        let flight = BatchInFlight::send(client, &ready.batch, &self.shared);
-        Ok(Some((ready, flight)))
+        let flight = p.send(&ready, &self.shared);
+        Ok(Some(Stage::Sent(ready, flight)))
     }
 
-    /// While `flight` (the request of `ready`, of `items`) is in flight:
-    /// first sends the batch queued next behind this one, if it was not sent
-    /// yet (it was collected while the batch before this one was in flight,
-    /// and encoded then if it could be); then collects the batches that
-    /// follow and sends each behind the last one in flight, up to
-    /// [`MAX_AHEAD`] of them, as long as that one has a marker row and
-    /// nothing queued waits for a commit first. One more is collected and
-    /// encoded, to be sent at the next batch's turn, as soon as this reply
-    /// has been handled. A batch that cannot be sent is only encoded, or, if
-    /// the reply is in, left as it is; it ends the queue.
-    async fn send_ahead(
-        &mut self,
-        client: &Arc<HranaClient>,
-        items: &[Item],
-        ready: &EncodedBatch,
-        flight: &mut BatchInFlight,
-    ) {
-        if let Some(front) = self.ahead.pop_front() {
-            let front = if front.sent.is_none() && !unfailed_writes(&front.items).is_empty() {
-                self.send_encoded(client, items, ready, front, flight)
-            } else {
-                front
+    /// While `current` (the request of `items`) is in flight: first sends
+    /// the queued batch next behind it, if it was not sent yet (it was
+    /// collected while the batch before this one was in flight, and encoded
+    /// then if it could be); then collects the batches that follow and
+    /// sends each behind the last one in flight, up to [`MAX_AHEAD`] of
+    /// them, as long as that one has a marker row and nothing queued waits
+    /// for a commit first. One more is collected and encoded, to be sent at
+    /// the next batch's turn, as soon as this reply has been handled. A
+    /// batch that cannot be sent is only encoded, or, if the reply is in,
+    /// left as it is; it ends the queue.
+    async fn send_ahead(&mut self, items: &[Item], current: &mut Stage) {
+        self.send_queued_front(items, current);
+        loop {
+            let Some(p) = self.pipeline.as_ref() else {
+                return;
             };
-            self.ahead.push_front(front);
-        }
-        while self.ahead.len() <= MAX_AHEAD
-            && self
-                .ahead
-                .back()
-                .is_none_or(|b| b.sent.is_some() && b.terminator.is_none())
-        {
-            let (next_items, terminator) = self.collect_during(flight).await;
+            let room = p.queued.len() <= MAX_AHEAD
+                && p.queued
+                    .back()
+                    .is_none_or(|b| b.stage.is_sent() && b.terminator.is_none());
+            if !room {
+                return;
+            }
+            let (next_items, terminator) = self.collect_during(current).await;
             if next_items.is_empty() && terminator.is_none() {
                 return;
             }
-            let send = self.ahead.len() < MAX_AHEAD;
-            let next = self.get_ready(client, items, ready, next_items, terminator, flight, send);
-            self.ahead.push_back(next);
-        }
-    }
-
-    /// Sends `next`, collected while the batch before this one was in
-    /// flight, behind this one (the request of `ready`, of `items`): as
-    /// encoded if that is still right (it was encoded behind this one, and
-    /// nothing since changed where its records go or which leases ride),
-    /// else encoded again. Not if this one's reply is in: then it is sent in
-    /// its turn, knowing how this one ended.
-    fn send_encoded(
-        &mut self,
-        client: &Arc<HranaClient>,
-        items: &[Item],
-        ready: &EncodedBatch,
-        mut next: Next,
-        flight: &mut BatchInFlight,
-    ) -> Next {
-        if flight.answered() {
-            return next;
-        }
-        let current = next.ready.as_ref().is_some_and(|r| {
-            r.behind
-                && r.multi == self.multi_row
-                && self.riding.is_empty()
-                && self.exec.is_current(&r.batch)
-        });
-        match &next.ready {
-            Some(r) if current => {
-                next.sent = Some(BatchInFlight::send(client, &r.batch, &self.shared));
-                next
-            }
-            _ => {
-                let stale = next.ready.take();
-                self.discard_encoded(stale);
-                // Nothing else is queued: it goes behind this batch.
-                self.get_ready(
-                    client,
-                    items,
-                    ready,
-                    next.items,
-                    next.terminator,
-                    flight,
-                    true,
-                )
+            let Some(p) = self.pipeline.as_ref() else {
+                return;
+            };
+            let before = p.queued.len();
+            let send = before < MAX_AHEAD;
+            let next = QueuedBatch::collected(next_items, terminator);
+            let next = self.get_ready(items, current, next, before, send);
+            if let Some(p) = self.pipeline.as_mut() {
+                p.queued.push_back(next);
             }
         }
     }
 
-    /// The batch collected after `items` and those queued in `ahead`, while
-    /// `flight` (the request of `ready`, of `items`) is in flight: encoded
-    /// behind the last of them if it can be and, with `send`, sent; encoded
-    /// only if it cannot; left as it is if the reply is in.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the first queued batch, collected while the batch before
+    /// `current` (of `items`) was in flight, behind `current`: as encoded
+    /// if that is still right (it was encoded behind it, and nothing since
+    /// changed where its records go or which leases are carried), else
+    /// encoded again. Not if `current`'s reply is in: then it is sent in
+    /// its turn, knowing how `current` ended.
+    fn send_queued_front(&mut self, items: &[Item], current: &mut Stage) {
+        if current.answered() {
+            return;
+        }
+        let multi = self.multi_row;
+        let Some(p) = self.pipeline.as_mut() else {
+            return;
+        };
+        let Some(mut front) = p.queued.pop_front() else {
+            return;
+        };
+        if front.stage.is_sent() || unfailed_writes(&front.items).is_empty() {
+            p.queued.push_front(front);
+            return;
+        }
+        let current_ok = match front.stage.encoded() {
+            Some(r) => p.still_right(&self.exec, r, multi, true),
+            None => false,
+        };
+        let front = if current_ok {
+            if let Stage::Encoded(r) = std::mem::replace(&mut front.stage, Stage::Collected) {
+                let flight = p.send(&r, &self.shared);
+                front.stage = Stage::Sent(r, flight);
+            }
+            front
+        } else {
+            let stale = std::mem::replace(&mut front.stage, Stage::Collected);
+            p.discard(stale);
+            // Nothing is queued before it: it goes behind `current`.
+            self.get_ready(items, current, front, 0, true)
+        };
+        if let Some(p) = self.pipeline.as_mut() {
+            p.queued.push_front(front);
+        }
+    }
+
+    /// `next`, collected after `current` (of `items`) and the first
+    /// `before` queued batches, while `current` is in flight: encoded behind
+    /// the last of them if it can be and, with `send`, sent; encoded only if
+    /// it cannot; left as it is if it would go right behind `current`,
+    /// whose reply is in.
     fn get_ready(
         &mut self,
-        client: &Arc<HranaClient>,
         items: &[Item],
-        ready: &EncodedBatch,
-        next_items: Vec<Item>,
-        terminator: Option<Terminator>,
-        flight: &mut BatchInFlight,
+        current: &mut Stage,
+        mut next: QueuedBatch,
+        before: usize,
         send: bool,
-    ) -> Next {
-        let mut next = Next {
-            items: next_items,
-            terminator,
-            ready: None,
-            sent: None,
-            resent: 0,
-        };
-        let writes = unfailed_writes(&next.items);
+    ) -> QueuedBatch {
         // A batch of reads and leases only is left to its turn: its leases
         // are served alone if nothing else comes to carry them. One that
         // would go behind this batch, whose reply is in, is left to its turn
         // too (one behind a queued batch still in flight is not).
-        if writes.is_empty()
-            || (self.ahead.is_empty() && flight.answered())
+        if unfailed_writes(&next.items).is_empty()
+            || (before == 0 && current.answered())
             || self.spilling
             || self.shared.past_close_deadline()
         {
             return next;
         }
-        // Everything in flight before it, oldest first: it goes behind the
-        // last, and moves its records filed under the steps of any of them.
-        let ahead = std::mem::take(&mut self.ahead);
-        let mut in_flight = ops_of(items, &ready.writes);
-        let mut last = marker(&in_flight);
-        for b in &ahead {
-            let ops = b
-                .ready
-                .as_ref()
-                .map_or_else(Vec::new, |r| ops_of(&b.items, &r.writes));
-            last = marker(&ops);
-            in_flight.extend(ops);
-        }
-        let behind = last.map(|marker| Behind {
-            marker,
-            ops: &in_flight,
-        });
-        // An encoding error shows again, and is reported, when the batch is
-        // sent in its turn.
-        next.ready = self
-            .prepare(&next.items, writes, self.multi_row, behind)
-            .ok()
-            .flatten();
-        if let (Some(r), Some(_), true) = (&next.ready, behind, send) {
-            next.sent = Some(BatchInFlight::send(client, &r.batch, &self.shared));
-        }
-        drop(in_flight);
-        self.ahead = ahead;
+        let (Some(p), Some(batch)) = (self.pipeline.as_mut(), current.encoded()) else {
+            return next;
+        };
+        let first = InFlight { items, batch };
+        let multi = self.multi_row;
+        let Some(r) = p.encode_after(&mut self.exec, first, before, &next.items, multi) else {
+            return next;
+        };
+        next.stage = if r.behind && send {
+            let flight = p.send(&r, &self.shared);
+            Stage::Sent(r, flight)
+        } else {
+            Stage::Encoded(r)
+        };
         next
-    }
-
-    /// Waits for `flight`'s reply, but not past the close deadline (checked
-    /// every [`CLOSE_CHECK`], since a close may start meanwhile); past it the
-    /// request is dropped, and the server may or may not apply it.
-    ///
-    /// Meanwhile, a batch queued behind it whose request reached the
-    /// server's lock first and so changed nothing (see
-    /// [`Executor::ran_first`]) is sent again at once, up to [`RESENDS`]
-    /// times, to wait behind the batch in flight this time rather than a
-    /// round trip after it.
-    fn wait_reply(
-        &mut self,
-        client: &Arc<HranaClient>,
-        mut flight: BatchInFlight,
-    ) -> Result<BatchResult, DbError> {
-        loop {
-            // A reply that is in is taken, even past the deadline.
-            if flight.answered() {
-                if let Some(reply) = flight.got.take() {
-                    return reply;
-                }
-            }
-            let slice = match self.shared.until_close_deadline() {
-                // Dropping `flight` cuts the request short.
-                Some(left) if left.is_zero() => return Err(past_deadline()),
-                Some(left) => left.min(CLOSE_CHECK),
-                None => CLOSE_CHECK,
-            };
-            let (k, reply) = {
-                let mut select = Select::new();
-                select.recv(&flight.reply);
-                let mut queued = Vec::new();
-                for (k, next) in self.ahead.iter().enumerate() {
-                    if let Some(f) = next.sent.as_ref().filter(|f| f.got.is_none()) {
-                        select.recv(&f.reply);
-                        queued.push((k, &f.reply));
-                    }
-                }
-                let Ok(op) = select.select_timeout(slice) else {
-                    continue;
-                };
-                let at = op.index();
-                if at == 0 {
-                    (None, op.recv(&flight.reply))
-                } else {
-                    let (k, rx) = queued[at - 1];
-                    (Some(k), op.recv(rx))
-                }
-            };
-            let reply = reply.unwrap_or_else(|_| Err(reply_lost()));
-            let Some(k) = k else {
-                return reply;
-            };
-            let Some(next) = self.ahead.get_mut(k) else {
-                continue;
-            };
-            // Not past the close deadline: a request sent then is cut short
-            // and spilled, and the server may apply it all the same.
-            let again = match (&reply, &next.ready) {
-                (Ok(result), Some(r))
-                    if next.resent < RESENDS && !self.shared.past_close_deadline() =>
-                {
-                    Executor::ran_first(&r.batch, result)
-                }
-                _ => false,
-            };
-            match (again, &next.ready) {
-                (true, Some(r)) => {
-                    next.resent += 1;
-                    next.sent = Some(BatchInFlight::send(client, &r.batch, &self.shared));
-                }
-                _ => {
-                    if let Some(f) = next.sent.as_mut() {
-                        f.got = Some(reply);
-                    }
-                }
-            }
-        }
-    }
-
-    /// Gives the leases of a batch that will not be sent as encoded back to
-    /// those waiting to ride, ahead of them: they ride in the next request,
-    /// or are served alone after the batch.
-    pub(super) fn discard_encoded(&mut self, ready: Option<EncodedBatch>) {
-        if let Some(r) = ready {
-            self.riding.splice(0..0, r.leases);
-        }
-    }
-
-    /// Encodes the `writes` of `items` with the leases waiting to ride;
-    /// `None` when there is nothing to send.
-    fn prepare(
-        &mut self,
-        items: &[Item],
-        writes: Vec<usize>,
-        multi: bool,
-        behind: Option<Behind<'_>>,
-    ) -> Result<Option<EncodedBatch>, DbError> {
-        if writes.is_empty() && self.riding.is_empty() {
-            return Ok(None);
-        }
-        let ops = ops_of(items, &writes);
-        let sizes: Vec<_> = self.riding.iter().map(|r| (r.table, r.size)).collect();
-        let batch = self.exec.prepare_remote(&ops, multi, &sizes, behind)?;
-        Ok(Some(EncodedBatch {
-            batch,
-            writes,
-            leases: std::mem::take(&mut self.riding),
-            multi,
-            behind: behind.is_some(),
-        }))
     }
 
     /// After a lost reply: sets aside the writes of `writes` (indexes into
@@ -617,7 +358,9 @@ impl Actor {
             }
         }
         if found > 0 {
-            self.found_stored += found as u64;
+            if let Some(p) = self.pipeline.as_mut() {
+                p.found_stored += found as u64;
+            }
             let text = format!(
                 "a batch whose reply was lost was committed after the check: {found} stored \
                  row(s) count as committed, the rest is sent again"
@@ -638,7 +381,9 @@ impl Actor {
                 .map_err(|_| past_deadline())??,
             None => probe.await?,
         };
-        self.ambiguous = false;
+        if let Some(p) = self.pipeline.as_mut() {
+            p.unanswered = false;
+        }
         if applied == Some(true) {
             tracing::warn!(target: "trace_writer", ops = ops.len(),
                 "the server had committed a batch whose reply was lost; not sending it again");
@@ -646,15 +391,13 @@ impl Actor {
         Ok(applied == Some(true))
     }
 
-    /// Takes the messages that make the next batch while `flight` is in
-    /// flight: up to the batch bounds, stopping after a message that needs a
-    /// commit first, and once the queue is empty after the reply came, a
-    /// read was taken, or the close deadline passed. Step loads are answered
-    /// meanwhile, and lease requests kept to ride in the next request.
-    async fn collect_during(
-        &mut self,
-        flight: &mut BatchInFlight,
-    ) -> (Vec<Item>, Option<Terminator>) {
+    /// Takes the messages that make the next batch while `current` is in
+    /// flight: up to the batch bounds, stopping after a message that needs
+    /// a commit first, and once the queue is empty after the reply came, a
+    /// read was taken, or the close deadline passed. Step loads are
+    /// answered meanwhile, and lease requests kept for the next request to
+    /// carry.
+    async fn collect_during(&mut self, current: &mut Stage) -> (Vec<Item>, Option<Terminator>) {
         let mut g = Gathering::default();
         loop {
             if g.items.len() % 256 == 255 {
@@ -664,16 +407,16 @@ impl Actor {
                 Ok(m) => m,
                 Err(TryRecvError::Disconnected) => break,
                 Err(TryRecvError::Empty) => {
-                    if g.has_read || flight.answered() || self.shared.past_close_deadline() {
+                    if g.has_read || current.answered() || self.shared.past_close_deadline() {
                         break;
                     }
-                    match self.wait_during(flight).await {
-                        Woke::Msg(m) => m,
-                        Woke::Reply(r) => {
-                            flight.got = Some(r);
+                    match self.wait_during(current).await {
+                        WaitEnded::Message(m) => m,
+                        WaitEnded::Reply(r) => {
+                            current.answer(r);
                             continue;
                         }
-                        Woke::Other => {
+                        WaitEnded::Other => {
                             self.serve_control(true).await;
                             continue;
                         }
@@ -681,47 +424,33 @@ impl Actor {
                 }
             };
             match g.take(msg, &self.config) {
-                Taken::More => {}
-                Taken::Full => break,
-                Taken::End(t) => return (g.items, Some(t)),
+                BatchBound::Open => {}
+                BatchBound::Full => break,
+                BatchBound::EndsWith(t) => return (g.items, Some(t)),
             }
         }
         (g.items, None)
     }
 
-    /// Waits for a message, a control message, or the reply, whichever
-    /// comes first, for at most [`CLOSE_CHECK`].
-    async fn wait_during(&mut self, flight: &BatchInFlight) -> Woke {
+    /// Waits for a message, a control message, or `current`'s reply,
+    /// whichever comes first, for at most [`CLOSE_CHECK`].
+    async fn wait_during(&mut self, current: &Stage) -> WaitEnded {
+        let Some(reply) = current.reply_channel() else {
+            return WaitEnded::Other;
+        };
         crossbeam_channel::select! {
             recv(self.rx) -> m => match m {
-                Ok(m) => Woke::Msg(m),
-                Err(_) => Woke::Other,
+                Ok(m) => WaitEnded::Message(m),
+                Err(_) => WaitEnded::Other,
             },
             recv(self.control_rx) -> c => {
                 if let Ok(c) = c {
                     self.control(c, true).await;
                 }
-                Woke::Other
+                WaitEnded::Other
             }
-            recv(flight.reply) -> r => Woke::Reply(r.unwrap_or_else(|_| Err(reply_lost()))),
-            default(CLOSE_CHECK) => Woke::Other,
+            recv(reply) -> r => WaitEnded::Reply(r.unwrap_or_else(|_| Err(reply_lost()))),
+            default(CLOSE_CHECK) => WaitEnded::Other,
         }
     }
-}
-
-/// Indexes of the writes of `items` not set aside as failed.
-fn unfailed_writes(items: &[Item]) -> Vec<usize> {
-    (0..items.len())
-        .filter(|&k| matches!(items[k], Item::Write { failed: false, .. }))
-        .collect()
-}
-
-fn ops_of<'a>(items: &'a [Item], writes: &[usize]) -> Vec<&'a Op> {
-    writes
-        .iter()
-        .filter_map(|&k| match &items[k] {
-            Item::Write { op, .. } => Some(op),
-            _ => None,
-        })
-        .collect()
 }

@@ -1,9 +1,10 @@
 //! State shared by the handles and the actor: counters, ids, queue space,
-//! the close deadline, recent errors, and why the actor died.
+//! the close deadline, recent errors, and why the actor died (set by the
+//! [`DeathGuard`] if its thread stops without a clean close).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use crate::error::TracingError;
 use crate::writer::ids::IdAllocator;
 use crate::writer::lock;
 use crate::writer::metrics::WriterMetrics;
+use crate::writer::protocol::Control;
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
 
@@ -61,9 +63,21 @@ pub(crate) struct Shared {
     /// batch is full. The producer whose write reaches it sends
     /// `Control::Wake`; `u64::MAX` otherwise (see `Actor::linger`).
     pub(crate) full_at: AtomicU64,
+    /// A producer waits for queue space: the lingering batch holds it, so
+    /// the batch is sent at once (see `Actor::linger`).
+    pub(crate) space_wanted: AtomicBool,
+    /// The control channel, for `Control::Wake`.
+    pub(crate) wake_tx: crossbeam_channel::Sender<Control>,
 }
 
 impl Shared {
+    /// Ends a linger because a producer must wait for queue space.
+    pub(crate) fn want_space(&self) {
+        self.space_wanted.store(true, Ordering::Release);
+        // A closed channel means the actor is gone; the wait reports it.
+        let _ = self.wake_tx.send(Control::Wake);
+    }
+
     pub(crate) fn permits_for(bytes: usize) -> u32 {
         u32::try_from(bytes).unwrap_or(u32::MAX)
     }
@@ -141,5 +155,31 @@ impl Shared {
 
     pub(crate) fn dead_cause(&self) -> Option<String> {
         lock(&self.dead).clone()
+    }
+}
+
+/// Marks the writer dead if the actor thread unwinds or returns early, so
+/// that no producer is left waiting.
+pub(super) struct DeathGuard {
+    pub(super) shared: Arc<Shared>,
+    pub(super) clean: bool,
+}
+
+impl Drop for DeathGuard {
+    fn drop(&mut self) {
+        if !self.clean {
+            let cause = if std::thread::panicking() {
+                "the writer's actor thread panicked".to_string()
+            } else {
+                "the writer's actor thread stopped".to_string()
+            };
+            tracing::error!(target: "trace_writer", "{cause}");
+            lock(&self.shared.dead).get_or_insert(cause);
+        }
+        // Wake every producer that waits for space or ids: they fail with
+        // `WriterClosed` instead of hanging.
+        self.shared.ops_sem.close();
+        self.shared.bytes_sem.close();
+        self.shared.ids.shut_down(TracingError::WriterClosed);
     }
 }

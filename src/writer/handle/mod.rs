@@ -215,6 +215,8 @@ impl BufferedTraceWriter {
             halt: Mutex::new(None),
             foreign: Arc::default(),
             full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
+            space_wanted: std::sync::atomic::AtomicBool::new(false),
+            wake_tx: control_tx.clone(),
         });
         let (thread, ready) = actor::spawn(
             rx,

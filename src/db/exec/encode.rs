@@ -1,0 +1,343 @@
+//! The remote encoder: a batch of operations into one [`RemoteTx`], sent in
+//! one Hrana request, and the plan for reading the server's answer. Pure:
+//! it talks to no server, and its tests need none.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use hyper::body::Bytes;
+use libsql::Value;
+
+use crate::db::columns::Table;
+use crate::db::exec::remap::StepRemap;
+use crate::db::exec::{segments, Segment};
+use crate::db::hrana::{self, hrana_integer, Arg, BatchResult, Stmt};
+use crate::db::lease::{lease_statements, remote_block, READS_BLOCK};
+use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
+use crate::db::tx::{Marker, RemoteOutcome, RemoteTx, TxShape};
+use crate::error::DbError;
+
+/// Most bound parameters in one statement of a remote batch: SQLite's
+/// default limit since 3.32. A server with a lower one refuses the
+/// statement, and the batch is sent again one row per statement.
+pub(crate) const REMOTE_MAX_PARAMS: usize = 32_766;
+
+/// How a remote batch ended (see [`EncodedTx::read_answer`]).
+#[derive(Debug)]
+pub(crate) enum RemoteBatch {
+    /// Committed, with the id blocks of the leases that rode along, in
+    /// their order.
+    Committed(Vec<Range<i64>>),
+    /// Rolled back: these operations (indexes into the batch) failed, each
+    /// with its error.
+    Failed(Vec<(usize, DbError)>),
+    /// Rolled back: a multi-row statement failed; send one row per
+    /// statement to find the operation at fault.
+    MultiRowFailed(DbError),
+    /// Rolled back, as it was sent behind a batch that had not committed
+    /// when it ran (see [`Behind`]): send it again once that one's outcome
+    /// is known.
+    RanFirst,
+}
+
+/// The batches in flight that a batch is sent behind, before their outcome
+/// is known: see [`RemoteEncoder::encode`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Behind<'a> {
+    /// The row of the last of them that is there if and only if it
+    /// committed (see [`crate::db::tx::marker`]).
+    pub(crate) marker: Marker,
+    /// Their operations, oldest first.
+    pub(crate) ops: &'a [&'a Op],
+}
+
+/// A remote batch encoded and ready to send, with the plan for reading its
+/// answer.
+#[derive(Debug)]
+pub(crate) struct EncodedTx {
+    /// The request body. Shared, not copied, when it is sent (from another
+    /// task, and again after a fault).
+    pub(crate) body: Bytes,
+    shape: TxShape,
+    carries: Vec<Carries>,
+    /// Where each step's real id is read, and the id this writer gave it.
+    id_reads: Vec<(usize, i64)>,
+    /// Where each riding lease's block is read.
+    lease_reads: Vec<(usize, Table, i64)>,
+    /// [`StepRemap::learnt`] when it was encoded.
+    remaps: u64,
+}
+
+/// Which operations a statement of a remote batch carries.
+#[derive(Debug)]
+enum Carries {
+    /// One operation, by index.
+    One(usize),
+    /// A multi-row insert of several.
+    Many,
+    /// The fix-up of records filed under a step created elsewhere, or the
+    /// read of a step's real id.
+    FixUp,
+    /// A statement of an id lease riding along.
+    Lease,
+}
+
+/// Moves the events or messages filed under a step id this writer handed out
+/// to the real row of that step, when the step was created elsewhere (the
+/// insert met its `(session_id, step_id)`). A no-op otherwise.
+const FIX_UP_SQL: [&str; 2] = [
+    "UPDATE events SET timestep_id = (SELECT id FROM session_timesteps \
+     WHERE session_id = ?1 AND step_id = ?2) WHERE timestep_id = ?3 AND ?3 <> \
+     (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
+    "UPDATE messages SET timestep_id = (SELECT id FROM session_timesteps \
+     WHERE session_id = ?1 AND step_id = ?2) WHERE timestep_id = ?3 AND ?3 <> \
+     (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
+];
+
+/// Reads the id of the row of step `step` of session `sid`.
+pub(crate) fn step_id_read(sid: &str, step: &str) -> Stmt<'static> {
+    Stmt::query(
+        "SELECT id FROM session_timesteps WHERE session_id = ? AND step_id = ?",
+        vec![Arg::owned(text(sid)), Arg::owned(text(step))],
+    )
+}
+
+/// How many of `left` rows of `table` the next multi-row statement takes:
+/// the largest power of two that fits, and at most what one statement may
+/// bind. Statements thus come in a fixed set of sizes, so the cache of
+/// their text is bounded (see [`RemoteEncoder::insert_text`]): a run of 13
+/// rows goes as 8, 4 and 1.
+fn chunk_rows(table: Table, left: usize) -> usize {
+    let most = (REMOTE_MAX_PARAMS / table.columns().len()).clamp(1, left.max(1));
+    1 << (usize::BITS - 1 - most.leading_zeros())
+}
+
+/// Turns batches of operations into requests.
+#[derive(Debug, Default)]
+pub(crate) struct RemoteEncoder {
+    /// `INSERT` text by (table, rows), shared by the requests that use it.
+    insert_text: HashMap<(Table, usize), Arc<str>>,
+}
+
+impl RemoteEncoder {
+    /// The `INSERT` text for `rows` rows of `table`, cached. Only the sizes
+    /// [`chunk_rows`] gives are asked for: powers of two up to what one
+    /// statement may bind (32,766 parameters), so the cache holds at most
+    /// 14 texts per table (`⌊log2(32766 / columns)⌋ + 1`), under 0.9 MB for
+    /// all tables together in the worst case, however long the writer runs.
+    fn insert_text(&mut self, table: Table, rows: usize) -> Arc<str> {
+        self.insert_text
+            .entry((table, rows))
+            .or_insert_with(|| table.insert_sql(rows, false).into())
+            .clone()
+    }
+
+    /// Encodes a batch of operations (ids assigned) as one request that
+    /// applies it on a remote server in one transaction: see [`RemoteTx`].
+    /// With `multi`, runs of inserts go in as multi-row statements, by table.
+    /// Leases ride along: `leases` are `(table, size)`. Records are filed
+    /// under the steps' real rows as far as `remap` knows them now: once it
+    /// learns more (see [`EncodedTx::is_current`]), encode the batch again.
+    ///
+    /// With `behind`, the batch may be sent while those are in flight: it
+    /// commits only if the last of them committed first (its marker row is
+    /// there), and it moves its own records filed under their steps too, as
+    /// they may teach that a step was made elsewhere only when they commit.
+    ///
+    /// # Errors
+    /// `Fatal` if the batch cannot be encoded.
+    pub(crate) fn encode(
+        &mut self,
+        remap: &StepRemap,
+        ops: &[&Op],
+        multi: bool,
+        leases: &[(Table, i64)],
+        behind: Option<Behind<'_>>,
+    ) -> Result<EncodedTx, DbError> {
+        let mut stmts = Vec::new();
+        let mut carries = Vec::new();
+        let mut steps_made = Vec::new();
+        // Steps go alone, so that their real ids are read.
+        let runs = |k: usize| match ops[k] {
+            Op::Insert { table, .. } if multi && *table != Table::Timesteps => Some(*table),
+            _ => None,
+        };
+        for segment in segments(ops.len(), 2, runs) {
+            let i = match segment {
+                Segment::One(i) => i,
+                Segment::Run(tables) => {
+                    for (table, rows) in tables {
+                        self.push_rows(remap, table, ops, &rows, &mut stmts);
+                    }
+                    carries.resize_with(stmts.len(), || Carries::Many);
+                    continue;
+                }
+            };
+            let op = ops[i];
+            let (sql, mut args): (Arc<str>, Vec<Arg<'_>>) = match op {
+                Op::Insert { table, values } => (
+                    self.insert_text(*table, 1),
+                    values.iter().map(Arg::of).collect(),
+                ),
+                Op::UpdateTimestep { values } => (
+                    UPDATE_TIMESTEP_SQL.into(),
+                    values.iter().map(Arg::of).collect(),
+                ),
+                Op::UpdateSessionCounts { session_id } => {
+                    (UPDATE_COUNTS_SQL.into(), vec![Arg::owned(text(session_id))])
+                }
+            };
+            if let Op::Insert { table, .. } = op {
+                remap.args(*table, &mut args);
+            }
+            if let Some((id, sid, step)) = op.timestep_key() {
+                steps_made.push((id, sid, step));
+            }
+            stmts.push(Stmt {
+                sql,
+                args,
+                want_rows: false,
+            });
+            carries.push(Carries::One(i));
+        }
+        // Records of this batch filed under a step that turns out to exist
+        // already go under its real row, inside the same transaction.
+        let steps_behind = behind
+            .iter()
+            .flat_map(|b| b.ops.iter().filter_map(|op| op.timestep_key()));
+        for (id, sid, step) in steps_made.iter().copied().chain(steps_behind) {
+            for sql in FIX_UP_SQL {
+                stmts.push(Stmt {
+                    sql: sql.into(),
+                    args: vec![
+                        Arg::owned(text(sid)),
+                        Arg::owned(text(step)),
+                        Arg::owned(Value::Integer(id)),
+                    ],
+                    want_rows: false,
+                });
+                carries.push(Carries::FixUp);
+            }
+        }
+        // And the real id of each step, read in the same transaction, so that
+        // the records of later batches go under it too: learnt with the
+        // commit, never lost to a second request that fails.
+        let mut id_reads = Vec::with_capacity(steps_made.len());
+        for (id, sid, step) in steps_made {
+            id_reads.push((stmts.len(), id));
+            stmts.push(step_id_read(sid, step));
+            carries.push(Carries::FixUp);
+        }
+        // Id leases ride in the same transaction: no round trip of their own.
+        let mut lease_reads = Vec::with_capacity(leases.len());
+        for &(table, n) in leases {
+            lease_reads.push((stmts.len() + READS_BLOCK, table, n));
+            stmts.extend(lease_statements(table, n));
+            carries.resize_with(stmts.len(), || Carries::Lease);
+        }
+        let tx = match behind {
+            Some(b) => RemoteTx::behind(b.marker, stmts),
+            None => RemoteTx::new(stmts),
+        };
+        Ok(EncodedTx {
+            body: hrana::encode(&tx.steps)?,
+            shape: tx.shape(),
+            carries,
+            id_reads,
+            lease_reads,
+            remaps: remap.learnt(),
+        })
+    }
+
+    /// The rows `rows` (indexes into `ops`) of `table` as multi-row inserts.
+    fn push_rows<'a>(
+        &mut self,
+        remap: &StepRemap,
+        table: Table,
+        ops: &[&'a Op],
+        rows: &[usize],
+        stmts: &mut Vec<Stmt<'a>>,
+    ) {
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let (chunk, tail) = rest.split_at(chunk_rows(table, rest.len()));
+            rest = tail;
+            let mut args = Vec::with_capacity(chunk.len() * table.columns().len());
+            for &j in chunk {
+                if let Op::Insert { values, .. } = ops[j] {
+                    let start = args.len();
+                    args.extend(values.iter().map(Arg::of));
+                    remap.args(table, &mut args[start..]);
+                }
+            }
+            stmts.push(Stmt {
+                sql: self.insert_text(table, chunk.len()),
+                args,
+                want_rows: false,
+            });
+        }
+    }
+}
+
+impl EncodedTx {
+    /// Whether `result` answers this batch, sent behind another, run before
+    /// that one committed: see [`TxShape::ran_first`].
+    pub(crate) fn ran_first(&self, result: &BatchResult) -> bool {
+        self.shape.ran_first(result)
+    }
+
+    /// Whether it files its records as `remap` would now: nothing was learnt
+    /// of a step made elsewhere since it was encoded.
+    pub(crate) fn is_current(&self, remap: &StepRemap) -> bool {
+        self.remaps == remap.learnt()
+    }
+
+    /// Reads the server's answer, and learns the real ids of the batch's
+    /// steps into `remap`.
+    ///
+    /// # Errors
+    /// `BEGIN`'s or `COMMIT`'s error, or a lease's, classed.
+    pub(crate) fn read_answer(
+        self,
+        result: BatchResult,
+        remap: &mut StepRemap,
+    ) -> Result<RemoteBatch, DbError> {
+        match self.shape.outcome(result)? {
+            RemoteOutcome::Committed(results) => {
+                // A step whose row was made elsewhere has another id than
+                // ours: file the batches to come under it.
+                for (at, ours) in self.id_reads {
+                    let real = results
+                        .get(at)
+                        .and_then(|r| r.rows.first())
+                        .and_then(|row| row.first())
+                        .and_then(hrana_integer);
+                    if let Some(real) = real.filter(|real| *real != ours) {
+                        remap.learn(ours, real);
+                    }
+                }
+                let mut leased = Vec::with_capacity(self.lease_reads.len());
+                for (at, table, n) in self.lease_reads {
+                    leased.push(remote_block(table, n, results.get(at))?);
+                }
+                Ok(RemoteBatch::Committed(leased))
+            }
+            RemoteOutcome::RanFirst => Ok(RemoteBatch::RanFirst),
+            RemoteOutcome::Failed(failed) => {
+                let mut by_op = Vec::new();
+                for (at, e) in failed {
+                    match self.carries.get(at) {
+                        Some(Carries::One(j)) => by_op.push((*j, e)),
+                        Some(Carries::Many) => return Ok(RemoteBatch::MultiRowFailed(e)),
+                        _ => return Err(e),
+                    }
+                }
+                Ok(RemoteBatch::Failed(by_op))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,248 @@
+//! The encoder on its own: requests read back as JSON, answers made up as
+//! the server would give them. No server, no database.
+
+use serde_json::{json, Value as Json};
+
+use super::*;
+use crate::db::columns::{Columns, EventCol, StepCol};
+use crate::db::hrana::BatchResult;
+use crate::db::tx::marker;
+
+fn event(id: i64, step: i64) -> Op {
+    let mut values = vec![Value::Null; Table::Events.columns().len()];
+    values[EventCol::Id.index()] = Value::Integer(id);
+    values[EventCol::SessionId.index()] = Value::Text("s".into());
+    values[EventCol::TimestepId.index()] = Value::Integer(step);
+    Op::Insert {
+        table: Table::Events,
+        values,
+    }
+}
+
+fn step(id: i64, name: &str) -> Op {
+    let mut values = vec![Value::Null; Table::Timesteps.columns().len()];
+    values[StepCol::Id.index()] = Value::Integer(id);
+    values[StepCol::SessionId.index()] = Value::Text("s".into());
+    values[StepCol::StepId.index()] = Value::Text(name.into());
+    Op::Insert {
+        table: Table::Timesteps,
+        values,
+    }
+}
+
+/// The SQL of each step of the request, in order.
+fn sql_of(tx: &EncodedTx) -> Vec<String> {
+    let body: Json = serde_json::from_slice(&tx.body).expect("JSON");
+    let steps = body["requests"][0]["batch"]["steps"]
+        .as_array()
+        .expect("steps")
+        .clone();
+    steps
+        .iter()
+        .map(|s| s["stmt"]["sql"].as_str().expect("sql").to_string())
+        .collect()
+}
+
+/// The server's answer: every step ran, `rows` by step, `errors` by step.
+fn answer(steps: usize, rows: &[(usize, i64)], errors: &[usize]) -> BatchResult {
+    let results: Vec<Json> = (0..steps)
+        .map(|k| {
+            if errors.contains(&k) {
+                return Json::Null;
+            }
+            let rows: Vec<Json> = rows
+                .iter()
+                .filter(|(at, _)| *at == k)
+                .map(|(_, v)| json!([{"type": "integer", "value": v.to_string()}]))
+                .collect();
+            json!({ "rows": rows })
+        })
+        .collect();
+    let errs: Vec<Json> = (0..steps)
+        .map(|k| {
+            if errors.contains(&k) {
+                json!({"message": "UNIQUE constraint failed", "code": "SQLITE_CONSTRAINT"})
+            } else {
+                Json::Null
+            }
+        })
+        .collect();
+    serde_json::from_value(json!({"step_results": results, "step_errors": errs})).expect("answer")
+}
+
+#[test]
+fn multi_row_statements_come_in_powers_of_two() {
+    let events = Table::Events;
+    assert_eq!(chunk_rows(events, 1), 1);
+    assert_eq!(chunk_rows(events, 13), 8);
+    assert_eq!(chunk_rows(events, 64), 64);
+    let most = REMOTE_MAX_PARAMS / events.columns().len();
+    let top = chunk_rows(events, 1 << 20);
+    assert!(
+        top.is_power_of_two() && top <= most && top * 2 > most,
+        "{top}"
+    );
+}
+
+/// Batches of every length from 1 to 3,000 rows, as multi-row inserts:
+/// the text cache stays within its stated bound.
+#[test]
+fn the_insert_text_cache_is_bounded() {
+    let mut encoder = RemoteEncoder::default();
+    let remap = StepRemap::default();
+    let ops: Vec<Op> = (1..=3000).map(|id| event(id, 1)).collect();
+    for n in (1..=300).chain([1000, 2047, 2500, 3000]) {
+        let batch: Vec<&Op> = ops[..n].iter().collect();
+        encoder
+            .encode(&remap, &batch, true, &[], None)
+            .expect("encode");
+    }
+    let most = REMOTE_MAX_PARAMS / Table::Events.columns().len();
+    let bound = (usize::BITS - most.leading_zeros()) as usize;
+    for table in Table::ALL {
+        let most = REMOTE_MAX_PARAMS / table.columns().len();
+        assert!(usize::BITS - most.leading_zeros() <= 14, "{table:?}");
+    }
+    assert!(
+        encoder.insert_text.len() <= bound,
+        "{}",
+        encoder.insert_text.len()
+    );
+    // The worst case over every table, as the docs state it.
+    let mut bytes = 0;
+    for table in Table::ALL {
+        let mut rows = 1;
+        while rows <= chunk_rows(table, usize::MAX) {
+            bytes += encoder.insert_text(table, rows).len();
+            rows *= 2;
+        }
+    }
+    assert!(bytes < 1 << 20, "{bytes}");
+}
+
+/// One transaction: `BEGIN`, a step alone, a run of 13 events as 8, 4 and
+/// 1 rows, the step's fix-ups and id read, a riding lease, `COMMIT` and
+/// `ROLLBACK`.
+#[test]
+fn a_batch_is_one_transaction_with_its_lease() {
+    let mut encoder = RemoteEncoder::default();
+    let remap = StepRemap::default();
+    let mut ops = vec![step(7, "a")];
+    ops.extend((100..113).map(|id| event(id, 7)));
+    let batch: Vec<&Op> = ops.iter().collect();
+    let tx = encoder
+        .encode(&remap, &batch, true, &[(Table::Events, 50)], None)
+        .expect("encode");
+    let sql = sql_of(&tx);
+    assert_eq!(sql[0], "BEGIN IMMEDIATE");
+    assert!(
+        sql[1].starts_with("INSERT INTO session_timesteps"),
+        "{}",
+        sql[1]
+    );
+    let rows: Vec<usize> = sql[2..5]
+        .iter()
+        .map(|s| s.matches("), (").count() + 1)
+        .collect();
+    assert_eq!(rows, [8, 4, 1]);
+    assert!(sql[5].starts_with("UPDATE events"));
+    assert!(sql[6].starts_with("UPDATE messages"));
+    assert!(sql[7].starts_with("SELECT id FROM session_timesteps"));
+    assert!(sql[8].starts_with("INSERT INTO sqlite_sequence"));
+    assert_eq!(&sql[11..], ["COMMIT", "ROLLBACK"]);
+
+    // Committed: the step's row was made elsewhere (id 3), and the lease's
+    // block ends at 150. Steps: BEGIN, then body statement k at k + 1.
+    let result = answer(sql.len(), &[(7, 3), (10, 150)], &[]);
+    let mut remap = StepRemap::default();
+    match tx.read_answer(result, &mut remap).expect("answer") {
+        RemoteBatch::Committed(blocks) => assert_eq!(blocks.first(), Some(&(101..151))),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(remap.learnt(), 1);
+    // The next batch files its events under the real step.
+    let mut row: Vec<Arg<'_>> = (0..Table::Events.columns().len())
+        .map(|_| Arg::owned(Value::Null))
+        .collect();
+    row[EventCol::TimestepId.index()] = Arg::owned(Value::Integer(7));
+    remap.args(Table::Events, &mut row);
+    assert!(matches!(
+        *row[EventCol::TimestepId.index()].0,
+        Value::Integer(3)
+    ));
+}
+
+/// A statement that carries one operation names it when it fails; a
+/// multi-row one asks for the batch row by row.
+#[test]
+fn a_refused_statement_names_its_operation() {
+    let mut encoder = RemoteEncoder::default();
+    let remap = StepRemap::default();
+    let ops = [step(7, "a"), event(100, 7), event(101, 7)];
+    let batch: Vec<&Op> = ops.iter().collect();
+
+    let tx = encoder
+        .encode(&remap, &batch, false, &[], None)
+        .expect("encode");
+    let n = sql_of(&tx).len();
+    let failed = tx.read_answer(answer(n, &[], &[3]), &mut StepRemap::default());
+    match failed.expect("answer") {
+        RemoteBatch::Failed(by_op) => {
+            assert_eq!(by_op.iter().map(|(j, _)| *j).collect::<Vec<_>>(), [2]);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let tx = encoder
+        .encode(&remap, &batch, true, &[], None)
+        .expect("encode");
+    let n = sql_of(&tx).len();
+    let failed = tx.read_answer(answer(n, &[], &[2]), &mut StepRemap::default());
+    assert!(matches!(failed, Ok(RemoteBatch::MultiRowFailed(_))));
+}
+
+/// Sent behind a batch in flight: the guard comes first and names that
+/// batch's marker row; the steps of the batch before are fixed up too; a
+/// failed guard means it ran first.
+#[test]
+fn a_batch_behind_another_is_guarded_by_its_marker() {
+    let mut encoder = RemoteEncoder::default();
+    let remap = StepRemap::default();
+    let before = [step(7, "a"), event(100, 7)];
+    let before: Vec<&Op> = before.iter().collect();
+    let mark = marker(&before).expect("marker");
+    assert_eq!((mark.table, mark.id), (Table::Events, 100));
+    let ops = [event(101, 7)];
+    let batch: Vec<&Op> = ops.iter().collect();
+    let behind = Behind {
+        marker: mark,
+        ops: &before,
+    };
+    let tx = encoder
+        .encode(&remap, &batch, true, &[], Some(behind))
+        .expect("encode");
+    let sql = sql_of(&tx);
+    assert!(
+        sql[1].contains("EXISTS (SELECT 1 FROM events WHERE id = ?)"),
+        "{}",
+        sql[1]
+    );
+    assert!(sql[2].starts_with("INSERT INTO events"));
+    assert!(
+        sql[3].starts_with("UPDATE events"),
+        "the step before is fixed up"
+    );
+
+    let ran_first = answer(sql.len(), &[], &[1]);
+    assert!(tx.ran_first(&ran_first));
+    let read = tx.read_answer(ran_first, &mut StepRemap::default());
+    assert!(matches!(read, Ok(RemoteBatch::RanFirst)));
+}
+
+/// A batch of steps only has no marker: nothing can be sent behind it.
+#[test]
+fn steps_alone_have_no_marker() {
+    let ops = [step(1, "a"), step(2, "b")];
+    let ops: Vec<&Op> = ops.iter().collect();
+    assert!(marker(&ops).is_none());
+}
