@@ -24,6 +24,7 @@ mod ids;
 pub mod metrics;
 mod pipeline;
 mod protocol;
+mod replay;
 mod reserve;
 mod spill;
 mod stats;
@@ -40,7 +41,7 @@ pub use config::{
     DEFAULT_REMOTE_MAX_BATCH_OPS, DEFAULT_RETRY_INITIAL, DEFAULT_RETRY_MAX, DEFAULT_SESSION_CACHE,
 };
 pub use handle::BufferedTraceWriter;
-pub use spill::{replay_spill_file, replay_spill_file_with_progress, RefusedLine, ReplayReport};
+pub use replay::{replay_spill_file, replay_spill_file_with_progress, RefusedLine, ReplayReport};
 pub use stats::WriterStats;
 
 /// Locks a mutex of the writer's, whether or not a panic poisoned it.
