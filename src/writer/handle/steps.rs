@@ -89,26 +89,15 @@ impl BufferedTraceWriter {
                             ahead,
                         )
                     };
-                    if !fifo && self.inner.config.provisional_step_ids {
+                    let limit = self.inner.config.enqueue_timeout;
+                    let what = "loading the session's steps";
+                    let steps = if !fifo && self.inner.config.provisional_step_ids {
                         // Nothing of this session is queued here, so only
                         // another process's rows could be missing from an
                         // empty set; a step insert that meets one files its
                         // records under it (see `WriterConfig::provisional_step_ids`).
-                        let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
-                        let done = self.done_count();
-                        lock(&self.inner.sessions).load(
-                            session_id,
-                            Vec::new(),
-                            cap,
-                            enqueued,
-                            done,
-                            since,
-                        );
-                        continue;
-                    }
-                    let limit = self.inner.config.enqueue_timeout;
-                    let what = "loading the session's steps";
-                    let steps = if let (false, Some(ahead)) = (fifo, ahead) {
+                        Vec::new()
+                    } else if let (false, Some(ahead)) = (fifo, ahead) {
                         // Asked for by `ensure_session`: usually answered
                         // already. A failed one is asked for again.
                         since = ahead.since;
