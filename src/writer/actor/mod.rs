@@ -19,7 +19,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, TryRecvError};
 
@@ -281,21 +281,17 @@ impl Actor {
     /// a producer that waits for ids or a new session's steps. `None` when
     /// the time is up or every handle is gone.
     async fn linger(&mut self, end: Option<Instant>, room: usize) -> Option<Msg> {
-        let Some(end) = end else {
-            return self.linger_on_messages().await;
-        };
         // Writes queued meanwhile do not wake the actor: nobody waits on the
         // queue, so a producer's send makes no system call, and the batch
         // takes them all at the deadline. `Control::Wake` ends the wait at
-        // once: a message that waits for an answer sends it, and so does the
-        // write that fills the batch (`Shared::full_at`).
-        let counters = &self.shared.counters;
-        let full_at = counters
-            .enqueued
+        // once: a message that waits for an answer sends it, so does the
+        // write that fills the batch (`Shared::full_at`), and so does a
+        // producer that must wait for queue space (`Shared::space_wanted`).
+        let full_at = (self.shared.counters.enqueued)
             .load(Ordering::Acquire)
             .saturating_add(room as u64);
         self.shared.full_at.store(full_at, Ordering::Release);
-        let msg = self.linger_until(end).await;
+        let msg = self.wait_for_wake(end).await;
         self.shared.full_at.store(u64::MAX, Ordering::Release);
         msg
     }
@@ -305,19 +301,24 @@ impl Actor {
         self.shared.space_wanted.swap(false, Ordering::AcqRel)
     }
 
-    async fn linger_until(&mut self, end: Instant) -> Option<Msg> {
-        if self.space_wanted() {
-            return None;
-        }
-        if !self.rx.is_empty() {
-            // Sent before `full_at` was set: take it now.
-            return self.rx.try_recv().ok();
-        }
+    /// [`Actor::linger`]'s wait, on the control channel until `end`
+    /// (forever for `None`).
+    async fn wait_for_wake(&mut self, end: Option<Instant>) -> Option<Msg> {
         loop {
-            let wait = end.saturating_duration_since(Instant::now());
-            if wait.is_zero() {
-                return self.rx.try_recv().ok();
+            if self.space_wanted() {
+                return None;
             }
+            match self.rx.try_recv() {
+                Ok(m) => return Some(m),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            let left = end.map(|e| e.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|d| d.is_zero()) {
+                return None;
+            }
+            // A day stands in for "no deadline": the loop just waits again.
+            let wait = left.unwrap_or(Duration::from_secs(86_400));
             crossbeam_channel::select! {
                 recv(self.control_rx) -> c => {
                     if let Ok(c) = c {
@@ -329,38 +330,8 @@ impl Actor {
                         // send it now.
                         return None;
                     }
-                    if self.space_wanted() {
-                        return None;
-                    }
-                    if let Ok(m) = self.rx.try_recv() {
-                        return Some(m);
-                    }
                 }
-                default(wait) => return self.rx.try_recv().ok(),
-            }
-        }
-    }
-
-    /// `linger` with no deadline: every message ends the wait, so the batch
-    /// is sent once it is full.
-    async fn linger_on_messages(&mut self) -> Option<Msg> {
-        if self.space_wanted() {
-            return None;
-        }
-        loop {
-            crossbeam_channel::select! {
-                recv(self.rx) -> m => return m.ok(),
-                recv(self.control_rx) -> c => {
-                    if let Ok(c) = c {
-                        self.control(c, true).await;
-                    }
-                    self.serve_control(true).await;
-                    if self.pipeline.as_ref().is_some_and(Pipeline::has_leases)
-                        || self.space_wanted()
-                    {
-                        return None;
-                    }
-                }
+                default(wait) => {}
             }
         }
     }
