@@ -197,7 +197,8 @@ def test_constructor_forms(tmp_path):
             sid = await tracer.start_session()
             await tracer.record_event(env_event(1))
             trace = await tracer.end_session()
-            assert tracer.current_session is trace and trace["session_id"] == sid
+            assert trace["session_id"] == sid
+            assert tracer.current_session == trace and tracer.current_session is tracer.current_session
             await tracer.close()
         plain = tw.LibsqlTraceStorage.memory()
         t = tw.AsyncSessionTracer(storage=plain, auto_save=False)
@@ -237,6 +238,42 @@ def test_hooks_are_awaited_with_the_original_names_and_kwargs():
         ("after_save", ["session"]),
         ("session_end", ["session"]),
     ]
+
+
+def test_current_session_is_the_last_trace_and_the_returned_dict_is_not_kept():
+    seen = []
+
+    class Hooks:
+        async def trigger(self, name, **kwargs):
+            if name == "before_save":
+                seen.append(kwargs["session"])
+
+    async def main():
+        tracer = tw.AsyncSessionTracer(hooks=Hooks())
+        assert tracer.current_session is None and tracer.session_tracer.last_trace() is None
+        traces = []
+        for sid in ("s1", "s2"):
+            async with tracer.session(sid):
+                async with tracer.timestep("t", 0):
+                    await tracer.record_event(runtime_event(0))
+                    await tracer.record_message(message(0))
+            traces.append(tracer.current_session)
+        first, second = traces
+        assert first["session_id"] == "s1" and second["session_id"] == "s2"
+        assert len(second["event_history"]) == 1 and len(second["markov_blanket_message_history"]) == 1
+        # The original passes the previous session's trace to before_save.
+        assert seen == [None, first]
+        # The same dict on every read, until the next session ends.
+        assert tracer.current_session is second
+        # The dict end_session returns is the caller's alone.
+        await tracer.start_session("s3")
+        returned = await tracer.end_session()
+        assert not any(r is tracer.__dict__ for r in gc.get_referrers(returned))
+        assert tracer.current_session == returned and tracer.current_session is not returned
+        assert tracer.session_tracer.last_trace() == returned
+        await tracer.close()
+
+    asyncio.run(main())
 
 
 # --- inputs: what is accepted, what is refused -------------------------------------------

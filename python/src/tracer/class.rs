@@ -1,7 +1,7 @@
 //! The `SessionTracer` class: what it holds, and how its calls run.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use pyo3::prelude::*;
 use pyo3::PyClassInitializer;
@@ -35,6 +35,32 @@ pub(crate) struct Tracer {
     pub(super) tracer: Arc<SessionTracer>,
     pub(super) storage: Py<Storage>,
     backend: Backend,
+    /// The last ended session, native: its trace dict is built again only
+    /// when asked for (`last_trace`), so the dict `end_session` returned is
+    /// freed as soon as its caller drops it.
+    pub(super) last: LastSession,
+}
+
+/// The last session a tracer ended, kept native.
+#[derive(Clone, Default)]
+pub(super) struct LastSession(Arc<Mutex<Option<Arc<RecordedSession>>>>);
+
+impl LastSession {
+    /// Keeps `rec`, dropping the one kept before.
+    pub(super) fn keep(&self, rec: RecordedSession) {
+        let old = self.lock().replace(Arc::new(rec));
+        drop(old);
+    }
+
+    /// The kept session. The lock is not held while its dict is built:
+    /// building it may run Python code, which may switch threads.
+    pub(super) fn get(&self) -> Option<Arc<RecordedSession>> {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Arc<RecordedSession>>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Tracer {
@@ -48,6 +74,7 @@ impl Tracer {
             tracer: Arc::new(SessionTracer::with_auto_save(backend.storage(), auto_save)),
             backend,
             storage: storage.clone().unbind(),
+            last: LastSession::default(),
         })
     }
 

@@ -159,8 +159,11 @@ impl Tracer {
     fn aend_session<'py>(&self, py: Python<'py>, save: bool) -> Awaitable<'py> {
         let t = self.tracer.clone();
         let ended = async move { t.end_session_recorded(save).await };
-        awaitable(py, self.is_writer(), ended, |py, rec| {
-            recorded_to_py(py, &rec)
+        let last = self.last.clone();
+        awaitable(py, self.is_writer(), ended, move |py, rec| {
+            let trace = recorded_to_py(py, &rec)?;
+            last.keep(rec);
+            Ok(trace)
         })
     }
 
@@ -221,7 +224,21 @@ impl Tracer {
     #[pyo3(signature = (save=true))]
     fn end_session(&self, py: Python<'_>, save: bool) -> PyResult<Py<PyAny>> {
         let done = self.end(py, save)?;
-        recorded_to_py(py, &done)
+        let trace = recorded_to_py(py, &done)?;
+        self.last.keep(done);
+        Ok(trace)
+    }
+
+    /// The trace of the last session this tracer ended, as ``end_session``
+    /// returned it, or ``None``. Each call builds a new dict: the tracer
+    /// keeps the session natively, not the dict it returned, so a trace its
+    /// caller drops is freed at once rather than kept alive for Python's
+    /// collector to scan.
+    fn last_trace(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        match self.last.get() {
+            Some(rec) => recorded_to_py(py, &rec),
+            None => Ok(py.None()),
+        }
     }
 
     /// ``with tracer.session(session_id=None, metadata=None) as sid:`` starts
