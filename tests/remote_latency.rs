@@ -118,3 +118,28 @@ async fn writer_and_plain_through_added_round_trips() {
         workload::OPS_PER_ROLLOUT - workload::EVENTS_PER_ROLLOUT
     );
 }
+
+/// Rollouts per tracer of the growth measurement: the database a run ends
+/// with grows four times from the first to the last.
+const GROWTH_PER_TRACER: [usize; 4] = [8, 16, 24, 32];
+
+/// The loopback rollout rate as the database grows: each run on a fresh
+/// sqld, `PRODUCERS` tracers each running 8, 16, 24 and 32 rollouts one
+/// after another. Prints each rate and the rate at 32 against the rate at 8.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn rollout_rate_as_the_database_grows() {
+    support::sqld::binary();
+    let mut rates = Vec::new();
+    for per_tracer in GROWTH_PER_TRACER {
+        let run = writer_run(Duration::ZERO, Work::Rollouts(per_tracer * PRODUCERS)).await;
+        print(&run, 0, &format!("{per_tracer} rollouts per tracer"));
+        rates.push((per_tracer, run.events_per_sec));
+    }
+    eprintln!();
+    eprintln!("| rollouts per tracer ({PRODUCERS} tracers) | events/s | vs 8 |");
+    eprintln!("|---|---|---|");
+    for (per_tracer, rate) in &rates {
+        eprintln!("| {per_tracer} | {rate:.0} | {:.2} |", rate / rates[0].1);
+    }
+}

@@ -86,13 +86,21 @@ enum Carries {
 /// Moves the events or messages filed under a step id this writer handed out
 /// to the real row of that step, when the step was created elsewhere (the
 /// insert met its `(session_id, step_id)`). A no-op otherwise.
+///
+/// Every batch runs these once per new step, so each must find its rows
+/// through an index: `messages` has none on `timestep_id`, and SQLite does
+/// not test the `?3 <>` subquery before scanning, so without `session_id =
+/// ?1` every step scanned the whole table and a server's time per batch
+/// grew with the database (`rollout_rate_as_the_database_grows` in
+/// `tests/remote_latency.rs`). The rows filed under a step's id are its
+/// session's, so the condition only narrows the search.
 const FIX_UP_SQL: [&str; 2] = [
     "UPDATE events SET timestep_id = (SELECT id FROM session_timesteps \
-     WHERE session_id = ?1 AND step_id = ?2) WHERE timestep_id = ?3 AND ?3 <> \
-     (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
+     WHERE session_id = ?1 AND step_id = ?2) WHERE session_id = ?1 AND timestep_id = ?3 \
+     AND ?3 <> (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
     "UPDATE messages SET timestep_id = (SELECT id FROM session_timesteps \
-     WHERE session_id = ?1 AND step_id = ?2) WHERE timestep_id = ?3 AND ?3 <> \
-     (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
+     WHERE session_id = ?1 AND step_id = ?2) WHERE session_id = ?1 AND timestep_id = ?3 \
+     AND ?3 <> (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
 ];
 
 /// Reads the id of the row of step `step` of session `sid`.

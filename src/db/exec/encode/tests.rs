@@ -1,5 +1,6 @@
 //! The encoder on its own: requests read back as JSON, answers made up as
-//! the server would give them. No server, no database.
+//! the server would give them. No server; one test opens an in-memory
+//! database for SQLite's plan of the fix-ups.
 
 use serde_json::{json, Value as Json};
 
@@ -245,4 +246,32 @@ fn steps_alone_have_no_marker() {
     let ops = [step(1, "a"), step(2, "b")];
     let ops: Vec<&Op> = ops.iter().collect();
     assert!(marker(&ops).is_none());
+}
+
+/// The fix-ups run once per new step of every batch: each must find its
+/// rows through an index, or a batch's time grows with the table. The one
+/// test here that opens a database: SQLite's own planner on the schema.
+#[tokio::test]
+async fn fix_ups_find_their_rows_through_an_index() {
+    let db = libsql::Builder::new_local(":memory:")
+        .build()
+        .await
+        .expect("open");
+    let conn = db.connect().expect("connect");
+    crate::schema::migrate(&conn).await.expect("schema");
+    for sql in FIX_UP_SQL {
+        let mut rows = conn
+            .query(&format!("EXPLAIN QUERY PLAN {sql}"), ("s", "step", 7))
+            .await
+            .expect("plan");
+        let mut plan = Vec::new();
+        while let Some(row) = rows.next().await.expect("row") {
+            plan.push(row.get::<String>(3).expect("detail"));
+        }
+        assert!(
+            plan.iter().all(|step| !step.starts_with("SCAN")),
+            "{sql}: {plan:?}"
+        );
+        assert!(plan[0].starts_with("SEARCH"), "{sql}: {plan:?}");
+    }
 }
