@@ -2,6 +2,7 @@
 //! kept once, with the histories as positions into the steps.
 
 use crate::models::{MarkovBlanketMessage, SessionTrace, TracingEvent};
+use crate::tracer::kind::RecordKind;
 
 /// Where one entry of a session's event or message history is kept in a
 /// [`RecordedSession`].
@@ -113,45 +114,26 @@ impl RecordedSession {
         trace
     }
 
-    pub(super) fn push_event(&mut self, step: Option<usize>, event: TracingEvent) -> HistorySlot {
+    /// Keeps a record in the step at `step` (else among the loose ones)
+    /// and notes where in its kind's history.
+    #[inline]
+    pub(super) fn push<R: RecordKind>(&mut self, step: Option<usize>, record: R) -> HistorySlot {
         let slot = match step {
             Some(pos) => {
-                let events = &mut self.trace.session_time_steps[pos].events;
-                events.push(event);
+                let list = R::in_step(&mut self.trace.session_time_steps[pos]);
+                list.push(record);
                 HistorySlot::Step {
                     step: pos,
-                    index: events.len() - 1,
+                    index: list.len() - 1,
                 }
             }
             None => {
-                self.loose_events.push(event);
-                HistorySlot::Loose(self.loose_events.len() - 1)
+                let (loose, _) = R::loose_and_order(self);
+                loose.push(record);
+                HistorySlot::Loose(loose.len() - 1)
             }
         };
-        self.event_order.push(slot);
-        slot
-    }
-
-    pub(super) fn push_message(
-        &mut self,
-        step: Option<usize>,
-        msg: MarkovBlanketMessage,
-    ) -> HistorySlot {
-        let slot = match step {
-            Some(pos) => {
-                let msgs = &mut self.trace.session_time_steps[pos].markov_blanket_messages;
-                msgs.push(msg);
-                HistorySlot::Step {
-                    step: pos,
-                    index: msgs.len() - 1,
-                }
-            }
-            None => {
-                self.loose_messages.push(msg);
-                HistorySlot::Loose(self.loose_messages.len() - 1)
-            }
-        };
-        self.message_order.push(slot);
+        R::loose_and_order(self).1.push(slot);
         slot
     }
 }
