@@ -70,8 +70,12 @@ fn fail<T>(what: &str) -> Result<T> {
 }
 
 /// A value a `visit_*` found, or the error that says what it is not.
+#[inline]
 fn found<T>(value: Option<T>, what: &str) -> Result<T> {
-    value.map_or_else(|| fail(what), Ok)
+    match value {
+        Some(v) => Ok(v),
+        None => fail(what),
+    }
 }
 
 impl<'a, 'py> Fast<'a, 'py> {
