@@ -15,8 +15,8 @@ pub(super) type Write<'a> = Pin<Box<dyn Future<Output = Result<i64>> + Send + 'a
 
 /// What differs between an event and a message: the storage call that
 /// writes it, and the lists it is kept in. `SessionTracer::record` and
-/// `RecordedSession::push` are generic over it, so each is compiled once
-/// per kind, as if written out.
+/// [`RecordKind::keep`] are generic over it, so each is compiled once per
+/// kind, as if written out.
 pub(super) trait RecordKind: Sized + Send + Sync {
     /// Writes it through `storage` (`insert_event` or `insert_message`).
     fn write<'a>(
@@ -34,6 +34,29 @@ pub(super) trait RecordKind: Sized + Send + Sync {
 
     /// Its write, kept for `end_session(true)` without `auto_save`.
     fn pending(slot: HistorySlot) -> Pending;
+
+    /// Keeps it in the step at `step` (else among the loose ones) and
+    /// notes where in its kind's history.
+    #[inline]
+    fn keep(self, recorded: &mut RecordedSession, step: Option<usize>) -> HistorySlot {
+        let slot = match step {
+            Some(pos) => {
+                let list = Self::in_step(&mut recorded.trace.session_time_steps[pos]);
+                list.push(self);
+                HistorySlot::Step {
+                    step: pos,
+                    index: list.len() - 1,
+                }
+            }
+            None => {
+                let (loose, _) = Self::loose_and_order(recorded);
+                loose.push(self);
+                HistorySlot::Loose(loose.len() - 1)
+            }
+        };
+        Self::loose_and_order(recorded).1.push(slot);
+        slot
+    }
 }
 
 /// Implements [`RecordKind`] for each kind: `Type: storage call, list in a

@@ -306,7 +306,7 @@ impl SessionTracer {
         } else {
             None
         };
-        let slot = open.recorded.push(open.step.map(|s| s.pos), record);
+        let slot = record.keep(&mut open.recorded, open.step.map(|s| s.pos));
         if !self.auto_save {
             open.pending.push(R::pending(slot));
         }

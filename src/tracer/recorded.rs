@@ -2,7 +2,6 @@
 //! kept once, with the histories as positions into the steps.
 
 use crate::models::{MarkovBlanketMessage, SessionTrace, TracingEvent};
-use crate::tracer::kind::RecordKind;
 
 /// Where one entry of a session's event or message history is kept in a
 /// [`RecordedSession`].
@@ -112,28 +111,5 @@ impl RecordedSession {
         trace.event_history = events;
         trace.markov_blanket_message_history = messages;
         trace
-    }
-
-    /// Keeps a record in the step at `step` (else among the loose ones)
-    /// and notes where in its kind's history.
-    #[inline]
-    pub(super) fn push<R: RecordKind>(&mut self, step: Option<usize>, record: R) -> HistorySlot {
-        let slot = match step {
-            Some(pos) => {
-                let list = R::in_step(&mut self.trace.session_time_steps[pos]);
-                list.push(record);
-                HistorySlot::Step {
-                    step: pos,
-                    index: list.len() - 1,
-                }
-            }
-            None => {
-                let (loose, _) = R::loose_and_order(self);
-                loose.push(record);
-                HistorySlot::Loose(loose.len() - 1)
-            }
-        };
-        R::loose_and_order(self).1.push(slot);
-        slot
     }
 }
