@@ -69,6 +69,15 @@ fn fail<T>(what: &str) -> Result<T> {
     Err(Error(format!("not {what}")))
 }
 
+/// A value a `visit_*` found, or the error that says what it is not.
+#[inline]
+fn found<T>(value: Option<T>, what: &str) -> Result<T> {
+    match value {
+        Some(v) => Ok(v),
+        None => fail(what),
+    }
+}
+
 impl<'a, 'py> Fast<'a, 'py> {
     /// One level deeper, or an error past the limit.
     fn deeper(self) -> Result<usize> {
@@ -149,6 +158,16 @@ macro_rules! ints {
     )*};
 }
 
+/// Methods that read the value as another method does, their other
+/// arguments (names, lengths) unused: `method(arguments) => other;`.
+macro_rules! forward {
+    ($($method:ident($($arg:ident: $t:ty),*) => $to:ident;)*) => {$(
+        fn $method<V: Visitor<'de>>(self, $($arg: $t,)* visitor: V) -> Result<V::Value> {
+            self.$to(visitor)
+        }
+    )*};
+}
+
 macro_rules! refuse {
     ($($method:ident),*) => {$(
         fn $method<V: Visitor<'de>>(self, _visitor: V) -> Result<V::Value> {
@@ -177,10 +196,7 @@ impl<'de> Deserializer<'de> for Fast<'_, '_> {
         } else if obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>() {
             self.deserialize_seq(visitor)
         } else {
-            match self.visit_map(visitor)? {
-                Some(v) => Ok(v),
-                None => fail("a JSON-like value"),
-            }
+            found(self.visit_map(visitor)?, "a JSON-like value")
         }
     }
 
@@ -204,10 +220,6 @@ impl<'de> Deserializer<'de> for Fast<'_, '_> {
         deserialize_u128
     );
 
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_f64(visitor)
-    }
-
     fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
         match self.obj.cast::<PyFloat>() {
             Ok(f) => self.deserialize_f64_of(f.value(), visitor),
@@ -220,14 +232,6 @@ impl<'de> Deserializer<'de> for Fast<'_, '_> {
             Ok(s) => visit_str(s, visitor),
             Err(_) => fail("a str"),
         }
-    }
-
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        self.deserialize_str(visitor)
     }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
@@ -247,26 +251,11 @@ impl<'de> Deserializer<'de> for Fast<'_, '_> {
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.visit_seq(visitor)? {
-            Some(v) => Ok(v),
-            None => fail("a list"),
-        }
+        found(self.visit_seq(visitor)?, "a list")
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value> {
-        match self.visit_map(visitor)? {
-            Some(v) => Ok(v),
-            None => fail("a dict"),
-        }
-    }
-
-    fn deserialize_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _fields: &'static [&'static str],
-        visitor: V,
-    ) -> Result<V::Value> {
-        self.deserialize_map(visitor)
+        found(self.visit_map(visitor)?, "a dict")
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -277,25 +266,14 @@ impl<'de> Deserializer<'de> for Fast<'_, '_> {
         visitor.visit_newtype_struct(self)
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_tuple_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        _len: usize,
-        visitor: V,
-    ) -> Result<V::Value> {
-        self.deserialize_seq(visitor)
-    }
-
-    fn deserialize_unit_struct<V: Visitor<'de>>(
-        self,
-        _name: &'static str,
-        visitor: V,
-    ) -> Result<V::Value> {
-        self.deserialize_unit(visitor)
+    forward! {
+        deserialize_f32() => deserialize_f64;
+        deserialize_string() => deserialize_str;
+        deserialize_identifier() => deserialize_str;
+        deserialize_struct(_name: &'static str, _fields: &'static [&'static str]) => deserialize_map;
+        deserialize_tuple(_len: usize) => deserialize_seq;
+        deserialize_tuple_struct(_name: &'static str, _len: usize) => deserialize_seq;
+        deserialize_unit_struct(_name: &'static str) => deserialize_unit;
     }
 
     fn deserialize_enum<V: Visitor<'de>>(

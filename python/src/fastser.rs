@@ -140,6 +140,15 @@ macro_rules! same_in_both {
         fn serialize_unit_struct(self, _name: &'static str) -> Result<Self::Ok> {
             self.serialize_none()
         }
+        // A unit variant is its name, a key of the models: from the key cache.
+        fn serialize_unit_variant(
+            self,
+            _name: &'static str,
+            _index: u32,
+            variant: &'static str,
+        ) -> Result<Self::Ok> {
+            Ok(key(self.py, variant).into_any())
+        }
         fn serialize_newtype_struct<T: Serialize + ?Sized>(
             self,
             _name: &'static str,
@@ -155,6 +164,23 @@ macro_rules! ints {
     ($($method:ident: $t:ty),*) => {$(
         fn $method(self, v: $t) -> Result<Self::Ok> {
             int(self.py, v)
+        }
+    )*};
+}
+
+/// serde's tuple and struct variants alike: `{variant: inner}`, the inner
+/// compound opened by `serialize_seq` or `serialize_map`.
+macro_rules! variants {
+    ($($method:ident -> $ret:ident: $open:ident;)*) => {$(
+        fn $method(
+            self,
+            _name: &'static str,
+            _index: u32,
+            variant: &'static str,
+            len: usize,
+        ) -> Result<Self::$ret> {
+            let inner = self.$open(Some(len))?;
+            Ok(Variant { variant, inner })
         }
     )*};
 }
@@ -195,14 +221,6 @@ impl<'py> ser::Serializer for Ser<'py> {
     fn serialize_none(self) -> Result<Self::Ok> {
         Ok(self.py.None().into_bound(self.py))
     }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<Self::Ok> {
-        Ok(key(self.py, variant).into_any())
-    }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
         _name: &'static str,
@@ -231,18 +249,6 @@ impl<'py> ser::Serializer for Ser<'py> {
     ) -> Result<Self::SerializeTupleStruct> {
         self.serialize_seq(Some(len))
     }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeTupleVariant> {
-        Ok(Variant {
-            variant,
-            inner: self.serialize_seq(Some(len))?,
-        })
-    }
     fn serialize_map(self, _len: Option<usize>) -> Result<Self::SerializeMap> {
         Ok(Map {
             py: self.py,
@@ -253,17 +259,9 @@ impl<'py> ser::Serializer for Ser<'py> {
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Self::SerializeStruct> {
         self.serialize_map(Some(len))
     }
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        len: usize,
-    ) -> Result<Self::SerializeStructVariant> {
-        Ok(Variant {
-            variant,
-            inner: self.serialize_map(Some(len))?,
-        })
+    variants! {
+        serialize_tuple_variant -> SerializeTupleVariant: serialize_seq;
+        serialize_struct_variant -> SerializeStructVariant: serialize_map;
     }
 }
 
@@ -273,37 +271,12 @@ pub(crate) struct Seq<'py> {
 }
 
 impl<'py> Seq<'py> {
+    #[inline]
     fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.items.push(value.serialize(Ser { py: self.py })?);
         Ok(())
     }
-    fn list(self) -> Result<Bound<'py, PyAny>> {
-        Ok(PyList::new(self.py, self.items)?.into_any())
-    }
 }
-
-/// serde's three sequence traits differ only in the name of their element
-/// method.
-macro_rules! seq_traits {
-    ($($tr:ident::$method:ident),*) => {$(
-        impl<'py> ser::$tr for Seq<'py> {
-            type Ok = Bound<'py, PyAny>;
-            type Error = PythonizeError;
-            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-                self.push(value)
-            }
-            fn end(self) -> Result<Self::Ok> {
-                self.list()
-            }
-        }
-    )*};
-}
-
-seq_traits!(
-    SerializeSeq::serialize_element,
-    SerializeTuple::serialize_element,
-    SerializeTupleStruct::serialize_field
-);
 
 pub(crate) struct Map<'py> {
     py: Python<'py>,
@@ -318,6 +291,7 @@ struct KeySer<'py> {
 }
 
 impl<'py> Map<'py> {
+    #[inline]
     fn field<T: Serialize + ?Sized>(&mut self, name: &'static str, value: &T) -> Result<()> {
         let v = value.serialize(Ser { py: self.py })?;
         self.dict.set_item(field_key(self.py, name), v)?;
@@ -341,22 +315,7 @@ impl<'py> ser::SerializeMap for Map<'py> {
         Ok(())
     }
     fn end(self) -> Result<Self::Ok> {
-        Ok(self.dict.into_any())
-    }
-}
-
-impl<'py> ser::SerializeStruct for Map<'py> {
-    type Ok = Bound<'py, PyAny>;
-    type Error = PythonizeError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        self.field(name, value)
-    }
-    fn end(self) -> Result<Self::Ok> {
-        Ok(self.dict.into_any())
+        self.finish()
     }
 }
 
@@ -366,38 +325,101 @@ pub(crate) struct Variant<I> {
     inner: I,
 }
 
-impl<'py> ser::SerializeTupleVariant for Variant<Seq<'py>> {
-    type Ok = Bound<'py, PyAny>;
-    type Error = PythonizeError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+impl<'py> Variant<Seq<'py>> {
+    #[inline]
+    fn push<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         self.inner.push(value)
     }
-    fn end(self) -> Result<Self::Ok> {
-        let py = self.inner.py;
+}
+
+impl<'py> Variant<Map<'py>> {
+    #[inline]
+    fn field<T: Serialize + ?Sized>(&mut self, name: &'static str, value: &T) -> Result<()> {
+        self.inner.field(name, value)
+    }
+}
+
+/// A compound under construction, and the Python object it ends as.
+trait Finish<'py> {
+    fn py(&self) -> Python<'py>;
+    fn finish(self) -> Result<Bound<'py, PyAny>>;
+}
+
+impl<'py> Finish<'py> for Seq<'py> {
+    fn py(&self) -> Python<'py> {
+        self.py
+    }
+    #[inline]
+    fn finish(self) -> Result<Bound<'py, PyAny>> {
+        Ok(PyList::new(self.py, self.items)?.into_any())
+    }
+}
+
+impl<'py> Finish<'py> for Map<'py> {
+    fn py(&self) -> Python<'py> {
+        self.py
+    }
+    #[inline]
+    fn finish(self) -> Result<Bound<'py, PyAny>> {
+        Ok(self.dict.into_any())
+    }
+}
+
+impl<'py, I: Finish<'py>> Finish<'py> for Variant<I> {
+    fn py(&self) -> Python<'py> {
+        self.inner.py()
+    }
+    #[inline]
+    fn finish(self) -> Result<Bound<'py, PyAny>> {
+        let py = self.inner.py();
         let d = PyDict::new(py);
-        d.set_item(key(py, self.variant), self.inner.list()?)?;
+        d.set_item(key(py, self.variant), self.inner.finish()?)?;
         Ok(d.into_any())
     }
 }
 
-// The same serde signatures as `SerializeStruct for Map`, around a variant.
-impl<'py> ser::SerializeStructVariant for Variant<Map<'py>> {
-    type Ok = Bound<'py, PyAny>;
-    type Error = PythonizeError;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        name: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        self.inner.field(name, value)
-    }
-    fn end(self) -> Result<Self::Ok> {
-        let py = self.inner.py;
-        let d = PyDict::new(py);
-        d.set_item(key(py, self.variant), self.inner.dict)?;
-        Ok(d.into_any())
-    }
+/// serde's four sequence traits differ only in the name of their element
+/// method, and its two struct traits not at all: `Type: Trait::method`.
+macro_rules! compound_traits {
+    (seq: $($ty:ty: $tr:ident::$method:ident),*; struct: $($sty:ty: $str:ident),*) => {
+        $(
+            impl<'py> ser::$tr for $ty {
+                type Ok = Bound<'py, PyAny>;
+                type Error = PythonizeError;
+                fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+                    self.push(value)
+                }
+                fn end(self) -> Result<Self::Ok> {
+                    self.finish()
+                }
+            }
+        )*
+        $(
+            impl<'py> ser::$str for $sty {
+                type Ok = Bound<'py, PyAny>;
+                type Error = PythonizeError;
+                fn serialize_field<T: Serialize + ?Sized>(
+                    &mut self,
+                    name: &'static str,
+                    value: &T,
+                ) -> Result<()> {
+                    self.field(name, value)
+                }
+                fn end(self) -> Result<Self::Ok> {
+                    self.finish()
+                }
+            }
+        )*
+    };
 }
+
+compound_traits!(
+    seq: Seq<'py>: SerializeSeq::serialize_element,
+        Seq<'py>: SerializeTuple::serialize_element,
+        Seq<'py>: SerializeTupleStruct::serialize_field,
+        Variant<Seq<'py>>: SerializeTupleVariant::serialize_field;
+    struct: Map<'py>: SerializeStruct, Variant<Map<'py>>: SerializeStructVariant
+);
 
 fn not_a_key() -> PythonizeError {
     ser::Error::custom("a map key must be a str, number or bool")
@@ -446,14 +468,6 @@ impl<'py> ser::Serializer for KeySer<'py> {
     }
     fn serialize_none(self) -> Result<Self::Ok> {
         Ser { py: self.py }.serialize_none()
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<Self::Ok> {
-        self.serialize_str(variant)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,

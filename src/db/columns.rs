@@ -147,6 +147,33 @@ columns! {
     }
 }
 
+/// The columns of a table with ids: the table, and the `id` and
+/// `session_id` columns every row of it opens with.
+pub(crate) trait KeyedColumns: Columns {
+    const TABLE: Table;
+    const ID: Self;
+    const SESSION_ID: Self;
+}
+
+/// [`KeyedColumns`] for each table with ids: `Columns: Table;`.
+macro_rules! keyed_columns {
+    ($($col:ident: $table:ident;)*) => {$(
+        impl KeyedColumns for $col {
+            const TABLE: Table = Table::$table;
+            const ID: Self = $col::Id;
+            const SESSION_ID: Self = $col::SessionId;
+        }
+    )*};
+}
+
+keyed_columns! {
+    StepCol: Timesteps;
+    EventCol: Events;
+    MessageCol: Messages;
+    OutcomeCol: OutcomeRewards;
+    EventRewardCol: EventRewards;
+}
+
 /// The values of one row, set by column.
 #[derive(Debug)]
 pub(crate) struct RowValues<C> {

@@ -163,6 +163,47 @@ impl<'a> Json<'a> {
     }
 }
 
+/// The methods that values and map keys serialize alike: a string, a unit
+/// variant's name, a newtype struct's inner value.
+macro_rules! same_in_both {
+    () => {
+        fn serialize_str(self, v: &str) -> Result<()> {
+            write_str(self.out, v)
+        }
+        fn serialize_unit_variant(
+            self,
+            _name: &'static str,
+            _index: u32,
+            variant: &'static str,
+        ) -> Result<()> {
+            write_str(self.out, variant)
+        }
+        fn serialize_newtype_struct<T: Serialize + ?Sized>(
+            self,
+            _name: &'static str,
+            value: &T,
+        ) -> Result<()> {
+            value.serialize(self)
+        }
+    };
+}
+
+/// serde's tuple and struct variants alike: `{"variant":` and a compound
+/// opened by `[` or `{`, closed with the variant's `}`.
+macro_rules! variants {
+    ($($method:ident: $open:literal;)*) => {$(
+        fn $method(
+            self,
+            _name: &'static str,
+            _index: u32,
+            variant: &'static str,
+            _len: usize,
+        ) -> Result<Compound<'a>> {
+            Ok(Compound::open(self.variant_key(variant)?, $open, true))
+        }
+    )*};
+}
+
 impl<'a> ser::Serializer for Json<'a> {
     type Ok = ();
     type Error = Error;
@@ -189,9 +230,8 @@ impl<'a> ser::Serializer for Json<'a> {
     fn serialize_char(self, v: char) -> Result<()> {
         write_str(self.out, v.encode_utf8(&mut [0; 4]))
     }
-    fn serialize_str(self, v: &str) -> Result<()> {
-        write_str(self.out, v)
-    }
+    same_in_both!();
+
     fn serialize_none(self) -> Result<()> {
         self.out.extend_from_slice(b"null");
         Ok(())
@@ -204,21 +244,6 @@ impl<'a> ser::Serializer for Json<'a> {
     }
     fn serialize_unit_struct(self, _name: &'static str) -> Result<()> {
         self.serialize_none()
-    }
-    fn serialize_unit_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-    ) -> Result<()> {
-        write_str(self.out, variant)
-    }
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        value.serialize(self)
     }
     fn serialize_newtype_variant<T: Serialize + ?Sized>(
         self,
@@ -241,30 +266,15 @@ impl<'a> ser::Serializer for Json<'a> {
     fn serialize_tuple_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a>> {
         self.serialize_seq(Some(len))
     }
-    fn serialize_tuple_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        _len: usize,
-    ) -> Result<Compound<'a>> {
-        Ok(Compound::open(self.variant_key(variant)?, b'[', true))
-    }
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>> {
         Ok(Compound::open(self.out, b'{', false))
     }
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a>> {
         self.serialize_map(Some(len))
     }
-    // The same signature as `serialize_tuple_variant`, as serde declares them.
-    fn serialize_struct_variant(
-        self,
-        _name: &'static str,
-        _index: u32,
-        variant: &'static str,
-        _len: usize,
-    ) -> Result<Compound<'a>> {
-        Ok(Compound::open(self.variant_key(variant)?, b'{', true))
+    variants! {
+        serialize_tuple_variant: b'[';
+        serialize_struct_variant: b'{';
     }
 }
 
@@ -370,21 +380,7 @@ impl ser::Serializer for KeyJson<'_> {
     type SerializeStruct = No;
     type SerializeStructVariant = No;
 
-    fn serialize_str(self, v: &str) -> Result<()> {
-        write_str(self.out, v)
-    }
-
-    fn serialize_unit_variant(self, _: &'static str, _: u32, variant: &'static str) -> Result<()> {
-        write_str(self.out, variant)
-    }
-
-    fn serialize_newtype_struct<T: Serialize + ?Sized>(
-        self,
-        _name: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        value.serialize(self)
-    }
+    same_in_both!();
 
     fn serialize_some<T: Serialize + ?Sized>(self, _value: &T) -> Result<()> {
         Err(ser::Error::custom("key must be a string"))

@@ -81,6 +81,37 @@ macro_rules! impl_trace_storage {
         query: $(#[$query:meta])*
         update_session_counts: $(#[$counts:meta])*
     }) => {
+        // The four inserts differ only in their arguments, their table and
+        // the row source (`db::op::RowSource`) made of their arguments:
+        // `call(arguments) => table: row source;`.
+        $crate::storage::backend::impl_trace_storage!(@impl $backend {
+            initialize: $(#[$initialize])*
+            close: $(#[$close])*
+            query: $(#[$query])*
+            update_session_counts: $(#[$counts])*
+        } inserts {
+            insert_event(timestep_db_id: Option<i64>, event: &$crate::models::TracingEvent)
+                => Events: $crate::db::op::InStep { timestep_id: timestep_db_id, record: event };
+            insert_message(timestep_db_id: Option<i64>, msg: &$crate::models::MarkovBlanketMessage)
+                => Messages: $crate::db::op::InStep { timestep_id: timestep_db_id, record: msg };
+            insert_outcome_reward(reward: &$crate::models::OutcomeReward)
+                => OutcomeRewards: reward;
+            insert_event_reward(
+                event_id: i64,
+                message_id: Option<i64>,
+                turn_number: Option<i32>,
+                reward: &$crate::models::EventReward
+            ) => EventRewards: $crate::db::op::RewardFor { event_id, message_id, turn_number, reward };
+        });
+    };
+    (@impl $backend:ty {
+        initialize: $(#[$initialize:meta])*
+        close: $(#[$close:meta])*
+        query: $(#[$query:meta])*
+        update_session_counts: $(#[$counts:meta])*
+    } inserts {
+        $($insert:ident($($arg:ident: $ty:ty),*) => $table:ident: $row:expr;)*
+    }) => {
         #[async_trait::async_trait]
         impl $crate::storage::TraceStorage for $backend {
             $(#[$initialize])*
@@ -118,7 +149,7 @@ macro_rules! impl_trace_storage {
                 session_id: &str,
                 step: &$crate::models::SessionTimeStep,
             ) -> ::std::result::Result<i64, $crate::error::TracingError> {
-                let op = $crate::db::Op::timestep(None, session_id, step)?;
+                let op = $crate::db::Op::row(None, session_id, step)?;
                 $crate::storage::backend::Backend::ensure_step(self, op, session_id, &step.step_id).await
             }
 
@@ -132,47 +163,16 @@ macro_rules! impl_trace_storage {
                 $crate::storage::backend::Backend::write(self, op).await
             }
 
-            async fn insert_event(
-                &self,
-                session_id: &str,
-                timestep_db_id: Option<i64>,
-                event: &$crate::models::TracingEvent,
-            ) -> ::std::result::Result<i64, $crate::error::TracingError> {
-                let op = $crate::db::Op::event(None, session_id, timestep_db_id, event)?;
-                $crate::storage::backend::Backend::insert(self, op, $crate::db::Table::Events).await
-            }
-
-            async fn insert_message(
-                &self,
-                session_id: &str,
-                timestep_db_id: Option<i64>,
-                msg: &$crate::models::MarkovBlanketMessage,
-            ) -> ::std::result::Result<i64, $crate::error::TracingError> {
-                let op = $crate::db::Op::message(None, session_id, timestep_db_id, msg)?;
-                $crate::storage::backend::Backend::insert(self, op, $crate::db::Table::Messages).await
-            }
-
-            async fn insert_outcome_reward(
-                &self,
-                session_id: &str,
-                reward: &$crate::models::OutcomeReward,
-            ) -> ::std::result::Result<i64, $crate::error::TracingError> {
-                let op = $crate::db::Op::outcome_reward(None, session_id, reward)?;
-                $crate::storage::backend::Backend::insert(self, op, $crate::db::Table::OutcomeRewards).await
-            }
-
-            async fn insert_event_reward(
-                &self,
-                session_id: &str,
-                event_id: i64,
-                message_id: Option<i64>,
-                turn_number: Option<i32>,
-                reward: &$crate::models::EventReward,
-            ) -> ::std::result::Result<i64, $crate::error::TracingError> {
-                let op =
-                    $crate::db::Op::event_reward(None, session_id, event_id, message_id, turn_number, reward)?;
-                $crate::storage::backend::Backend::insert(self, op, $crate::db::Table::EventRewards).await
-            }
+            $(
+                async fn $insert(
+                    &self,
+                    session_id: &str,
+                    $($arg: $ty),*
+                ) -> ::std::result::Result<i64, $crate::error::TracingError> {
+                    let op = $crate::db::Op::row(None, session_id, $row)?;
+                    $crate::storage::backend::Backend::insert(self, op, $crate::db::Table::$table).await
+                }
+            )*
 
             $(#[$query])*
             async fn query(&self, sql: &str, params: Vec<serde_json::Value>) -> ::std::result::Result<Vec<serde_json::Value>, $crate::error::TracingError> {

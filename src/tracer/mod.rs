@@ -14,10 +14,12 @@ use crate::models::{
 };
 use crate::storage::TraceStorage;
 
+mod kind;
 mod recorded;
 mod save;
 mod state;
 
+use kind::RecordKind;
 pub use recorded::{HistorySlot, RecordedSession};
 use state::{metadata_value, Open, OpenStep, Pending, TracerState};
 
@@ -233,20 +235,7 @@ impl SessionTracer {
     /// # Errors
     /// `NoActiveSession`; the storage's errors.
     pub async fn record_event(&self, event: TracingEvent) -> Result<Option<i64>> {
-        let mut state = self.state.lock().await;
-        let open = state.open()?;
-        let id = if self.auto_save {
-            let ts = open.step.and_then(|s| s.db_id);
-            let id = self.storage.insert_event(open.session_id(), ts, &event);
-            Some(id.await?)
-        } else {
-            None
-        };
-        let slot = open.recorded.push_event(open.step.map(|s| s.pos), event);
-        if !self.auto_save {
-            open.pending.push(Pending::Event(slot));
-        }
-        Ok(id)
+        self.record(event).await
     }
 
     /// Records a message in the open session, inside the open timestep if
@@ -300,18 +289,26 @@ impl SessionTracer {
     /// # Ok::<(), TracingError>(()) }).unwrap();
     /// ```
     pub async fn record_markov_message(&self, msg: MarkovBlanketMessage) -> Result<Option<i64>> {
+        self.record(msg).await
+    }
+
+    /// Records an event or a message in the open session, inside the open
+    /// timestep if there is one: written at once with `auto_save` (its id
+    /// returned), else kept for `end_session(true)`.
+    #[inline]
+    async fn record<R: RecordKind>(&self, record: R) -> Result<Option<i64>> {
         let mut state = self.state.lock().await;
         let open = state.open()?;
         let id = if self.auto_save {
             let ts = open.step.and_then(|s| s.db_id);
-            let id = self.storage.insert_message(open.session_id(), ts, &msg);
+            let id = record.write(&*self.storage, open.session_id(), ts);
             Some(id.await?)
         } else {
             None
         };
-        let slot = open.recorded.push_message(open.step.map(|s| s.pos), msg);
+        let slot = record.keep(&mut open.recorded, open.step.map(|s| s.pos));
         if !self.auto_save {
-            open.pending.push(Pending::Message(slot));
+            open.pending.push(R::pending(slot));
         }
         Ok(id)
     }

@@ -112,46 +112,4 @@ impl RecordedSession {
         trace.markov_blanket_message_history = messages;
         trace
     }
-
-    pub(super) fn push_event(&mut self, step: Option<usize>, event: TracingEvent) -> HistorySlot {
-        let slot = match step {
-            Some(pos) => {
-                let events = &mut self.trace.session_time_steps[pos].events;
-                events.push(event);
-                HistorySlot::Step {
-                    step: pos,
-                    index: events.len() - 1,
-                }
-            }
-            None => {
-                self.loose_events.push(event);
-                HistorySlot::Loose(self.loose_events.len() - 1)
-            }
-        };
-        self.event_order.push(slot);
-        slot
-    }
-
-    pub(super) fn push_message(
-        &mut self,
-        step: Option<usize>,
-        msg: MarkovBlanketMessage,
-    ) -> HistorySlot {
-        let slot = match step {
-            Some(pos) => {
-                let msgs = &mut self.trace.session_time_steps[pos].markov_blanket_messages;
-                msgs.push(msg);
-                HistorySlot::Step {
-                    step: pos,
-                    index: msgs.len() - 1,
-                }
-            }
-            None => {
-                self.loose_messages.push(msg);
-                HistorySlot::Loose(self.loose_messages.len() - 1)
-            }
-        };
-        self.message_order.push(slot);
-        slot
-    }
 }

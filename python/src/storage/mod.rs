@@ -21,7 +21,7 @@ pub(crate) use backend::{leave, Backend};
 pub(crate) use calls::StorageCalls;
 pub(crate) use classes::Storage;
 pub(crate) use classes::{PlainStorage, WriterStorage};
-pub(crate) use open::{open, Target};
+pub(crate) use open::{open, StorageClass, Target};
 
 /// Registers the classes.
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -13,7 +13,7 @@ use trace_writer::{EventReward, OutcomeReward};
 
 use crate::convert;
 use crate::runtime::{awaitable, Awaitable};
-use crate::storage::{open, PlainStorage, Storage, Target, WriterStorage};
+use crate::storage::{open, PlainStorage, Storage, StorageClass, Target, WriterStorage};
 
 mod class;
 mod recorded;
@@ -22,6 +22,20 @@ mod scope;
 use class::Tracer;
 use recorded::{int_or_none, recorded_to_py};
 use scope::{Scope, SessionScope, TimestepScope};
+
+impl Tracer {
+    /// A tracer over a new storage of class `C`, opened on `target` (the
+    /// three constructors that open their storage).
+    fn opening<C: StorageClass>(
+        py: Python<'_>,
+        target: Target,
+        auto_save: bool,
+        opts: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<Py<Self>> {
+        let storage = open::<C>(py, target, opts)?;
+        Py::new(py, Tracer::new(storage.bind(py).as_super(), auto_save))
+    }
+}
 
 /// A path (a str or an ``os.PathLike``), not valid UTF-8 parts replaced,
 /// as the original's constructors took it.
@@ -48,8 +62,7 @@ impl Tracer {
         auto_save: bool,
         opts: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<Self>> {
-        let storage = open::<PlainStorage>(py, Target::Memory, opts)?;
-        Py::new(py, Tracer::new(storage.bind(py).as_super(), auto_save))
+        Tracer::opening::<PlainStorage>(py, Target::Memory, auto_save, opts)
     }
 
     /// A tracer over ``LibsqlTraceStorage.file(path)``, as in the original.
@@ -61,8 +74,8 @@ impl Tracer {
         auto_save: bool,
         opts: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<Self>> {
-        let storage = open::<PlainStorage>(py, Target::File(lossy_path(path)?), opts)?;
-        Py::new(py, Tracer::new(storage.bind(py).as_super(), auto_save))
+        let target = Target::File(lossy_path(path)?);
+        Tracer::opening::<PlainStorage>(py, target, auto_save, opts)
     }
 
     /// A tracer over ``BufferedTraceWriter.open(path_or_url, **opts)``.
@@ -75,8 +88,7 @@ impl Tracer {
         opts: Option<&Bound<'_, PyDict>>,
     ) -> PyResult<Py<Self>> {
         let target = Target::Url(lossy_path(path_or_url)?, None);
-        let writer = open::<WriterStorage>(py, target, opts)?;
-        Py::new(py, Tracer::new(writer.bind(py).as_super(), auto_save))
+        Tracer::opening::<WriterStorage>(py, target, auto_save, opts)
     }
 
     /// The storage it writes to.
