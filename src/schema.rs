@@ -216,3 +216,17 @@ async fn table_columns(conn: &Connection, table: &str) -> Result<Vec<String>, Tr
     }
     Ok(names)
 }
+
+/// An in-memory database with the schema, for unit tests that need
+/// SQLite itself. The database is returned too: the connection needs it
+/// alive.
+#[cfg(test)]
+pub(crate) async fn memory_with_schema() -> (libsql::Database, Connection) {
+    let db = libsql::Builder::new_local(":memory:")
+        .build()
+        .await
+        .expect("open an in-memory database");
+    let conn = db.connect().expect("connect");
+    migrate(&conn).await.expect("migrate");
+    (db, conn)
+}

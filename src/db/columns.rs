@@ -336,12 +336,7 @@ mod tests {
             .build()
             .expect("runtime");
         rt.block_on(async {
-            let db = libsql::Builder::new_local(":memory:")
-                .build()
-                .await
-                .expect("db");
-            let conn = db.connect().expect("conn");
-            crate::schema::migrate(&conn).await.expect("migrate");
+            let (_db, conn) = crate::schema::memory_with_schema().await;
             for table in Table::ALL {
                 let sql = format!(
                     "SELECT {} FROM {} LIMIT 0",

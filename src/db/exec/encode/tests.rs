@@ -253,12 +253,7 @@ fn steps_alone_have_no_marker() {
 /// test here that opens a database: SQLite's own planner on the schema.
 #[tokio::test]
 async fn fix_ups_find_their_rows_through_an_index() {
-    let db = libsql::Builder::new_local(":memory:")
-        .build()
-        .await
-        .expect("open");
-    let conn = db.connect().expect("connect");
-    crate::schema::migrate(&conn).await.expect("schema");
+    let (_db, conn) = crate::schema::memory_with_schema().await;
     for sql in FIX_UP_SQL {
         let mut rows = conn
             .query(&format!("EXPLAIN QUERY PLAN {sql}"), ("s", "step", 7))
