@@ -1,5 +1,6 @@
 //! The JSON text of a column: exactly what `serde_json::to_string` writes,
-//! written faster.
+//! written faster. (Over 500 lines: 85 of them are its tests against
+//! `serde_json`.)
 //!
 //! Serializing a row's JSON columns is a large share of a producer's call
 //! (an LLM call's records are a kilobyte or more of text), and most of that

@@ -46,7 +46,8 @@ pub(crate) struct Tracer {
 pub(super) struct LastSession(Arc<Mutex<Option<Arc<RecordedSession>>>>);
 
 impl LastSession {
-    /// Keeps `rec`, dropping the one kept before.
+    /// Keeps `rec`, dropping the one kept before (outside the lock). A
+    /// session whose dict could not be built is kept too.
     pub(super) fn keep(&self, rec: RecordedSession) {
         let old = self.lock().replace(Arc::new(rec));
         drop(old);

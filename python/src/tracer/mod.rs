@@ -173,9 +173,9 @@ impl Tracer {
         let ended = async move { t.end_session_recorded(save).await };
         let last = self.last.clone();
         awaitable(py, self.is_writer(), ended, move |py, rec| {
-            let trace = recorded_to_py(py, &rec)?;
+            let trace = recorded_to_py(py, &rec);
             last.keep(rec);
-            Ok(trace)
+            trace
         })
     }
 
@@ -236,9 +236,9 @@ impl Tracer {
     #[pyo3(signature = (save=true))]
     fn end_session(&self, py: Python<'_>, save: bool) -> PyResult<Py<PyAny>> {
         let done = self.end(py, save)?;
-        let trace = recorded_to_py(py, &done)?;
+        let trace = recorded_to_py(py, &done);
         self.last.keep(done);
-        Ok(trace)
+        trace
     }
 
     /// The trace of the last session this tracer ended, as ``end_session``
