@@ -92,6 +92,22 @@ def test_end_session_histories_share_the_steps_dicts():
     tracer.close()
 
 
+@pytest.mark.parametrize("buffered", [False, True])
+def test_last_trace_builds_the_last_ended_trace_again(buffered):
+    tracer = tw.SessionTracer.buffered(":memory:") if buffered else tw.SessionTracer.memory()
+    assert tracer.last_trace() is None
+    ids, trace = run_flow(tracer)
+    again = tracer.last_trace()
+    assert again == trace and again is not trace and tracer.last_trace() is not again
+    # Its histories share the steps' dicts, as end_session's do.
+    assert again["event_history"][0] is again["session_time_steps"][0]["events"][0]
+    tracer.start_session("second")
+    assert tracer.last_trace() == trace  # still the last one ended
+    tracer.end_session(save=False)
+    assert tracer.last_trace()["session_id"] == "second"
+    tracer.close()
+
+
 def test_end_session_without_save_under_auto_save_false_writes_nothing():
     tracer = tw.SessionTracer.memory(auto_save=False)
     tracer.start_session("s")
