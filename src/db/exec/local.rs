@@ -8,7 +8,7 @@ use libsql::{Connection, Statement, Value};
 
 use crate::db::columns::Table;
 use crate::db::op::{UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
-use crate::error::{DbError, BUG};
+use crate::error::DbError;
 
 /// The bound parameters of one local multi-row statement: SQLite's limit
 /// before 3.32, so any SQLite build accepts it. A remote batch uses the
@@ -16,7 +16,7 @@ use crate::error::{DbError, BUG};
 pub(crate) const MAX_BOUND_PARAMS: usize = 999;
 
 /// The two updates an operation can be.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(super) enum Update {
     Timestep,
     SessionCounts,
@@ -36,8 +36,7 @@ impl Update {
 pub(crate) struct LocalExec {
     /// By (table, returning).
     inserts: HashMap<(Table, bool), Statement>,
-    update_timestep: Option<Statement>,
-    update_counts: Option<Statement>,
+    updates: HashMap<Update, Statement>,
 }
 
 impl std::fmt::Debug for LocalExec {
@@ -71,14 +70,10 @@ impl LocalExec {
         update: Update,
         values: Vec<Value>,
     ) -> Result<(), DbError> {
-        let slot = match update {
-            Update::Timestep => &mut self.update_timestep,
-            Update::SessionCounts => &mut self.update_counts,
+        let stmt = match self.updates.entry(update) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(conn.prepare(update.sql()).await?),
         };
-        if slot.is_none() {
-            *slot = Some(conn.prepare(update.sql()).await?);
-        }
-        let stmt = slot.as_mut().expect(BUG);
         run_prepared(stmt, Params::Positional(values), false).await?;
         Ok(())
     }
