@@ -8,7 +8,7 @@ use tokio::sync::oneshot;
 use crate::db::{Op, Table};
 use crate::error::TracingError;
 use crate::writer::actor::{Control, Msg};
-use crate::writer::cache::{Lookup, Prefetch};
+use crate::writer::cache::{Lookup, Prefetch, StepsAnswer};
 use crate::writer::handle::BufferedTraceWriter;
 use crate::writer::lock;
 use crate::writer::reserve::{check_size, reserve};
@@ -36,15 +36,21 @@ impl BufferedTraceWriter {
             return;
         }
         let since = cache.epoch();
+        if let Some(answer) = self.ask_steps(session_id) {
+            let cap = self.inner.config.session_cache;
+            cache.prefetching(session_id, Prefetch { since, answer }, cap);
+        }
+    }
+
+    /// Asks the actor, on the control channel, for the committed steps of a
+    /// session with nothing queued; `None` if the actor is gone.
+    fn ask_steps(&self, session_id: &str) -> Option<StepsAnswer> {
         let (reply, answer) = oneshot::channel();
         let asked = self.inner.control_tx.send(Control::LoadSteps {
             session_id: session_id.to_string(),
             reply,
         });
-        if asked.is_ok() {
-            let cap = self.inner.config.session_cache;
-            cache.prefetching(session_id, Prefetch { since, answer }, cap);
-        }
+        asked.ok().map(|()| answer)
     }
 
     /// Forgets the sessions whose step inserts failed (see
@@ -114,15 +120,10 @@ impl BufferedTraceWriter {
                     } else {
                         // Nothing of this session is queued: committed rows
                         // are the truth, and the load need not wait its turn.
-                        let (reply, answer) = oneshot::channel();
                         self.check_open()?;
-                        self.inner
-                            .control_tx
-                            .send(Control::LoadSteps {
-                                session_id: session_id.to_string(),
-                                reply,
-                            })
-                            .map_err(|_| self.closed_error())?;
+                        let answer = self
+                            .ask_steps(session_id)
+                            .ok_or_else(|| self.closed_error())?;
                         bounded(limit, what, answer)
                             .await?
                             .map_err(|_| self.closed_error())??
