@@ -10,7 +10,8 @@
 //! (no `"`, `\` or control character), which is nearly always; a string that
 //! does need escaping, and every number, is written by `serde_json` itself,
 //! so the text is identical. The text is built in a buffer kept per thread
-//! and copied out once, at its final size.
+//! and copied out once, at its final size. It is built as text, not bytes, so it
+//! needs no UTF-8 check at the end.
 
 use std::cell::RefCell;
 
@@ -23,7 +24,7 @@ type Result<T> = std::result::Result<T, Error>;
 const KEEP_BYTES: usize = 64 * 1024;
 
 thread_local! {
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 /// `value` as compact JSON text, the same text as `serde_json::to_string`.
@@ -33,18 +34,20 @@ pub(crate) fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String> {
             buf.clear();
             let text = write(&mut buf, value);
             if buf.capacity() > KEEP_BYTES {
-                *buf = Vec::new();
+                *buf = String::new();
             }
             text
         }
         // Only a `Serialize` impl that serializes a column itself gets here.
-        Err(_) => write(&mut Vec::with_capacity(128), value),
+        Err(_) => write(&mut String::with_capacity(128), value),
     })
 }
 
-fn write<T: Serialize + ?Sized>(buf: &mut Vec<u8>, value: &T) -> Result<String> {
+/// The text is built as a `String` throughout (numbers and escaped strings
+/// come from `serde_json` as text too), so it needs no UTF-8 check at the end.
+fn write<T: Serialize + ?Sized>(buf: &mut String, value: &T) -> Result<String> {
     value.serialize(Json { out: buf })?;
-    String::from_utf8(buf.clone()).map_err(<Error as ser::Error>::custom)
+    Ok(buf.as_str().to_owned())
 }
 
 /// Whether `bytes` hold a character JSON escapes: `"`, `\` or one below
@@ -74,32 +77,45 @@ fn needs_escape(bytes: &[u8]) -> bool {
     special(tail) != 0
 }
 
-fn write_str(out: &mut Vec<u8>, s: &str) -> Result<()> {
+fn write_str(out: &mut String, s: &str) -> Result<()> {
     if needs_escape(s.as_bytes()) {
-        return serde_json::to_writer(out, s);
+        out.push_str(&serde_json::to_string(s)?);
+        return Ok(());
     }
     out.reserve(s.len() + 2);
-    out.push(b'"');
-    out.extend_from_slice(s.as_bytes());
-    out.push(b'"');
+    out.push('"');
+    out.push_str(s);
+    out.push('"');
+    Ok(())
+}
+
+/// A number as `serde_json` writes it, through a buffer on the stack: the
+/// longest (an `i128`) is 40 bytes.
+fn write_number<T: Serialize>(out: &mut String, v: &T) -> Result<()> {
+    let mut buf = [0u8; 48];
+    let mut rest = &mut buf[..];
+    serde_json::to_writer(&mut rest, v)?;
+    let len = 48 - rest.len();
+    let text = std::str::from_utf8(&buf[..len]).map_err(<Error as ser::Error>::custom)?;
+    out.push_str(text);
     Ok(())
 }
 
 /// The serializer: everything goes to `out`.
 struct Json<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut String,
 }
 
 /// A sequence or map being written: whether a comma goes before the next item.
 struct Compound<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut String,
     first: bool,
     /// `}` after the closing bracket, for a variant's `{"name":...}` wrapper.
     wrapped: bool,
 }
 
 impl<'a> Compound<'a> {
-    fn open(out: &'a mut Vec<u8>, bracket: u8, wrapped: bool) -> Self {
+    fn open(out: &'a mut String, bracket: char, wrapped: bool) -> Self {
         out.push(bracket);
         Compound {
             out,
@@ -110,7 +126,7 @@ impl<'a> Compound<'a> {
 
     fn comma(&mut self) {
         if !self.first {
-            self.out.push(b',');
+            self.out.push(',');
         }
         self.first = false;
     }
@@ -130,16 +146,16 @@ impl<'a> Compound<'a> {
         );
         self.comma();
         self.out.reserve(key.len() + 3);
-        self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
-        self.out.extend_from_slice(b"\":");
+        self.out.push('"');
+        self.out.push_str(key);
+        self.out.push_str("\":");
         value.serialize(Json { out: self.out })
     }
 
-    fn close(self, bracket: u8) -> Result<()> {
+    fn close(self, bracket: char) -> Result<()> {
         self.out.push(bracket);
         if self.wrapped {
-            self.out.push(b'}');
+            self.out.push('}');
         }
         Ok(())
     }
@@ -149,17 +165,17 @@ impl<'a> Compound<'a> {
 macro_rules! by_serde_json {
     ($($method:ident: $t:ty),*) => {$(
         fn $method(self, v: $t) -> Result<()> {
-            serde_json::to_writer(self.out, &v)
+            write_number(self.out, &v)
         }
     )*};
 }
 
 impl<'a> Json<'a> {
     /// `{"variant":` before a variant's content.
-    fn variant_key(self, variant: &str) -> Result<&'a mut Vec<u8>> {
-        self.out.push(b'{');
+    fn variant_key(self, variant: &str) -> Result<&'a mut String> {
+        self.out.push('{');
         write_str(self.out, variant)?;
-        self.out.push(b':');
+        self.out.push(':');
         Ok(self.out)
     }
 }
@@ -219,13 +235,15 @@ impl<'a> ser::Serializer for Json<'a> {
     by_serde_json!(
         serialize_i8: i8, serialize_i16: i16, serialize_i32: i32, serialize_i64: i64,
         serialize_i128: i128, serialize_u8: u8, serialize_u16: u16, serialize_u32: u32,
-        serialize_u64: u64, serialize_u128: u128, serialize_f32: f32, serialize_f64: f64,
-        serialize_bytes: &[u8]
+        serialize_u64: u64, serialize_u128: u128, serialize_f32: f32, serialize_f64: f64
     );
 
+    fn serialize_bytes(self, v: &[u8]) -> Result<()> {
+        self.out.push_str(&serde_json::to_string(v)?);
+        Ok(())
+    }
     fn serialize_bool(self, v: bool) -> Result<()> {
-        self.out
-            .extend_from_slice(if v { b"true" } else { b"false" });
+        self.out.push_str(if v { "true" } else { "false" });
         Ok(())
     }
     fn serialize_char(self, v: char) -> Result<()> {
@@ -234,7 +252,7 @@ impl<'a> ser::Serializer for Json<'a> {
     same_in_both!();
 
     fn serialize_none(self) -> Result<()> {
-        self.out.extend_from_slice(b"null");
+        self.out.push_str("null");
         Ok(())
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<()> {
@@ -255,11 +273,11 @@ impl<'a> ser::Serializer for Json<'a> {
     ) -> Result<()> {
         let out = self.variant_key(variant)?;
         value.serialize(Json { out: &mut *out })?;
-        out.push(b'}');
+        out.push('}');
         Ok(())
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a>> {
-        Ok(Compound::open(self.out, b'[', false))
+        Ok(Compound::open(self.out, '[', false))
     }
     fn serialize_tuple(self, len: usize) -> Result<Compound<'a>> {
         self.serialize_seq(Some(len))
@@ -268,14 +286,14 @@ impl<'a> ser::Serializer for Json<'a> {
         self.serialize_seq(Some(len))
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a>> {
-        Ok(Compound::open(self.out, b'{', false))
+        Ok(Compound::open(self.out, '{', false))
     }
     fn serialize_struct(self, _name: &'static str, len: usize) -> Result<Compound<'a>> {
         self.serialize_map(Some(len))
     }
     variants! {
-        serialize_tuple_variant: b'[';
-        serialize_struct_variant: b'{';
+        serialize_tuple_variant: '[';
+        serialize_struct_variant: '{';
     }
 }
 
@@ -290,7 +308,7 @@ macro_rules! compound_traits {
                 self.element(value)
             }
             fn end(self) -> Result<()> {
-                self.close(b']')
+                self.close(']')
             }
         }
     )*};
@@ -306,7 +324,7 @@ macro_rules! compound_traits {
                 self.field(key, value)
             }
             fn end(self) -> Result<()> {
-                self.close(b'}')
+                self.close('}')
             }
         }
     )*};
@@ -324,21 +342,21 @@ impl ser::SerializeMap for Compound<'_> {
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<()> {
         self.comma();
         key.serialize(KeyJson { out: self.out })?;
-        self.out.push(b':');
+        self.out.push(':');
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
         value.serialize(Json { out: self.out })
     }
     fn end(self) -> Result<()> {
-        self.close(b'}')
+        self.close('}')
     }
 }
 
 /// A map key: a string on the fast path; a number, bool or char (no column
 /// has one) by `serde_json`'s map-key rules; anything else refused, as there.
 struct KeyJson<'a> {
-    out: &'a mut Vec<u8>,
+    out: &'a mut String,
 }
 
 impl KeyJson<'_> {
@@ -348,8 +366,9 @@ impl KeyJson<'_> {
         // `{KEY:null}` → `KEY`.
         let key_text = text
             .get(1..text.len().saturating_sub(6))
+            .and_then(|k| std::str::from_utf8(k).ok())
             .ok_or_else(|| ser::Error::custom("map key"))?;
-        self.out.extend_from_slice(key_text);
+        self.out.push_str(key_text);
         Ok(())
     }
 }

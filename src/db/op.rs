@@ -73,10 +73,20 @@ fn opt_json<T: Serialize>(v: Option<&T>) -> Result<Value, TracingError> {
     v.map_or(Ok(Value::Null), json_text)
 }
 
+/// A map's entries in key order, serialized as a map: the stored text is
+/// the same for equal maps, whatever their hash order.
+struct Sorted<'a>(Vec<(&'a String, &'a Json)>);
+
+impl Serialize for Sorted<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+    }
+}
+
 fn map_json(m: &HashMap<String, Json>) -> Result<Value, TracingError> {
-    // `BTreeMap` order makes the stored text deterministic.
-    let sorted: std::collections::BTreeMap<&String, &Json> = m.iter().collect();
-    json_text(&sorted)
+    let mut sorted: Vec<(&String, &Json)> = m.iter().collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    json_text(&Sorted(sorted))
 }
 
 fn finite(what: &str, v: f64) -> Result<f64, TracingError> {
