@@ -451,3 +451,21 @@ impl Op {
                 .sum::<usize>()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_text_is_in_key_order_whatever_the_hash_order() {
+        let m: HashMap<String, Json> = (0..40)
+            .rev()
+            .map(|i| (format!("k{i:02}"), Json::from(i)))
+            .collect();
+        let Value::Text(text) = map_json(&m).expect("json") else {
+            panic!("not text");
+        };
+        let sorted: std::collections::BTreeMap<_, _> = m.iter().collect();
+        assert_eq!(text, serde_json::to_string(&sorted).expect("serde_json"));
+    }
+}
