@@ -13,9 +13,9 @@ use super::sqld::Sqld;
 /// Concurrent producers of the writer runs.
 pub const PRODUCERS: usize = 16;
 /// Small events of a writer run by default (`TRACE_WRITER_LATENCY_EVENTS`):
-/// sixteen full batches, so that the first ones (the id blocks are still
-/// growing) weigh little.
-pub const WRITER_EVENTS: usize = 16 * 4096;
+/// sixteen full remote batches, so that the first ones (the id blocks are
+/// still growing) and the last commit's round trip weigh little.
+pub const WRITER_EVENTS: usize = 16 * trace_writer::writer::DEFAULT_REMOTE_MAX_BATCH_OPS;
 
 /// `TRACE_WRITER_LATENCY_EVENTS`, or [`WRITER_EVENTS`].
 pub fn writer_events() -> usize {
