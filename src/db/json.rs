@@ -463,6 +463,7 @@ mod tests {
             "numbers": [0, -1, u64::MAX, i64::MIN, 0.1, 1e20, 1.5e-7, -0.0, 123456.789],
             "nested": {"a": [], "b": {}, "c": [null, true, false, {"d": [[]]}]},
         }));
+        same(&(i128::MIN, u128::MAX, f64::MIN_POSITIVE, -f64::MAX));
         same(&1.0f32);
         same(&0.1f32);
         same(&"x".repeat(33));
