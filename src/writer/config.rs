@@ -19,7 +19,7 @@ pub const DEFAULT_MAX_BATCH_OPS: usize = 32_768;
 /// of added round trip, small events ran at about 0.8 of their loopback rate
 /// in batches of 8,192, against about 0.6 in batches of 4,096, whose round
 /// trip outlasted the server's work (docs/remote.md).
-pub const DEFAULT_REMOTE_MAX_BATCH_OPS: usize = 8192;
+pub const DEFAULT_REMOTE_MAX_BATCH_OPS: usize = 8_192;
 /// Most bytes in one transaction: bounds the work redone after a fault. At
 /// 16 MiB it, not [`DEFAULT_MAX_BATCH_OPS`], ended the main job's batches
 /// at about 18,000 operations.
