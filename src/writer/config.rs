@@ -22,8 +22,13 @@ pub const DEFAULT_MAX_BATCH_OPS: usize = 32_768;
 pub const DEFAULT_REMOTE_MAX_BATCH_OPS: usize = 8_192;
 /// Most bytes in one transaction: bounds the work redone after a fault. At
 /// 16 MiB it, not [`DEFAULT_MAX_BATCH_OPS`], ended the main job's batches
-/// at about 18,000 operations.
+/// at about 18,000 operations. For a local database; see
+/// [`DEFAULT_REMOTE_MAX_BATCH_BYTES`].
 pub const DEFAULT_MAX_BATCH_BYTES: usize = 32 << 20;
+/// Most bytes in one transaction on a remote database: a batch is one
+/// request, and larger ones were measured only locally, so a request of
+/// large events stays as large as before.
+pub const DEFAULT_REMOTE_MAX_BATCH_BYTES: usize = 16 << 20;
 /// How long a batch may wait to grow once the queue runs dry. Under load the
 /// queue never runs dry, so batches grow by themselves while the previous one
 /// commits (group commit); linger only helps a trickle of operations share a
@@ -101,6 +106,8 @@ pub struct WriterConfig {
     /// `max_batch_ops` was set, not left to the backend's default.
     pub(crate) max_batch_ops_set: bool,
     pub(crate) max_batch_bytes: usize,
+    /// `max_batch_bytes` was set, not left to the backend's default.
+    pub(crate) max_batch_bytes_set: bool,
     pub(crate) linger: Duration,
     pub(crate) queue_capacity: usize,
     pub(crate) queue_capacity_bytes: usize,
@@ -131,6 +138,7 @@ impl Default for WriterConfig {
             max_batch_ops: DEFAULT_MAX_BATCH_OPS,
             max_batch_ops_set: false,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_batch_bytes_set: false,
             linger: DEFAULT_LINGER,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             queue_capacity_bytes: DEFAULT_QUEUE_CAPACITY_BYTES,
@@ -182,15 +190,22 @@ impl WriterConfig {
         if remote && !self.max_batch_ops_set {
             self.max_batch_ops = DEFAULT_REMOTE_MAX_BATCH_OPS;
         }
+        if remote && !self.max_batch_bytes_set {
+            self.max_batch_bytes = DEFAULT_REMOTE_MAX_BATCH_BYTES;
+        }
         if remote && !self.id_block_set {
             self.id_block = DEFAULT_REMOTE_ID_BLOCK;
         }
         self
     }
-    setter!(
-        /// Most bytes of operations in one transaction.
-        max_batch_bytes: usize
-    );
+    /// Most bytes of operations in one transaction:
+    /// [`DEFAULT_MAX_BATCH_BYTES`] for a local database and
+    /// [`DEFAULT_REMOTE_MAX_BATCH_BYTES`] for a remote one unless set.
+    pub fn max_batch_bytes(mut self, value: usize) -> Self {
+        self.max_batch_bytes = value;
+        self.max_batch_bytes_set = true;
+        self
+    }
     setter!(
         /// How long a batch may wait to grow once the queue runs dry.
         linger: Duration
@@ -419,14 +434,20 @@ mod tests {
     fn batch_and_id_block_defaults_depend_on_the_backend_unless_set() {
         let local = WriterConfig::default().for_backend(false);
         assert_eq!(local.max_batch_ops, DEFAULT_MAX_BATCH_OPS);
+        assert_eq!(local.max_batch_bytes, DEFAULT_MAX_BATCH_BYTES);
         let remote = WriterConfig::default().for_backend(true);
         assert_eq!(remote.max_batch_ops, DEFAULT_REMOTE_MAX_BATCH_OPS);
+        assert_eq!(remote.max_batch_bytes, DEFAULT_REMOTE_MAX_BATCH_BYTES);
         assert_eq!(remote.id_block, DEFAULT_REMOTE_ID_BLOCK);
         assert_eq!(local.id_block, DEFAULT_ID_BLOCK);
         let set = WriterConfig::default()
             .max_batch_ops(100)
+            .max_batch_bytes(5000)
             .id_block(7)
             .for_backend(true);
-        assert_eq!((set.max_batch_ops, set.id_block), (100, 7));
+        assert_eq!(
+            (set.max_batch_ops, set.max_batch_bytes, set.id_block),
+            (100, 5000, 7)
+        );
     }
 }
