@@ -10,8 +10,7 @@
 //! (no `"`, `\` or control character), which is nearly always; a string that
 //! does need escaping, and every number, is written by `serde_json` itself,
 //! so the text is identical. The text is built in a buffer kept per thread
-//! and copied out once, at its final size. It is built as text, not bytes, so it
-//! needs no UTF-8 check at the end.
+//! and copied out once, at its final size.
 
 use std::cell::RefCell;
 
@@ -44,7 +43,8 @@ pub(crate) fn to_string<T: Serialize + ?Sized>(value: &T) -> Result<String> {
 }
 
 /// The text is built as a `String` throughout (numbers and escaped strings
-/// come from `serde_json` as text too), so it needs no UTF-8 check at the end.
+/// come from `serde_json` as text too), so it needs no UTF-8 check at the
+/// end.
 fn write<T: Serialize + ?Sized>(buf: &mut String, value: &T) -> Result<String> {
     value.serialize(Json { out: buf })?;
     Ok(buf.as_str().to_owned())

@@ -79,7 +79,7 @@ struct Sorted<'a>(Vec<(&'a String, &'a Json)>);
 
 impl Serialize for Sorted<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.0.iter().map(|(k, v)| (k, v)))
+        s.collect_map(self.0.iter().copied())
     }
 }
 
