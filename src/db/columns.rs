@@ -310,6 +310,24 @@ impl Table {
         self.columns().join(", ")
     }
 
+    /// `INSERT` of any number of rows bound as one JSON text, an array with
+    /// one array per row holding its values in column order: SQLite's
+    /// `json_each` walks the rows and `->>` gives each value back as SQL
+    /// (see `encode.rs` for which values go this way). `WHERE true` keeps
+    /// `ON CONFLICT` from being read as a join's constraint.
+    pub(crate) fn insert_json_sql(self) -> String {
+        let picks: Vec<String> = (0..self.columns().len())
+            .map(|k| format!("value ->> {k}"))
+            .collect();
+        format!(
+            "INSERT INTO {} ({}) SELECT {} FROM json_each(?) WHERE true{}",
+            self.name(),
+            self.columns().join(", "),
+            picks.join(", "),
+            self.on_conflict()
+        )
+    }
+
     /// `INSERT` of `rows` rows; with `returning`, the statement yields the id.
     pub(crate) fn insert_sql(self, rows: usize, returning: bool) -> String {
         let cols = self.columns();

@@ -77,6 +77,12 @@ fn needs_escape(bytes: &[u8]) -> bool {
     special(tail) != 0
 }
 
+/// `s` as a JSON string literal, appended to `out`: the text
+/// `serde_json` writes for it.
+pub(crate) fn push_str_literal(out: &mut String, s: &str) -> Result<()> {
+    write_str(out, s)
+}
+
 fn write_str(out: &mut String, s: &str) -> Result<()> {
     if needs_escape(s.as_bytes()) {
         out.push_str(&serde_json::to_string(s)?);
