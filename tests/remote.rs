@@ -73,15 +73,15 @@ async fn writer_round_trip() {
 /// of plain values goes with its rows in one JSON argument, read by the
 /// server's SQLite (see `push_json_value` in `src/db/exec/encode.rs`); a
 /// batch with a float outside that form's range goes as bound parameters.
-/// Both are checked: 4,000 random bit patterns and the decimal fractions
-/// rewards are, then the extremes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
-async fn values_read_back_exactly_from_the_server() {
-    let server = Sqld::start().await;
-    let writer = BufferedTraceWriter::new(remote(server.url()), WriterConfig::default())
-        .await
-        .unwrap();
+/// Both are checked, through the writer and through the plain backend,
+/// which sends each row alone: `n` random bit patterns and the decimal
+/// fractions rewards are (`-0.9299999999999999` among them, which a bound
+/// parameter turned into `-0.93`), then the extremes.
+async fn values_read_back_exactly(
+    storage: &dyn TraceStorage,
+    writer: Option<&BufferedTraceWriter>,
+    n: usize,
+) {
     // xorshift64*, seeded: the same floats every run.
     let mut state = 0x2545_F491_4F6C_DD1D_u64;
     let mut next = move || {
@@ -90,8 +90,8 @@ async fn values_read_back_exactly_from_the_server() {
         state ^= state >> 27;
         state.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     };
-    let mut plain: Vec<f64> = (0..500).map(|i| f64::from(i) * 0.01 - 1.0).collect();
-    while plain.len() < 4_000 {
+    let mut plain: Vec<f64> = (0..n.min(200)).map(|i| i as f64 * 0.01 - 1.0).collect();
+    while plain.len() < n {
         let f = f64::from_bits(next());
         if (1e-290..=1e290).contains(&f.abs()) {
             plain.push(f);
@@ -107,18 +107,21 @@ async fn values_read_back_exactly_from_the_server() {
         0.1,
     ];
     for (sid, floats) in [("plain", &plain), ("extreme", &extreme)] {
+        // Not -0.0: SQLite keeps no sign of zero, on either path.
+        let negated = |f: f64| if f == 0.0 { 0.0 } else { -f };
         for (i, f) in floats.iter().enumerate() {
             let mut event = workload::small_event(i);
             if let TracingEvent::Environment(e) = &mut event {
                 e.reward = *f;
-                // Not -0.0: SQLite keeps no sign of zero, on either path.
-                e.base.time_record.event_time = if *f == 0.0 { 0.0 } else { -*f };
+                e.base.time_record.event_time = negated(*f);
                 e.base.system_instance_id = format!("env \"{i}\" \\ é😀\u{1}");
             }
-            writer.insert_event(sid, None, &event).await.unwrap();
+            storage.insert_event(sid, None, &event).await.unwrap();
         }
-        writer.flush().await.unwrap();
-        let rows = writer
+        if let Some(w) = writer {
+            w.flush().await.unwrap();
+        }
+        let rows = storage
             .query(
                 "SELECT reward, event_time, system_instance_id FROM events \
                  WHERE session_id = ? ORDER BY id",
@@ -135,8 +138,12 @@ async fn values_read_back_exactly_from_the_server() {
                 f.to_bits(),
                 "{sid} reward {f:e}: {reward:e}"
             );
-            let want = if *f == 0.0 { 0.0 } else { -*f };
-            assert_eq!(time.to_bits(), want.to_bits(), "{sid} time {f:e}: {time:e}");
+            let want = negated(*f);
+            assert_eq!(
+                time.to_bits(),
+                want.to_bits(),
+                "{sid} time {want:e}: {time:e}"
+            );
             assert_eq!(
                 row["system_instance_id"],
                 json!(format!("env \"{i}\" \\ é😀\u{1}")),
@@ -144,7 +151,26 @@ async fn values_read_back_exactly_from_the_server() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn values_read_back_exactly_from_the_server() {
+    let server = Sqld::start().await;
+    let writer = BufferedTraceWriter::new(remote(server.url()), WriterConfig::default())
+        .await
+        .unwrap();
+    values_read_back_exactly(&writer, Some(&writer), 4_000).await;
     writer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn values_read_back_exactly_from_the_server_on_the_plain_backend() {
+    let server = Sqld::start().await;
+    let plain = LibsqlTraceStorage::new(remote(server.url())).await.unwrap();
+    values_read_back_exactly(&plain, None, 300).await;
+    plain.close().await.unwrap();
 }
 
 // ---------------------------------------------------------------------------

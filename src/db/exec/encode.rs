@@ -393,17 +393,35 @@ fn json_rows(remap: &StepRemap, table: Table, ops: &[&Op], rows: &[usize]) -> Op
         if n > 0 {
             text.push(',');
         }
-        text.push('[');
-        for (k, value) in row.iter().enumerate() {
-            if k > 0 {
-                text.push(',');
-            }
-            push_json_value(&mut text, &value.0)?;
-        }
-        text.push(']');
+        push_json_row(&mut text, row.iter().map(|a| &*a.0))?;
     }
     text.push(']');
     Some(text)
+}
+
+/// One row's values as a JSON array, appended to `text`; `None` if a value
+/// has no JSON form.
+fn push_json_row<'v>(text: &mut String, values: impl Iterator<Item = &'v Value>) -> Option<()> {
+    text.push('[');
+    for (k, value) in values.enumerate() {
+        if k > 0 {
+            text.push(',');
+        }
+        push_json_value(text, value)?;
+    }
+    text.push(']');
+    Some(())
+}
+
+/// The argument of [`Table::insert_json_sql`] for one row, or `None` if a
+/// value has no JSON form: what a remote statement of one row binds, so
+/// that its floats reach the server exactly (see [`push_json_value`]).
+pub(crate) fn json_row(values: &[Value]) -> Option<Value> {
+    let mut text = String::with_capacity(values.len() * 16 + 4);
+    text.push('[');
+    push_json_row(&mut text, values.iter())?;
+    text.push(']');
+    Some(Value::Text(text))
 }
 
 impl EncodedTx {

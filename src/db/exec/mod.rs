@@ -32,6 +32,7 @@ mod local;
 mod remap;
 mod remote;
 
+use encode::json_row;
 pub(crate) use encode::{Behind, EncodedTx, RemoteBatch, RemoteEncoder};
 use local::{run_once, LocalExec, Update, MAX_BOUND_PARAMS};
 pub(crate) use remap::StepRemap;
@@ -282,7 +283,15 @@ impl Executor {
                         local.insert(&self.conn, *table, returning, values).await?
                     }
                     _ => {
-                        let sql = table.insert_sql(1, returning);
+                        // The JSON form where the row has one: sqld reads a
+                        // bound float inexactly (see `encode::push_json_value`).
+                        let (sql, values) = match json_row(&values) {
+                            Some(arg) => {
+                                let tail = if returning { " RETURNING id" } else { "" };
+                                (format!("{}{tail}", table.insert_json_sql()), vec![arg])
+                            }
+                            None => (table.insert_sql(1, returning), values),
+                        };
                         run_once(&self.conn, &sql, values, returning).await?
                     }
                 };

@@ -7,7 +7,7 @@ use std::ops::Range;
 use libsql::Value;
 
 use crate::db::columns::Table;
-use crate::db::exec::encode::{step_id_read, REMOTE_MAX_PARAMS};
+use crate::db::exec::encode::{json_row, step_id_read, REMOTE_MAX_PARAMS};
 use crate::db::exec::{Backend, Behind, EncodedTx, Executor, RemoteBatch};
 use crate::db::hrana::{hrana_integer, hrana_text, Arg, BatchResult, HranaClient, Step, Stmt};
 use crate::db::lease::{lease_statements, remote_block, READS_BLOCK};
@@ -238,7 +238,14 @@ impl Executor {
     pub(crate) fn replay_stmt(op: &Op) -> Stmt<'_> {
         match op {
             Op::Insert { table, values } => {
-                let sql = table.insert_sql(1, false);
+                // The JSON form where the row has one, as in a batch.
+                let (sql, args) = match json_row(values) {
+                    Some(arg) => (table.insert_json_sql(), vec![Arg::owned(arg)]),
+                    None => (
+                        table.insert_sql(1, false),
+                        values.iter().map(Arg::of).collect(),
+                    ),
+                };
                 // The table's own `ON CONFLICT` names its unique key; a
                 // conflict on the id is a duplicate too.
                 let sql = match sql.find(" ON CONFLICT") {
@@ -247,7 +254,7 @@ impl Executor {
                 };
                 Stmt {
                     sql: format!("{sql} ON CONFLICT DO NOTHING RETURNING 1").into(),
-                    args: values.iter().map(Arg::of).collect(),
+                    args,
                     want_rows: true,
                 }
             }
