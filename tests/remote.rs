@@ -97,6 +97,12 @@ async fn values_read_back_exactly(
             plain.push(f);
         }
     }
+    // Integers at both ends too.
+    let message_time = |i: usize| match i {
+        1 => i64::MIN,
+        2 => i64::MAX,
+        _ => i as i64,
+    };
     let extreme = vec![
         5e-324,
         f64::MIN_POSITIVE,
@@ -115,6 +121,7 @@ async fn values_read_back_exactly(
                 e.reward = *f;
                 e.base.time_record.event_time = negated(*f);
                 e.base.system_instance_id = format!("env \"{i}\" \\ é😀\u{1}");
+                e.base.time_record.message_time = Some(message_time(i));
             }
             storage.insert_event(sid, None, &event).await.unwrap();
         }
@@ -123,7 +130,7 @@ async fn values_read_back_exactly(
         }
         let rows = storage
             .query(
-                "SELECT reward, event_time, system_instance_id FROM events \
+                "SELECT reward, event_time, message_time, system_instance_id FROM events \
                  WHERE session_id = ? ORDER BY id",
                 vec![json!(sid)],
             )
@@ -144,6 +151,7 @@ async fn values_read_back_exactly(
                 want.to_bits(),
                 "{sid} time {want:e}: {time:e}"
             );
+            assert_eq!(row["message_time"], json!(message_time(i)), "{sid}");
             assert_eq!(
                 row["system_instance_id"],
                 json!(format!("env \"{i}\" \\ é😀\u{1}")),

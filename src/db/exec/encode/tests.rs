@@ -229,7 +229,7 @@ fn rows_as_json_read_back_as_bound_parameters() {
                 values[EventCol::MessageTime.index()] = Value::Integer(if k % 2 == 0 {
                     i64::MAX
                 } else {
-                    i64::MIN + k as i64
+                    i64::MIN + k as i64 - 1
                 });
                 values[EventCol::Metadata.index()] = Value::Text(texts[k % texts.len()].into());
                 values[EventCol::EventType.index()] = Value::Text("environment".into());
