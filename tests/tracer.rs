@@ -320,3 +320,62 @@ async fn the_open_session_and_step_and_the_recorded_histories() {
         s.close().await.unwrap();
     }
 }
+
+/// A session the tracer makes up (`start_session(None, ..)`) begins with
+/// `ensure_new_session`: the writer answers its steps without reading the
+/// database for them (`step_loads` stays 0), and the trace reads back
+/// whole. A session given by name is read once, so that a step an earlier
+/// writer stored keeps its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_the_tracer_makes_up_is_not_read_for_stored_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let config = || StorageConfig::file(path.to_str().unwrap());
+    let open = || BufferedTraceWriter::new(config(), WriterConfig::default());
+
+    // An earlier writer stores step "s0" of the named session.
+    let earlier = open().await.unwrap();
+    earlier
+        .ensure_session("named", chrono::Utc::now(), &json!({}))
+        .await
+        .unwrap();
+    let stored = earlier
+        .ensure_timestep("named", &SessionTimeStep::new("s0", 0))
+        .await
+        .unwrap();
+    earlier.close().await.unwrap();
+
+    let writer = open().await.unwrap();
+    let tracer = SessionTracer::new(Arc::new(writer.clone()));
+    let made_up = tracer.start_session(None, HashMap::new()).await.unwrap();
+    for s in 0..3 {
+        tracer
+            .start_timestep(&format!("s{s}"), Some(s), HashMap::new())
+            .await
+            .unwrap();
+        tracer.record_event(env_event(s as usize)).await.unwrap();
+    }
+    let trace = tracer.end_session(true).await.unwrap();
+    assert_eq!(writer.stats().step_loads, 0);
+    assert_eq!(writer.get_session(&made_up).await.unwrap(), Some(trace));
+
+    tracer
+        .start_session(Some("named"), HashMap::new())
+        .await
+        .unwrap();
+    tracer
+        .start_timestep("s0", Some(0), HashMap::new())
+        .await
+        .unwrap();
+    tracer.end_session(true).await.unwrap();
+    assert_eq!(writer.stats().step_loads, 1);
+    let rows = writer
+        .query(
+            "SELECT id FROM session_timesteps WHERE session_id = 'named'",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![json!({ "id": stored })]);
+    writer.close().await.unwrap();
+}

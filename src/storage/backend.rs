@@ -36,6 +36,12 @@ pub(crate) trait Backend: Send + Sync {
         let _ = session_id;
     }
 
+    /// Called once `ensure_new_session` has applied or queued the session
+    /// row of a session id made up at random: no step of it is stored.
+    fn new_session_written(&self, session_id: &str) {
+        self.session_written(session_id);
+    }
+
     /// [`TraceStorage::ensure_timestep`]: the id of the step `step_id` of
     /// the session if it exists, else `op` (its insert) applied or queued.
     fn ensure_step(
@@ -133,6 +139,18 @@ macro_rules! impl_trace_storage {
                 let op = $crate::db::Op::session(session_id, created_at, metadata)?;
                 $crate::storage::backend::Backend::write(self, op).await?;
                 $crate::storage::backend::Backend::session_written(self, session_id);
+                ::std::result::Result::Ok(())
+            }
+
+            async fn ensure_new_session(
+                &self,
+                session_id: &str,
+                created_at: chrono::DateTime<chrono::Utc>,
+                metadata: &serde_json::Value,
+            ) -> ::std::result::Result<(), $crate::error::TracingError> {
+                let op = $crate::db::Op::session(session_id, created_at, metadata)?;
+                $crate::storage::backend::Backend::write(self, op).await?;
+                $crate::storage::backend::Backend::new_session_written(self, session_id);
                 ::std::result::Result::Ok(())
             }
 

@@ -47,6 +47,39 @@ pub trait TraceStorage: Send + Sync {
         metadata: &Value,
     ) -> Result<(), TracingError>;
 
+    /// [`ensure_session`](TraceStorage::ensure_session) for a session id the
+    /// caller has just made up at random, as
+    /// [`SessionTracer::start_session`](crate::SessionTracer::start_session)
+    /// does when given none (a UUID v4). No process can have stored a step
+    /// of such a session, so a storage may answer its `ensure_timestep`
+    /// calls without looking for stored steps: the writer then never waits
+    /// on the database for them, where it otherwise reads the session's
+    /// stored steps once (a round trip to a remote server). The ids and
+    /// every other result are as `ensure_session`'s; by default this is
+    /// `ensure_session`.
+    ///
+    /// ```
+    /// # use trace_writer::*;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let writer = BufferedTraceWriter::new(StorageConfig::memory(), WriterConfig::default()).await?;
+    /// let sid = uuid::Uuid::new_v4().to_string();
+    /// writer.ensure_new_session(&sid, chrono::Utc::now(), &serde_json::json!({})).await?;
+    /// let step = SessionTimeStep::new("step-0", 0);
+    /// let id = writer.ensure_timestep(&sid, &step).await?; // no read of stored steps
+    /// assert_eq!(writer.ensure_timestep(&sid, &step).await?, id);
+    /// writer.close().await?;
+    /// # Ok::<(), TracingError>(())
+    /// # }).unwrap();
+    /// ```
+    async fn ensure_new_session(
+        &self,
+        session_id: &str,
+        created_at: DateTime<Utc>,
+        metadata: &Value,
+    ) -> Result<(), TracingError> {
+        self.ensure_session(session_id, created_at, metadata).await
+    }
+
     /// Get a session trace by ID.
     async fn get_session(&self, session_id: &str) -> Result<Option<SessionTrace>, TracingError>;
 

@@ -181,9 +181,17 @@ impl SessionTracer {
         let id = session_id.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string);
         let mut trace = SessionTrace::new(id.clone());
         if self.auto_save {
-            self.storage
-                .ensure_session(&id, trace.created_at, &metadata_value(&metadata))
-                .await?;
+            let meta = metadata_value(&metadata);
+            if session_id.is_none() {
+                // Made up here at random: no step of it can be stored.
+                self.storage
+                    .ensure_new_session(&id, trace.created_at, &meta)
+                    .await?;
+            } else {
+                self.storage
+                    .ensure_session(&id, trace.created_at, &meta)
+                    .await?;
+            }
         }
         trace.metadata = metadata;
         state.open = Some(Open {

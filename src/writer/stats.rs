@@ -24,6 +24,7 @@ pub(crate) struct Counters {
     pub(crate) commit_nanos_max: AtomicU64,
     pub(crate) id_leases: AtomicU64,
     pub(crate) lease_waits: AtomicU64,
+    pub(crate) step_loads: AtomicU64,
 }
 
 impl Counters {
@@ -61,6 +62,7 @@ impl Counters {
             commit_micros_max: self.commit_nanos_max.load(Relaxed) / 1000,
             id_leases: self.id_leases.load(Relaxed),
             lease_waits: self.lease_waits.load(Relaxed),
+            step_loads: self.step_loads.load(Relaxed),
         }
     }
 }
@@ -107,6 +109,12 @@ pub struct WriterStats {
     pub id_leases: u64,
     /// Times a producer had to wait for an id block.
     pub lease_waits: u64,
+    /// Reads of a session's stored steps, one for each session whose first
+    /// `ensure_timestep` this writer could not answer from what it knew (a
+    /// round trip on a remote server). A session begun with
+    /// [`ensure_new_session`](crate::TraceStorage::ensure_new_session),
+    /// as `SessionTracer::start_session(None, ..)` does, needs none.
+    pub step_loads: u64,
 }
 
 impl WriterStats {

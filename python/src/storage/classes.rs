@@ -86,6 +86,7 @@ impl WriterStorage {
                 ("commit_micros_max", s.commit_micros_max),
                 ("id_leases", s.id_leases),
                 ("lease_waits", s.lease_waits),
+                ("step_loads", s.step_loads),
             ] {
                 d.set_item(k, v)?;
             }

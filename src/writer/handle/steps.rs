@@ -12,6 +12,7 @@ use crate::writer::cache::{Lookup, Prefetch, StepsAnswer};
 use crate::writer::handle::BufferedTraceWriter;
 use crate::writer::lock;
 use crate::writer::reserve::{check_size, reserve};
+use crate::writer::stats::Counters;
 use crate::writer::wait::bounded;
 
 impl BufferedTraceWriter {
@@ -42,9 +43,28 @@ impl BufferedTraceWriter {
         }
     }
 
+    /// Files a session made up at random as one with no stored step, so that
+    /// its `ensure_timestep` calls never wait for a load (see
+    /// [`TraceStorage::ensure_new_session`](crate::TraceStorage::ensure_new_session)).
+    /// Nothing of it can be queued or stored, so the empty set is its truth,
+    /// as a load would have found; a session already here is left as it is.
+    pub(super) fn steps_known_empty(&self, session_id: &str) {
+        let done = self.done_count();
+        let mut cache = lock(&self.inner.sessions);
+        if cache.needs_fifo_load(session_id, done) {
+            // Something of this id is queued after all: load it as usual.
+            return;
+        }
+        let enqueued = self.inner.shared.counters.enqueued.load(Ordering::Acquire);
+        let since = cache.epoch();
+        let cap = self.inner.config.session_cache;
+        cache.load(session_id, Vec::new(), cap, enqueued, done, since);
+    }
+
     /// Asks the actor, on the control channel, for the committed steps of a
     /// session with nothing queued; `None` if the actor is gone.
     fn ask_steps(&self, session_id: &str) -> Option<StepsAnswer> {
+        Counters::add(&self.inner.shared.counters.step_loads, 1);
         let (reply, answer) = oneshot::channel();
         let asked = self.inner.control_tx.send(Control::LoadSteps {
             session_id: session_id.to_string(),
@@ -112,6 +132,7 @@ impl BufferedTraceWriter {
                             Ok(Err(_)) | Err(_) => continue,
                         }
                     } else if fifo {
+                        Counters::add(&self.inner.shared.counters.step_loads, 1);
                         self.request(limit, what, |reply| Msg::LoadSteps {
                             session_id: session_id.to_string(),
                             reply,

@@ -49,6 +49,10 @@ impl Backend for BufferedTraceWriter {
         self.prefetch_steps(session_id);
     }
 
+    fn new_session_written(&self, session_id: &str) {
+        self.steps_known_empty(session_id);
+    }
+
     async fn ensure_step(&self, op: Op, session_id: &str, step_id: &str) -> Result<i64> {
         self.ensure_step_cached(op, session_id, step_id).await
     }
