@@ -87,6 +87,7 @@ impl BlockingWriter {
 
     blocking_calls! {
         fn ensure_session(session_id: &str, created_at: DateTime<Utc>, metadata: &Json) -> ();
+        fn ensure_new_session(session_id: &str, created_at: DateTime<Utc>, metadata: &Json) -> ();
         fn ensure_timestep(session_id: &str, step: &SessionTimeStep) -> i64;
         fn update_timestep(session_id: &str, step_id: &str, completed_at: Option<DateTime<Utc>>) -> ();
         fn insert_event(session_id: &str, timestep_db_id: Option<i64>, event: &TracingEvent) -> i64;

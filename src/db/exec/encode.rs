@@ -123,14 +123,15 @@ const JSON_REAL_RANGE: std::ops::RangeInclusive<f64> = 1e-290..=1e290;
 ///   as 64-bit integers). A string holding U+0000 does not go: SQL text
 ///   from JSON would end there.
 /// - A float is written with 20 significant digits, its exact value
-///   rounded: the text is within 10^-19 of it, relatively. SQLite reads at
-///   most 19 digits and scales them in double-double arithmetic (3.47, the
-///   servers') or in 64-bit long doubles (x86 builds of older versions):
-///   each adds a relative error under 2^-59, far inside the half unit in
-///   the last place (at least 2^-54) around the float, so the nearest
-///   float to what SQLite computes is the float itself. The range keeps
-///   every intermediate of that scaling a normal number, where those error
-///   bounds hold. Zero goes as `0.0` or `-0.0` (SQLite keeps the sign no
+///   rounded: the text is within 10^-19 of it, relatively. SQLite keeps
+///   the first 19 or so digits and scales them by powers of ten, in 64-bit
+///   long doubles where the platform has them (SQLite 3.45, which sqld
+///   0.24.33 runs, on x86) or in double-double arithmetic (3.47 and
+///   later). The dropped digits and the scaling together stay under a
+///   relative 2^-57, far inside the half unit in the last place (at least
+///   2^-54) around the float, so the nearest float to what SQLite computes
+///   is the float itself. The range keeps every intermediate of that
+///   scaling a normal number, where those error bounds hold. Zero goes as `0.0` or `-0.0` (SQLite keeps the sign no
 ///   more than it does for a bound `-0.0`); NaN and infinities do not go.
 /// - A blob does not go: JSON has no form for it.
 fn push_json_value(out: &mut String, v: &Value) -> Option<()> {
