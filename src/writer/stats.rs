@@ -109,11 +109,13 @@ pub struct WriterStats {
     pub id_leases: u64,
     /// Times a producer had to wait for an id block.
     pub lease_waits: u64,
-    /// Reads of a session's stored steps, one for each session whose first
-    /// `ensure_timestep` this writer could not answer from what it knew (a
-    /// round trip on a remote server). A session begun with
-    /// [`ensure_new_session`](crate::TraceStorage::ensure_new_session),
-    /// as `SessionTracer::start_session(None, ..)` does, needs none.
+    /// Reads of sessions' stored steps asked for (a round trip each on a
+    /// remote server): the one `ensure_session` asks for ahead for a session
+    /// this writer does not know, the one a first `ensure_timestep` asks for
+    /// when none was, and their repeats after a failed or outdated read. A
+    /// session begun with
+    /// [`ensure_new_session`](crate::TraceStorage::ensure_new_session), as
+    /// `SessionTracer::start_session(None, ..)` does, needs none.
     pub step_loads: u64,
 }
 

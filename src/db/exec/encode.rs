@@ -10,6 +10,9 @@ use hyper::body::Bytes;
 use libsql::Value;
 
 use crate::db::columns::Table;
+use crate::db::exec::json_form::{has_json_form, push_json_row};
+#[cfg(test)]
+use crate::db::exec::json_form::{push_json_value, JSON_REAL_RANGE};
 use crate::db::exec::remap::StepRemap;
 use crate::db::exec::{segments, Segment};
 use crate::db::hrana::{self, hrana_integer, Arg, BatchResult, Stmt};
@@ -111,44 +114,6 @@ pub(crate) fn step_id_read(sid: &str, step: &str) -> Stmt<'static> {
     )
 }
 
-/// Floats outside this range (and non-finite ones) do not go in a JSON
-/// rows argument: see [`push_json_value`].
-const JSON_REAL_RANGE: std::ops::RangeInclusive<f64> = 1e-290..=1e290;
-
-/// Appends `v` to a JSON rows argument as text that SQLite's `->>` turns
-/// back into the same value, or returns `None` when `v` has no such text
-/// (the rows then go as bound parameters).
-///
-/// - `NULL`, integers and strings map one to one (JSON integers are read
-///   as 64-bit integers). A string holding U+0000 does not go: SQL text
-///   from JSON would end there.
-/// - A float is written with 20 significant digits, its exact value
-///   rounded: the text is within 10^-19 of it, relatively. SQLite keeps
-///   the first 19 or so digits and scales them by powers of ten, in 64-bit
-///   long doubles where the platform has them (SQLite 3.45, which sqld
-///   0.24.33 runs, on x86) or in double-double arithmetic (3.47 and
-///   later). The dropped digits and the scaling together stay under a
-///   relative 2^-57, far inside the half unit in the last place (at least
-///   2^-54) around the float, so the nearest float to what SQLite computes
-///   is the float itself. The range keeps every intermediate of that
-///   scaling a normal number, where those error bounds hold. Zero goes as `0.0` or `-0.0` (SQLite keeps the sign no
-///   more than it does for a bound `-0.0`); NaN and infinities do not go.
-/// - A blob does not go: JSON has no form for it.
-fn push_json_value(out: &mut String, v: &Value) -> Option<()> {
-    use std::fmt::Write as _;
-    match v {
-        Value::Null => out.push_str("null"),
-        Value::Integer(i) => write!(out, "{i}").ok()?,
-        Value::Real(f) if *f == 0.0 => {
-            out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" })
-        }
-        Value::Real(f) if JSON_REAL_RANGE.contains(&f.abs()) => write!(out, "{f:.19e}").ok()?,
-        Value::Text(t) if !t.contains('\0') => crate::db::json::push_str_literal(out, t).ok()?,
-        Value::Real(_) | Value::Text(_) | Value::Blob(_) => return None,
-    }
-    Some(())
-}
-
 /// How many of `left` rows of `table` the next multi-row statement takes:
 /// the largest power of two that fits, and at most what one statement may
 /// bind. Statements thus come in a fixed set of sizes, so the cache of
@@ -228,7 +193,7 @@ impl RemoteEncoder {
             }
             if let Op::Insert { table, .. } = op {
                 // A row alone goes in the JSON form too: its floats then
-                // reach the server exactly (see `push_json_value`).
+                // reach the server exactly (see `json_form::push_json_value`).
                 if let Some(stmt) = self.json_stmt(remap, *table, ops, &[i]) {
                     stmts.push(stmt);
                     carries.push(Carries::One(i));
@@ -331,7 +296,7 @@ impl RemoteEncoder {
 
     /// The rows `rows` (indexes into `ops`) of `table` as multi-row inserts:
     /// one statement with the rows as one JSON argument if every value has
-    /// a JSON form (see [`push_json_value`]), else statements with bound
+    /// a JSON form (see `json_form::push_json_value`), else statements with bound
     /// parameters, up to [`REMOTE_MAX_PARAMS`] each.
     ///
     /// The JSON form is what makes a remote batch cheap for the server. A
@@ -356,7 +321,35 @@ impl RemoteEncoder {
             stmts.push(stmt);
             return;
         }
-        let mut rest = rows;
+        // Some row has a value with no JSON form. Rows that carry their ids
+        // may go in any order, so the others still go as JSON and only
+        // those rows are bound; otherwise the run keeps its order, bound.
+        let with_ids = rows
+            .iter()
+            .all(|&j| ops.get(j).is_some_and(|op| op.id().is_some()));
+        let mut bound = Vec::with_capacity(rows.len());
+        let mut json = Vec::with_capacity(rows.len());
+        for &j in rows {
+            let has_form = match ops.get(j) {
+                Some(Op::Insert { values, .. }) => values.iter().all(has_json_form),
+                _ => false,
+            };
+            if with_ids && has_form {
+                json.push(j);
+            } else {
+                bound.push(j);
+            }
+        }
+        if !json.is_empty() {
+            match self.json_stmt(remap, table, ops, &json) {
+                Some(stmt) => stmts.push(stmt),
+                None => {
+                    bound.extend(json);
+                    bound.sort_unstable();
+                }
+            }
+        }
+        let mut rest = bound.as_slice();
         while !rest.is_empty() {
             let (chunk, tail) = rest.split_at(chunk_rows(table, rest.len()));
             rest = tail;
@@ -388,6 +381,7 @@ fn json_rows(remap: &StepRemap, table: Table, ops: &[&Op], rows: &[usize]) -> Op
         let Op::Insert { values, .. } = ops.get(j)? else {
             return None;
         };
+        debug_assert_eq!(values.len(), table.columns().len(), "{table:?}");
         row.clear();
         row.extend(values.iter().map(Arg::of));
         remap.args(table, &mut row);
@@ -398,31 +392,6 @@ fn json_rows(remap: &StepRemap, table: Table, ops: &[&Op], rows: &[usize]) -> Op
     }
     text.push(']');
     Some(text)
-}
-
-/// One row's values as a JSON array, appended to `text`; `None` if a value
-/// has no JSON form.
-fn push_json_row<'v>(text: &mut String, values: impl Iterator<Item = &'v Value>) -> Option<()> {
-    text.push('[');
-    for (k, value) in values.enumerate() {
-        if k > 0 {
-            text.push(',');
-        }
-        push_json_value(text, value)?;
-    }
-    text.push(']');
-    Some(())
-}
-
-/// The argument of [`Table::insert_json_sql`] for one row, or `None` if a
-/// value has no JSON form: what a remote statement of one row binds, so
-/// that its floats reach the server exactly (see [`push_json_value`]).
-pub(crate) fn json_row(values: &[Value]) -> Option<Value> {
-    let mut text = String::with_capacity(values.len() * 16 + 4);
-    text.push('[');
-    push_json_row(&mut text, values.iter())?;
-    text.push(']');
-    Some(Value::Text(text))
 }
 
 impl EncodedTx {

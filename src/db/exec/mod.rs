@@ -28,12 +28,13 @@ use crate::db::tx::{row_exists_sql, transaction};
 use crate::error::DbError;
 
 mod encode;
+mod json_form;
 mod local;
 mod remap;
 mod remote;
 
-use encode::json_row;
 pub(crate) use encode::{Behind, EncodedTx, RemoteBatch, RemoteEncoder};
+use json_form::json_row;
 use local::{run_once, LocalExec, Update, MAX_BOUND_PARAMS};
 pub(crate) use remap::StepRemap;
 
@@ -284,7 +285,7 @@ impl Executor {
                     }
                     _ => {
                         // The JSON form where the row has one: sqld reads a
-                        // bound float inexactly (see `encode::push_json_value`).
+                        // bound float inexactly (see `json_form::push_json_value`).
                         let (sql, values) = match json_row(&values) {
                             Some(arg) => {
                                 let tail = if returning { " RETURNING id" } else { "" };

@@ -7,7 +7,8 @@ use std::ops::Range;
 use libsql::Value;
 
 use crate::db::columns::Table;
-use crate::db::exec::encode::{json_row, step_id_read, REMOTE_MAX_PARAMS};
+use crate::db::exec::encode::{step_id_read, REMOTE_MAX_PARAMS};
+use crate::db::exec::json_form::json_row;
 use crate::db::exec::{Backend, Behind, EncodedTx, Executor, RemoteBatch};
 use crate::db::hrana::{hrana_integer, hrana_text, Arg, BatchResult, HranaClient, Step, Stmt};
 use crate::db::lease::{lease_statements, remote_block, READS_BLOCK};

@@ -48,6 +48,9 @@ impl BufferedTraceWriter {
     /// [`TraceStorage::ensure_new_session`](crate::TraceStorage::ensure_new_session)).
     /// Nothing of it can be queued or stored, so the empty set is its truth,
     /// as a load would have found; a session already here is left as it is.
+    /// It takes its place in the cache now rather than at its first step,
+    /// so with a `session_cache` smaller than the sessions begun at once, a
+    /// session may be evicted before its first step and then be read.
     pub(super) fn steps_known_empty(&self, session_id: &str) {
         let done = self.done_count();
         let mut cache = lock(&self.inner.sessions);

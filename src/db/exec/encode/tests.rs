@@ -131,14 +131,14 @@ fn the_insert_text_cache_is_bounded() {
     assert!(bytes < 1 << 20, "{bytes}");
 }
 
-/// A run of 13 rows with a blob goes as bound parameters, in statements of
-/// 8, 4 and 1 rows.
+/// Rows with a value that has no JSON form go as bound parameters, in
+/// statements of powers of two (13 rows as 8, 4 and 1); in a run of rows
+/// with ids, only those rows do, and the rest still go as JSON.
 #[test]
 fn rows_without_a_json_form_go_as_bound_parameters() {
     let mut encoder = RemoteEncoder::default();
     let remap = StepRemap::default();
-    let mut ops: Vec<Op> = (100..112).map(|id| event(id, 7)).collect();
-    ops.push(blob_event(112, 7));
+    let ops: Vec<Op> = (100..113).map(|id| blob_event(id, 7)).collect();
     let batch: Vec<&Op> = ops.iter().collect();
     let tx = encoder
         .encode(&remap, &batch, true, &[], None)
@@ -150,6 +150,20 @@ fn rows_without_a_json_form_go_as_bound_parameters() {
         .collect();
     assert_eq!(rows, [8, 4, 1]);
     assert!(sql[1..4].iter().all(|s| s.contains(" VALUES (")));
+
+    let mut ops: Vec<Op> = (100..112).map(|id| event(id, 7)).collect();
+    ops.insert(5, blob_event(112, 7));
+    let batch: Vec<&Op> = ops.iter().collect();
+    let tx = encoder
+        .encode(&remap, &batch, true, &[], None)
+        .expect("encode");
+    let sql = sql_of(&tx);
+    assert_eq!(sql[1], Table::Events.insert_json_sql());
+    let body: Json = serde_json::from_slice(&tx.body).expect("JSON");
+    let arg = &body["requests"][0]["batch"]["steps"][1]["stmt"]["args"][0]["value"];
+    let rows: Json = serde_json::from_str(arg.as_str().expect("text")).expect("rows");
+    assert_eq!(rows.as_array().map(Vec::len), Some(12));
+    assert_eq!(sql[2], Table::Events.insert_sql(1, false));
 }
 
 /// Floats and strings with no JSON form of their own, and the floats at
