@@ -9,6 +9,7 @@
 
 use std::future::Future;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value as Json;
 
 use crate::db::{Op, Table};
@@ -40,6 +41,28 @@ pub(crate) trait Backend: Send + Sync {
     /// row of a session id made up at random: no step of it is stored.
     fn new_session_written(&self, session_id: &str) {
         self.session_written(session_id);
+    }
+
+    /// [`TraceStorage::ensure_session`], or with `made_up`
+    /// [`TraceStorage::ensure_new_session`]: the session row applied or
+    /// queued, then the backend told which it was.
+    fn session(
+        &self,
+        session_id: &str,
+        created_at: DateTime<Utc>,
+        metadata: &Json,
+        made_up: bool,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async move {
+            self.write(Op::session(session_id, created_at, metadata)?)
+                .await?;
+            if made_up {
+                self.new_session_written(session_id);
+            } else {
+                self.session_written(session_id);
+            }
+            Ok(())
+        }
     }
 
     /// [`TraceStorage::ensure_timestep`]: the id of the step `step_id` of
@@ -136,10 +159,7 @@ macro_rules! impl_trace_storage {
                 created_at: chrono::DateTime<chrono::Utc>,
                 metadata: &serde_json::Value,
             ) -> ::std::result::Result<(), $crate::error::TracingError> {
-                let op = $crate::db::Op::session(session_id, created_at, metadata)?;
-                $crate::storage::backend::Backend::write(self, op).await?;
-                $crate::storage::backend::Backend::session_written(self, session_id);
-                ::std::result::Result::Ok(())
+                $crate::storage::backend::Backend::session(self, session_id, created_at, metadata, false).await
             }
 
             async fn ensure_new_session(
@@ -148,10 +168,7 @@ macro_rules! impl_trace_storage {
                 created_at: chrono::DateTime<chrono::Utc>,
                 metadata: &serde_json::Value,
             ) -> ::std::result::Result<(), $crate::error::TracingError> {
-                let op = $crate::db::Op::session(session_id, created_at, metadata)?;
-                $crate::storage::backend::Backend::write(self, op).await?;
-                $crate::storage::backend::Backend::new_session_written(self, session_id);
-                ::std::result::Result::Ok(())
+                $crate::storage::backend::Backend::session(self, session_id, created_at, metadata, true).await
             }
 
             async fn get_session(&self, session_id: &str) -> ::std::result::Result<Option<$crate::models::SessionTrace>, $crate::error::TracingError> {
