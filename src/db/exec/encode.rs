@@ -11,8 +11,6 @@ use libsql::Value;
 
 use crate::db::columns::Table;
 use crate::db::exec::json_form::{has_json_form, push_json_row};
-#[cfg(test)]
-use crate::db::exec::json_form::{push_json_value, JSON_REAL_RANGE};
 use crate::db::exec::remap::StepRemap;
 use crate::db::exec::{segments, Segment};
 use crate::db::hrana::{self, hrana_integer, Arg, BatchResult, Stmt};

@@ -27,7 +27,7 @@ pub(super) const JSON_REAL_RANGE: std::ops::RangeInclusive<f64> = 1e-290..=1e290
 ///   last place (at least 2^-54) around the float, so the nearest float to
 ///   what SQLite computes is the float itself. The range keeps every
 ///   intermediate of that scaling a normal number, where those error
-///   bounds hold. Zero goes as `0.0` or `-0.0` (SQLite keeps the sign no
+///   bounds hold. Zero goes too, with its sign (SQLite keeps the sign no
 ///   more than it does for a bound `-0.0`); NaN and infinities do not go.
 /// - A blob does not go: JSON has no form for it.
 pub(super) fn push_json_value(out: &mut String, v: &Value) -> Option<()> {
@@ -38,9 +38,6 @@ pub(super) fn push_json_value(out: &mut String, v: &Value) -> Option<()> {
     match v {
         Value::Null => out.push_str("null"),
         Value::Integer(i) => write!(out, "{i}").ok()?,
-        Value::Real(f) if *f == 0.0 => {
-            out.push_str(if f.is_sign_negative() { "-0.0" } else { "0.0" })
-        }
         Value::Real(f) => write!(out, "{f:.19e}").ok()?,
         Value::Text(t) => crate::db::json::push_str_literal(out, t).ok()?,
         Value::Blob(_) => return None,

@@ -6,6 +6,7 @@ use serde_json::{json, Value as Json};
 
 use super::*;
 use crate::db::columns::{Columns, EventCol, StepCol};
+use crate::db::exec::json_form::{push_json_value, JSON_REAL_RANGE};
 use crate::db::hrana::BatchResult;
 use crate::db::tx::marker;
 
