@@ -17,6 +17,8 @@
 //!   from, run by [`Executor::lease_blocks`](exec::Executor::lease_blocks).
 //! - [`params`]: [`QueryParams`](params::QueryParams), named query
 //!   parameters ordered into the positional list the trait binds.
+//! - [`checkpoint`]: the second connection the writer checkpoints the WAL
+//!   on, and the checkpoint pragma.
 //! - [`hrana`]: a Hrana-over-HTTP client that sends a whole batch to a remote
 //!   server in one request.
 //!
@@ -24,6 +26,7 @@
 //! (transient, this operation's fault, fatal) is a value, decided once from
 //! the SQLite result code.
 
+pub(crate) mod checkpoint;
 pub(crate) mod columns;
 pub(crate) mod exec;
 pub(crate) mod foreign;

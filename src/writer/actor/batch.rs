@@ -8,7 +8,7 @@ use crate::db::exec::{segments, Segment};
 use crate::db::{self, read, Op};
 use crate::error::{ErrorClass, TracingError};
 use crate::writer::actor::items::{AttemptError, Item};
-use crate::writer::actor::{Actor, Shared};
+use crate::writer::actor::Actor;
 use crate::writer::pipeline::Stage;
 use crate::writer::stats::Counters;
 
@@ -69,7 +69,14 @@ impl Actor {
                 self.attempt_remote(&mut items, multi, stage, overlap).await
             } else {
                 let conn = self.exec.conn.clone();
-                db::transaction(&conn, self.apply_items(&mut items, multi)).await
+                if let Some(c) = &self.checkpointer {
+                    c.before_batch(&conn).await;
+                }
+                let result = db::transaction(&conn, self.apply_items(&mut items, multi)).await;
+                if let (Ok(()), Some(c)) = (&result, &self.checkpointer) {
+                    c.committed();
+                }
+                result
             };
             match attempt {
                 Ok(()) => break,
@@ -131,30 +138,44 @@ impl Actor {
         let unanswered = || self.halt_error().unwrap_or(TracingError::WriterClosed);
         let (mut ops, mut bytes, mut refused) = (0usize, 0usize, 0usize);
         let mut to_spill = Vec::new();
-        for item in items {
+        if spill_rest {
+            let mut rest = Vec::with_capacity(items.len());
+            for item in items {
+                match item {
+                    Item::Write {
+                        op,
+                        bytes: b,
+                        failed: false,
+                    } => {
+                        ops += 1;
+                        bytes += b;
+                        to_spill.push(op);
+                    }
+                    other => rest.push(other),
+                }
+            }
+            items = rest;
+        }
+        for item in &mut items {
             match item {
                 Item::Write {
-                    op,
-                    bytes: b,
-                    failed,
+                    bytes: b, failed, ..
                 } => {
                     ops += 1;
-                    bytes += b;
-                    if spill_rest && !failed {
-                        to_spill.push(op);
-                    } else if !failed {
-                        committed += 1;
-                    } else {
+                    bytes += *b;
+                    if *failed {
                         refused += 1;
+                    } else {
+                        committed += 1;
                     }
                 }
                 Item::LoadSteps { reply, .. } => {
-                    if let Some(r) = reply {
+                    if let Some(r) = reply.take() {
                         let _ = r.send(Err(unanswered()));
                     }
                 }
                 Item::GetSession { reply, .. } => {
-                    if let Some(r) = reply {
+                    if let Some(r) = reply.take() {
                         let _ = r.send(Err(unanswered()));
                     }
                 }
@@ -173,12 +194,10 @@ impl Actor {
             .fetch_sub(bytes as u64, std::sync::atomic::Ordering::Relaxed);
         c.done
             .fetch_add(ops as u64, std::sync::atomic::Ordering::Release);
-        // Give the queue space back only now: the permits bound the memory
-        // the writer holds, batch included.
-        self.shared.ops_sem.add_permits(ops);
-        self.shared
-            .bytes_sem
-            .add_permits(Shared::permits_for(bytes) as usize);
+        // The batch's memory goes off this thread, and its queue space comes
+        // back once that memory is free: the permits bound the memory the
+        // writer holds, batch included.
+        self.reclaim.free(items, ops, bytes);
         self.foreign.scan_if_due();
         self.publish_batch(ops, bytes, started.elapsed(), local);
         let outcome = if spill_rest {

@@ -13,6 +13,8 @@
 //!   [`Pipeline`](crate::writer::pipeline::Pipeline);
 //! - `control.rs`: id leases and step loads, which do not wait their turn;
 //! - `failures.rs`: refused operations, the spill file, the halt;
+//! - `reclaim.rs`: freeing finished batches on a thread of their own;
+//! - `checkpoint.rs`: WAL checkpoints on a thread of their own;
 //! - `shared.rs`: the state shared with the handles;
 //! - `thread.rs`: the actor's thread and its runtime.
 
@@ -24,15 +26,19 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, TryRecvError};
 
 mod batch;
+mod checkpoint;
 mod control;
 mod failures;
 pub(crate) mod items;
+mod reclaim;
 mod remote;
 mod shared;
 mod thread;
 
+use checkpoint::Checkpointer;
 pub(crate) use items::Item;
 use items::{BatchBound, Gathering, Terminator};
+use reclaim::Reclaim;
 use shared::DeathGuard;
 pub(crate) use shared::{CloseDeadline, Shared};
 pub(crate) use thread::{spawn, StartReply};
@@ -73,6 +79,9 @@ pub(crate) struct Actor {
     pending_loads: Vec<(String, Reply<Steps>)>,
     shared: Arc<Shared>,
     config: WriterConfig,
+    /// WAL checkpoints on a thread of their own (a file in WAL mode).
+    /// Before `opened`: its connection closes first.
+    checkpointer: Option<Checkpointer>,
     opened: Option<Opened>,
     exec: Executor,
     multi_row: bool,
@@ -97,6 +106,9 @@ pub(crate) struct Actor {
     /// What the last publish of the metrics saw.
     published: Published,
     state: RunState,
+    /// Frees finished batches off this thread.
+    reclaim: Reclaim,
+
     /// The watch for a second SQLite library. Last: it is dropped after the
     /// connection, so the connection's handles stay claimed while open.
     foreign: ForeignWatch,
@@ -117,6 +129,8 @@ impl Actor {
             .with_pipeline(opened.pipeline.clone());
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
         let kept = spill::default_paths(&config, &storage);
+        let reclaim = Reclaim::start(shared.clone());
+        let checkpointer = Checkpointer::for_file(&opened, &storage, shared.foreign.clone()).await;
         let actor = Actor {
             rx,
             control_rx,
@@ -126,6 +140,7 @@ impl Actor {
             in_batch: false,
             shared,
             config,
+            checkpointer,
             opened: Some(opened),
             exec,
             multi_row,
@@ -141,6 +156,7 @@ impl Actor {
             foreign,
             published: Published::default(),
             state: RunState::Running,
+            reclaim,
         };
         // Every table's first block in one transaction: one request on a
         // remote server.
