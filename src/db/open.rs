@@ -116,7 +116,9 @@ async fn open_kind(config: &StorageConfig, kind: &DbKind) -> Result<Opened, Trac
             // so a batch dirties about one index page per session: the cache
             // holds them (SQLite's default is 2 MB; it grows only as used),
             // and a WAL checkpoint every 10,000 pages instead of 1,000 copies
-            // a hot page back once per several batches (docs/scale.md).
+            // a hot page back once per several batches (docs/scale.md). The
+            // writer then turns its connection's checkpoints off and runs
+            // them beside its batches (`writer/actor/checkpoint.rs`).
             for pragma in [
                 "PRAGMA cache_size = -32768",
                 "PRAGMA wal_autocheckpoint = 10000",
