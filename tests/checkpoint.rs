@@ -14,12 +14,13 @@ fn file_size(path: &Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
 }
 
-/// A few megabytes in small batches, far under the 10,000 pages (40 MB) at
-/// which SQLite would first checkpoint inline: the pages reach the database
-/// file while the writer is still open, and every row is there.
+/// Some 20 MB of rows in small batches, more than the 8 MiB of rows after
+/// which the writer checkpoints and under the 10,000 pages (40 MB) at which
+/// SQLite would first checkpoint inline: the pages reach the database file
+/// while the writer is still open, and every row is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_pages_reach_the_database_file_while_the_writer_runs() {
-    const EVENTS: usize = 4_000;
+    const EVENTS: usize = 12_000;
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("t.db");
     let writer = BufferedTraceWriter::new(

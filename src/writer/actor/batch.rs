@@ -51,6 +51,8 @@ impl Actor {
         if local {
             self.shared.metrics.in_flight(1);
         }
+        // Committed locally: the WAL grew.
+        let mut checkpoint_due = false;
         let mut backoff = self.config.retry_initial;
         let mut multi = self.multi_row;
         let mut collect_next = overlap;
@@ -73,9 +75,7 @@ impl Actor {
                     c.before_batch(&conn).await;
                 }
                 let result = db::transaction(&conn, self.apply_items(&mut items, multi)).await;
-                if let (Ok(()), Some(c)) = (&result, &self.checkpointer) {
-                    c.committed();
-                }
+                checkpoint_due |= result.is_ok();
                 result
             };
             match attempt {
@@ -180,6 +180,9 @@ impl Actor {
                     }
                 }
             }
+        }
+        if let (true, Some(c)) = (checkpoint_due, &self.checkpointer) {
+            c.committed(bytes);
         }
         if !to_spill.is_empty() {
             self.spill(to_spill, &spill_cause);

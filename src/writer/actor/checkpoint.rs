@@ -3,9 +3,10 @@
 //! Inline, SQLite copies the WAL back into the database file in the
 //! connection that commits, and syncs it, once the WAL passes
 //! `wal_autocheckpoint` pages: the actor waited for the copy and the disk.
-//! With thousands of rollouts at once that was a third of the actor's time
-//! (docs/scale.md). Here the actor's connection never checkpoints; after
-//! each commit it wakes `trace-writer-wal`, which runs a PASSIVE checkpoint
+//! With thousands of rollouts at once that was a large share of the actor's
+//! time (docs/scale.md). Here the actor's connection never checkpoints;
+//! once [`CHECKPOINT_AFTER`] bytes of rows were committed since the last
+//! one, a commit wakes `trace-writer-wal`, which runs a PASSIVE checkpoint
 //! on a second connection while the actor applies the next batch.
 //!
 //! A PASSIVE checkpoint never waits for the writer, so it copies what was
@@ -17,7 +18,7 @@
 //! deadline) for the checkpoint in progress and copies the rest itself:
 //! about one batch, inline. Its next transaction then starts the WAL over.
 //! The WAL stays under `RESTART_AT` frames and a few batches: the actor
-//! also waits when the checkpoints fall more than [`MAX_LAG`] commits
+//! also waits when the checkpoints fall more than [`MAX_LAG`] requests
 //! behind, so their count of frames is never older than that.
 //!
 //! Failures lose nothing (every commit is in the WAL); each is logged and
@@ -47,10 +48,15 @@ pub(crate) const RESTART_AT: i64 = 40_000;
 /// batch.
 const WAIT_FOR_CHECKPOINT: Duration = Duration::from_secs(30);
 
-/// Commits a checkpoint may fall behind before the actor waits for it: so
-/// `log` is never more than this many batches (and the one being applied)
-/// old.
+/// Checkpoints asked for that one may fall behind before the actor waits
+/// for it: so `log` is never older than this many requests (and the batch
+/// being applied).
 const MAX_LAG: u64 = 2;
+
+/// Bytes of rows committed between two checkpoints: each syncs the file,
+/// so a trickle of small batches does not sync once per commit. A batch of
+/// thousands of rollouts is larger, and asks for one every time.
+pub(crate) const CHECKPOINT_AFTER: usize = 8 << 20;
 
 /// What the actor and the thread share.
 #[derive(Default)]
@@ -61,10 +67,12 @@ struct State {
     again: bool,
     /// Frames in the WAL, as the last checkpoint saw them.
     log: i64,
-    /// Commits so far.
-    commits: u64,
-    /// Commits before the last checkpoint that ended began: `log` counts
-    /// their frames, not those of later ones.
+    /// Bytes of rows committed since the last request.
+    pending: usize,
+    /// Checkpoints asked for so far.
+    requests: u64,
+    /// Requests before the last checkpoint that ended began: `log` counts
+    /// the frames they were about, not those of later ones.
     seen_through: u64,
 }
 
@@ -72,7 +80,7 @@ impl State {
     /// Whether the actor must wait for the checkpoint before its next
     /// batch: the WAL is long, or `log` is too far behind to tell.
     fn must_wait(&self, restart_at: i64) -> bool {
-        self.log >= restart_at || self.commits.saturating_sub(self.seen_through) > MAX_LAG
+        self.log >= restart_at || self.requests.saturating_sub(self.seen_through) > MAX_LAG
     }
 }
 
@@ -105,6 +113,8 @@ impl Shared {
 pub(crate) struct Checkpointer {
     /// [`RESTART_AT`], but in tests.
     restart_at: i64,
+    /// [`CHECKPOINT_AFTER`], but in tests.
+    checkpoint_after: usize,
     shared: Arc<Shared>,
     tx: Option<Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -134,7 +144,7 @@ impl Checkpointer {
                 return None;
             }
         };
-        let checkpointer = Checkpointer::start(wal, RESTART_AT)?;
+        let checkpointer = Checkpointer::start(wal, RESTART_AT, CHECKPOINT_AFTER)?;
         match checkpoint::set_autocheckpoint(&opened.conn, 0).await {
             Ok(()) => Some(checkpointer),
             Err(e) => {
@@ -148,7 +158,7 @@ impl Checkpointer {
     /// Starts the thread on `wal` (a second connection to the actor's
     /// file). `None` when no thread or runtime could be had: the actor's
     /// connection then keeps checkpointing inline.
-    fn start(wal: WalConnection, restart_at: i64) -> Option<Checkpointer> {
+    fn start(wal: WalConnection, restart_at: i64, checkpoint_after: usize) -> Option<Checkpointer> {
         let rt = match tokio::runtime::Builder::new_current_thread().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -167,7 +177,7 @@ impl Checkpointer {
                 // closes here, on this thread.
                 for () in rx {
                     loop {
-                        let through = for_thread.lock().commits;
+                        let through = for_thread.lock().requests;
                         let result = rt.block_on(checkpoint::passive(&wal.conn));
                         let mut state = for_thread.lock();
                         state.seen_through = through;
@@ -198,6 +208,7 @@ impl Checkpointer {
         match spawned {
             Ok(thread) => Some(Checkpointer {
                 restart_at,
+                checkpoint_after,
                 shared,
                 tx: Some(tx),
                 thread: Some(thread),
@@ -210,11 +221,18 @@ impl Checkpointer {
         }
     }
 
-    /// After a commit: a checkpoint, unless one is in progress.
-    pub(crate) fn committed(&self) {
+    /// After a commit of `bytes` of rows: a checkpoint once
+    /// [`CHECKPOINT_AFTER`] bytes were committed since the last request,
+    /// unless one is in progress (then another after it).
+    pub(crate) fn committed(&self, bytes: usize) {
         let Some(tx) = &self.tx else { return };
         let mut state = self.shared.lock();
-        state.commits += 1;
+        state.pending = state.pending.saturating_add(bytes);
+        if state.pending < self.checkpoint_after {
+            return;
+        }
+        state.pending = 0;
+        state.requests += 1;
         if state.running {
             state.again = true;
             return;
@@ -229,7 +247,7 @@ impl Checkpointer {
     /// the checkpoint in progress (up to [`WAIT_FOR_CHECKPOINT`]) and copies
     /// the rest on `conn`, the actor's connection, so that the batch's
     /// transaction starts the WAL over. Also waits when the checkpoints fell
-    /// more than [`MAX_LAG`] commits behind.
+    /// more than [`MAX_LAG`] requests behind.
     pub(crate) async fn before_batch(&self, conn: &Connection) {
         {
             let state = self.shared.lock();
@@ -311,7 +329,8 @@ mod tests {
         let wal = checkpoint::second_connection(&opened, &path, Arc::default())
             .await
             .expect("second connection");
-        let checkpointer = Checkpointer::start(wal, RESTART).expect("thread");
+        // A checkpoint asked for after every batch, as with large batches.
+        let checkpointer = Checkpointer::start(wal, RESTART, 1).expect("thread");
         checkpoint::set_autocheckpoint(&opened.conn, 0)
             .await
             .expect("pragma");
@@ -331,7 +350,7 @@ mod tests {
             })
             .await
             .expect("batch");
-            checkpointer.committed();
+            checkpointer.committed(ROWS as usize * 3000);
             largest = largest.max(wal_frames(&path, 4096));
         }
         drop(checkpointer);
