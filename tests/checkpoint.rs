@@ -53,6 +53,8 @@ async fn committed_pages_reach_the_database_file_while_the_writer_runs() {
         "the database file is still {size} bytes (empty: {empty}): nothing was checkpointed"
     );
     assert_eq!(common::count(&writer, "events").await, EVENTS as i64);
-    assert_eq!(writer.stats().failed, 0);
+    let stats = writer.stats();
+    assert_eq!(stats.failed, 0);
+    assert_eq!(stats.checkpoint_failures, 0, "{:?}", writer.recent_errors());
     writer.close().await.expect("close");
 }

@@ -25,6 +25,7 @@ pub(crate) struct Counters {
     pub(crate) id_leases: AtomicU64,
     pub(crate) lease_waits: AtomicU64,
     pub(crate) step_loads: AtomicU64,
+    pub(crate) checkpoint_failures: AtomicU64,
 }
 
 impl Counters {
@@ -63,6 +64,7 @@ impl Counters {
             id_leases: self.id_leases.load(Relaxed),
             lease_waits: self.lease_waits.load(Relaxed),
             step_loads: self.step_loads.load(Relaxed),
+            checkpoint_failures: self.checkpoint_failures.load(Relaxed),
         }
     }
 }
@@ -117,6 +119,11 @@ pub struct WriterStats {
     /// [`ensure_new_session`](crate::TraceStorage::ensure_new_session), as
     /// `SessionTracer::start_session(None, ..)` does, needs none.
     pub step_loads: u64,
+    /// WAL checkpoints that failed on the writer's checkpoint thread (a
+    /// local file in WAL mode). Nothing committed is lost by one: the rows
+    /// are in the WAL, and the next batch checkpoints again. The first
+    /// cause is also in `recent_errors()`.
+    pub checkpoint_failures: u64,
 }
 
 impl WriterStats {

@@ -87,6 +87,7 @@ impl WriterStorage {
                 ("id_leases", s.id_leases),
                 ("lease_waits", s.lease_waits),
                 ("step_loads", s.step_loads),
+                ("checkpoint_failures", s.checkpoint_failures),
             ] {
                 d.set_item(k, v)?;
             }

@@ -21,8 +21,9 @@
 //! also waits when the checkpoints fall more than [`MAX_LAG`] requests
 //! behind, so their count of frames is never older than that.
 //!
-//! Failures lose nothing (every commit is in the WAL); each is logged and
-//! the next batch checkpoints inline.
+//! Failures lose nothing (every commit is in the WAL): each is counted
+//! (`WriterStats::checkpoint_failures`), the first is logged as a warning
+//! and kept for `recent_errors()`, and the next batch checkpoints inline.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -33,10 +34,11 @@ use crossbeam_channel::{Sender, TrySendError};
 use libsql::Connection;
 
 use crate::db::checkpoint::{self, WalConnection};
-use crate::db::foreign::Findings;
 use crate::db::Opened;
 use crate::error::DbError;
 use crate::storage::{DbKind, JournalMode, StorageConfig};
+use crate::writer::actor::Shared as WriterShared;
+use crate::writer::stats::Counters;
 
 /// The WAL's length, in frames (pages), past which the actor finishes the
 /// checkpoint itself before its next batch, so that the WAL starts over:
@@ -84,24 +86,44 @@ impl State {
     }
 }
 
-#[derive(Default)]
 struct Shared {
     state: Mutex<State>,
     ended: Condvar,
     /// A failure was logged as a warning: later ones are logged at debug.
     warned: AtomicBool,
+    /// Counts a failure and, the first time, reports it to the writer.
+    report: Report,
+}
+
+/// What a failed checkpoint does beside the log: `true` for the first one.
+type Report = Box<dyn Fn(&DbError, bool) + Send + Sync>;
+
+/// [`Report`] into the writer's counters and `recent_errors()`.
+fn report_to(writer: Arc<WriterShared>, history: usize) -> Report {
+    Box::new(move |e, first| {
+        Counters::add(&writer.counters.checkpoint_failures, 1);
+        if first {
+            writer.remember(
+                format!("a WAL checkpoint failed (nothing committed is lost): {e}"),
+                history,
+            );
+        }
+    })
 }
 
 impl Shared {
-    /// Logs a failed checkpoint: a warning the first time.
+    /// Counts a failed checkpoint and reports it: the first one as a
+    /// warning and in `recent_errors()`, later ones at debug.
     fn failed(&self, e: &DbError) {
-        if self.warned.swap(true, Ordering::Relaxed) {
-            tracing::debug!(target: "trace_writer", error = %e, "a WAL checkpoint failed");
-        } else {
+        let first = !self.warned.swap(true, Ordering::Relaxed);
+        if first {
             tracing::warn!(target: "trace_writer", error = %e,
                 "a WAL checkpoint failed; the writer tries again before its next batch \
                  (nothing committed is lost; later failures are logged at debug)");
+        } else {
+            tracing::debug!(target: "trace_writer", error = %e, "a WAL checkpoint failed");
         }
+        (self.report)(e, first);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -128,7 +150,8 @@ impl Checkpointer {
     pub(crate) async fn for_file(
         opened: &Opened,
         storage: &StorageConfig,
-        findings: Arc<Findings>,
+        writer: &Arc<WriterShared>,
+        history: usize,
     ) -> Option<Checkpointer> {
         let Ok(DbKind::File(path)) = storage.kind() else {
             return None;
@@ -136,6 +159,7 @@ impl Checkpointer {
         if storage.journal_mode != JournalMode::Wal {
             return None;
         }
+        let findings = writer.foreign.clone();
         let wal = match checkpoint::second_connection(opened, &path, findings).await {
             Ok(wal) => wal,
             Err(e) => {
@@ -144,7 +168,8 @@ impl Checkpointer {
                 return None;
             }
         };
-        let checkpointer = Checkpointer::start(wal, RESTART_AT, CHECKPOINT_AFTER)?;
+        let report = report_to(Arc::clone(writer), history);
+        let checkpointer = Checkpointer::start(wal, RESTART_AT, CHECKPOINT_AFTER, report)?;
         match checkpoint::set_autocheckpoint(&opened.conn, 0).await {
             Ok(()) => Some(checkpointer),
             Err(e) => {
@@ -158,7 +183,12 @@ impl Checkpointer {
     /// Starts the thread on `wal` (a second connection to the actor's
     /// file). `None` when no thread or runtime could be had: the actor's
     /// connection then keeps checkpointing inline.
-    fn start(wal: WalConnection, restart_at: i64, checkpoint_after: usize) -> Option<Checkpointer> {
+    fn start(
+        wal: WalConnection,
+        restart_at: i64,
+        checkpoint_after: usize,
+        report: Report,
+    ) -> Option<Checkpointer> {
         let rt = match tokio::runtime::Builder::new_current_thread().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -167,7 +197,12 @@ impl Checkpointer {
                 return None;
             }
         };
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            state: Mutex::default(),
+            ended: Condvar::new(),
+            warned: AtomicBool::new(false),
+            report,
+        });
         let (tx, rx) = crossbeam_channel::bounded::<()>(1);
         let for_thread = shared.clone();
         let spawned = std::thread::Builder::new()
@@ -330,7 +365,8 @@ mod tests {
             .await
             .expect("second connection");
         // A checkpoint asked for after every batch, as with large batches.
-        let checkpointer = Checkpointer::start(wal, RESTART, 1).expect("thread");
+        let checkpointer =
+            Checkpointer::start(wal, RESTART, 1, Box::new(|_, _| {})).expect("thread");
         checkpoint::set_autocheckpoint(&opened.conn, 0)
             .await
             .expect("pragma");

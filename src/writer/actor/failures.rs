@@ -76,11 +76,7 @@ impl Actor {
 
     /// Keeps an error where `recent_errors()` can read it.
     pub(super) fn remember(&self, text: String) {
-        let mut recent = lock(&self.shared.recent_errors);
-        if recent.len() >= self.config.error_history.max(1) {
-            recent.pop_front();
-        }
-        recent.push_back(text);
+        self.shared.remember(text, self.config.error_history);
     }
 
     /// What a flush answers: `Halted` or `Spilled` while writes are being

@@ -130,7 +130,8 @@ impl Actor {
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
         let kept = spill::default_paths(&config, &storage);
         let reclaim = Reclaim::start(shared.clone());
-        let checkpointer = Checkpointer::for_file(&opened, &storage, shared.foreign.clone()).await;
+        let checkpointer =
+            Checkpointer::for_file(&opened, &storage, &shared, config.error_history).await;
         let actor = Actor {
             rx,
             control_rx,

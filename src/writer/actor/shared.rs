@@ -71,6 +71,15 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Keeps `text` for `recent_errors()`, the oldest going past `history`.
+    pub(crate) fn remember(&self, text: String, history: usize) {
+        let mut recent = lock(&self.recent_errors);
+        if recent.len() >= history.max(1) {
+            recent.pop_front();
+        }
+        recent.push_back(text);
+    }
+
     /// Ends a linger because a producer must wait for queue space.
     pub(crate) fn want_space(&self) {
         self.space_wanted.store(true, Ordering::Release);
