@@ -214,6 +214,39 @@ async fn reject_policy_counts_refusals_and_loses_nothing_accepted() {
     w.close().await.unwrap();
 }
 
+/// Once `flush()` returns, the queue space of everything before it is back
+/// (the actor frees finished batches on a thread of its own): a producer
+/// that fills the queue, flushes and fills it again is never refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_flush_the_whole_queue_is_free_again() {
+    const CAPACITY: usize = 64;
+    const ROUNDS: usize = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let w = BufferedTraceWriter::new(
+        file_config(&dir, "room.db"),
+        WriterConfig::default()
+            .queue_capacity(CAPACITY)
+            .overflow(OverflowPolicy::Reject),
+    )
+    .await
+    .unwrap();
+    for round in 0..ROUNDS {
+        for i in 0..CAPACITY {
+            let event = common::env_event(round * CAPACITY + i);
+            if let Err(e) = w.insert_event("room", None, &event).await {
+                panic!("round {round}, write {i}: refused after a flush: {e}");
+            }
+        }
+        w.flush().await.unwrap();
+    }
+    assert_eq!(w.stats().rejected, 0);
+    assert_eq!(
+        common::count(&w, "events").await,
+        (ROUNDS * CAPACITY) as i64
+    );
+    w.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn block_policy_waits_and_gives_up_at_its_deadline() {
     let dir = tempfile::tempdir().unwrap();

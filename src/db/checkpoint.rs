@@ -10,19 +10,22 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use libsql::Connection;
 
 use crate::db::foreign::{self, Findings, ForeignWatch};
 use crate::db::Opened;
 use crate::error::DbError;
+use crate::storage::StorageConfig;
 
 /// A second connection to a file database, its handles claimed as this
-/// crate's (see `foreign.rs`). Fields drop in order: the watch after the
-/// connection.
+/// crate's (see `foreign.rs`). Keep the watch until every connection of the
+/// writer to the file is closed: SQLite keeps a closed connection's handles
+/// open while another connection of the process holds a lock on the file.
 pub(crate) struct WalConnection {
     pub(crate) conn: Connection,
-    _watch: ForeignWatch,
+    pub(crate) watch: ForeignWatch,
 }
 
 /// What a checkpoint saw, in WAL frames (pages).
@@ -45,19 +48,30 @@ impl Checkpointed {
     }
 }
 
-/// Opens a second connection to the file `opened` has open, and opens its
-/// WAL (a read does), so that every handle it holds is claimed before a
-/// scan for foreign handles could see it.
+/// Opens a second connection to the file `opened` has open, with the
+/// storage's busy timeout and `synchronous` setting (the checkpoint syncs
+/// the file as the storage asks), and opens its WAL (a read does), so that
+/// every handle it holds is claimed before a scan for foreign handles could
+/// see it.
 ///
 /// # Errors
-/// The connection's or the read's error.
+/// The connection's, a pragma's or the read's error.
 pub(crate) async fn second_connection(
     opened: &Opened,
+    storage: &StorageConfig,
     path: &Path,
     findings: Arc<Findings>,
 ) -> Result<WalConnection, DbError> {
     let open = async {
         let conn = opened.db.connect()?;
+        // SQLite takes milliseconds as an `i32`: longer is "forever" anyway.
+        let most = Duration::from_millis(i32::MAX as u64);
+        conn.busy_timeout(storage.busy_timeout.min(most))?;
+        conn.execute(
+            &format!("PRAGMA synchronous = {}", storage.synchronous.pragma()),
+            (),
+        )
+        .await?;
         let mut rows = conn
             .query("SELECT 1 FROM sqlite_schema LIMIT 1", ())
             .await?;
@@ -66,10 +80,7 @@ pub(crate) async fn second_connection(
         Ok::<_, DbError>(conn)
     };
     let (conn, watch) = foreign::open_claimed(path, findings, open).await?;
-    Ok(WalConnection {
-        conn,
-        _watch: watch,
-    })
+    Ok(WalConnection { conn, watch })
 }
 
 /// `PRAGMA wal_checkpoint(PASSIVE)`: copies what it can without waiting for

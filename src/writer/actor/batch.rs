@@ -72,7 +72,8 @@ impl Actor {
             } else {
                 let conn = self.exec.conn.clone();
                 if let Some(c) = &self.checkpointer {
-                    c.before_batch(&conn).await;
+                    c.before_batch(&conn, self.shared.until_close_deadline())
+                        .await;
                 }
                 let result = db::transaction(&conn, self.apply_items(&mut items, multi)).await;
                 checkpoint_due |= result.is_ok();

@@ -56,6 +56,10 @@ use crate::writer::spill::{self, KeptPaths};
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
 
+/// The longest a flush waits for the batches before it to be freed (see
+/// [`Reclaim::settle`]): freeing one takes milliseconds.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// The loop's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunState {
@@ -109,6 +113,10 @@ pub(crate) struct Actor {
     /// Frees finished batches off this thread.
     reclaim: Reclaim,
 
+    /// The checkpoint connection's claim on its handles: after `opened`,
+    /// since SQLite keeps a closed connection's handles open while another
+    /// connection of the process holds a lock on the file.
+    _wal_watch: ForeignWatch,
     /// The watch for a second SQLite library. Last: it is dropped after the
     /// connection, so the connection's handles stay claimed while open.
     foreign: ForeignWatch,
@@ -130,8 +138,11 @@ impl Actor {
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
         let kept = spill::default_paths(&config, &storage);
         let reclaim = Reclaim::start(shared.clone());
-        let checkpointer =
-            Checkpointer::for_file(&opened, &storage, &shared, config.error_history).await;
+        let (checkpointer, wal_watch) =
+            match Checkpointer::for_file(&opened, &storage, &shared, config.error_history).await {
+                Some((c, watch)) => (Some(c), watch),
+                None => (None, ForeignWatch::none(Arc::default())),
+            };
         let actor = Actor {
             rx,
             control_rx,
@@ -154,6 +165,7 @@ impl Actor {
             spilling: false,
             halt: None,
             noted: HashSet::new(),
+            _wal_watch: wal_watch,
             foreign,
             published: Published::default(),
             state: RunState::Running,
@@ -374,6 +386,14 @@ impl Actor {
                 let _ = reply.send(Err(spilled()));
             }
             Terminator::Flush(reply) => {
+                // The queue space of every batch before it is back when the
+                // flush returns: a producer that filled the queue may send
+                // again at once.
+                let limit = (self.shared.until_close_deadline()).map_or(SETTLE, |l| l.min(SETTLE));
+                if !self.reclaim.settle(limit) {
+                    tracing::debug!(target: "trace_writer", ?limit,
+                        "a finished batch was still being freed when the flush returned");
+                }
                 let _ = reply.send(self.take_failures());
             }
             Terminator::Query { sql, params, reply } => {
@@ -423,6 +443,9 @@ impl Actor {
             }
         }
         self.serve_control(true).await;
+        if let Some(c) = self.checkpointer.take() {
+            c.finish(self.shared.until_close_deadline());
+        }
         let result = self.take_failures();
         if let Err(e) = &result {
             tracing::error!(target: "trace_writer", error = %e, "writer closed with errors");

@@ -11,10 +11,13 @@
 //!
 //! The hand-over never waits: when the thread still frees the batch before
 //! (one at a time is enough to keep up), or could not be started, the actor
-//! frees the batch itself, as it did before.
+//! frees the batch itself, as it did before. A flush waits for the thread
+//! ([`Reclaim::settle`]), so that once it returns, the queue space of every
+//! batch before it is back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use crossbeam_channel::{Sender, TrySendError};
 
@@ -39,9 +42,23 @@ impl Garbage {
     }
 }
 
+/// Batches handed to the thread and not freed yet.
+#[derive(Default)]
+struct Held {
+    batches: Mutex<usize>,
+    freed: Condvar,
+}
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, usize> {
+        self.batches.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
 /// The freeing thread, or nothing if it could not be started.
 pub(crate) struct Reclaim {
     shared: Arc<Shared>,
+    held: Arc<Held>,
     tx: Option<Sender<Garbage>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -53,18 +70,22 @@ impl Reclaim {
         // One batch waits while one is freed: at most two batches' memory
         // beyond the queue's, and the queue's bounds cover both.
         let (tx, rx) = crossbeam_channel::bounded::<Garbage>(1);
-        let for_thread = shared.clone();
+        let held = Arc::new(Held::default());
+        let (for_thread, held_for_thread) = (shared.clone(), held.clone());
         let spawned = std::thread::Builder::new()
             .name("trace-writer-free".into())
             .spawn(move || {
                 // Ends when the actor drops its sender.
                 for garbage in rx {
                     garbage.free(&for_thread);
+                    *held_for_thread.lock() -= 1;
+                    held_for_thread.freed.notify_all();
                 }
             });
         match spawned {
             Ok(thread) => Reclaim {
                 shared,
+                held,
                 tx: Some(tx),
                 thread: Some(thread),
             },
@@ -73,6 +94,7 @@ impl Reclaim {
                     "no thread to free batches on; the writer frees them itself");
                 Reclaim {
                     shared,
+                    held,
                     tx: None,
                     thread: None,
                 }
@@ -85,13 +107,34 @@ impl Reclaim {
     pub(crate) fn free(&self, items: Vec<Item>, ops: usize, bytes: usize) {
         let garbage = Garbage { items, ops, bytes };
         let garbage = match &self.tx {
-            Some(tx) => match tx.try_send(garbage) {
-                Ok(()) => return,
-                Err(TrySendError::Full(g) | TrySendError::Disconnected(g)) => g,
-            },
+            Some(tx) => {
+                // Counted before the send: the thread uncounts it once freed.
+                *self.held.lock() += 1;
+                match tx.try_send(garbage) {
+                    Ok(()) => return,
+                    Err(TrySendError::Full(g) | TrySendError::Disconnected(g)) => {
+                        *self.held.lock() -= 1;
+                        g
+                    }
+                }
+            }
             None => garbage,
         };
         garbage.free(&self.shared);
+    }
+
+    /// Waits, for up to `limit`, until the thread has freed every batch
+    /// handed to it, so that their queue space is back. Freeing a batch
+    /// takes milliseconds; the limit only guards against a thread that
+    /// stopped. Returns whether it got there.
+    pub(crate) fn settle(&self, limit: Duration) -> bool {
+        let held = self.held.lock();
+        let (held, _) = self
+            .held
+            .freed
+            .wait_timeout_while(held, limit, |n| *n > 0)
+            .unwrap_or_else(|p| p.into_inner());
+        *held == 0
     }
 }
 
