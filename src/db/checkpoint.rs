@@ -10,12 +10,11 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use libsql::Connection;
 
 use crate::db::foreign::{self, Findings, ForeignWatch};
-use crate::db::Opened;
+use crate::db::{open, Opened};
 use crate::error::DbError;
 use crate::storage::StorageConfig;
 
@@ -64,14 +63,7 @@ pub(crate) async fn second_connection(
 ) -> Result<WalConnection, DbError> {
     let open = async {
         let conn = opened.db.connect()?;
-        // SQLite takes milliseconds as an `i32`: longer is "forever" anyway.
-        let most = Duration::from_millis(i32::MAX as u64);
-        conn.busy_timeout(storage.busy_timeout.min(most))?;
-        conn.execute(
-            &format!("PRAGMA synchronous = {}", storage.synchronous.pragma()),
-            (),
-        )
-        .await?;
+        open::connection_settings(&conn, storage).await?;
         let mut rows = conn
             .query("SELECT 1 FROM sqlite_schema LIMIT 1", ())
             .await?;

@@ -63,6 +63,26 @@ pub(crate) async fn open_watched(
     }
 }
 
+/// What every local connection of the crate to `config`'s database is
+/// set to: its busy timeout and its `synchronous` setting.
+///
+/// # Errors
+/// The pragma's error.
+pub(crate) async fn connection_settings(
+    conn: &libsql::Connection,
+    config: &StorageConfig,
+) -> libsql::Result<()> {
+    // SQLite takes milliseconds as an `i32`: longer is "forever" anyway.
+    let most = std::time::Duration::from_millis(i32::MAX as u64);
+    conn.busy_timeout(config.busy_timeout.min(most))?;
+    conn.execute(
+        &format!("PRAGMA synchronous = {}", config.synchronous.pragma()),
+        (),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn open_kind(config: &StorageConfig, kind: &DbKind) -> Result<Opened, TracingError> {
     let mut pipeline = None;
     let (db, remote) = match kind {
@@ -86,9 +106,7 @@ async fn open_kind(config: &StorageConfig, kind: &DbKind) -> Result<Opened, Trac
     };
     let conn = db.connect()?;
     if !remote {
-        // SQLite takes milliseconds as an `i32`: longer is "forever" anyway.
-        let most = std::time::Duration::from_millis(i32::MAX as u64);
-        conn.busy_timeout(config.busy_timeout.min(most))?;
+        connection_settings(&conn, config).await?;
         if matches!(kind, DbKind::File(_)) {
             let mode = config.journal_mode.pragma();
             // `PRAGMA journal_mode` answers with a row, so it is a query.
@@ -105,11 +123,6 @@ async fn open_kind(config: &StorageConfig, kind: &DbKind) -> Result<Opened, Trac
                 )));
             }
         }
-        conn.execute(
-            &format!("PRAGMA synchronous = {}", config.synchronous.pragma()),
-            (),
-        )
-        .await?;
         if matches!(kind, DbKind::File(_)) {
             // One connection does the writing. Rows of thousands of
             // concurrent rollouts land all over the session-keyed indexes,
