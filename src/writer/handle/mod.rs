@@ -321,7 +321,10 @@ impl BufferedTraceWriter {
             .unwrap_or_else(|| metrics::default_name(&self.inner.storage))
     }
 
-    /// Resolves once every operation queued before it is committed.
+    /// Resolves once every operation queued before it is committed, and
+    /// their queue space is free again: a producer that filled the queue
+    /// can send as much once more without waiting (or, under
+    /// [`OverflowPolicy::Reject`](crate::OverflowPolicy::Reject), without a `QueueFull`).
     ///
     /// # Errors
     /// - `WriteFailed` with the count and first cause, if the database
