@@ -176,6 +176,13 @@ impl ForeignWatch {
         }
     }
 
+    /// Takes over `other`'s claims: they last as long as this watch. For a
+    /// second connection to the same file whose handles SQLite may keep
+    /// open until the last connection of the process to it closes.
+    pub(crate) fn absorb(&mut self, mut other: ForeignWatch) {
+        self.mine.append(&mut other.mine);
+    }
+
     /// Scans if the last scan is a second old or more.
     pub(crate) fn scan_if_due(&mut self) {
         if !self.files.is_empty() && self.last.elapsed() >= RESCAN {

@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::db::exec::{segments, Segment};
 use crate::db::{self, read, Op};
 use crate::error::{ErrorClass, TracingError};
+use crate::writer::actor::checkpoint::WAIT_FOR_CHECKPOINT;
 use crate::writer::actor::items::{AttemptError, Item};
 use crate::writer::actor::Actor;
 use crate::writer::pipeline::Stage;
@@ -72,8 +73,8 @@ impl Actor {
             } else {
                 let conn = self.exec.conn.clone();
                 if let Some(c) = &self.checkpointer {
-                    c.before_batch(&conn, self.shared.until_close_deadline())
-                        .await;
+                    let wait = self.shared.within_close_deadline(WAIT_FOR_CHECKPOINT);
+                    c.before_batch(&conn, wait).await;
                 }
                 let result = db::transaction(&conn, self.apply_items(&mut items, multi)).await;
                 checkpoint_due |= result.is_ok();

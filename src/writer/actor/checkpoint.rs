@@ -53,7 +53,7 @@ pub(crate) const RESTART_AT: i64 = 40_000;
 /// The longest the actor waits for a checkpoint in progress before it
 /// copies the rest itself: one copies at most `RESTART_AT` frames and a
 /// batch.
-const WAIT_FOR_CHECKPOINT: Duration = Duration::from_secs(30);
+pub(crate) const WAIT_FOR_CHECKPOINT: Duration = Duration::from_secs(30);
 
 /// Checkpoints asked for that one may fall behind before the actor waits
 /// for it: so `log` is never older than this many requests (and the batch
@@ -323,19 +323,18 @@ impl Checkpointer {
     }
 
     /// Before a batch: once the WAL holds [`RESTART_AT`] frames, waits for
-    /// the checkpoint in progress (up to [`WAIT_FOR_CHECKPOINT`], and never
-    /// past `limit`, the time left before the writer's close deadline) and
+    /// the checkpoint in progress (for up to `wait`: [`WAIT_FOR_CHECKPOINT`],
+    /// or less once the writer's close deadline runs) and
     /// copies the rest on `conn`, the actor's connection, so that the
     /// batch's transaction starts the WAL over. Also waits when the
     /// checkpoints fell more than [`MAX_LAG`] requests behind, and runs
     /// every request itself once the thread is gone.
-    pub(crate) async fn before_batch(&self, conn: &Connection, limit: Option<Duration>) {
+    pub(crate) async fn before_batch(&self, conn: &Connection, wait: Duration) {
         let through = {
             let state = self.shared.lock();
             if !state.must_wait(self.limits.restart_at) {
                 return;
             }
-            let wait = limit.map_or(WAIT_FOR_CHECKPOINT, |l| l.min(WAIT_FOR_CHECKPOINT));
             let (state, waited) = self
                 .shared
                 .ended
@@ -370,13 +369,12 @@ impl Checkpointer {
         }
     }
 
-    /// Ends the thread: lets a checkpoint in progress end, for up to
-    /// `limit` (the time left before the writer's close deadline) or
-    /// [`WAIT_FOR_CHECKPOINT`], and closes the second connection. Past that
-    /// the thread is left to end by itself.
-    pub(crate) fn finish(mut self, limit: Option<Duration>) {
+    /// Ends the thread: lets a checkpoint in progress end, for up to `wait`
+    /// ([`WAIT_FOR_CHECKPOINT`], or less once the writer's close deadline
+    /// runs), and closes the second connection. Past that the thread is
+    /// left to end by itself.
+    pub(crate) fn finish(mut self, wait: Duration) {
         self.tx = None;
-        let wait = limit.map_or(WAIT_FOR_CHECKPOINT, |l| l.min(WAIT_FOR_CHECKPOINT));
         let state = self.shared.lock();
         let (state, waited) = self
             .shared
@@ -413,9 +411,7 @@ fn checkpoint_while_asked(
             Err(e) => {
                 // The actor copies the rest before its next batch.
                 state.log = state.log.max(restart_at);
-                drop(state);
                 shared.failed(&e);
-                state = shared.lock();
             }
         }
         if std::mem::take(&mut state.again) {
@@ -502,7 +498,9 @@ mod tests {
             let conn = &self.opened.conn;
             let mut largest = 0;
             for _ in 0..batches {
-                self.checkpointer.before_batch(conn, None).await;
+                self.checkpointer
+                    .before_batch(conn, WAIT_FOR_CHECKPOINT)
+                    .await;
                 db::transaction(conn, async {
                     for _ in 0..rows {
                         conn.execute("INSERT INTO pad VALUES (randomblob(3000))", ())

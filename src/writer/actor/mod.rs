@@ -35,7 +35,7 @@ mod remote;
 mod shared;
 mod thread;
 
-use checkpoint::Checkpointer;
+use checkpoint::{Checkpointer, WAIT_FOR_CHECKPOINT};
 pub(crate) use items::Item;
 use items::{BatchBound, Gathering, Terminator};
 use reclaim::Reclaim;
@@ -113,12 +113,9 @@ pub(crate) struct Actor {
     /// Frees finished batches off this thread.
     reclaim: Reclaim,
 
-    /// The checkpoint connection's claim on its handles: after `opened`,
-    /// since SQLite keeps a closed connection's handles open while another
-    /// connection of the process holds a lock on the file.
-    _wal_watch: ForeignWatch,
     /// The watch for a second SQLite library. Last: it is dropped after the
-    /// connection, so the connection's handles stay claimed while open.
+    /// connections, so their handles stay claimed while open (it holds the
+    /// checkpoint connection's claims too).
     foreign: ForeignWatch,
 }
 
@@ -132,16 +129,21 @@ impl Actor {
         storage: StorageConfig,
     ) -> Result<Actor, TracingError> {
         let mut opened = db::open_watched(&storage, shared.foreign.clone()).await?;
-        let foreign = std::mem::replace(&mut opened.watch, ForeignWatch::none(Arc::default()));
+        let mut foreign = std::mem::replace(&mut opened.watch, ForeignWatch::none(Arc::default()));
         let exec = Executor::new(opened.conn.clone(), opened.remote)
             .with_pipeline(opened.pipeline.clone());
         let multi_row = config.multi_row_inserts.unwrap_or(opened.remote);
         let kept = spill::default_paths(&config, &storage);
         let reclaim = Reclaim::start(shared.clone());
-        let (checkpointer, wal_watch) =
+        let checkpointer =
             match Checkpointer::for_file(&opened, &storage, &shared, config.error_history).await {
-                Some((c, watch)) => (Some(c), watch),
-                None => (None, ForeignWatch::none(Arc::default())),
+                Some((c, watch)) => {
+                    // SQLite may keep the checkpoint connection's handles
+                    // open until the actor's connection closes too.
+                    foreign.absorb(watch);
+                    Some(c)
+                }
+                None => None,
             };
         let actor = Actor {
             rx,
@@ -165,7 +167,6 @@ impl Actor {
             spilling: false,
             halt: None,
             noted: HashSet::new(),
-            _wal_watch: wal_watch,
             foreign,
             published: Published::default(),
             state: RunState::Running,
@@ -389,7 +390,7 @@ impl Actor {
                 // The queue space of every batch before it is back when the
                 // flush returns: a producer that filled the queue may send
                 // again at once.
-                let limit = (self.shared.until_close_deadline()).map_or(SETTLE, |l| l.min(SETTLE));
+                let limit = self.shared.within_close_deadline(SETTLE);
                 if !self.reclaim.settle(limit) {
                     tracing::debug!(target: "trace_writer", ?limit,
                         "a finished batch was still being freed when the flush returned");
@@ -444,7 +445,7 @@ impl Actor {
         }
         self.serve_control(true).await;
         if let Some(c) = self.checkpointer.take() {
-            c.finish(self.shared.until_close_deadline());
+            c.finish(self.shared.within_close_deadline(WAIT_FOR_CHECKPOINT));
         }
         let result = self.take_failures();
         if let Err(e) = &result {

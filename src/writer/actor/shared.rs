@@ -127,6 +127,12 @@ impl Shared {
         }
     }
 
+    /// `d`, but no longer than the time left before the close deadline:
+    /// how long a wait on the actor's thread may last.
+    pub(crate) fn within_close_deadline(&self, d: Duration) -> Duration {
+        self.until_close_deadline().map_or(d, |left| left.min(d))
+    }
+
     /// Time left before the close deadline, if one runs.
     pub(crate) fn until_close_deadline(&self) -> Option<Duration> {
         match *lock(&self.close_deadline) {
