@@ -56,3 +56,37 @@ mod multi_row {
     }
     conformance_suite!(make());
 }
+
+/// A writer that did not write a session loads its steps from the file:
+/// a step id with a NUL in it is found whole, not cut at the NUL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_writer_finds_a_stored_step_whose_id_holds_a_nul() {
+    use trace_writer::{SessionTimeStep, TraceStorage};
+    let dir = tempfile::tempdir().unwrap();
+    let config = StorageConfig::file(dir.path().join("t.db").to_str().unwrap());
+    let first = writer(config.clone(), WriterConfig::default()).await;
+    first
+        .ensure_session("s", chrono::Utc::now(), &serde_json::json!({}))
+        .await
+        .unwrap();
+    let cut = first
+        .ensure_timestep("s", &SessionTimeStep::new("a", 0))
+        .await
+        .unwrap();
+    let whole = first
+        .ensure_timestep("s", &SessionTimeStep::new("a\0b", 1))
+        .await
+        .unwrap();
+    assert_ne!(cut, whole);
+    first.close().await.unwrap();
+    let second = writer(config, WriterConfig::default()).await;
+    let again = second
+        .ensure_timestep("s", &SessionTimeStep::new("a\0b", 1))
+        .await
+        .unwrap();
+    assert_eq!(again, whole);
+    second.flush().await.unwrap();
+    let back = second.get_session("s").await.unwrap().unwrap();
+    assert_eq!(back.session_time_steps.len(), 2);
+    second.close().await.unwrap();
+}

@@ -69,6 +69,28 @@ async fn writer_round_trip() {
     round_trip_on(Arc::new(writer)).await;
 }
 
+/// Text with NULs reads back whole from sqld too, through both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn text_with_nul_reads_back_whole_from_the_server() {
+    let server = Sqld::start().await;
+    let plain = LibsqlTraceStorage::new(remote(server.url())).await.unwrap();
+    common::text_with_nul_reads_back_whole(common::Backend {
+        storage: Arc::new(plain),
+        dir: None,
+    })
+    .await;
+    let server = Sqld::start().await;
+    let writer = BufferedTraceWriter::new(remote(server.url()), WriterConfig::default())
+        .await
+        .unwrap();
+    common::text_with_nul_reads_back_whole(common::Backend {
+        storage: Arc::new(writer),
+        dir: None,
+    })
+    .await;
+}
+
 /// Floats read back from sqld to the bit, and strings as they were. A batch
 /// of plain values goes with its rows in one JSON argument, read by the
 /// server's SQLite (see `push_json_value` in `src/db/exec/encode.rs`); a

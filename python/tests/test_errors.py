@@ -56,6 +56,18 @@ def test_database_error(storage):
         storage.query("SELECT * FROM no_such_table")
 
 
+def test_text_that_is_not_utf8_is_a_database_error_and_the_storage_lives_on(storage):
+    storage.ensure_session("before")
+    with pytest.raises(tw.DatabaseError, match="not UTF-8"):
+        storage.query("SELECT CAST(x'ff' AS TEXT) AS t")
+    storage.ensure_session("after")
+    storage.flush()
+    assert [r["session_id"] for r in storage.query("SELECT session_id FROM session_traces ORDER BY 1")] == [
+        "after",
+        "before",
+    ]
+
+
 def test_serialization_error_on_a_corrupt_row(storage):
     storage.ensure_session("s")
     storage.query("UPDATE session_traces SET created_at = 'not a time' WHERE session_id = 's'")

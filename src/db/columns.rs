@@ -200,6 +200,17 @@ impl<C: Columns> RowValues<C> {
     }
 }
 
+/// A column's value for reading, with text as a BLOB of its bytes.
+///
+/// libsql (0.9.30) reads a local TEXT value as a C string and unwraps its
+/// UTF-8 check: text with a NUL would come back cut at the NUL, and text
+/// that is not UTF-8 would panic. A BLOB comes back whole, with its length;
+/// [`crate::db::read`] turns it back into text. Other values pass as they
+/// are: a REAL cast to text would lose digits.
+pub(crate) fn text_as_blob(column: &str) -> String {
+    format!("CASE WHEN typeof({column}) = 'text' THEN CAST({column} AS BLOB) ELSE {column} END")
+}
+
 /// A table this crate writes rows into.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) enum Table {
@@ -305,9 +316,11 @@ impl Table {
         }
     }
 
-    /// The column list, comma-separated, for `SELECT`s that decode by column.
+    /// The column list, comma-separated, for `SELECT`s that decode by
+    /// column: text comes as a BLOB of its bytes ([`text_as_blob`]).
     pub(crate) fn select_list(self) -> String {
-        self.columns().join(", ")
+        let cols: Vec<String> = self.columns().iter().map(|c| text_as_blob(c)).collect();
+        cols.join(", ")
     }
 
     /// `INSERT` of any number of rows bound as one JSON text, an array with

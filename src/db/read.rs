@@ -7,15 +7,16 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
 
 use chrono::{DateTime, Utc};
 use libsql::{Connection, Row, Value};
 use serde::de::DeserializeOwned;
 use serde_json::Value as Json;
 
-use crate::db::columns::{Columns, EventCol, MessageCol, SessionCol, StepCol, Table};
+use crate::db::columns::{text_as_blob, Columns, EventCol, MessageCol, SessionCol, StepCol, Table};
 use crate::db::op::text;
-use crate::error::{DbError, TracingError};
+use crate::error::{DbError, ErrorClass, TracingError};
 use crate::models::{
     BaseEventFields, EnvironmentEvent, LMCAISEvent, MarkovBlanketMessage, MessageContent,
     RuntimeEvent, SessionTimeStep, SessionTrace, TimeRecord, TracingEvent,
@@ -53,17 +54,56 @@ pub(crate) async fn load_steps(
     conn: &Connection,
     session_id: &str,
 ) -> Result<Vec<(String, i64)>, DbError> {
-    let mut rows = conn
-        .query(
-            "SELECT step_id, id FROM session_timesteps WHERE session_id = ?",
-            vec![text(session_id)],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT {}, id FROM session_timesteps WHERE session_id = ?",
+        text_as_blob("step_id")
+    );
+    let mut rows = conn.query(&sql, vec![text(session_id)]).await?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().await? {
-        out.push((row.get::<String>(0)?, row.get::<i64>(1)?));
+        out.push((text_cell(&row, 0)?, row.get::<i64>(1)?));
     }
     Ok(out)
+}
+
+/// A value read with [`text_as_blob`], text again. Text that is not UTF-8
+/// (only another program can store it) reads with U+FFFD in place of the
+/// bad bytes.
+fn unblob(v: Value) -> Value {
+    match v {
+        Value::Blob(b) => Value::Text(match String::from_utf8(b) {
+            Ok(s) => s,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        }),
+        other => other,
+    }
+}
+
+/// Cell `i` of a row, selected with [`text_as_blob`], as text.
+pub(crate) fn text_cell(row: &Row, i: i32) -> Result<String, DbError> {
+    Ok(match unblob(row.get_value(i)?) {
+        Value::Text(s) => s,
+        Value::Integer(n) => n.to_string(),
+        Value::Real(f) => f.to_string(),
+        Value::Null | Value::Blob(_) => String::new(),
+    })
+}
+
+/// Cell `i` of a row of a user's query. libsql (0.9.30) unwraps the UTF-8
+/// check of a local TEXT value, so text that is not UTF-8 (`CAST(x'ff' AS
+/// TEXT)`) panics inside it: here that becomes the query's error, and the
+/// thread that ran the query lives on.
+fn user_cell(row: &Row, i: i32) -> Result<Value, DbError> {
+    match std::panic::catch_unwind(AssertUnwindSafe(|| row.get_value(i))) {
+        Ok(v) => Ok(v?),
+        Err(_) => Err(DbError::new(
+            ErrorClass::Operation,
+            format!(
+                "column {i} of the query's result holds text that is not UTF-8; \
+                 select it as a BLOB (CAST(... AS BLOB)) to read its bytes"
+            ),
+        )),
+    }
 }
 
 fn json_param(v: &Json) -> Value {
@@ -104,7 +144,7 @@ pub(crate) async fn run_query(
     while let Some(row) = rows.next().await? {
         let mut obj = serde_json::Map::with_capacity(names.len());
         for (i, name) in names.iter().enumerate() {
-            obj.insert(name.clone(), value_json(row.get_value(i as i32)?));
+            obj.insert(name.clone(), value_json(user_cell(&row, i as i32)?));
         }
         out.push(Json::Object(obj));
     }
@@ -126,7 +166,7 @@ impl<'r, C: Columns> Cols<'r, C> {
     }
 
     fn value(&self, c: C) -> Result<Value, TracingError> {
-        Ok(self.row.get_value(c.index() as i32)?)
+        Ok(unblob(self.row.get_value(c.index() as i32)?))
     }
 
     fn text(&self, c: C) -> Result<Option<String>, TracingError> {

@@ -158,6 +158,12 @@ pub trait TraceStorage: Send + Sync {
     // ========================================================================
 
     /// Execute a raw SQL query and return results as JSON values.
+    ///
+    /// On a local database, libsql reads a TEXT result as a C string: a NUL
+    /// ends it, and text that is not UTF-8 is a [`TracingError::Database`]
+    /// that names its column. Select such a column `CAST(... AS BLOB)` to
+    /// get every byte (a BLOB comes back as an array of byte values).
+    /// Sessions read with [`TraceStorage::get_session`] come back whole.
     async fn query(&self, sql: &str, params: Vec<Value>) -> Result<Vec<Value>, TracingError>;
 
     /// Update session counts (num_timesteps, num_events, num_messages).

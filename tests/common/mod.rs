@@ -453,6 +453,84 @@ pub async fn verbatim_text(b: Backend) {
     s.close().await.unwrap();
 }
 
+/// Text with NULs in it, in plain and in JSON columns, reads back whole:
+/// libsql reads a TEXT value as a C string, which would end at the NUL.
+pub async fn text_with_nul_reads_back_whole(b: Backend) {
+    let s = &*b.storage;
+    let id = "nul\0session";
+    s.ensure_session(id, Utc::now(), &json!({"k\0": "v\0w"}))
+        .await
+        .unwrap();
+    let step = SessionTimeStep::new("step\0one", 0);
+    let ts = s.ensure_timestep(id, &step).await.unwrap();
+    // The same step again is the same row, looked up by its whole id.
+    assert_eq!(s.ensure_timestep(id, &step).await.unwrap(), ts);
+    let mut event = cais_event(1);
+    if let TracingEvent::Cais(e) = &mut event {
+        e.model_name = "model\0name".into();
+        e.base.system_instance_id = "\0".into();
+    }
+    s.insert_event(id, Some(ts), &event).await.unwrap();
+    let msg = MarkovBlanketMessage {
+        content: MessageContent::from_text("before\0after"),
+        message_type: "user\0".into(),
+        time_record: time(1.0),
+        metadata: HashMap::new(),
+    };
+    s.insert_message(id, Some(ts), &msg).await.unwrap();
+    let back = s.get_session(id).await.unwrap().unwrap();
+    assert_eq!(back.session_id, id);
+    assert_eq!(back.metadata, meta(&[("k\0", json!("v\0w"))]));
+    assert_eq!(back.session_time_steps[0].step_id, "step\0one");
+    assert_eq!(back.event_history, vec![event]);
+    assert_eq!(back.markov_blanket_message_history, vec![msg]);
+    s.close().await.unwrap();
+}
+
+/// Text that is not UTF-8 (only SQL, or another program, can store it) is
+/// an error in a query's result and U+FFFD in a read session, and the
+/// storage goes on working: libsql (0.9.30) panics on such text.
+pub async fn text_that_is_not_utf8_is_an_error_not_a_crash(b: Backend) {
+    let s = &*b.storage;
+    let err = s
+        .query("SELECT CAST(x'ff' AS TEXT) AS t", vec![])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not UTF-8"), "{err}");
+    s.ensure_session("bad", Utc::now(), &json!({}))
+        .await
+        .unwrap();
+    let ts = s
+        .ensure_timestep("bad", &SessionTimeStep::new("a", 0))
+        .await
+        .unwrap();
+    s.insert_event("bad", Some(ts), &cais_event(1))
+        .await
+        .unwrap();
+    s.query(
+        "UPDATE events SET model_name = CAST(x'41ff42' AS TEXT) WHERE session_id = 'bad'",
+        vec![],
+    )
+    .await
+    .unwrap();
+    let back = s.get_session("bad").await.unwrap().unwrap();
+    match &back.event_history[0] {
+        TracingEvent::Cais(e) => assert_eq!(e.model_name, "A\u{FFFD}B"),
+        other => panic!("not an LLM event: {other:?}"),
+    }
+    // Still writing, still reading.
+    s.ensure_session("after", Utc::now(), &json!({}))
+        .await
+        .unwrap();
+    assert!(s.get_session("after").await.unwrap().is_some());
+    let rows = s
+        .query("SELECT count(*) AS n FROM events", vec![])
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![json!({"n": 1})]);
+    s.close().await.unwrap();
+}
+
 /// Runs every check with a fresh backend from `make`.
 #[macro_export]
 macro_rules! conformance_suite {
@@ -500,6 +578,14 @@ macro_rules! conformance_suite {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn verbatim_text() {
             common::verbatim_text($make.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn text_with_nul_reads_back_whole() {
+            common::text_with_nul_reads_back_whole($make.await).await
+        }
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn text_that_is_not_utf8_is_an_error_not_a_crash() {
+            common::text_that_is_not_utf8_is_an_error_not_a_crash($make.await).await
         }
     };
 }

@@ -19,11 +19,11 @@ use std::sync::Arc;
 
 use libsql::{Connection, Value};
 
-use crate::db::columns::Table;
+use crate::db::columns::{text_as_blob, Table};
 use crate::db::hrana::HranaClient;
 use crate::db::lease::{block, lease_statements, READS_BLOCK};
 use crate::db::op::{text, Op};
-use crate::db::read::{find_timestep, first_i64};
+use crate::db::read::{find_timestep, first_i64, text_cell};
 use crate::db::tx::{row_exists_sql, transaction};
 use crate::error::DbError;
 
@@ -176,19 +176,25 @@ impl Executor {
     ) -> Result<HashMap<String, Vec<(String, i64)>>, DbError> {
         let mut out: HashMap<String, Vec<(String, i64)>> = HashMap::new();
         for chunk in sessions.chunks(MAX_BOUND_PARAMS) {
-            let sql = format!(
-                "SELECT session_id, step_id, id FROM session_timesteps WHERE session_id IN ({})",
-                vec!["?"; chunk.len()].join(", ")
-            );
+            let marks = vec!["?"; chunk.len()].join(", ");
             let args: Vec<Value> = chunk.iter().map(|s| text(s)).collect();
             if let Backend::Batched { client, .. } = &self.backend {
+                let sql = format!(
+                    "SELECT session_id, step_id, id FROM session_timesteps \
+                     WHERE session_id IN ({marks})"
+                );
                 remote::load_steps(client, sql, args, &mut out).await?;
             } else {
+                let sql = format!(
+                    "SELECT {}, {}, id FROM session_timesteps WHERE session_id IN ({marks})",
+                    text_as_blob("session_id"),
+                    text_as_blob("step_id")
+                );
                 let mut rows = self.conn.query(&sql, args).await?;
                 while let Some(row) = rows.next().await? {
-                    out.entry(row.get::<String>(0)?)
+                    out.entry(text_cell(&row, 0)?)
                         .or_default()
-                        .push((row.get::<String>(1)?, row.get::<i64>(2)?));
+                        .push((text_cell(&row, 1)?, row.get::<i64>(2)?));
                 }
             }
         }

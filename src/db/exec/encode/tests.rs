@@ -273,7 +273,7 @@ fn rows_as_json_read_back_as_bound_parameters() {
         let read = |conn: libsql::Connection| async move {
             let sql = format!(
                 "SELECT {} FROM events ORDER BY id",
-                Table::Events.select_list()
+                Table::Events.columns().join(", ")
             );
             let mut out = Vec::new();
             let mut rows = conn.query(&sql, ()).await.expect("select");
