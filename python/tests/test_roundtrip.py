@@ -6,6 +6,7 @@ import pytest
 
 import trace_writer as tw
 from conftest import env_event, expected_trace, fixture_trace, llm_event, runtime_event, write_trace
+from original_shapes import LLMCallRecord, LLMContentPart, LLMMessage, LMCAISEvent, TimeRecord
 
 
 def test_fixture_trace_round_trips(storage):
@@ -60,6 +61,47 @@ def test_realistic_trace_round_trips_with_events_outside_steps(storage):
     assert ids == list(range(1, 11))
     assert storage.get_session("rollout-1") == expected_trace(trace)
     assert storage.get_session("nope") is None
+
+
+class Tag(str):
+    """A str subclass: CPython keeps its text apart from the object."""
+
+
+# ASCII (read in place), then text that goes through the interpreter: one,
+# two and four bytes a character, a NUL, and a subclass.
+TEXTS = ["", "ascii only", "\x7f", "café", "naïve – “quoted”", "ключ", "日本語", "dice 🎲, 𝔘", "nul\x00in", Tag("sub")]
+
+
+def test_text_of_every_kind_reads_back_as_written(storage):
+    storage.ensure_session("s")
+    ts = storage.ensure_timestep("s", {"step_id": "a", "step_index": 0, "timestamp": "2025-01-02T03:04:05Z"})
+    for i, text in enumerate(TEXTS):
+        ev = llm_event(0, i)
+        ev["model_name"] = text
+        ev["metadata"] = {text: text, "list": [text]}
+        ev["call_records"][0]["input_messages"][0]["parts"][0]["text"] = text
+        storage.insert_event("s", ts, ev)
+        part = LLMContentPart(type="text", text=text)
+        record = LLMCallRecord(call_id=text, api_type="chat", input_messages=[LLMMessage(role=text, parts=[part])])
+        dc = LMCAISEvent(text, TimeRecord(1.0), metadata={text: text}, model_name=text, call_records=[record])
+        storage.insert_event("s", ts, dc)
+    # Keys that are str subclasses, with the field names as their text.
+    storage.insert_event("s", ts, {Tag(k): v for k, v in llm_event(0, 99).items()})
+    storage.flush()
+    events = storage.get_session("s")["session_time_steps"][0]["events"]
+    assert len(events) == 2 * len(TEXTS) + 1
+    for i, text in enumerate(TEXTS):
+        d, c = events[2 * i], events[2 * i + 1]
+        assert d["model_name"] == text
+        assert d["metadata"] == {text: text, "list": [text]}
+        assert d["call_records"][0]["input_messages"][0]["parts"][0]["text"] == text
+        assert (c["system_instance_id"], c["model_name"], c["metadata"]) == (text, text, {text: text})
+        call = c["call_records"][0]
+        assert (call["call_id"], call["input_messages"][0]["role"]) == (text, text)
+        assert call["input_messages"][0]["parts"][0]["text"] == text
+    last, want = events[-1], llm_event(0, 99)
+    assert (last["model_name"], last["span_id"], last["metadata"]) == ("gpt-4o-mini", want["span_id"], want["metadata"])
+    assert last["call_records"][0]["call_id"] == want["call_records"][0]["call_id"]
 
 
 def test_datetimes_are_accepted_where_times_go(storage):
