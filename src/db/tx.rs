@@ -2,8 +2,11 @@
 //!
 //! It rolls back on every failure: the body's, a failed `COMMIT` (in
 //! rollback-journal mode a reader in another process makes `COMMIT` return
-//! `SQLITE_BUSY` and leaves the transaction open), and a future dropped
-//! half-way. No other code in the crate opens or ends a transaction.
+//! `SQLITE_BUSY` and leaves the transaction open), a future dropped
+//! half-way, and a body that panics (a bug, ours or a library's: it becomes
+//! a fatal error, so the writer halts and keeps the batch in its spill
+//! file, and its thread lives on). No other code in the crate opens or ends
+//! a transaction.
 //!
 //! On a remote server, [`RemoteTx`] lays the same transaction out as the
 //! steps of one Hrana batch, sent in one request: `BEGIN`, the statements
@@ -15,8 +18,9 @@
 //! ([`TxShape::ran_first`]) and changed nothing.
 
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::task::{Context, Waker};
+use std::task::{Context, Poll, Waker};
 
 use libsql::Connection;
 
@@ -34,7 +38,8 @@ use crate::error::{DbError, ErrorClass};
 /// the connection by an earlier failure is rolled back first.
 ///
 /// # Errors
-/// The body's error, or the `BEGIN` or `COMMIT` error converted into `E`. In
+/// The body's error, or the `BEGIN` or `COMMIT` error converted into `E`;
+/// a panic of the body is an [`ErrorClass::Fatal`] error with its message. In
 /// every error case the transaction has been rolled back (or SQLite had
 /// already rolled it back), so the connection is in autocommit mode again.
 ///
@@ -57,12 +62,19 @@ where
         .await
         .map_err(|e| E::from(e.into()))?;
     let mut guard = RollbackOnDrop { conn: Some(conn) };
-    let result = match body.await {
-        Ok(value) => match conn.execute("COMMIT", ()).await {
+    let result = match catch_panic(body).await {
+        Ok(Ok(value)) => match conn.execute("COMMIT", ()).await {
             Ok(_) => Ok(value),
             Err(e) => Err(E::from(e.into())),
         },
-        Err(e) => Err(e),
+        Ok(Err(e)) => Err(e),
+        // A bug, ours or a library's: the same work would panic again, so
+        // it is fatal (the writer keeps its batch in the spill file), and the
+        // thread that ran it lives on.
+        Err(panic) => Err(E::from(DbError::new(
+            ErrorClass::Fatal,
+            format!("a panic inside the transaction: {panic}"),
+        ))),
     };
     // Past this point the future is not dropped half-way: end it here.
     guard.conn = None;
@@ -70,6 +82,30 @@ where
         rollback(conn).await;
     }
     result
+}
+
+/// `body`'s output, or the message of its panic.
+async fn catch_panic<F: Future>(body: F) -> Result<F::Output, String> {
+    let mut body = pin!(body);
+    std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
+            Ok(Poll::Pending) => Poll::Pending,
+            Err(panic) => Poll::Ready(Err(panic_message(panic.as_ref()))),
+        }
+    })
+    .await
+}
+
+/// What a panic said, if it said it in text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = panic.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = panic.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(no message)".to_string()
+    }
 }
 
 /// Rolls back whatever transaction is open. SQLite rolls some back on its
@@ -337,5 +373,52 @@ impl TxShape {
             .map(|r| r.unwrap_or(StepResult { rows: Vec::new() }))
             .collect();
         Ok(RemoteOutcome::Committed(results))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn rows(conn: &Connection) -> i64 {
+        let mut r = conn.query("SELECT count(*) FROM t", ()).await.unwrap();
+        r.next().await.unwrap().unwrap().get::<i64>(0).unwrap()
+    }
+
+    /// A body that panics half-way is a fatal error, not a panic of the
+    /// caller: what it wrote is rolled back and the connection takes the
+    /// next transaction.
+    #[tokio::test]
+    async fn a_panic_in_the_body_is_a_fatal_error_and_rolls_back() {
+        let db = libsql::Builder::new_local(":memory:")
+            .build()
+            .await
+            .unwrap();
+        let conn = db.connect().unwrap();
+        conn.execute("CREATE TABLE t (x INTEGER)", ())
+            .await
+            .unwrap();
+        let err = transaction(&conn, async {
+            conn.execute("INSERT INTO t VALUES (1)", ())
+                .await
+                .map_err(DbError::from)?;
+            let n = rows(&conn).await;
+            assert_eq!(n, 0, "boom: {n} row(s) inside the transaction");
+            Ok::<(), DbError>(())
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Fatal);
+        assert!(err.message.contains("boom: 1 row(s)"), "{}", err.message);
+        assert!(conn.is_autocommit());
+        assert_eq!(rows(&conn).await, 0);
+        transaction(&conn, async {
+            conn.execute("INSERT INTO t VALUES (2)", ())
+                .await
+                .map_err(DbError::from)
+        })
+        .await
+        .unwrap();
+        assert_eq!(rows(&conn).await, 1);
     }
 }
