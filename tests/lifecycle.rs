@@ -411,6 +411,54 @@ async fn a_dead_actor_never_strands_a_producer() {
     assert_eq!(w.close().await, Err(TracingError::WriterClosed));
 }
 
+/// A dead actor's queue is not dropped: the writes still queued go to the
+/// spill file and replay, and the cause counts both those and the ones of
+/// the batch that was being written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_actor_spills_what_was_still_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("deadq.db");
+    let spill = dir.path().join("deadq.jsonl");
+    let config = file_config(&dir, "deadq.db").with_busy_timeout(Duration::from_millis(20));
+    let w = BufferedTraceWriter::new(config.clone(), WriterConfig::default().spill_path(&spill))
+        .await
+        .unwrap();
+    let lock = Lock::take(&path).await;
+    w.insert_event("q", None, &common::env_event(0))
+        .await
+        .unwrap();
+    // The batch holding the first write retries against the lock, so the
+    // writes after it wait in the queue.
+    eventually("the first batch retries", || async {
+        w.stats().retries > 0
+    })
+    .await;
+    for i in 1..10 {
+        w.insert_event("q", None, &common::env_event(i))
+            .await
+            .unwrap();
+    }
+    w.inject_actor_crash();
+    eventually("the actor is dead", || async {
+        w.failure_cause().is_some()
+    })
+    .await;
+    let cause = w.failure_cause().unwrap();
+    assert!(
+        cause.contains("panicked; 9 queued operation(s) were spilled to")
+            && cause.contains("deadq.jsonl")
+            && cause.contains("1 operation(s) of the batch it was writing were not committed"),
+        "{cause}"
+    );
+    assert_eq!(w.stats().spilled, 9);
+    assert_eq!(w.close().await, Err(TracingError::WriterClosed));
+    lock.release().await;
+    let report = replay_spill_file(config.clone(), &spill).await.unwrap();
+    assert_eq!(report.inserted, 9);
+    let plain = LibsqlTraceStorage::new(config).await.unwrap();
+    assert_eq!(common::count(&plain, "events").await, 9);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_sessions_reload_in_fifo_order_and_keep_their_ids() {
     let dir = tempfile::tempdir().unwrap();

@@ -188,6 +188,12 @@ impl KeptFile {
         }
     }
 
+    /// Another file for the same lines: at this path if it is still free
+    /// when first written, else beside it.
+    pub(crate) fn beside(&self) -> Self {
+        Self::new(self.path.clone(), self.private_dir)
+    }
+
     /// Where the lines are (or will be) kept.
     pub(crate) fn path(&self) -> &Path {
         &self.path

@@ -191,6 +191,8 @@ impl Actor {
         let mut guard = DeathGuard {
             shared: self.shared.clone(),
             clean: false,
+            rx: self.rx.clone(),
+            spill: self.kept.spill.beside(),
         };
         let mut close_reply = None;
         while self.state == RunState::Running {

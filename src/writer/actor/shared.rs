@@ -8,14 +8,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Receiver;
 use tokio::sync::Semaphore;
 
 use crate::db::foreign::Findings;
+use crate::db::op::Op;
 use crate::error::TracingError;
 use crate::writer::ids::IdAllocator;
 use crate::writer::lock;
 use crate::writer::metrics::WriterMetrics;
-use crate::writer::protocol::Control;
+use crate::writer::protocol::{Control, Msg};
+use crate::writer::spill::KeptFile;
 use crate::writer::stats::Counters;
 use crate::writer::wait::deadline;
 
@@ -174,27 +177,65 @@ impl Shared {
 }
 
 /// Marks the writer dead if the actor thread unwinds or returns early, so
-/// that no producer is left waiting.
+/// that no producer is left waiting, and keeps what was still queued.
 pub(super) struct DeathGuard {
     pub(super) shared: Arc<Shared>,
     pub(super) clean: bool,
+    /// The queue, to take what is left in it.
+    pub(super) rx: Receiver<Msg>,
+    /// A spill file of its own beside the actor's (which may be open).
+    pub(super) spill: KeptFile,
 }
 
 impl Drop for DeathGuard {
     fn drop(&mut self) {
-        if !self.clean {
-            let cause = if std::thread::panicking() {
-                "the writer's actor thread panicked".to_string()
-            } else {
-                "the writer's actor thread stopped".to_string()
-            };
-            tracing::error!(target: "trace_writer", "{cause}");
-            lock(&self.shared.dead).get_or_insert(cause);
-        }
         // Wake every producer that waits for space or ids: they fail with
-        // `WriterClosed` instead of hanging.
+        // `WriterClosed` instead of hanging, and nothing more is accepted.
         self.shared.ops_sem.close();
         self.shared.bytes_sem.close();
         self.shared.ids.shut_down(TracingError::WriterClosed);
+        if self.clean {
+            return;
+        }
+        let how = if std::thread::panicking() {
+            "panicked"
+        } else {
+            "stopped"
+        };
+        let cause = format!("the writer's actor thread {how}");
+        // Writes still queued were accepted: they go to the spill file, for
+        // replay. Reads and flushes waiting in the queue fail as their reply
+        // is dropped.
+        let ops: Vec<Op> = self
+            .rx
+            .try_iter()
+            .filter_map(|msg| match msg {
+                Msg::Write { op, .. } => Some(op),
+                _ => None,
+            })
+            .collect();
+        let kept = match self.spill.append(ops.iter().map(|op| (op, cause.as_str()))) {
+            Ok(()) => {
+                Counters::add(&self.shared.counters.spilled, ops.len() as u64);
+                format!(
+                    "{} queued operation(s) were spilled to {}",
+                    ops.len(),
+                    self.spill.path().display()
+                )
+            }
+            Err(e) => format!(
+                "{} queued operation(s) could not be spilled to {}: {e}",
+                ops.len(),
+                self.spill.path().display()
+            ),
+        };
+        // What is accepted and neither committed, refused nor spilled was in
+        // the batch the actor was writing.
+        let lost = self.shared.counters.snapshot().queue_depth;
+        let cause = format!(
+            "{cause}; {kept}; {lost} operation(s) of the batch it was writing were not committed"
+        );
+        tracing::error!(target: "trace_writer", "{cause}");
+        lock(&self.shared.dead).get_or_insert(cause);
     }
 }

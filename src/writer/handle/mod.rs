@@ -286,7 +286,10 @@ impl BufferedTraceWriter {
     }
 
     /// Why the actor stopped, if it stopped abnormally (a bug). Every call
-    /// then fails with `WriterClosed`.
+    /// then fails with `WriterClosed`. The writes still queued when it
+    /// stopped are in a spill file for [`crate::replay_spill_file`]; the
+    /// cause names it, with their count and the count of the batch that was
+    /// being written, which was not committed.
     pub fn failure_cause(&self) -> Option<String> {
         self.inner.shared.dead_cause()
     }
