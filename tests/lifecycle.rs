@@ -459,6 +459,62 @@ async fn a_dead_actor_spills_what_was_still_queued() {
     assert_eq!(common::count(&plain, "events").await, 9);
 }
 
+/// Producers that keep writing while the actor dies: every write that
+/// returned `Ok` is in the spill file, except the one the stuck batch held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_accepted_before_the_actor_died_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("race.db");
+    let spill = dir.path().join("race.jsonl");
+    let config = file_config(&dir, "race.db").with_busy_timeout(Duration::from_millis(20));
+    let w = BufferedTraceWriter::new(config, WriterConfig::default().spill_path(&spill))
+        .await
+        .unwrap();
+    let lock = Lock::take(&path).await;
+    w.insert_event("r", None, &common::env_event(0))
+        .await
+        .unwrap();
+    eventually("the first batch retries", || async {
+        w.stats().retries > 0
+    })
+    .await;
+    let producers: Vec<_> = (0..4)
+        .map(|p| {
+            let w = w.clone();
+            tokio::spawn(async move {
+                let mut accepted = 0usize;
+                while w
+                    .insert_event("r", None, &common::env_event(p * 1_000_000 + accepted))
+                    .await
+                    .is_ok()
+                {
+                    accepted += 1;
+                    tokio::task::yield_now().await;
+                }
+                accepted
+            })
+        })
+        .collect();
+    eventually("writes are queued", || async { w.stats().enqueued > 1_000 }).await;
+    w.inject_actor_crash();
+    let mut accepted = 0;
+    for p in producers {
+        accepted += p.await.unwrap();
+    }
+    lock.release().await;
+    // The producers fail as soon as the queue closes, a moment before the
+    // queue is spilled and the cause written.
+    eventually("the cause is recorded", || async {
+        w.failure_cause().is_some()
+    })
+    .await;
+    let cause = w.failure_cause().unwrap();
+    assert!(cause.contains("1 operation(s) of the batch"), "{cause}");
+    let lines = std::fs::read_to_string(&spill).unwrap().lines().count();
+    assert_eq!(lines, accepted, "{cause}");
+    assert_eq!(w.stats().spilled as usize, accepted);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evicted_sessions_reload_in_fifo_order_and_keep_their_ids() {
     let dir = tempfile::tempdir().unwrap();

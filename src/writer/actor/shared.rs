@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -37,6 +37,12 @@ pub(crate) enum CloseDeadline {
 #[derive(Debug)]
 pub(crate) struct Shared {
     pub(crate) counters: Arc<Counters>,
+    /// `true` once closed. Producers hold the read lock only across their
+    /// non-blocking send, and `close()` takes the write lock before it sends
+    /// `Close`: so every accepted write is queued ahead of `Close`. A dying
+    /// actor closes it too ([`DeathGuard`]): after that no write can be
+    /// queued, so the ones it takes from the queue are all there are.
+    pub(crate) gate: RwLock<bool>,
     /// The metric handles, published by the actor (see `writer/metrics.rs`).
     pub(crate) metrics: WriterMetrics,
     pub(crate) ids: IdAllocator,
@@ -189,8 +195,9 @@ pub(super) struct DeathGuard {
 
 impl Drop for DeathGuard {
     fn drop(&mut self) {
-        // Wake every producer that waits for space or ids: they fail with
-        // `WriterClosed` instead of hanging, and nothing more is accepted.
+        // Nothing more is queued; every producer that waits for space or ids
+        // is woken and fails with `WriterClosed` instead of hanging.
+        *self.shared.gate.write().unwrap_or_else(|p| p.into_inner()) = true;
         self.shared.ops_sem.close();
         self.shared.bytes_sem.close();
         self.shared.ids.shut_down(TracingError::WriterClosed);

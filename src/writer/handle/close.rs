@@ -15,7 +15,7 @@ impl Inner {
     /// the writer was closed already or its actor is gone.
     fn begin_close(&self) -> Option<oneshot::Receiver<Result<(), TracingError>>> {
         {
-            let mut gate = self.gate.write().unwrap_or_else(|p| p.into_inner());
+            let mut gate = self.shared.gate.write().unwrap_or_else(|p| p.into_inner());
             if *gate {
                 return None;
             }

@@ -143,10 +143,6 @@ struct Inner {
     shared: Arc<Shared>,
     config: WriterConfig,
     storage: StorageConfig,
-    /// `true` once closed. Producers hold the read lock only across their
-    /// non-blocking send, and `close()` takes the write lock before it sends
-    /// `Close`: so every accepted write is queued ahead of `Close`.
-    gate: RwLock<bool>,
     /// Set once the database is open: only then can anything be queued, and
     /// only then does a drop wait for the actor.
     ready: AtomicBool,
@@ -217,6 +213,7 @@ impl BufferedTraceWriter {
             full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             space_wanted: std::sync::atomic::AtomicBool::new(false),
             wake_tx: control_tx.clone(),
+            gate: RwLock::new(false),
         });
         let (thread, ready) = actor::spawn(
             rx,
@@ -232,7 +229,6 @@ impl BufferedTraceWriter {
                 shared,
                 config,
                 storage,
-                gate: RwLock::new(false),
                 ready: AtomicBool::new(false),
                 sessions: Mutex::new(SessionCache::default()),
                 thread: Mutex::new(Some(thread)),
@@ -362,7 +358,12 @@ impl BufferedTraceWriter {
     /// fatal error halted the writer (failing fast with the cause, rather
     /// than accepting writes that could only be spilled).
     fn check_open(&self) -> Result<(), TracingError> {
-        let closed = *self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        let closed = *self
+            .inner
+            .shared
+            .gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         if closed {
             return Err(TracingError::WriterClosed);
         }
@@ -389,7 +390,12 @@ impl BufferedTraceWriter {
     }
 
     fn send(&self, msg: Msg) -> Result<(), TracingError> {
-        let gate = self.inner.gate.read().unwrap_or_else(|p| p.into_inner());
+        let gate = self
+            .inner
+            .shared
+            .gate
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
         if *gate {
             return Err(TracingError::WriterClosed);
         }
