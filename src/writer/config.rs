@@ -8,11 +8,12 @@ use crate::error::TracingError;
 /// Most operations in one transaction. A commit writes every page the batch
 /// dirtied, and with thousands of concurrent rollouts that is about one
 /// index page per session, so larger batches cost less per operation: at
-/// 8,192 rollouts, batches of up to 32,768 operations and 32 MiB ran the
-/// main job about 20% faster than 16,384 and 16 MiB (docs/scale.md).
-/// Batches grow this large only when that much is queued. For a local
-/// database; see [`DEFAULT_REMOTE_MAX_BATCH_OPS`].
-pub const DEFAULT_MAX_BATCH_OPS: usize = 32_768;
+/// 8,192 rollouts, batches of up to 131,072 operations (with 128 MiB and a
+/// 256 MiB queue) ran the main job 13% faster than 32,768 (with 32 MiB and a
+/// 64 MiB queue), and 32,768 ran about 20% faster than 16,384
+/// (docs/scale.md). Batches grow this large only when that much is queued.
+/// For a local database; see [`DEFAULT_REMOTE_MAX_BATCH_OPS`].
+pub const DEFAULT_MAX_BATCH_OPS: usize = 131_072;
 /// Most operations in one transaction on a remote database. Two batches are
 /// in flight at a time, so a request's round trip hides behind the server's
 /// work on the other batch only if that work takes about as long. At 100 ms
@@ -20,11 +21,11 @@ pub const DEFAULT_MAX_BATCH_OPS: usize = 32_768;
 /// in batches of 8,192, against about 0.6 in batches of 4,096, whose round
 /// trip outlasted the server's work (docs/remote.md).
 pub const DEFAULT_REMOTE_MAX_BATCH_OPS: usize = 8_192;
-/// Most bytes in one transaction: bounds the work redone after a fault. At
-/// 16 MiB it, not [`DEFAULT_MAX_BATCH_OPS`], ended the main job's batches
-/// at about 18,000 operations. For a local database; see
-/// [`DEFAULT_REMOTE_MAX_BATCH_BYTES`].
-pub const DEFAULT_MAX_BATCH_BYTES: usize = 32 << 20;
+/// Most bytes in one transaction: bounds the work redone after a fault. It
+/// must leave [`DEFAULT_MAX_BATCH_OPS`] room: at 16 MiB it, not the
+/// operations, ended the main job's batches at about 18,000 operations. For
+/// a local database; see [`DEFAULT_REMOTE_MAX_BATCH_BYTES`].
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 128 << 20;
 /// Most bytes in one transaction on a remote database: a batch is one
 /// request, and larger ones were measured only locally, so a request of
 /// large events stays as large as before.
@@ -34,12 +35,21 @@ pub const DEFAULT_REMOTE_MAX_BATCH_BYTES: usize = 16 << 20;
 /// commits (group commit); linger only helps a trickle of operations share a
 /// commit, and 1 ms is far below what a producer would notice.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(1);
-/// Operations the queue may hold: 64 full batches, enough to ride out a slow
-/// commit (an fsync, a checkpoint) without blocking producers.
+/// Operations the queue may hold: two of the largest local batches, or 32
+/// remote ones.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 18;
-/// Bytes the queue may hold. This bounds the writer's memory when producers
-/// outrun the disk: about 64 MiB of serialized rows.
-pub const DEFAULT_QUEUE_CAPACITY_BYTES: usize = 64 << 20;
+/// Bytes the queue may hold, counted as resident memory (see
+/// `queue_capacity_bytes`): the writer's memory bound when producers outrun
+/// the disk, the batch being written included. When producers outrun the
+/// actor, the queue is full and each batch takes what it holds, so this
+/// bound sets the batch size: at 64 MiB, the main job's batches at 8,192
+/// rollouts held about 30,000 operations of about 2 KiB each. For a local
+/// database; see [`DEFAULT_REMOTE_QUEUE_CAPACITY_BYTES`].
+pub const DEFAULT_QUEUE_CAPACITY_BYTES: usize = 256 << 20;
+/// Bytes the queue may hold on a remote database: its batches are
+/// [`DEFAULT_REMOTE_MAX_BATCH_OPS`] operations, so a larger queue would
+/// only hold more rows in memory while the server is slow.
+pub const DEFAULT_REMOTE_QUEUE_CAPACITY_BYTES: usize = 64 << 20;
 /// The largest single operation accepted.
 pub const DEFAULT_MAX_OP_BYTES: usize = 16 << 20;
 /// How long `close()` may take to drain and commit before it spills.
@@ -111,6 +121,8 @@ pub struct WriterConfig {
     pub(crate) linger: Duration,
     pub(crate) queue_capacity: usize,
     pub(crate) queue_capacity_bytes: usize,
+    /// `queue_capacity_bytes` was set, not left to the backend's default.
+    pub(crate) queue_capacity_bytes_set: bool,
     pub(crate) max_op_bytes: usize,
     pub(crate) overflow: OverflowPolicy,
     pub(crate) close_timeout: Duration,
@@ -142,6 +154,7 @@ impl Default for WriterConfig {
             linger: DEFAULT_LINGER,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
             queue_capacity_bytes: DEFAULT_QUEUE_CAPACITY_BYTES,
+            queue_capacity_bytes_set: false,
             max_op_bytes: DEFAULT_MAX_OP_BYTES,
             overflow: OverflowPolicy::Block,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
@@ -196,6 +209,9 @@ impl WriterConfig {
         if remote && !self.id_block_set {
             self.id_block = DEFAULT_REMOTE_ID_BLOCK;
         }
+        if remote && !self.queue_capacity_bytes_set {
+            self.queue_capacity_bytes = DEFAULT_REMOTE_QUEUE_CAPACITY_BYTES;
+        }
         self
     }
     /// Most bytes of operations in one transaction:
@@ -214,10 +230,17 @@ impl WriterConfig {
         /// Most write operations queued at once.
         queue_capacity: usize
     );
-    setter!(
-        /// Most bytes of write operations queued at once: the writer's memory bound.
-        queue_capacity_bytes: usize
-    );
+    /// Most bytes of write operations queued at once, the batch being
+    /// written included: the writer's memory bound.
+    /// [`DEFAULT_QUEUE_CAPACITY_BYTES`] for a local database and
+    /// [`DEFAULT_REMOTE_QUEUE_CAPACITY_BYTES`] for a remote one unless set.
+    /// Each operation counts the memory it holds (its values, each string,
+    /// and the allocator's overhead), not only its payload.
+    pub fn queue_capacity_bytes(mut self, value: usize) -> Self {
+        self.queue_capacity_bytes = value;
+        self.queue_capacity_bytes_set = true;
+        self
+    }
     setter!(
         /// The largest single operation; larger ones get `InvalidInput`.
         max_op_bytes: usize
@@ -440,14 +463,25 @@ mod tests {
         assert_eq!(remote.max_batch_bytes, DEFAULT_REMOTE_MAX_BATCH_BYTES);
         assert_eq!(remote.id_block, DEFAULT_REMOTE_ID_BLOCK);
         assert_eq!(local.id_block, DEFAULT_ID_BLOCK);
+        assert_eq!(local.queue_capacity_bytes, DEFAULT_QUEUE_CAPACITY_BYTES);
+        assert_eq!(
+            remote.queue_capacity_bytes,
+            DEFAULT_REMOTE_QUEUE_CAPACITY_BYTES
+        );
         let set = WriterConfig::default()
             .max_batch_ops(100)
             .max_batch_bytes(5000)
             .id_block(7)
+            .queue_capacity_bytes(9000)
             .for_backend(true);
         assert_eq!(
-            (set.max_batch_ops, set.max_batch_bytes, set.id_block),
-            (100, 5000, 7)
+            (
+                set.max_batch_ops,
+                set.max_batch_bytes,
+                set.id_block,
+                set.queue_capacity_bytes
+            ),
+            (100, 5000, 7, 9000)
         );
     }
 }
