@@ -8,12 +8,12 @@ use crate::error::TracingError;
 /// Most operations in one transaction. A commit writes every page the batch
 /// dirtied, and with thousands of concurrent rollouts that is about one
 /// index page per session, so larger batches cost less per operation: at
-/// 8,192 rollouts, batches of up to 131,072 operations (with 128 MiB and a
-/// 256 MiB queue) ran the main job 13% faster than 32,768 (with 32 MiB and a
-/// 64 MiB queue), and 32,768 ran about 20% faster than 16,384
-/// (docs/scale.md). Batches grow this large only when that much is queued.
-/// For a local database; see [`DEFAULT_REMOTE_MAX_BATCH_OPS`].
-pub const DEFAULT_MAX_BATCH_OPS: usize = 131_072;
+/// 8,192 rollouts, batches of up to 65,536 operations (with 64 MiB and a
+/// 256 MiB queue) ran the main job 9% faster than 32,768 (with 32 MiB and
+/// a 64 MiB queue), as fast as 131,072, and 32,768 ran about 20% faster
+/// than 16,384 (docs/scale.md). Batches grow this large only when that much
+/// is queued. For a local database; see [`DEFAULT_REMOTE_MAX_BATCH_OPS`].
+pub const DEFAULT_MAX_BATCH_OPS: usize = 65_536;
 /// Most operations in one transaction on a remote database. Two batches are
 /// in flight at a time, so a request's round trip hides behind the server's
 /// work on the other batch only if that work takes about as long. At 100 ms
@@ -25,7 +25,7 @@ pub const DEFAULT_REMOTE_MAX_BATCH_OPS: usize = 8_192;
 /// must leave [`DEFAULT_MAX_BATCH_OPS`] room: at 16 MiB it, not the
 /// operations, ended the main job's batches at about 18,000 operations. For
 /// a local database; see [`DEFAULT_REMOTE_MAX_BATCH_BYTES`].
-pub const DEFAULT_MAX_BATCH_BYTES: usize = 128 << 20;
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 64 << 20;
 /// Most bytes in one transaction on a remote database: a batch is one
 /// request, and larger ones were measured only locally, so a request of
 /// large events stays as large as before.
@@ -35,7 +35,7 @@ pub const DEFAULT_REMOTE_MAX_BATCH_BYTES: usize = 16 << 20;
 /// commits (group commit); linger only helps a trickle of operations share a
 /// commit, and 1 ms is far below what a producer would notice.
 pub const DEFAULT_LINGER: Duration = Duration::from_millis(1);
-/// Operations the queue may hold: two of the largest local batches, or 32
+/// Operations the queue may hold: four of the largest local batches, or 32
 /// remote ones.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1 << 18;
 /// Bytes the queue may hold, counted as resident memory (see
