@@ -160,6 +160,7 @@ pub mod pricing;
 pub mod schema;
 pub mod storage;
 pub mod tracer;
+mod unwind;
 #[cfg(feature = "workload")]
 #[doc(hidden)]
 pub mod workload;

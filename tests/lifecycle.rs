@@ -445,22 +445,100 @@ async fn a_dead_actor_spills_what_was_still_queued() {
     .await;
     let cause = w.failure_cause().unwrap();
     assert!(
-        cause.contains("panicked; 9 queued operation(s) were spilled to")
-            && cause.contains("deadq.jsonl")
-            && cause.contains("1 operation(s) of the batch it was writing were not committed"),
+        cause.contains(
+            "panicked; 10 operation(s) (1 the actor held in its batches, 9 still queued) \
+             were spilled to"
+        ) && cause.contains("deadq.jsonl")
+            && !cause.contains("not kept"),
         "{cause}"
     );
-    assert_eq!(w.stats().spilled, 9);
+    let stats = w.stats();
+    assert_eq!((stats.spilled, stats.queue_depth), (10, 0));
     assert_eq!(w.close().await, Err(TracingError::WriterClosed));
     lock.release().await;
     let report = replay_spill_file(config.clone(), &spill).await.unwrap();
-    assert_eq!(report.inserted, 9);
+    assert_eq!(report.inserted, 10);
     let plain = LibsqlTraceStorage::new(config).await.unwrap();
-    assert_eq!(common::count(&plain, "events").await, 9);
+    // In the order they were accepted: the stuck batch's write first.
+    let rows = plain
+        .query(
+            "SELECT json_extract(system_state_after, '$.pos[0]') AS i FROM events ORDER BY id",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let order: Vec<i64> = rows.iter().map(|r| r["i"].as_i64().unwrap()).collect();
+    assert_eq!(order, (0..10).collect::<Vec<i64>>());
+}
+
+/// A crash while the actor collects a batch (lingering for more writes):
+/// the writes it had collected are spilled ahead of those still queued,
+/// in the order they were accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_while_collecting_keeps_what_was_collected() {
+    // Nothing shows when the actor has taken the first write, so the crash
+    // may come before it did (then all 10 are still queued): try again
+    // until one run caught the actor holding writes. Every run must keep
+    // all 10.
+    let mut caught_collecting = false;
+    for round in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        let spill = dir.path().join("collect.jsonl");
+        let config = file_config(&dir, "collect.db");
+        let w = BufferedTraceWriter::new(
+            config.clone(),
+            WriterConfig::default()
+                .spill_path(&spill)
+                .linger(Duration::from_secs(3600)),
+        )
+        .await
+        .unwrap();
+        for i in 0..10 {
+            w.insert_event("c", None, &common::env_event(i))
+                .await
+                .unwrap();
+        }
+        // The actor takes the writes and lingers for a full batch: nothing
+        // is committed when the crash comes.
+        tokio::time::sleep(Duration::from_millis(5 * (round + 1))).await;
+        assert_eq!(w.stats().committed, 0);
+        w.inject_actor_crash();
+        eventually("the actor is dead", || async {
+            w.failure_cause().is_some()
+        })
+        .await;
+        let cause = w.failure_cause().unwrap();
+        assert!(
+            cause.contains("panicked; 10 operation(s) (") && !cause.contains("not kept"),
+            "{cause}"
+        );
+        assert_eq!(w.stats().spilled, 10);
+        drop(w);
+        let report = replay_spill_file(config.clone(), &spill).await.unwrap();
+        assert_eq!(report.inserted, 10);
+        let plain = LibsqlTraceStorage::new(config).await.unwrap();
+        let rows = plain
+            .query(
+                "SELECT json_extract(system_state_after, '$.pos[0]') AS i FROM events ORDER BY id",
+                vec![],
+            )
+            .await
+            .unwrap();
+        let order: Vec<i64> = rows.iter().map(|r| r["i"].as_i64().unwrap()).collect();
+        assert_eq!(order, (0..10).collect::<Vec<i64>>());
+        if !cause.contains("(0 the actor held") {
+            caught_collecting = true;
+            break;
+        }
+    }
+    assert!(
+        caught_collecting,
+        "the crash never came while the actor collected"
+    );
 }
 
 /// Producers that keep writing while the actor dies: every write that
-/// returned `Ok` is in the spill file, except the one the stuck batch held.
+/// returned `Ok` is in the spill file, the one the stuck batch held too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_write_accepted_before_the_actor_died_is_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -509,10 +587,11 @@ async fn every_write_accepted_before_the_actor_died_is_kept() {
     })
     .await;
     let cause = w.failure_cause().unwrap();
-    assert!(cause.contains("1 operation(s) of the batch"), "{cause}");
+    assert!(cause.contains("1 the actor held in its batches"), "{cause}");
     let lines = std::fs::read_to_string(&spill).unwrap().lines().count();
-    assert_eq!(lines, accepted, "{cause}");
-    assert_eq!(w.stats().spilled as usize, accepted);
+    // The producers' writes, and the first one, which the stuck batch held.
+    assert_eq!(lines, accepted + 1, "{cause}");
+    assert_eq!(w.stats().spilled as usize, accepted + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

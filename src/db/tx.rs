@@ -18,9 +18,8 @@
 //! ([`TxShape::ran_first`]) and changed nothing.
 
 use std::future::Future;
-use std::panic::AssertUnwindSafe;
 use std::pin::pin;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Waker};
 
 use libsql::Connection;
 
@@ -30,6 +29,7 @@ use crate::db::columns::Table;
 use crate::db::hrana::{Arg, BatchResult, Cond, Step, StepResult, Stmt};
 use crate::db::op::Op;
 use crate::error::{DbError, ErrorClass};
+use crate::unwind::{catch_unwind, panic_message};
 
 /// Runs `body` inside one `BEGIN IMMEDIATE` … `COMMIT` on `conn`.
 ///
@@ -62,7 +62,7 @@ where
         .await
         .map_err(|e| E::from(e.into()))?;
     let mut guard = RollbackOnDrop { conn: Some(conn) };
-    let result = match catch_panic(body).await {
+    let result = match catch_unwind(body).await {
         Ok(Ok(value)) => match conn.execute("COMMIT", ()).await {
             Ok(_) => Ok(value),
             Err(e) => Err(E::from(e.into())),
@@ -73,7 +73,10 @@ where
         // thread that ran it lives on.
         Err(panic) => Err(E::from(DbError::new(
             ErrorClass::Fatal,
-            format!("a panic inside the transaction: {panic}"),
+            format!(
+                "a panic inside the transaction: {}",
+                panic_message(panic.as_ref())
+            ),
         ))),
     };
     // Past this point the future is not dropped half-way: end it here.
@@ -82,30 +85,6 @@ where
         rollback(conn).await;
     }
     result
-}
-
-/// `body`'s output, or the message of its panic.
-async fn catch_panic<F: Future>(body: F) -> Result<F::Output, String> {
-    let mut body = pin!(body);
-    std::future::poll_fn(|cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| body.as_mut().poll(cx))) {
-            Ok(Poll::Ready(out)) => Poll::Ready(Ok(out)),
-            Ok(Poll::Pending) => Poll::Pending,
-            Err(panic) => Poll::Ready(Err(panic_message(panic.as_ref()))),
-        }
-    })
-    .await
-}
-
-/// What a panic said, if it said it in text.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = panic.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = panic.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "(no message)".to_string()
-    }
 }
 
 /// Rolls back whatever transaction is open. SQLite rolls some back on its

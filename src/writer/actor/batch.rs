@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::db::exec::{segments, Segment};
 use crate::db::{self, read, Op};
 use crate::error::{ErrorClass, TracingError};
+use crate::unwind::catch_unwind;
 use crate::writer::actor::checkpoint::WAIT_FOR_CHECKPOINT;
 use crate::writer::actor::items::{AttemptError, Item};
 use crate::writer::actor::Actor;
@@ -27,19 +28,30 @@ impl Actor {
     /// operations and bytes, its attempts and its outcome (`committed`,
     /// `committed, some refused` or `spilled`), so the retry and spill events
     /// logged meanwhile carry them; no payload or token is recorded.
+    ///
+    /// Should the actor panic before the batch is committed or spilled (a
+    /// bug), its writes, and those of the batches collected behind it, are
+    /// held for the spill file before the panic goes on (see
+    /// [`Actor::hold_on_panic`]).
     pub(super) async fn execute(&mut self, items: Vec<Item>, stage: Stage, overlap: bool) {
         use tracing::field::Empty;
         use tracing::Instrument;
         let span = tracing::debug_span!(target: "trace_writer", "batch",
             ops = Empty, bytes = Empty, attempts = Empty, outcome = Empty);
-        self.execute_in(items, stage, overlap, &span)
-            .instrument(span.clone())
-            .await;
+        let mut held = items;
+        let run = self
+            .execute_in(&mut held, stage, overlap, &span)
+            .instrument(span.clone());
+        if let Err(panic) = catch_unwind(run).await {
+            self.hold_on_panic(held, true, panic);
+        }
     }
 
+    /// [`Actor::execute`]. `slot` holds the batch until it is committed,
+    /// refused or spilled, and is empty after.
     async fn execute_in(
         &mut self,
-        mut items: Vec<Item>,
+        slot: &mut Vec<Item>,
         stage: Stage,
         overlap: bool,
         span: &tracing::Span,
@@ -69,14 +81,14 @@ impl Actor {
             let attempt = if !local {
                 let overlap = std::mem::take(&mut collect_next);
                 let stage = stage.take().unwrap_or(Stage::Collected);
-                self.attempt_remote(&mut items, multi, stage, overlap).await
+                self.attempt_remote(slot, multi, stage, overlap).await
             } else {
                 let conn = self.exec.conn.clone();
                 if let Some(c) = &self.checkpointer {
                     let wait = self.shared.within_close_deadline(WAIT_FOR_CHECKPOINT);
                     c.before_batch(&conn, wait).await;
                 }
-                let result = db::transaction(&conn, self.apply_items(&mut items, multi)).await;
+                let result = db::transaction(&conn, self.apply_items(slot, multi)).await;
                 checkpoint_due |= result.is_ok();
                 result
             };
@@ -107,7 +119,7 @@ impl Actor {
                             "transient fault; retrying the batch");
                     }
                     self.reconnect_if_remote().await;
-                    self.answer_step_loads_outside_tx(&mut items).await;
+                    self.answer_step_loads_outside_tx(slot).await;
                     self.serve_control(false).await;
                     self.shared.sleep_until_close_deadline(backoff);
                     backoff = backoff.saturating_mul(2).min(self.config.retry_max);
@@ -122,6 +134,9 @@ impl Actor {
                 }
             }
         }
+        // Committed, or spilled below: nothing to hold should the actor
+        // panic from here on.
+        let mut items = std::mem::take(slot);
         // Set aside as committed: found stored after a lost reply.
         let mut committed = 0;
         if let Some(p) = self.pipeline.as_mut() {

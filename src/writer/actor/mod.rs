@@ -47,7 +47,9 @@ use crate::db::foreign::ForeignWatch;
 use crate::db::{self, read, Executor, Op, Opened, Table};
 use crate::error::TracingError;
 use crate::storage::StorageConfig;
+use crate::unwind::{catch_unwind, Panic};
 use crate::writer::config::WriterConfig;
+use crate::writer::lock;
 use crate::writer::metrics::Published;
 use crate::writer::pipeline::{Pipeline, QueuedBatch};
 pub(crate) use crate::writer::protocol::{Control, Msg};
@@ -242,8 +244,12 @@ impl Actor {
     /// coming, up to a message that needs a commit first.
     async fn batch(&mut self, first: Msg) -> Option<Terminator> {
         self.in_batch = true;
-        let (items, terminator) = self.collect(first).await;
-        let mut next = Some(QueuedBatch::collected(items, terminator));
+        let mut g = Gathering::default();
+        let terminator = match catch_unwind(self.collect(first, &mut g)).await {
+            Ok(t) => t,
+            Err(panic) => self.hold_on_panic(std::mem::take(&mut g.items), false, panic),
+        };
+        let mut next = Some(QueuedBatch::collected(g.items, terminator));
         // Nothing is collected past a message that needs a commit first, so
         // a batch that ends with one is the last in the queue.
         let mut terminator = None;
@@ -269,11 +275,10 @@ impl Actor {
         terminator
     }
 
-    /// Takes what is queued, up to the batch bounds, stopping after a
-    /// message that needs a commit first. When the queue runs dry it waits up
-    /// to `linger` for more, unless a read is waiting.
-    async fn collect(&mut self, first: Msg) -> (Vec<Item>, Option<Terminator>) {
-        let mut g = Gathering::default();
+    /// Takes what is queued into `g`, up to the batch bounds, stopping after
+    /// a message that needs a commit first (returned). When the queue runs
+    /// dry it waits up to `linger` for more, unless a read is waiting.
+    async fn collect(&mut self, first: Msg, g: &mut Gathering) -> Option<Terminator> {
         let linger_end = deadline(self.config.linger);
         let mut next = Some(first);
         loop {
@@ -302,10 +307,42 @@ impl Actor {
             match g.take(msg, &self.config) {
                 BatchBound::Open => {}
                 BatchBound::Full => break,
-                BatchBound::EndsWith(t) => return (g.items, Some(t)),
+                BatchBound::EndsWith(t) => return Some(t),
             }
         }
-        (g.items, None)
+        None
+    }
+
+    /// Keeps the writes the actor holds for the [`DeathGuard`], then lets
+    /// the panic go on: `items` (a batch, or what was being collected) and,
+    /// with `queued`, the batches collected behind it, ahead of any held
+    /// already (collected later, by a call the panic passed through first).
+    /// The batch's refused writes go to the dead-letter file as usual.
+    fn hold_on_panic(&mut self, items: Vec<Item>, queued: bool, panic: Panic) -> ! {
+        let mut writes: Vec<Op> = Vec::new();
+        let mut take = |items: Vec<Item>| {
+            // A refused write is counted and kept in `self.refused` already.
+            writes.extend(items.into_iter().filter_map(|item| match item {
+                Item::Write {
+                    op, failed: false, ..
+                } => Some(op),
+                _ => None,
+            }))
+        };
+        take(items);
+        if queued {
+            if let Some(p) = self.pipeline.as_mut() {
+                for batch in p.queued.drain(..) {
+                    take(batch.items);
+                }
+            }
+        }
+        self.keep_refused();
+        let mut held = lock(&self.shared.held);
+        writes.append(&mut *held);
+        *held = writes;
+        drop(held);
+        std::panic::resume_unwind(panic)
     }
 
     /// Waits for the next message until `end` (forever for `None`), serving

@@ -12,6 +12,7 @@ use crossbeam_channel::TryRecvError;
 use crate::db::exec::RemoteBatch;
 use crate::db::{Op, Table};
 use crate::error::{DbError, ErrorClass, BUG};
+use crate::unwind::catch_unwind;
 use crate::writer::actor::items::{AttemptError, BatchBound, Gathering, Item, Terminator};
 use crate::writer::actor::Actor;
 use crate::writer::pipeline::{
@@ -218,7 +219,12 @@ impl Actor {
             if !room {
                 return;
             }
-            let (next_items, terminator) = self.collect_during(current).await;
+            let mut g = Gathering::default();
+            let terminator = match catch_unwind(self.collect_during(current, &mut g)).await {
+                Ok(t) => t,
+                Err(panic) => self.hold_on_panic(std::mem::take(&mut g.items), false, panic),
+            };
+            let next_items = g.items;
             if next_items.is_empty() && terminator.is_none() {
                 return;
             }
@@ -397,8 +403,11 @@ impl Actor {
     /// read was taken, or the close deadline passed. Step loads are
     /// answered meanwhile, and lease requests kept for the next request to
     /// carry.
-    async fn collect_during(&mut self, current: &mut Stage) -> (Vec<Item>, Option<Terminator>) {
-        let mut g = Gathering::default();
+    async fn collect_during(
+        &mut self,
+        current: &mut Stage,
+        g: &mut Gathering,
+    ) -> Option<Terminator> {
         loop {
             if g.items.len() % 256 == 255 {
                 self.serve_control(true).await;
@@ -426,10 +435,10 @@ impl Actor {
             match g.take(msg, &self.config) {
                 BatchBound::Open => {}
                 BatchBound::Full => break,
-                BatchBound::EndsWith(t) => return (g.items, Some(t)),
+                BatchBound::EndsWith(t) => return Some(t),
             }
         }
-        (g.items, None)
+        None
     }
 
     /// Waits for a message, a control message, or `current`'s reply,

@@ -62,6 +62,11 @@ pub(crate) struct Shared {
     pub(crate) recent_errors: Mutex<VecDeque<String>>,
     /// Why the actor stopped, if it stopped abnormally.
     pub(crate) dead: Mutex<Option<String>>,
+    /// The writes the actor held when it panicked, in queue order: what it
+    /// was collecting, the batch it was writing and the batches collected
+    /// behind it (see `Actor::hold_on_panic`). The [`DeathGuard`] spills
+    /// them ahead of what is still queued.
+    pub(crate) held: Mutex<Vec<Op>>,
     /// The fatal error that halted the writer, and its spill file: write
     /// calls fail fast with it (see `TracingError::Halted`).
     pub(crate) halt: Mutex<Option<(String, PathBuf)>>,
@@ -210,38 +215,43 @@ impl Drop for DeathGuard {
             "stopped"
         };
         let cause = format!("the writer's actor thread {how}");
-        // Writes still queued were accepted: they go to the spill file, for
+        // Writes the actor held, then writes still queued: all were
+        // accepted, so they go to the spill file, in queue order, for
         // replay. Reads and flushes waiting in the queue fail as their reply
         // is dropped.
-        let ops: Vec<Op> = self
-            .rx
-            .try_iter()
-            .filter_map(|msg| match msg {
+        let held = std::mem::take(&mut *lock(&self.shared.held));
+        let in_batch = held.len();
+        let ops: Vec<Op> = held
+            .into_iter()
+            .chain(self.rx.try_iter().filter_map(|msg| match msg {
                 Msg::Write { op, .. } => Some(op),
                 _ => None,
-            })
+            }))
             .collect();
+        let what = format!(
+            "{} operation(s) ({in_batch} the actor held in its batches, {} still queued)",
+            ops.len(),
+            ops.len() - in_batch
+        );
         let kept = match self.spill.append(ops.iter().map(|op| (op, cause.as_str()))) {
             Ok(()) => {
                 Counters::add(&self.shared.counters.spilled, ops.len() as u64);
-                format!(
-                    "{} queued operation(s) were spilled to {}",
-                    ops.len(),
-                    self.spill.path().display()
-                )
+                format!("{what} were spilled to {}", self.spill.path().display())
             }
             Err(e) => format!(
-                "{} queued operation(s) could not be spilled to {}: {e}",
-                ops.len(),
+                "{what} could not be spilled to {}: {e}",
                 self.spill.path().display()
             ),
         };
-        // What is accepted and neither committed, refused nor spilled was in
-        // the batch the actor was writing.
+        // What is accepted and neither committed, refused nor spilled is
+        // lost: nothing, unless the actor stopped without panicking in the
+        // middle of a batch, or the spill file could not be written.
         let lost = self.shared.counters.snapshot().queue_depth;
-        let cause = format!(
-            "{cause}; {kept}; {lost} operation(s) of the batch it was writing were not committed"
-        );
+        let cause = if lost == 0 {
+            format!("{cause}; {kept}")
+        } else {
+            format!("{cause}; {kept}; {lost} accepted operation(s) were not kept")
+        };
         tracing::error!(target: "trace_writer", "{cause}");
         lock(&self.shared.dead).get_or_insert(cause);
     }

@@ -208,6 +208,7 @@ impl BufferedTraceWriter {
             failed_steps: Mutex::new(Vec::new()),
             recent_errors: Mutex::new(VecDeque::new()),
             dead: Mutex::new(None),
+            held: Mutex::default(),
             halt: Mutex::new(None),
             foreign: Arc::default(),
             full_at: std::sync::atomic::AtomicU64::new(u64::MAX),
@@ -282,10 +283,12 @@ impl BufferedTraceWriter {
     }
 
     /// Why the actor stopped, if it stopped abnormally (a bug). Every call
-    /// then fails with `WriterClosed`. The writes still queued when it
-    /// stopped are in a spill file for [`crate::replay_spill_file`]; the
-    /// cause names it, with their count and the count of the batch that was
-    /// being written, which was not committed.
+    /// then fails with `WriterClosed`. If it panicked, the writes it held
+    /// uncommitted (the batch it was writing or collecting, and the batches
+    /// collected behind it) and the writes still queued are in a spill file
+    /// for [`crate::replay_spill_file`], in the order they were accepted; the
+    /// cause names the file and both counts, and any accepted write that
+    /// could not be kept.
     pub fn failure_cause(&self) -> Option<String> {
         self.inner.shared.dead_cause()
     }
