@@ -1,9 +1,9 @@
 //! Flush, close and drop; linger; overflow policies; runtimes.
 mod common;
 
-use common::Lock;
+use common::{eventually, Lock};
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 use serde_json::json;
@@ -11,19 +11,6 @@ use trace_writer::*;
 
 fn file_config(dir: &tempfile::TempDir, name: &str) -> StorageConfig {
     StorageConfig::file(dir.path().join(name).to_str().unwrap())
-}
-
-/// Polls `check` until it is true; fails (does not hang) after a minute.
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let end = Instant::now() + Duration::from_secs(60);
-    while !check().await {
-        assert!(Instant::now() < end, "never happened: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

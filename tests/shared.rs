@@ -152,6 +152,67 @@ async fn a_step_created_by_the_plain_backend_gets_the_writers_events() {
 /// With `provisional_step_ids`, a session this writer has not read gets its
 /// step id at once; steps another backend stored first still get every
 /// record, and no step row is made twice.
+/// A writer with provisional step ids learnt that its id stands for a step
+/// stored elsewhere, then its actor died with records under that id still
+/// unwritten: the spill file has them under the stored row, so the replay
+/// files them there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_spilled_by_a_dying_actor_go_under_the_stored_step() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("die.db");
+    let spill = dir.path().join("die.jsonl");
+    let config = wal(&dir, "die.db").with_busy_timeout(std::time::Duration::from_millis(20));
+    let plain = LibsqlTraceStorage::new(config.clone())
+        .await
+        .expect("plain");
+    plain
+        .ensure_session("s", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    let real = record(&plain, "s", "stored", 0).await;
+    let writer = BufferedTraceWriter::new(
+        config.clone(),
+        WriterConfig::default()
+            .provisional_step_ids(true)
+            .spill_path(&spill),
+    )
+    .await
+    .expect("writer");
+    let ours = record(&writer, "s", "stored", 1).await;
+    assert_ne!(ours, real);
+    // The step insert meets the stored row: the writer learns its id.
+    writer.flush().await.expect("flush");
+    let lock = common::Lock::take(&path).await;
+    writer
+        .insert_event("s", Some(ours), &tagged_event("s", "stored", 2))
+        .await
+        .expect("event");
+    common::eventually("the batch retries", || async { writer.stats().retries > 0 }).await;
+    writer
+        .insert_event("s", Some(ours), &tagged_event("s", "stored", 3))
+        .await
+        .expect("event");
+    writer.inject_actor_crash();
+    common::eventually("the actor is dead", || async {
+        writer.failure_cause().is_some()
+    })
+    .await;
+    assert_eq!(writer.stats().spilled, 2, "{:?}", writer.failure_cause());
+    drop(writer);
+    lock.release().await;
+    let report = replay_spill_file(config, &spill).await.expect("replay");
+    assert_eq!(report.inserted, 2);
+    assert_eq!(misfiled(&plain).await, 0);
+    let rows = plain
+        .query(
+            "SELECT COUNT(*) AS n FROM events WHERE timestep_id = ?",
+            vec![json!(real)],
+        )
+        .await
+        .expect("query");
+    assert_eq!(rows[0]["n"], json!(4), "every event under the stored row");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisional_step_ids_file_records_under_steps_stored_elsewhere() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -609,3 +609,16 @@ impl Lock {
         self.conn.execute("COMMIT", ()).await.expect("unlock");
     }
 }
+
+/// Polls `check` until it is true; fails (does not hang) after a minute.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check().await {
+        assert!(std::time::Instant::now() < end, "never happened: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -316,8 +316,10 @@ impl Actor {
     /// Keeps the writes the actor holds for the [`DeathGuard`], then lets
     /// the panic go on: `items` (a batch, or what was being collected) and,
     /// with `queued`, the batches collected behind it, ahead of any held
-    /// already (collected later, by a call the panic passed through first).
-    /// The batch's refused writes go to the dead-letter file as usual.
+    /// already (collected later, by a call the panic passed through first),
+    /// then what is still queued. Each is filed under the step rows the
+    /// executor learnt, as [`Actor::spill`] files them. The batch's refused
+    /// writes go to the dead-letter file as usual.
     fn hold_on_panic(&mut self, items: Vec<Item>, queued: bool, panic: Panic) -> ! {
         let mut writes: Vec<Op> = Vec::new();
         let mut take = |items: Vec<Item>| {
@@ -337,11 +339,25 @@ impl Actor {
                 }
             }
         }
-        self.keep_refused();
+        // Reads and flushes in the queue fail as their reply is dropped.
+        let from_queue: Vec<Op> = self
+            .rx
+            .try_iter()
+            .filter_map(|msg| match msg {
+                Msg::Write { op, .. } => Some(op),
+                _ => None,
+            })
+            .collect();
         let mut held = lock(&self.shared.held);
-        writes.append(&mut *held);
-        *held = writes;
+        held.from_queue += from_queue.len();
+        writes.append(&mut held.ops);
+        writes.extend(from_queue);
+        for op in &mut writes {
+            self.exec.remap_op(op);
+        }
+        held.ops = writes;
         drop(held);
+        self.keep_refused();
         std::panic::resume_unwind(panic)
     }
 

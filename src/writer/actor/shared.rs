@@ -62,11 +62,10 @@ pub(crate) struct Shared {
     pub(crate) recent_errors: Mutex<VecDeque<String>>,
     /// Why the actor stopped, if it stopped abnormally.
     pub(crate) dead: Mutex<Option<String>>,
-    /// The writes the actor held when it panicked, in queue order: what it
-    /// was collecting, the batch it was writing and the batches collected
-    /// behind it (see `Actor::hold_on_panic`). The [`DeathGuard`] spills
-    /// them ahead of what is still queued.
-    pub(crate) held: Mutex<Vec<Op>>,
+    /// The writes the actor held when it panicked (see
+    /// `Actor::hold_on_panic`). The [`DeathGuard`] spills them ahead of what
+    /// is still queued.
+    pub(crate) held: Mutex<Held>,
     /// The fatal error that halted the writer, and its spill file: write
     /// calls fail fast with it (see `TracingError::Halted`).
     pub(crate) halt: Mutex<Option<(String, PathBuf)>>,
@@ -187,6 +186,16 @@ impl Shared {
     }
 }
 
+/// The writes a panicking actor held, in the order they were accepted:
+/// what it was collecting, the batch it was writing and the batches
+/// collected behind it, then what it took from the queue.
+#[derive(Debug, Default)]
+pub(crate) struct Held {
+    pub(crate) ops: Vec<Op>,
+    /// How many of `ops`, at their end, it took from the queue.
+    pub(crate) from_queue: usize,
+}
+
 /// Marks the writer dead if the actor thread unwinds or returns early, so
 /// that no producer is left waiting, and keeps what was still queued.
 pub(super) struct DeathGuard {
@@ -220,8 +229,9 @@ impl Drop for DeathGuard {
         // replay. Reads and flushes waiting in the queue fail as their reply
         // is dropped.
         let held = std::mem::take(&mut *lock(&self.shared.held));
-        let in_batch = held.len();
+        let in_batch = held.ops.len().saturating_sub(held.from_queue);
         let ops: Vec<Op> = held
+            .ops
             .into_iter()
             .chain(self.rx.try_iter().filter_map(|msg| match msg {
                 Msg::Write { op, .. } => Some(op),
