@@ -484,4 +484,11 @@ mod tests {
             (100, 5000, 7, 9000)
         );
     }
+
+    #[test]
+    fn an_operation_larger_than_the_remote_queue_is_refused_at_open() {
+        let config = WriterConfig::default().max_op_bytes(100 << 20);
+        assert!(config.clone().for_backend(false).validate().is_ok());
+        assert!(config.for_backend(true).validate().is_err());
+    }
 }

@@ -189,9 +189,11 @@ impl BufferedTraceWriter {
         storage: StorageConfig,
         config: WriterConfig,
     ) -> Result<(Self, actor::StartReply), TracingError> {
-        config.validate()?;
         let remote = matches!(storage.kind()?, crate::storage::DbKind::Remote(_));
+        // Checked with the backend's defaults filled in: a remote writer's
+        // queue is smaller, and `max_op_bytes` must fit in it.
         let config = config.for_backend(remote);
+        config.validate()?;
         let (tx, rx) = crossbeam_channel::unbounded();
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let counters = Arc::new(Counters::default());
