@@ -667,3 +667,18 @@ async fn a_producer_waiting_for_space_ends_the_linger() {
         w.close().await.unwrap();
     }
 }
+
+/// A remote writer's queue is smaller than a local one's: an operation
+/// bound that fits only the local queue is refused when the writer opens,
+/// before any connection is tried.
+#[tokio::test]
+async fn a_remote_writer_refuses_an_operation_bound_larger_than_its_queue() {
+    let config = StorageConfig::turso("http://127.0.0.1:1", "");
+    let err = BufferedTraceWriter::new(config, WriterConfig::default().max_op_bytes(100 << 20))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(&err, TracingError::InvalidInput(m) if m.contains("max_op_bytes")),
+        "{err:?}"
+    );
+}
