@@ -351,22 +351,18 @@ impl Actor {
                 }
             }
         }
-        // Reads and flushes in the queue fail as their reply is dropped.
-        let from_queue: Vec<Op> = self
-            .rx
-            .try_iter()
-            .filter_map(|msg| match msg {
-                Msg::Write { op, .. } => Some(op),
-                _ => None,
-            })
-            .collect();
+        // Nothing is queued once the gate is closed, so the queue taken here
+        // is all of it (a call the panic passed through first took it
+        // already), and every write is filed under the learnt step rows.
+        self.shared.close_gate();
+        let mut from_queue: Vec<Op> = shared::queued_writes(&self.rx).collect();
+        for op in writes.iter_mut().chain(from_queue.iter_mut()) {
+            self.exec.remap_op(op);
+        }
         let mut held = lock(&self.shared.held);
         held.from_queue += from_queue.len();
         writes.append(&mut held.ops);
-        writes.extend(from_queue);
-        for op in &mut writes {
-            self.exec.remap_op(op);
-        }
+        writes.append(&mut from_queue);
         held.ops = writes;
         drop(held);
         self.keep_refused();

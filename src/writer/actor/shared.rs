@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
@@ -184,6 +184,28 @@ impl Shared {
     pub(crate) fn dead_cause(&self) -> Option<String> {
         lock(&self.dead).clone()
     }
+
+    /// The gate, read: `true` once closed. A producer holds it across its
+    /// non-blocking send (see [`Shared::gate`]).
+    pub(crate) fn gate_closed(&self) -> RwLockReadGuard<'_, bool> {
+        self.gate.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Closes the gate: no write is queued after this returns. `false` if it
+    /// was closed already.
+    pub(crate) fn close_gate(&self) -> bool {
+        let mut gate = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        !std::mem::replace(&mut *gate, true)
+    }
+}
+
+/// Takes the writes still queued. Reads and flushes in the queue fail as
+/// their reply is dropped.
+pub(super) fn queued_writes(rx: &Receiver<Msg>) -> impl Iterator<Item = Op> + '_ {
+    rx.try_iter().filter_map(|msg| match msg {
+        Msg::Write { op, .. } => Some(op),
+        _ => None,
+    })
 }
 
 /// The writes a panicking actor held, in the order they were accepted:
@@ -191,13 +213,15 @@ impl Shared {
 /// collected behind it, then what it took from the queue.
 #[derive(Debug, Default)]
 pub(crate) struct Held {
+    /// The writes, filed under the step rows the executor learnt.
     pub(crate) ops: Vec<Op>,
     /// How many of `ops`, at their end, it took from the queue.
     pub(crate) from_queue: usize,
 }
 
 /// Marks the writer dead if the actor thread unwinds or returns early, so
-/// that no producer is left waiting, and keeps what was still queued.
+/// that no producer is left waiting, and spills the writes the actor held
+/// ([`Held`]) and what was still queued.
 pub(super) struct DeathGuard {
     pub(super) shared: Arc<Shared>,
     pub(super) clean: bool,
@@ -211,7 +235,7 @@ impl Drop for DeathGuard {
     fn drop(&mut self) {
         // Nothing more is queued; every producer that waits for space or ids
         // is woken and fails with `WriterClosed` instead of hanging.
-        *self.shared.gate.write().unwrap_or_else(|p| p.into_inner()) = true;
+        self.shared.close_gate();
         self.shared.ops_sem.close();
         self.shared.bytes_sem.close();
         self.shared.ids.shut_down(TracingError::WriterClosed);
@@ -226,17 +250,13 @@ impl Drop for DeathGuard {
         let cause = format!("the writer's actor thread {how}");
         // Writes the actor held, then writes still queued: all were
         // accepted, so they go to the spill file, in queue order, for
-        // replay. Reads and flushes waiting in the queue fail as their reply
-        // is dropped.
+        // replay.
         let held = std::mem::take(&mut *lock(&self.shared.held));
         let in_batch = held.ops.len().saturating_sub(held.from_queue);
         let ops: Vec<Op> = held
             .ops
             .into_iter()
-            .chain(self.rx.try_iter().filter_map(|msg| match msg {
-                Msg::Write { op, .. } => Some(op),
-                _ => None,
-            }))
+            .chain(queued_writes(&self.rx))
             .collect();
         let what = format!(
             "{} operation(s) ({in_batch} the actor held in its batches, {} still queued)",

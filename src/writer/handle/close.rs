@@ -14,12 +14,8 @@ impl Inner {
     /// Closes the gate and sends `Close` behind everything queued. `None` if
     /// the writer was closed already or its actor is gone.
     fn begin_close(&self) -> Option<oneshot::Receiver<Result<(), TracingError>>> {
-        {
-            let mut gate = self.shared.gate.write().unwrap_or_else(|p| p.into_inner());
-            if *gate {
-                return None;
-            }
-            *gate = true;
+        if !self.shared.close_gate() {
+            return None;
         }
         self.shared.start_close_deadline(self.config.close_timeout);
         let (reply, answer) = oneshot::channel();

@@ -286,11 +286,12 @@ impl BufferedTraceWriter {
 
     /// Why the actor stopped, if it stopped abnormally (a bug). Every call
     /// then fails with `WriterClosed`. If it panicked, the writes it held
-    /// uncommitted (the batch it was writing or collecting, and the batches
-    /// collected behind it) and the writes still queued are in a spill file
-    /// for [`crate::replay_spill_file`], in the order they were accepted; the
+    /// (the batch it was writing or collecting, and the batches collected
+    /// behind it) and the writes still queued are in a spill file for
+    /// [`crate::replay_spill_file`], in the order they were accepted; the
     /// cause names the file and both counts, and any accepted write that
-    /// could not be kept.
+    /// could not be kept. A remote batch the server committed before its
+    /// reply was handled is among them, and its replay counts duplicates.
     pub fn failure_cause(&self) -> Option<String> {
         self.inner.shared.dead_cause()
     }
@@ -363,13 +364,7 @@ impl BufferedTraceWriter {
     /// fatal error halted the writer (failing fast with the cause, rather
     /// than accepting writes that could only be spilled).
     fn check_open(&self) -> Result<(), TracingError> {
-        let closed = *self
-            .inner
-            .shared
-            .gate
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
-        if closed {
+        if *self.inner.shared.gate_closed() {
             return Err(TracingError::WriterClosed);
         }
         match self.inner.shared.halted_error() {
@@ -395,12 +390,7 @@ impl BufferedTraceWriter {
     }
 
     fn send(&self, msg: Msg) -> Result<(), TracingError> {
-        let gate = self
-            .inner
-            .shared
-            .gate
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let gate = self.inner.shared.gate_closed();
         if *gate {
             return Err(TracingError::WriterClosed);
         }
