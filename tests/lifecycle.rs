@@ -398,28 +398,51 @@ async fn a_dead_actor_never_strands_a_producer() {
     assert_eq!(w.close().await, Err(TracingError::WriterClosed));
 }
 
-/// A dead actor's queue is not dropped: the writes still queued go to the
-/// spill file and replay, and the cause counts both those and the ones of
-/// the batch that was being written.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_actor_spills_what_was_still_queued() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("deadq.db");
-    let spill = dir.path().join("deadq.jsonl");
-    let config = file_config(&dir, "deadq.db").with_busy_timeout(Duration::from_millis(20));
+/// A writer on a fresh file whose first batch, one event of `session`,
+/// retries against a lock held from a child process; writes after it wait
+/// in the queue. Returns the writer, its storage, its spill file and the
+/// lock.
+async fn writer_stuck_on_a_lock(
+    dir: &tempfile::TempDir,
+    name: &str,
+    session: &str,
+) -> (BufferedTraceWriter, StorageConfig, std::path::PathBuf, Lock) {
+    let spill = dir.path().join(format!("{name}.jsonl"));
+    let config =
+        file_config(dir, &format!("{name}.db")).with_busy_timeout(Duration::from_millis(20));
     let w = BufferedTraceWriter::new(config.clone(), WriterConfig::default().spill_path(&spill))
         .await
         .unwrap();
-    let lock = Lock::take(&path).await;
-    w.insert_event("q", None, &common::env_event(0))
+    let lock = Lock::take(&dir.path().join(format!("{name}.db"))).await;
+    w.insert_event(session, None, &common::env_event(0))
         .await
         .unwrap();
-    // The batch holding the first write retries against the lock, so the
-    // writes after it wait in the queue.
     eventually("the first batch retries", || async {
         w.stats().retries > 0
     })
     .await;
+    (w, config, spill, lock)
+}
+
+/// The `common::env_event` numbers of the stored events, in id order.
+async fn event_order(storage: &dyn TraceStorage) -> Vec<i64> {
+    let rows = storage
+        .query(
+            "SELECT json_extract(system_state_after, '$.pos[0]') AS i FROM events ORDER BY id",
+            vec![],
+        )
+        .await
+        .unwrap();
+    rows.iter().map(|r| r["i"].as_i64().unwrap()).collect()
+}
+
+/// A dead actor loses nothing: the batch it was writing and the writes
+/// still queued go to the spill file and replay in the order they were
+/// accepted, and the cause counts both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_actor_spills_what_was_still_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let (w, config, spill, lock) = writer_stuck_on_a_lock(&dir, "deadq", "q").await;
     for i in 1..10 {
         w.insert_event("q", None, &common::env_event(i))
             .await
@@ -447,15 +470,7 @@ async fn a_dead_actor_spills_what_was_still_queued() {
     assert_eq!(report.inserted, 10);
     let plain = LibsqlTraceStorage::new(config).await.unwrap();
     // In the order they were accepted: the stuck batch's write first.
-    let rows = plain
-        .query(
-            "SELECT json_extract(system_state_after, '$.pos[0]') AS i FROM events ORDER BY id",
-            vec![],
-        )
-        .await
-        .unwrap();
-    let order: Vec<i64> = rows.iter().map(|r| r["i"].as_i64().unwrap()).collect();
-    assert_eq!(order, (0..10).collect::<Vec<i64>>());
+    assert_eq!(event_order(&plain).await, (0..10).collect::<Vec<i64>>());
 }
 
 /// A crash while the actor collects a batch (lingering for more writes):
@@ -504,15 +519,7 @@ async fn a_crash_while_collecting_keeps_what_was_collected() {
         let report = replay_spill_file(config.clone(), &spill).await.unwrap();
         assert_eq!(report.inserted, 10);
         let plain = LibsqlTraceStorage::new(config).await.unwrap();
-        let rows = plain
-            .query(
-                "SELECT json_extract(system_state_after, '$.pos[0]') AS i FROM events ORDER BY id",
-                vec![],
-            )
-            .await
-            .unwrap();
-        let order: Vec<i64> = rows.iter().map(|r| r["i"].as_i64().unwrap()).collect();
-        assert_eq!(order, (0..10).collect::<Vec<i64>>());
+        assert_eq!(event_order(&plain).await, (0..10).collect::<Vec<i64>>());
         if !cause.contains("(0 the actor held") {
             caught_collecting = true;
             break;
@@ -529,20 +536,7 @@ async fn a_crash_while_collecting_keeps_what_was_collected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_write_accepted_before_the_actor_died_is_kept() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("race.db");
-    let spill = dir.path().join("race.jsonl");
-    let config = file_config(&dir, "race.db").with_busy_timeout(Duration::from_millis(20));
-    let w = BufferedTraceWriter::new(config, WriterConfig::default().spill_path(&spill))
-        .await
-        .unwrap();
-    let lock = Lock::take(&path).await;
-    w.insert_event("r", None, &common::env_event(0))
-        .await
-        .unwrap();
-    eventually("the first batch retries", || async {
-        w.stats().retries > 0
-    })
-    .await;
+    let (w, _, spill, lock) = writer_stuck_on_a_lock(&dir, "race", "r").await;
     let producers: Vec<_> = (0..4)
         .map(|p| {
             let w = w.clone();
@@ -574,7 +568,10 @@ async fn every_write_accepted_before_the_actor_died_is_kept() {
     })
     .await;
     let cause = w.failure_cause().unwrap();
-    assert!(cause.contains("1 the actor held in its batches"), "{cause}");
+    assert!(
+        cause.contains("(1 the actor held in its batches"),
+        "{cause}"
+    );
     let lines = std::fs::read_to_string(&spill).unwrap().lines().count();
     // The producers' writes, and the first one, which the stuck batch held.
     assert_eq!(lines, accepted + 1, "{cause}");

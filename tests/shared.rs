@@ -69,6 +69,18 @@ async fn record(storage: &dyn TraceStorage, session: &str, step_id: &str, i: usi
     ts
 }
 
+/// The plain backend on `config`, with session `s` and its step `stored`
+/// (and a record under it); returns the step's row id.
+async fn stored_elsewhere(config: StorageConfig) -> (LibsqlTraceStorage, i64) {
+    let plain = LibsqlTraceStorage::new(config).await.expect("plain");
+    plain
+        .ensure_session("s", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    let real = record(&plain, "s", "stored", 0).await;
+    (plain, real)
+}
+
 fn wal(dir: &tempfile::TempDir, name: &str) -> StorageConfig {
     StorageConfig::file(dir.path().join(name).to_str().expect("utf-8"))
 }
@@ -149,9 +161,6 @@ async fn a_step_created_by_the_plain_backend_gets_the_writers_events() {
     plain.close().await.expect("close");
 }
 
-/// With `provisional_step_ids`, a session this writer has not read gets its
-/// step id at once; steps another backend stored first still get every
-/// record, and no step row is made twice.
 /// A writer with provisional step ids learnt that its id stands for a step
 /// stored elsewhere, then its actor died with records under that id still
 /// unwritten: the spill file has them under the stored row, so the replay
@@ -162,14 +171,7 @@ async fn records_spilled_by_a_dying_actor_go_under_the_stored_step() {
     let path = dir.path().join("die.db");
     let spill = dir.path().join("die.jsonl");
     let config = wal(&dir, "die.db").with_busy_timeout(std::time::Duration::from_millis(20));
-    let plain = LibsqlTraceStorage::new(config.clone())
-        .await
-        .expect("plain");
-    plain
-        .ensure_session("s", Utc::now(), &json!({}))
-        .await
-        .expect("session");
-    let real = record(&plain, "s", "stored", 0).await;
+    let (plain, real) = stored_elsewhere(config.clone()).await;
     let writer = BufferedTraceWriter::new(
         config.clone(),
         WriterConfig::default()
@@ -213,17 +215,13 @@ async fn records_spilled_by_a_dying_actor_go_under_the_stored_step() {
     assert_eq!(rows[0]["n"], json!(4), "every event under the stored row");
 }
 
+/// With `provisional_step_ids`, a session this writer has not read gets its
+/// step id at once; steps another backend stored first still get every
+/// record, and no step row is made twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn provisional_step_ids_file_records_under_steps_stored_elsewhere() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let plain = LibsqlTraceStorage::new(wal(&dir, "prov.db"))
-        .await
-        .expect("plain");
-    plain
-        .ensure_session("s", Utc::now(), &json!({}))
-        .await
-        .expect("session");
-    let real = record(&plain, "s", "stored", 0).await;
+    let (plain, real) = stored_elsewhere(wal(&dir, "prov.db")).await;
     let config = WriterConfig::default().provisional_step_ids(true);
     let writer = BufferedTraceWriter::new(wal(&dir, "prov.db"), config)
         .await
