@@ -424,6 +424,16 @@ async fn writer_stuck_on_a_lock(
     (w, config, spill, lock)
 }
 
+/// Makes the actor panic and waits until it is dead; returns the cause.
+async fn crash(w: &BufferedTraceWriter) -> String {
+    w.inject_actor_crash();
+    eventually("the actor is dead", || async {
+        w.failure_cause().is_some()
+    })
+    .await;
+    w.failure_cause().unwrap()
+}
+
 /// The `common::env_event` numbers of the stored events, in id order.
 async fn event_order(storage: &dyn TraceStorage) -> Vec<i64> {
     let rows = storage
@@ -448,12 +458,7 @@ async fn a_dead_actor_spills_what_was_still_queued() {
             .await
             .unwrap();
     }
-    w.inject_actor_crash();
-    eventually("the actor is dead", || async {
-        w.failure_cause().is_some()
-    })
-    .await;
-    let cause = w.failure_cause().unwrap();
+    let cause = crash(&w).await;
     assert!(
         cause.contains(
             "panicked; 10 operation(s) (1 the actor held in its batches, 9 still queued) \
@@ -504,12 +509,7 @@ async fn a_crash_while_collecting_keeps_what_was_collected() {
         // is committed when the crash comes.
         tokio::time::sleep(Duration::from_millis(5 * (round + 1))).await;
         assert_eq!(w.stats().committed, 0);
-        w.inject_actor_crash();
-        eventually("the actor is dead", || async {
-            w.failure_cause().is_some()
-        })
-        .await;
-        let cause = w.failure_cause().unwrap();
+        let cause = crash(&w).await;
         assert!(
             cause.contains("panicked; 10 operation(s) (") && !cause.contains("not kept"),
             "{cause}"
