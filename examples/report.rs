@@ -354,6 +354,8 @@ struct Latency {
     rollouts: support::latency::Run,
     /// The same with `WriterConfig::provisional_step_ids`.
     provisional: support::latency::Run,
+    /// [`support::latency::LONG_ROLLOUTS`] tracer rollouts.
+    long: support::latency::Run,
     plain_eps: f64,
     plain_conns_per_op: f64,
 }
@@ -362,7 +364,7 @@ struct Latency {
 /// a fresh sqld, round-robin over the round trips; empty without
 /// `TRACE_WRITER_SQLD`.
 async fn remote_latency() -> Vec<Latency> {
-    use support::latency::{plain_run, writer_run, Work};
+    use support::latency::{plain_run, writer_run, Work, LONG_ROLLOUTS};
     if std::env::var_os("TRACE_WRITER_SQLD").is_none() {
         eprintln!("remote latency: skipped (set TRACE_WRITER_SQLD to a sqld binary to include it)");
         return Vec::new();
@@ -372,6 +374,7 @@ async fn remote_latency() -> Vec<Latency> {
         support::latency::Run,
         support::latency::Run,
         (f64, f64),
+        support::latency::Run,
     );
     let mut runs: Vec<Vec<Runs>> = ROUND_TRIPS_MS.iter().map(|_| Vec::new()).collect();
     for round in 0..ROUNDS {
@@ -382,13 +385,18 @@ async fn remote_latency() -> Vec<Latency> {
             let rollouts = writer_run(rtt, Work::Rollouts(ROLLOUTS_AT_A_DISTANCE)).await;
             let provisional =
                 writer_run(rtt, Work::ProvisionalRollouts(ROLLOUTS_AT_A_DISTANCE)).await;
+            let long = writer_run(rtt, Work::Rollouts(LONG_ROLLOUTS)).await;
             let plain = plain_run(rtt).await;
             eprintln!(
                 "{ms:>3} ms: writer {:.0} events/s, rollouts {:.0} events/s, provisional {:.0} \
-                 events/s, plain {:.1} events/s",
-                writer.events_per_sec, rollouts.events_per_sec, provisional.events_per_sec, plain.0
+                 events/s, {LONG_ROLLOUTS} rollouts {:.0} events/s, plain {:.1} events/s",
+                writer.events_per_sec,
+                rollouts.events_per_sec,
+                provisional.events_per_sec,
+                long.events_per_sec,
+                plain.0
             );
-            out.push((writer, rollouts, provisional, plain));
+            out.push((writer, rollouts, provisional, plain, long));
         }
     }
     ROUND_TRIPS_MS
@@ -404,11 +412,14 @@ async fn remote_latency() -> Vec<Latency> {
             let provisional = runs[mid].2;
             runs.sort_by(|a, b| a.3 .0.total_cmp(&b.3 .0));
             let (plain_eps, plain_conns_per_op) = runs[mid].3;
+            runs.sort_by(|a, b| a.4.events_per_sec.total_cmp(&b.4.events_per_sec));
+            let long = runs[mid].4;
             Latency {
                 rtt_ms,
                 writer,
                 rollouts,
                 provisional,
+                long,
                 plain_eps,
                 plain_conns_per_op,
             }
@@ -424,6 +435,8 @@ fn render_latency(s: &mut String, rows: &[Latency]) {
     let base = loopback.writer.events_per_sec;
     let base_rollouts = loopback.rollouts.events_per_sec;
     let base_provisional = loopback.provisional.events_per_sec;
+    let base_returned = loopback.rollouts.returned_per_sec;
+    let base_long = loopback.long.events_per_sec;
     let _ = writeln!(
         s,
         "\nRemote server (sqld on loopback, a fresh one per run) through a proxy adding a round \
@@ -431,29 +444,37 @@ fn render_latency(s: &mut String, rows: &[Latency]) {
          {ROLLOUTS_AT_A_DISTANCE} rollouts from {} `SessionTracer`s over one writer, each \
          rollout {} events (counted) and {} other operations. The plain backend writes one \
          event after another. \"provisional\" is the rollouts through a writer with \
-         `WriterConfig::provisional_step_ids`. Medians of {ROUNDS} runs:\n",
+         `WriterConfig::provisional_step_ids`. Rates count until a flush after the last call \
+         returned, so every row is committed; \"returned\" counts only until the last call \
+         returned, the rate the rollouts saw. The long run is {} rollouts. Medians of {ROUNDS} \
+         runs:\n",
         support::latency::writer_events(),
         support::latency::PRODUCERS,
         support::latency::PRODUCERS,
         trace_writer::workload::EVENTS_PER_ROLLOUT,
-        trace_writer::workload::OPS_PER_ROLLOUT - trace_writer::workload::EVENTS_PER_ROLLOUT
+        trace_writer::workload::OPS_PER_ROLLOUT - trace_writer::workload::EVENTS_PER_ROLLOUT,
+        support::latency::LONG_ROLLOUTS
     );
-    let _ = writeln!(s, "| added round trip | small events, writer events/s | vs 0 ms | tracer rollouts, writer events/s | vs 0 ms | provisional events/s | vs 0 ms | plain events/s | writer/plain | s per writer batch | TCP connections per writer batch | per plain operation |");
+    let _ = writeln!(s, "| added round trip | small events, writer events/s | vs 0 ms | tracer rollouts, writer events/s | vs 0 ms | returned, events/s | vs 0 ms | provisional events/s | vs 0 ms | long run, events/s | vs 0 ms | plain events/s | writer/plain | s per writer batch | TCP connections per writer batch | per plain operation |");
     let _ = writeln!(
         s,
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         let _ = writeln!(
             s,
-            "| {} ms | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.0}× | {:.3} | {:.1} | {:.2} |",
+            "| {} ms | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.0}× | {:.3} | {:.1} | {:.2} |",
             r.rtt_ms,
             r.writer.events_per_sec,
             r.writer.events_per_sec / base,
             r.rollouts.events_per_sec,
             r.rollouts.events_per_sec / base_rollouts,
+            r.rollouts.returned_per_sec,
+            r.rollouts.returned_per_sec / base_returned,
             r.provisional.events_per_sec,
             r.provisional.events_per_sec / base_provisional,
+            r.long.events_per_sec,
+            r.long.events_per_sec / base_long,
             r.plain_eps,
             r.writer.events_per_sec / r.plain_eps,
             r.writer.secs_per_batch,
@@ -498,6 +519,16 @@ fn render_latency(s: &mut String, rows: &[Latency]) {
         target(
             "remote, 100 ms round trip: tracer rollouts, provisional step ids, vs their loopback rate",
             r.provisional.events_per_sec / base_provisional,
+            0.8,
+        );
+        target(
+            "remote, 100 ms round trip: tracer rollouts until they returned, vs their loopback rate",
+            r.rollouts.returned_per_sec / base_returned,
+            0.8,
+        );
+        target(
+            "remote, 100 ms round trip: the long run of tracer rollouts vs its loopback rate",
+            r.long.events_per_sec / base_long,
             0.8,
         );
     }

@@ -1,7 +1,8 @@
 //! Writer and plain backend through the latency proxy at 0, 20, 50 and 100
-//! ms of added round trip: events per second of small events and of tracer
-//! rollouts, each against its own 0 ms rate, and the TCP connections opened
-//! per writer batch and per plain operation.
+//! ms of added round trip: events per second of small events, of a short
+//! and a long run of tracer rollouts, each against its own 0 ms rate, the
+//! short run's rate until its producers returned and its last commit, and
+//! the TCP connections opened per writer batch and per plain operation.
 //!
 //! A measurement, not a benchmark with limits: it prints its figures and
 //! asserts only that every row arrived. Opt-in, like every remote test (see
@@ -15,7 +16,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::latency::{plain_run, writer_events, writer_run, Run, Work, PRODUCERS};
+use support::latency::{plain_run, writer_events, writer_run, Run, Work, LONG_ROLLOUTS, PRODUCERS};
 use trace_writer::*;
 
 const ROUND_TRIPS_MS: [u64; 4] = [0, 20, 50, 100];
@@ -32,9 +33,12 @@ fn writer_rollouts() -> usize {
 
 fn print(run: &Run, rtt_ms: u64, what: &str) {
     eprintln!(
-        "latency: {rtt_ms:>3} ms: writer, {what}: {:.0} events/s, {} batches, {:.2} s/batch, \
-         {:.1} connections/batch, {} retries, {} lease waits",
+        "latency: {rtt_ms:>3} ms: writer, {what}: {:.0} events/s committed, {:.0} events/s \
+         returned, last commit {:.2} s, {} batches, {:.2} s/batch, {:.1} connections/batch, \
+         {} retries, {} lease waits",
         run.events_per_sec,
+        run.returned_per_sec,
+        run.last_commit_secs,
         run.batches,
         run.secs_per_batch,
         run.conns_per_batch,
@@ -47,9 +51,15 @@ struct Row {
     rtt_ms: u64,
     events: Run,
     rollouts: Run,
+    long: Run,
     provisional: Run,
     plain_eps: f64,
     plain_conns_per_op: f64,
+}
+
+/// `figure` of `row` and its ratio to the same figure at 0 ms.
+fn against_loopback(rows: &[Row], row: &Row, figure: impl Fn(&Row) -> f64) -> String {
+    format!("{:.0} | {:.2}", figure(row), figure(row) / figure(&rows[0]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -64,6 +74,8 @@ async fn writer_and_plain_through_added_round_trips() {
         print(&events, rtt_ms, "small events");
         let rollouts = writer_run(rtt, Work::Rollouts(n_rollouts)).await;
         print(&rollouts, rtt_ms, "rollouts");
+        let long = writer_run(rtt, Work::Rollouts(LONG_ROLLOUTS)).await;
+        print(&long, rtt_ms, &format!("{LONG_ROLLOUTS} rollouts"));
         let provisional = writer_run(rtt, Work::ProvisionalRollouts(n_rollouts)).await;
         print(&provisional, rtt_ms, "rollouts, provisional step ids");
         let (plain_eps, plain_conns_per_op) = plain_run(rtt).await;
@@ -75,34 +87,32 @@ async fn writer_and_plain_through_added_round_trips() {
             rtt_ms,
             events,
             rollouts,
+            long,
             provisional,
             plain_eps,
             plain_conns_per_op,
         });
     }
-    let loopback = rows[0].events.events_per_sec;
-    let loopback_rollouts = rows[0].rollouts.events_per_sec;
-    let loopback_provisional = rows[0].provisional.events_per_sec;
     eprintln!();
     eprintln!(
-        "| added RTT | small events, writer events/s | vs 0 ms | s/batch \
-         | tracer rollouts, writer events/s | vs 0 ms \
-         | the same, provisional step ids | vs 0 ms | plain events/s | writer/plain \
+        "| added RTT | small events, events/s | vs 0 ms | s/batch \
+         | {n_rollouts} tracer rollouts, events/s | vs 0 ms | the same, until they returned | vs 0 ms \
+         | last commit, s | {LONG_ROLLOUTS} tracer rollouts | vs 0 ms \
+         | {n_rollouts}, provisional step ids | vs 0 ms | plain events/s | writer/plain \
          | TCP connections per writer batch (events, rollouts) | per plain operation |"
     );
-    eprintln!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    eprintln!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         eprintln!(
-            "| {} ms | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.0}x \
-             | {:.1}, {:.1} | {:.2} |",
+            "| {} ms | {} | {:.2} | {} | {} | {:.2} | {} | {} | {:.1} | {:.0}x | {:.1}, {:.1} | {:.2} |",
             r.rtt_ms,
-            r.events.events_per_sec,
-            r.events.events_per_sec / loopback,
+            against_loopback(&rows, r, |r| r.events.events_per_sec),
             r.events.secs_per_batch,
-            r.rollouts.events_per_sec,
-            r.rollouts.events_per_sec / loopback_rollouts,
-            r.provisional.events_per_sec,
-            r.provisional.events_per_sec / loopback_provisional,
+            against_loopback(&rows, r, |r| r.rollouts.events_per_sec),
+            against_loopback(&rows, r, |r| r.rollouts.returned_per_sec),
+            r.rollouts.last_commit_secs,
+            against_loopback(&rows, r, |r| r.long.events_per_sec),
+            against_loopback(&rows, r, |r| r.provisional.events_per_sec),
             r.plain_eps,
             r.events.events_per_sec / r.plain_eps,
             r.events.conns_per_batch,
@@ -111,9 +121,10 @@ async fn writer_and_plain_through_added_round_trips() {
         );
     }
     eprintln!(
-        "(small events: {} from {PRODUCERS} producers; rollouts: {n_rollouts} \
-         from {PRODUCERS} tracers, events counted, each rollout also writes {} other \
-         operations; plain: one event after another)",
+        "(small events: {} from {PRODUCERS} producers; rollouts: from {PRODUCERS} tracers, \
+         events counted, each rollout also writes {} other operations; events/s count until \
+         a flush after the last call returned, \"until they returned\" until the last call \
+         returned; plain: one event after another)",
         writer_events(),
         workload::OPS_PER_ROLLOUT - workload::EVENTS_PER_ROLLOUT
     );

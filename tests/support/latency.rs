@@ -83,10 +83,21 @@ async fn events(storage: &dyn TraceStorage) -> usize {
     rows[0]["n"].as_u64().unwrap() as usize
 }
 
+/// Tracer rollouts of a long run: sixteen per tracer, eight full remote
+/// batches, so that the last commit's round trip weighs little.
+pub const LONG_ROLLOUTS: usize = 512;
+
 /// One writer run's figures.
 #[derive(Debug, Clone, Copy)]
 pub struct Run {
+    /// Events per second until the flush after the last write returned:
+    /// every row committed.
     pub events_per_sec: f64,
+    /// Events per second until the last producer's last call returned:
+    /// the rate the producers saw, before the last batches committed.
+    pub returned_per_sec: f64,
+    /// Seconds from the last producer's return to the end of the flush.
+    pub last_commit_secs: f64,
     pub secs_per_batch: f64,
     pub conns_per_batch: f64,
     pub batches: u64,
@@ -132,6 +143,7 @@ pub async fn writer_run(rtt: Duration, work: Work) -> Run {
             n * workload::EVENTS_PER_ROLLOUT
         }
     };
+    let returned = start.elapsed().as_secs_f64();
     writer.flush().await.unwrap();
     let elapsed = start.elapsed().as_secs_f64();
     let stats = writer.stats();
@@ -143,6 +155,8 @@ pub async fn writer_run(rtt: Duration, work: Work) -> Run {
     writer.close().await.unwrap();
     Run {
         events_per_sec: written as f64 / elapsed,
+        returned_per_sec: written as f64 / returned,
+        last_commit_secs: elapsed - returned,
         secs_per_batch: elapsed / batches.max(1) as f64,
         conns_per_batch: conns as f64 / batches.max(1) as f64,
         batches,
