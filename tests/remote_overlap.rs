@@ -328,3 +328,58 @@ async fn a_lease_asked_for_in_flight_is_served_before_a_lone_flush() {
     assert_eq!(common::count(&writer, "events").await, 2);
     writer.close().await.expect("close");
 }
+
+/// A panic while the actor encodes the batch collected behind the one in
+/// flight (a bug) loses nothing: the batch in flight, the one being
+/// encoded and the writes still queued are spilled, and replay in the
+/// order they were accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_crash_while_encoding_behind_keeps_the_batch_being_encoded() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spill = dir.path().join("encode.jsonl");
+    let server = Sqld::start().await;
+    let proxy = Proxy::start(server.addr(), ROUND_TRIP).await;
+    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches().spill_path(&spill))
+        .await
+        .expect("writer");
+    writer.inject_crash_when_encoding_behind();
+    // The actor takes the control message before any write.
+    tokio::time::sleep(ROUND_TRIP / 6).await;
+    // The first two are a batch in flight for a round trip; the next two
+    // are collected behind it, and encoding them panics.
+    for i in 0..10 {
+        writer
+            .insert_event("e", None, &common::env_event(i))
+            .await
+            .expect("event");
+    }
+    common::eventually("the actor is dead", || async {
+        writer.failure_cause().is_some()
+    })
+    .await;
+    let cause = writer.failure_cause().expect("cause");
+    assert!(
+        cause.contains("panicked; 10 operation(s) (") && !cause.contains("not kept"),
+        "{cause}"
+    );
+    assert_eq!(writer.stats().spilled, 10);
+    drop(writer);
+    let report = replay_spill_file(remote(server.url()), &spill)
+        .await
+        .expect("replay");
+    // The batch in flight may have committed before the actor died.
+    assert_eq!(report.inserted + report.duplicates, 10, "{report:?}");
+    let plain = LibsqlTraceStorage::new(remote(server.url()))
+        .await
+        .expect("plain");
+    let rows = plain
+        .query(
+            "SELECT json_extract(system_state_after, '$.pos[0]') AS i FROM events ORDER BY id",
+            vec![],
+        )
+        .await
+        .expect("query");
+    let order: Vec<i64> = rows.iter().filter_map(|r| r["i"].as_i64()).collect();
+    assert_eq!(order, (0..10).collect::<Vec<i64>>());
+}

@@ -63,6 +63,10 @@ pub(crate) enum Control {
     /// messages (even while retrying a batch), as a bug would make it.
     #[cfg(feature = "fault-injection")]
     Crash,
+    /// Fault injection: the actor panics the next time it encodes a batch
+    /// to send behind one in flight (a remote writer only).
+    #[cfg(feature = "fault-injection")]
+    CrashWhenEncodingBehind,
 }
 
 /// A request from a producer to the actor for the next block of a table.

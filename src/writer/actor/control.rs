@@ -61,6 +61,8 @@ impl Actor {
             Control::Wake => {}
             #[cfg(feature = "fault-injection")]
             Control::Crash => panic!("fault injection: the actor was told to crash"),
+            #[cfg(feature = "fault-injection")]
+            Control::CrashWhenEncodingBehind => self.crash_when_encoding_behind = true,
             // Answered together by `answer_step_loads`.
             Control::LoadSteps { session_id, reply } => {
                 self.pending_loads.push((session_id, reply))

@@ -103,6 +103,9 @@ pub(crate) struct Actor {
     spilled: usize,
     /// A batch was spilled: every later one goes to the spill file too.
     spilling: bool,
+    /// Fault injection: panic when next encoding a batch behind another.
+    #[cfg(feature = "fault-injection")]
+    crash_when_encoding_behind: bool,
     /// The fatal error that halted the writer (see `TracingError::Halted`).
     halt: Option<String>,
     /// Causes already logged and kept for `recent_errors()` since the last
@@ -167,6 +170,8 @@ impl Actor {
             dead_letter_error: None,
             spilled: 0,
             spilling: false,
+            #[cfg(feature = "fault-injection")]
+            crash_when_encoding_behind: false,
             halt: None,
             noted: HashSet::new(),
             foreign,

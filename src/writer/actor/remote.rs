@@ -7,6 +7,8 @@
 //! queued messages that make the next batch, serves step loads, keeps lease
 //! requests for the next request to carry, and encodes that batch.
 
+use std::panic::AssertUnwindSafe;
+
 use crossbeam_channel::TryRecvError;
 
 use crate::db::exec::RemoteBatch;
@@ -233,10 +235,17 @@ impl Actor {
             };
             let before = p.queued.len();
             let send = before < MAX_AHEAD;
-            let next = QueuedBatch::collected(next_items, terminator);
-            let next = self.get_ready(items, current, next, before, send);
+            let mut next = QueuedBatch::collected(next_items, terminator);
+            let readied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                self.get_ready(items, current, &mut next, before, send)
+            }));
+            // Queued even if encoding it panicked (a bug): the dying actor
+            // holds its writes with the pipeline's, in order.
             if let Some(p) = self.pipeline.as_mut() {
                 p.queued.push_back(next);
+            }
+            if let Err(panic) = readied {
+                std::panic::resume_unwind(panic);
             }
         }
     }
@@ -262,28 +271,48 @@ impl Actor {
             p.queued.push_front(front);
             return;
         }
+        let readied = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            self.send_behind_current(items, current, &mut front, multi)
+        }));
+        // Back in its place even if sending it panicked (a bug): the dying
+        // actor holds its writes with the pipeline's, in order.
+        if let Some(p) = self.pipeline.as_mut() {
+            p.queued.push_front(front);
+        }
+        if let Err(panic) = readied {
+            std::panic::resume_unwind(panic);
+        }
+    }
+
+    /// [`Actor::send_queued_front`]'s work on `front`, taken off the queue.
+    fn send_behind_current(
+        &mut self,
+        items: &[Item],
+        current: &mut Stage,
+        front: &mut QueuedBatch,
+        multi: bool,
+    ) {
+        let Some(p) = self.pipeline.as_mut() else {
+            return;
+        };
         let current_ok = match front.stage.encoded() {
             Some(r) => p.still_right(&self.exec, r, multi, true),
             None => false,
         };
-        let front = if current_ok {
+        if current_ok {
             if let Stage::Encoded(r) = std::mem::replace(&mut front.stage, Stage::Collected) {
                 let flight = p.send(&r, &self.shared);
                 front.stage = Stage::Sent(r, flight);
             }
-            front
         } else {
             let stale = std::mem::replace(&mut front.stage, Stage::Collected);
             p.discard(stale);
             // Nothing is queued before it: it goes behind `current`.
-            self.get_ready(items, current, front, 0, true)
-        };
-        if let Some(p) = self.pipeline.as_mut() {
-            p.queued.push_front(front);
+            self.get_ready(items, current, front, 0, true);
         }
     }
 
-    /// `next`, collected after `current` (of `items`) and the first
+    /// Readies `next`, collected after `current` (of `items`) and the first
     /// `before` queued batches, while `current` is in flight: encoded behind
     /// the last of them if it can be and, with `send`, sent; encoded only if
     /// it cannot; left as it is if it would go right behind `current`,
@@ -292,10 +321,10 @@ impl Actor {
         &mut self,
         items: &[Item],
         current: &mut Stage,
-        mut next: QueuedBatch,
+        next: &mut QueuedBatch,
         before: usize,
         send: bool,
-    ) -> QueuedBatch {
+    ) {
         // A batch of reads and leases only is left to its turn: its leases
         // are served alone if nothing else comes to carry them. One that
         // would go behind this batch, whose reply is in, is left to its turn
@@ -305,15 +334,19 @@ impl Actor {
             || self.spilling
             || self.shared.past_close_deadline()
         {
-            return next;
+            return;
+        }
+        #[cfg(feature = "fault-injection")]
+        if std::mem::take(&mut self.crash_when_encoding_behind) {
+            panic!("fault injection: the actor was told to crash while encoding a batch");
         }
         let (Some(p), Some(batch)) = (self.pipeline.as_mut(), current.encoded()) else {
-            return next;
+            return;
         };
         let first = InFlight { items, batch };
         let multi = self.multi_row;
         let Some(r) = p.encode_after(&mut self.exec, first, before, &next.items, multi) else {
-            return next;
+            return;
         };
         next.stage = if r.behind && send {
             let flight = p.send(&r, &self.shared);
@@ -321,7 +354,6 @@ impl Actor {
         } else {
             Stage::Encoded(r)
         };
-        next
     }
 
     /// After a lost reply: sets aside the writes of `writes` (indexes into

@@ -304,6 +304,15 @@ impl BufferedTraceWriter {
         let _ = self.inner.control_tx.send(Control::Crash);
     }
 
+    /// Fault injection for tests: makes the actor thread panic the next
+    /// time it encodes a batch to send behind one in flight (remotely), as
+    /// a bug in the encoder would. Only with the `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
+    #[doc(hidden)]
+    pub fn inject_crash_when_encoding_behind(&self) {
+        let _ = self.inner.control_tx.send(Control::CrashWhenEncodingBehind);
+    }
+
     /// The writer's configuration.
     pub fn config(&self) -> &WriterConfig {
         &self.inner.config
