@@ -2,7 +2,7 @@
 //! one Hrana request, and the plan for reading the server's answer. Pure:
 //! it talks to no server, and its tests need none.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -17,7 +17,7 @@ use crate::db::hrana::{self, hrana_integer, Arg, BatchResult, Stmt};
 use crate::db::lease::{lease_statements, remote_block, READS_BLOCK};
 use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
 use crate::db::tx::{Marker, RemoteOutcome, RemoteTx, TxShape};
-use crate::error::DbError;
+use crate::error::{DbError, ErrorClass};
 
 /// Most bound parameters in one statement of a remote batch: SQLite's
 /// default limit since 3.32. A server with a lower one refuses the
@@ -62,7 +62,11 @@ pub(crate) struct EncodedTx {
     pub(crate) body: Bytes,
     shape: TxShape,
     carries: Vec<Carries>,
-    /// Where each step's real id is read, and the id this writer gave it.
+    /// Where the real ids of the batch's steps made elsewhere are read
+    /// (see [`STEP_IDS_SQL`]), if it makes steps.
+    id_read: Option<usize>,
+    /// Where the real id of each step named with a NUL is read, and the id
+    /// this writer gave it (see [`FIX_UP_ONE_SQL`]).
     id_reads: Vec<(usize, i64)>,
     /// Where each riding lease's block is read.
     lease_reads: Vec<(usize, Table, i64)>,
@@ -84,18 +88,51 @@ enum Carries {
     Lease,
 }
 
-/// Moves the events or messages filed under a step id this writer handed out
-/// to the real row of that step, when the step was created elsewhere (the
-/// insert met its `(session_id, step_id)`). A no-op otherwise.
+/// The steps whose records a fix-up looks at: `?1` is a JSON array of
+/// `[session_id, step_id, the id this writer gave the step]`, and `fixes`
+/// holds each such step whose row has another id (it was made elsewhere,
+/// the insert met its `(session_id, step_id)`), with its real id.
+macro_rules! fixes {
+    () => {
+        "(SELECT j.value ->> 0 AS sid, j.value ->> 2 AS given, s.id AS real \
+         FROM json_each(?1) AS j JOIN session_timesteps AS s \
+         ON s.session_id = j.value ->> 0 AND s.step_id = j.value ->> 1 \
+         WHERE s.id <> j.value ->> 2)"
+    };
+}
+
+/// Moves the events or messages filed under a step id this writer handed
+/// out to the real row of that step, for every step of `?1` made elsewhere
+/// (see [`fixes!`]): one statement per table for the whole batch.
 ///
-/// Every batch runs these once per new step, so each must find its rows
-/// through an index: `messages` has none on `timestep_id`, and SQLite does
-/// not test the `?3 <>` subquery before scanning, so without `session_id =
-/// ?1` every step scanned the whole table and a server's time per batch
-/// grew with the database (`rollout_rate_as_the_database_grows` in
+/// Every batch runs these, so each must find its rows through an index:
+/// `messages` has none on `timestep_id`, and without `session_id = m.sid`
+/// a step would scan the whole table and a server's time per batch would
+/// grow with the database (`rollout_rate_as_the_database_grows` in
 /// `tests/remote_latency.rs`). The rows filed under a step's id are its
 /// session's, so the condition only narrows the search.
+///
+/// One statement per table, rather than two per step, is what makes a
+/// batch of tracer rollouts cheap for the server: each statement of a
+/// request costs sqld a parse and a result, and with a fix-up pair and an
+/// id read per step a rollout's batch was mostly such statements.
 const FIX_UP_SQL: [&str; 2] = [
+    concat!(
+        "UPDATE events SET timestep_id = m.real FROM ",
+        fixes!(),
+        " AS m WHERE events.session_id = m.sid AND events.timestep_id = m.given"
+    ),
+    concat!(
+        "UPDATE messages SET timestep_id = m.real FROM ",
+        fixes!(),
+        " AS m WHERE messages.session_id = m.sid AND messages.timestep_id = m.given"
+    ),
+];
+
+/// [`FIX_UP_SQL`] for one step, `?1` its session, `?2` its step id and
+/// `?3` the id this writer gave it: for a step whose names hold a NUL,
+/// which JSON text cannot carry to SQLite (see `json_form::has_json_form`).
+const FIX_UP_ONE_SQL: [&str; 2] = [
     "UPDATE events SET timestep_id = (SELECT id FROM session_timesteps \
      WHERE session_id = ?1 AND step_id = ?2) WHERE session_id = ?1 AND timestep_id = ?3 \
      AND ?3 <> (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
@@ -103,6 +140,18 @@ const FIX_UP_SQL: [&str; 2] = [
      WHERE session_id = ?1 AND step_id = ?2) WHERE session_id = ?1 AND timestep_id = ?3 \
      AND ?3 <> (SELECT id FROM session_timesteps WHERE session_id = ?1 AND step_id = ?2)",
 ];
+
+/// Reads, for every step of `?1` (see [`fixes!`]) whose row has another id
+/// than the one this writer gave it, both ids: `(given, real)`.
+const STEP_IDS_SQL: &str = concat!("SELECT m.given, m.real FROM ", fixes!(), " AS m");
+
+/// `steps`, `(id given, session_id, step_id)`, as the JSON argument of
+/// [`FIX_UP_SQL`] and [`STEP_IDS_SQL`].
+fn steps_json<'a>(steps: impl Iterator<Item = (i64, &'a str, &'a str)>) -> Result<String, DbError> {
+    let steps: Vec<(&str, &str, i64)> = steps.map(|(id, sid, step)| (sid, step, id)).collect();
+    serde_json::to_string(&steps)
+        .map_err(|e| DbError::new(ErrorClass::Fatal, format!("cannot encode the steps: {e}")))
+}
 
 /// Reads the id of the row of step `step` of session `sid`.
 pub(crate) fn step_id_read(sid: &str, step: &str) -> Stmt<'static> {
@@ -168,10 +217,14 @@ impl RemoteEncoder {
     ) -> Result<EncodedTx, DbError> {
         let mut stmts = Vec::new();
         let mut carries = Vec::new();
-        let mut steps_made = Vec::new();
-        // Steps go alone, so that their real ids are read.
+        let steps_made: Vec<(i64, &str, &str)> =
+            ops.iter().filter_map(|op| op.timestep_key()).collect();
+        let deferrable = multi.then(|| deferrable_step_updates(ops));
         let runs = |k: usize| match ops[k] {
-            Op::Insert { table, .. } if multi && *table != Table::Timesteps => Some(*table),
+            Op::Insert { table, .. } if multi => Some(*table),
+            Op::UpdateTimestep { .. } if deferrable.as_ref().is_some_and(|d| d[k]) => {
+                Some(Table::Timesteps)
+            }
             _ => None,
         };
         for segment in segments(ops.len(), 2, runs) {
@@ -179,16 +232,30 @@ impl RemoteEncoder {
                 Segment::One(i) => i,
                 Segment::Run(tables) => {
                     for (table, rows) in tables {
-                        self.push_rows(remap, table, ops, &rows, &mut stmts);
+                        let (updates, inserts): (Vec<usize>, Vec<usize>) = rows
+                            .into_iter()
+                            .partition(|&j| matches!(ops[j], Op::UpdateTimestep { .. }));
+                        if !inserts.is_empty() {
+                            self.push_rows(remap, table, ops, &inserts, &mut stmts);
+                        }
+                        match step_updates(ops, &updates) {
+                            Some(stmt) => stmts.push(stmt),
+                            // Not expected (each has a JSON form): alone.
+                            None => stmts.extend(updates.iter().filter_map(|&j| match ops[j] {
+                                Op::UpdateTimestep { values } => Some(Stmt {
+                                    sql: UPDATE_TIMESTEP_SQL.into(),
+                                    args: values.iter().map(Arg::of).collect(),
+                                    want_rows: false,
+                                }),
+                                _ => None,
+                            })),
+                        }
                     }
                     carries.resize_with(stmts.len(), || Carries::Many);
                     continue;
                 }
             };
             let op = ops[i];
-            if let Some((id, sid, step)) = op.timestep_key() {
-                steps_made.push((id, sid, step));
-            }
             if let Op::Insert { table, .. } = op {
                 // A row alone goes in the JSON form too: its floats then
                 // reach the server exactly (see `json_form::push_json_value`).
@@ -226,8 +293,24 @@ impl RemoteEncoder {
         let steps_behind = behind
             .iter()
             .flat_map(|b| b.ops.iter().filter_map(|op| op.timestep_key()));
-        for (id, sid, step) in steps_made.iter().copied().chain(steps_behind) {
+        let (fixed, named_with_nul): (Vec<_>, Vec<_>) = steps_made
+            .iter()
+            .copied()
+            .chain(steps_behind)
+            .partition(|(_, sid, step)| !sid.contains('\0') && !step.contains('\0'));
+        if !fixed.is_empty() {
+            let steps = steps_json(fixed.into_iter())?;
             for sql in FIX_UP_SQL {
+                stmts.push(Stmt {
+                    sql: sql.into(),
+                    args: vec![Arg::owned(Value::Text(steps.clone()))],
+                    want_rows: false,
+                });
+                carries.push(Carries::FixUp);
+            }
+        }
+        for &(id, sid, step) in &named_with_nul {
+            for sql in FIX_UP_ONE_SQL {
                 stmts.push(Stmt {
                     sql: sql.into(),
                     args: vec![
@@ -240,11 +323,26 @@ impl RemoteEncoder {
                 carries.push(Carries::FixUp);
             }
         }
-        // And the real id of each step, read in the same transaction, so that
-        // the records of later batches go under it too: learnt with the
-        // commit, never lost to a second request that fails.
-        let mut id_reads = Vec::with_capacity(steps_made.len());
-        for (id, sid, step) in steps_made {
+        // And the real ids of the steps made elsewhere, read in the same
+        // transaction, so that the records of later batches go under them
+        // too: learnt with the commit, never lost to a second request that
+        // fails.
+        let (made, made_with_nul): (Vec<_>, Vec<_>) = steps_made
+            .into_iter()
+            .partition(|(_, sid, step)| !sid.contains('\0') && !step.contains('\0'));
+        let id_read = if made.is_empty() {
+            None
+        } else {
+            let steps = steps_json(made.into_iter())?;
+            stmts.push(Stmt::query(
+                STEP_IDS_SQL,
+                vec![Arg::owned(Value::Text(steps))],
+            ));
+            carries.push(Carries::FixUp);
+            Some(stmts.len() - 1)
+        };
+        let mut id_reads = Vec::with_capacity(made_with_nul.len());
+        for (id, sid, step) in made_with_nul {
             id_reads.push((stmts.len(), id));
             stmts.push(step_id_read(sid, step));
             carries.push(Carries::FixUp);
@@ -264,6 +362,7 @@ impl RemoteEncoder {
             body: hrana::encode(&tx.steps)?,
             shape: tx.shape(),
             carries,
+            id_read,
             id_reads,
             lease_reads,
             remaps: remap.learnt(),
@@ -392,6 +491,84 @@ fn json_rows(remap: &StepRemap, table: Table, ops: &[&Op], rows: &[usize]) -> Op
     Some(text)
 }
 
+/// Sets `completed_at` of the steps of `?1`, a JSON array of
+/// `[completed_at, session_id, step_id]` (as [`UPDATE_TIMESTEP_SQL`] binds
+/// them), one statement for a run's updates of steps.
+const STEP_UPDATES_SQL: &str = "UPDATE session_timesteps SET completed_at = u.value ->> 0 \
+     FROM json_each(?1) AS u \
+     WHERE session_timesteps.session_id = u.value ->> 1 \
+     AND session_timesteps.step_id = u.value ->> 2";
+
+/// Which operations of `ops` are updates of steps that may join a run of
+/// inserts and go in at its end, after its rows (see [`step_updates`]):
+/// those whose values have a JSON form, unless an insert of the same step
+/// comes later in the batch. Such an update finds no row if the step is
+/// new, where at the run's end it would find the row the insert made; so
+/// it goes alone, in its turn.
+fn deferrable_step_updates(ops: &[&Op]) -> Vec<bool> {
+    let mut inserted_later: HashSet<(&str, &str)> = HashSet::new();
+    let mut deferrable = vec![false; ops.len()];
+    for (k, op) in ops.iter().enumerate().rev() {
+        match op {
+            Op::Insert { .. } => {
+                if let Some((_, sid, step)) = op.timestep_key() {
+                    inserted_later.insert((sid, step));
+                }
+            }
+            Op::UpdateTimestep { values } => {
+                deferrable[k] = step_update_key(values)
+                    .is_some_and(|key| !inserted_later.contains(&key))
+                    && values.iter().all(has_json_form);
+            }
+            Op::UpdateSessionCounts { .. } => {}
+        }
+    }
+    deferrable
+}
+
+/// The `(session_id, step_id)` an update of a step names (see
+/// [`UPDATE_TIMESTEP_SQL`] for its values).
+fn step_update_key(values: &[Value]) -> Option<(&str, &str)> {
+    match (values.get(1), values.get(2)) {
+        (Some(Value::Text(sid)), Some(Value::Text(step))) => Some((sid, step)),
+        _ => None,
+    }
+}
+
+/// The updates of steps `updates` (indexes into `ops`, in order) as one
+/// statement: the last update of each step wins, as it would one after
+/// another. `None` if there are none, or a value has no JSON form.
+fn step_updates<'a>(ops: &[&'a Op], updates: &[usize]) -> Option<Stmt<'a>> {
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut last: Vec<&[Value]> = Vec::with_capacity(updates.len());
+    for &j in updates.iter().rev() {
+        if let Op::UpdateTimestep { values } = ops[j] {
+            if let Some(key) = step_update_key(values) {
+                if seen.insert(key) {
+                    last.push(values);
+                }
+            }
+        }
+    }
+    if last.is_empty() {
+        return None;
+    }
+    let mut text = String::with_capacity(last.len() * 96);
+    text.push('[');
+    for (n, values) in last.iter().rev().enumerate() {
+        if n > 0 {
+            text.push(',');
+        }
+        push_json_row(&mut text, values.iter())?;
+    }
+    text.push(']');
+    Some(Stmt {
+        sql: STEP_UPDATES_SQL.into(),
+        args: vec![Arg::owned(Value::Text(text))],
+        want_rows: false,
+    })
+}
+
 impl EncodedTx {
     /// Whether `result` answers this batch, sent behind another, run before
     /// that one committed: see [`TxShape::ran_first`].
@@ -419,6 +596,16 @@ impl EncodedTx {
             RemoteOutcome::Committed(results) => {
                 // A step whose row was made elsewhere has another id than
                 // ours: file the batches to come under it.
+                let moved = self.id_read.and_then(|at| results.get(at));
+                for row in moved.map_or(&[][..], |r| &r.rows[..]) {
+                    let ours = row.first().and_then(hrana_integer);
+                    let real = row.get(1).and_then(hrana_integer);
+                    if let (Some(ours), Some(real)) = (ours, real) {
+                        if ours != real {
+                            remap.learn(ours, real);
+                        }
+                    }
+                }
                 for (at, ours) in self.id_reads {
                     let real = results
                         .get(at)

@@ -57,6 +57,12 @@ fn sql_of(tx: &EncodedTx) -> Vec<String> {
 
 /// The server's answer: every step ran, `rows` by step, `errors` by step.
 fn answer(steps: usize, rows: &[(usize, i64)], errors: &[usize]) -> BatchResult {
+    let rows: Vec<(usize, Vec<i64>)> = rows.iter().map(|&(at, v)| (at, vec![v])).collect();
+    answer_rows(steps, &rows, errors)
+}
+
+/// [`answer`] with rows of several integers each.
+fn answer_rows(steps: usize, rows: &[(usize, Vec<i64>)], errors: &[usize]) -> BatchResult {
     let results: Vec<Json> = (0..steps)
         .map(|k| {
             if errors.contains(&k) {
@@ -65,7 +71,12 @@ fn answer(steps: usize, rows: &[(usize, i64)], errors: &[usize]) -> BatchResult 
             let rows: Vec<Json> = rows
                 .iter()
                 .filter(|(at, _)| *at == k)
-                .map(|(_, v)| json!([{"type": "integer", "value": v.to_string()}]))
+                .map(|(_, row)| {
+                    let cells = row
+                        .iter()
+                        .map(|v| json!({"type": "integer", "value": v.to_string()}));
+                    Json::Array(cells.collect())
+                })
                 .collect();
             json!({ "rows": rows })
         })
@@ -301,8 +312,9 @@ fn rows_as_json_read_back_as_bound_parameters() {
 }
 
 /// One transaction: `BEGIN`, a step alone, a run of 13 events as one
-/// statement with the rows in JSON, the step's fix-ups and id read, a
-/// riding lease, `COMMIT` and `ROLLBACK`.
+/// statement with the rows in JSON, the batch's fix-ups and id read (one
+/// statement each, the steps in one JSON argument), a riding lease,
+/// `COMMIT` and `ROLLBACK`.
 #[test]
 fn a_batch_is_one_transaction_with_its_lease() {
     let mut encoder = RemoteEncoder::default();
@@ -325,15 +337,20 @@ fn a_batch_is_one_transaction_with_its_lease() {
     let arg = &body["requests"][0]["batch"]["steps"][2]["stmt"]["args"][0]["value"];
     let rows: Json = serde_json::from_str(arg.as_str().expect("text")).expect("rows");
     assert_eq!(rows.as_array().map(Vec::len), Some(13));
-    assert!(sql[3].starts_with("UPDATE events"));
-    assert!(sql[4].starts_with("UPDATE messages"));
-    assert!(sql[5].starts_with("SELECT id FROM session_timesteps"));
+    assert_eq!(sql[3], FIX_UP_SQL[0]);
+    assert_eq!(sql[4], FIX_UP_SQL[1]);
+    assert_eq!(sql[5], STEP_IDS_SQL);
+    for k in 3..=5 {
+        let arg = &body["requests"][0]["batch"]["steps"][k]["stmt"]["args"][0]["value"];
+        assert_eq!(arg.as_str(), Some(r#"[["s","a",7]]"#), "statement {k}");
+    }
     assert!(sql[6].starts_with("INSERT INTO sqlite_sequence"));
     assert_eq!(&sql[9..], ["COMMIT", "ROLLBACK"]);
 
-    // Committed: the step's row was made elsewhere (id 3), and the lease's
-    // block ends at 150. Steps: BEGIN, then body statement k at k + 1.
-    let result = answer(sql.len(), &[(5, 3), (8, 150)], &[]);
+    // Committed: the step's row was made elsewhere (id 3, where this
+    // writer gave 7), and the lease's block ends at 150. Steps: BEGIN,
+    // then body statement k at k + 1.
+    let result = answer_rows(sql.len(), &[(5, vec![7, 3]), (8, vec![150])], &[]);
     let mut remap = StepRemap::default();
     match tx.read_answer(result, &mut remap).expect("answer") {
         RemoteBatch::Committed(blocks) => assert_eq!(blocks.first(), Some(&(101..151))),
@@ -427,25 +444,250 @@ fn steps_alone_have_no_marker() {
     assert!(marker(&ops).is_none());
 }
 
-/// The fix-ups run once per new step of every batch: each must find its
-/// rows through an index, or a batch's time grows with the table. The one
-/// test here that opens a database: SQLite's own planner on the schema.
+/// The fix-ups and the id read run in every batch that makes steps: each
+/// must find its rows through an index, or a batch's time grows with the
+/// table. Only the steps' JSON argument is scanned. The one test here that
+/// opens a database: SQLite's own planner on the schema.
 #[tokio::test]
 async fn fix_ups_find_their_rows_through_an_index() {
     let (_db, conn) = crate::schema::memory_with_schema().await;
-    for sql in FIX_UP_SQL {
-        let mut rows = conn
-            .query(&format!("EXPLAIN QUERY PLAN {sql}"), ("s", "step", 7))
-            .await
+    let steps = r#"[["s","step",7]]"#;
+    let plan_of = |sql: String| {
+        let conn = conn.clone();
+        async move {
+            let mut rows = match sql.matches('?').count() {
+                1 => conn.query(&sql, [steps]).await,
+                _ => conn.query(&sql, ("s", "step", 7)).await,
+            }
             .expect("plan");
-        let mut plan = Vec::new();
-        while let Some(row) = rows.next().await.expect("row") {
-            plan.push(row.get::<String>(3).expect("detail"));
+            let mut plan = Vec::new();
+            while let Some(row) = rows.next().await.expect("row") {
+                plan.push(row.get::<String>(3).expect("detail"));
+            }
+            plan
         }
+    };
+    for sql in FIX_UP_SQL.iter().chain([&STEP_IDS_SQL]) {
+        let plan = plan_of(format!("EXPLAIN QUERY PLAN {sql}")).await;
+        let scans: Vec<_> = plan.iter().filter(|s| s.starts_with("SCAN")).collect();
+        assert_eq!(scans, ["SCAN j VIRTUAL TABLE INDEX 1:"], "{sql}: {plan:?}");
+        assert!(
+            plan.iter()
+                .any(|s| s.starts_with("SEARCH s USING COVERING INDEX")),
+            "{sql}: {plan:?}"
+        );
+        let searches = plan.iter().filter(|s| s.starts_with("SEARCH")).count();
+        let updates = usize::from(sql.starts_with("UPDATE"));
+        assert_eq!(searches, 1 + updates, "{sql}: {plan:?}");
+    }
+    for sql in FIX_UP_ONE_SQL {
+        let plan = plan_of(format!("EXPLAIN QUERY PLAN {sql}")).await;
         assert!(
             plan.iter().all(|step| !step.starts_with("SCAN")),
             "{sql}: {plan:?}"
         );
         assert!(plan[0].starts_with("SEARCH"), "{sql}: {plan:?}");
     }
+}
+
+/// A step whose names hold a NUL, which JSON text cannot carry to SQLite,
+/// gets a fix-up pair and an id read of its own, with bound names; the
+/// other steps of the batch still go in the JSON argument.
+#[test]
+fn a_step_named_with_a_nul_is_fixed_up_alone() {
+    let mut encoder = RemoteEncoder::default();
+    let remap = StepRemap::default();
+    let ops = [step(7, "a"), step(8, "b\0c")];
+    let batch: Vec<&Op> = ops.iter().collect();
+    let tx = encoder
+        .encode(&remap, &batch, true, &[], None)
+        .expect("encode");
+    let sql = sql_of(&tx);
+    let at = |text: &str| sql.iter().position(|s| s == text);
+    let (Some(fix), Some(read)) = (at(FIX_UP_SQL[0]), at(STEP_IDS_SQL)) else {
+        panic!("{sql:?}");
+    };
+    let body: Json = serde_json::from_slice(&tx.body).expect("JSON");
+    let arg = |k: usize| body["requests"][0]["batch"]["steps"][k]["stmt"]["args"].clone();
+    assert_eq!(arg(fix)[0]["value"], json!(r#"[["s","a",7]]"#));
+    assert_eq!(arg(read)[0]["value"], json!(r#"[["s","a",7]]"#));
+    let alone = at(FIX_UP_ONE_SQL[0]).expect("the NUL step's fix-up");
+    assert_eq!(arg(alone)[1]["value"], json!("b\u{0}c"));
+    let read_alone = sql
+        .iter()
+        .position(|s| s.starts_with("SELECT id FROM session_timesteps"))
+        .expect("the NUL step's id read");
+    // Both steps were made elsewhere: 7 is 3, 8 is 4.
+    let result = answer_rows(sql.len(), &[(read, vec![7, 3]), (read_alone, vec![4])], &[]);
+    let mut remap = StepRemap::default();
+    assert!(matches!(
+        tx.read_answer(result, &mut remap).expect("answer"),
+        RemoteBatch::Committed(_)
+    ));
+    assert_eq!(remap.learnt(), 2);
+}
+
+fn step_update(name: &str, completed_at: &str) -> Op {
+    Op::UpdateTimestep {
+        values: vec![
+            Value::Text(completed_at.into()),
+            Value::Text("s".into()),
+            Value::Text(name.into()),
+        ],
+    }
+}
+
+/// The JSON argument of statement `k` of `tx`'s request.
+fn json_arg(tx: &EncodedTx, k: usize) -> Json {
+    let body: Json = serde_json::from_slice(&tx.body).expect("JSON");
+    let arg = &body["requests"][0]["batch"]["steps"][k]["stmt"]["args"][0]["value"];
+    serde_json::from_str(arg.as_str().expect("text")).expect("rows")
+}
+
+/// Steps and their updates join a run of inserts: the steps' rows go in
+/// one statement, then their updates in one, the last update of a step
+/// winning, as one after another.
+#[test]
+fn updates_of_steps_go_in_after_the_run_in_one_statement() {
+    let mut encoder = RemoteEncoder::default();
+    let remap = StepRemap::default();
+    let ops = [
+        step(7, "a"),
+        event(100, 7),
+        step_update("a", "t1"),
+        step(8, "b"),
+        event(101, 8),
+        step_update("b", "t2"),
+        step_update("a", "t3"),
+    ];
+    let batch: Vec<&Op> = ops.iter().collect();
+    let tx = encoder
+        .encode(&remap, &batch, true, &[], None)
+        .expect("encode");
+    let sql = sql_of(&tx);
+    let at = |text: &str| sql.iter().position(|s| s == text);
+    let steps = at(&Table::Timesteps.insert_json_sql()).expect("the steps' insert");
+    let updates = at(STEP_UPDATES_SQL).expect("the updates");
+    assert!(steps < updates, "{sql:?}");
+    assert_eq!(json_arg(&tx, steps).as_array().map(Vec::len), Some(2));
+    assert_eq!(
+        json_arg(&tx, updates),
+        json!([["t2", "s", "b"], ["t3", "s", "a"]])
+    );
+    let events = at(&Table::Events.insert_json_sql()).expect("the events' insert");
+    assert_eq!(json_arg(&tx, events).as_array().map(Vec::len), Some(2));
+    assert!(!sql.iter().any(|s| s == UPDATE_TIMESTEP_SQL), "{sql:?}");
+}
+
+/// An update of a step inserted later in the batch finds no row if the
+/// step is new, as it would one after another: it goes alone, before the
+/// insert.
+#[test]
+fn an_update_of_a_step_inserted_later_goes_alone_before_it() {
+    let mut encoder = RemoteEncoder::default();
+    let remap = StepRemap::default();
+    let ops = [
+        event(100, 1),
+        step_update("a", "t1"),
+        event(101, 1),
+        step(7, "a"),
+        event(102, 7),
+    ];
+    let batch: Vec<&Op> = ops.iter().collect();
+    let tx = encoder
+        .encode(&remap, &batch, true, &[], None)
+        .expect("encode");
+    let sql = sql_of(&tx);
+    let alone = sql
+        .iter()
+        .position(|s| s == UPDATE_TIMESTEP_SQL)
+        .expect("the update alone");
+    let steps = sql
+        .iter()
+        .position(|s| s == &Table::Timesteps.insert_json_sql())
+        .expect("the step's insert");
+    assert!(alone < steps, "{sql:?}");
+    assert!(!sql.iter().any(|s| s == STEP_UPDATES_SQL), "{sql:?}");
+}
+
+/// One row by statement (after a multi-row statement failed), an update
+/// of a step goes alone and names its operation.
+#[test]
+fn without_runs_an_update_of_a_step_goes_alone() {
+    let mut encoder = RemoteEncoder::default();
+    let remap = StepRemap::default();
+    let ops = [step(7, "a"), step_update("a", "t1")];
+    let batch: Vec<&Op> = ops.iter().collect();
+    let tx = encoder
+        .encode(&remap, &batch, false, &[], None)
+        .expect("encode");
+    let sql = sql_of(&tx);
+    assert_eq!(sql.iter().filter(|s| *s == UPDATE_TIMESTEP_SQL).count(), 1);
+    assert!(!sql.iter().any(|s| s == STEP_UPDATES_SQL), "{sql:?}");
+}
+
+/// The updates of a run's steps, on a real database: the last update of
+/// each step wins, other steps are untouched, and the step is found
+/// through its unique index.
+#[tokio::test]
+async fn updates_of_steps_apply_on_a_real_database() {
+    let (_db, conn) = crate::schema::memory_with_schema().await;
+    for (id, name) in [(1, "a"), (2, "b"), (3, "c")] {
+        conn.execute(
+            "INSERT INTO session_timesteps (id, session_id, step_id, step_index) \
+             VALUES (?, 's', ?, 0)",
+            (id, name),
+        )
+        .await
+        .expect("step");
+    }
+    let ops = [
+        step_update("a", "t1"),
+        step_update("b", "t2"),
+        step_update("a", "t3"),
+    ];
+    let batch: Vec<&Op> = ops.iter().collect();
+    let stmt = step_updates(&batch, &[0, 1, 2]).expect("a statement");
+    conn.execute(&stmt.sql, stmt.values())
+        .await
+        .expect("update");
+    let mut rows = conn
+        .query(
+            "SELECT step_id, completed_at FROM session_timesteps ORDER BY id",
+            (),
+        )
+        .await
+        .expect("query");
+    let mut got = Vec::new();
+    while let Some(row) = rows.next().await.expect("row") {
+        got.push((
+            row.get::<String>(0).expect("step"),
+            row.get::<Option<String>>(1).expect("completed_at"),
+        ));
+    }
+    let want = [("a", Some("t3")), ("b", Some("t2")), ("c", None)];
+    let want: Vec<(String, Option<String>)> = want
+        .iter()
+        .map(|(s, t)| (s.to_string(), t.map(str::to_string)))
+        .collect();
+    assert_eq!(got, want);
+    let mut plan = conn
+        .query(&format!("EXPLAIN QUERY PLAN {}", stmt.sql), stmt.values())
+        .await
+        .expect("plan");
+    let mut details = Vec::new();
+    while let Some(row) = plan.next().await.expect("row") {
+        details.push(row.get::<String>(3).expect("detail"));
+    }
+    assert!(
+        details
+            .iter()
+            .any(|d| d.starts_with("SEARCH session_timesteps USING")),
+        "{details:?}"
+    );
+    assert_eq!(
+        details.iter().filter(|d| d.starts_with("SCAN")).count(),
+        1,
+        "{details:?}"
+    );
 }
