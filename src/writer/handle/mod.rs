@@ -403,10 +403,25 @@ impl BufferedTraceWriter {
         if *gate {
             return Err(TracingError::WriterClosed);
         }
-        let answered = !matches!(msg, Msg::Write { .. });
+        let write = matches!(msg, Msg::Write { .. });
+        let c = &self.inner.shared.counters;
+        // A write is counted under the gate and before the send: a dying
+        // actor that closed the gate then counts exactly the writes
+        // accepted (see `DeathGuard`), and a count read after this call
+        // returns (the step cache's eviction marker, taken under its lock)
+        // covers this operation, so "done >= marker" cannot pass while it
+        // is queued.
+        if write {
+            Counters::add(&c.enqueued, 1);
+        }
         // Unbounded channel: never blocks. Space was reserved beforehand.
-        self.inner.tx.send(msg).map_err(|_| self.closed_error())?;
-        if answered {
+        if self.inner.tx.send(msg).is_err() {
+            if write {
+                c.enqueued.fetch_sub(1, Ordering::Relaxed);
+            }
+            return Err(self.closed_error());
+        }
+        if !write {
             // Someone waits for the answer: end a linger now (see
             // `Control::Wake`). A closed channel means the actor is gone,
             // which the answer reports.
@@ -423,14 +438,7 @@ impl BufferedTraceWriter {
 
     fn send_write(&self, op: Op, bytes: usize, res: Reservation<'_>) -> Result<(), TracingError> {
         let c = &self.inner.shared.counters;
-        // Counted before the send: a count read after this call returns (the
-        // step cache's eviction marker, taken under its lock) covers this
-        // operation, so "done >= marker" cannot pass while it is queued.
-        Counters::add(&c.enqueued, 1);
-        if let Err(e) = self.send(Msg::Write { op, bytes }) {
-            c.enqueued.fetch_sub(1, Ordering::Relaxed);
-            return Err(e);
-        }
+        self.send(Msg::Write { op, bytes })?;
         res.sent();
         Counters::add(&c.queued_bytes, bytes as u64);
         let shared = &self.inner.shared;
