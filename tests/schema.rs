@@ -205,3 +205,61 @@ async fn tables_without_autoincrement_are_refused_at_open() {
         }
     }
 }
+
+/// The indexes whose first column is `session_id`, table by table, and the
+/// plan of a lookup by session in each child table.
+async fn session_indexes(conn: &libsql::Connection) -> Vec<(String, String)> {
+    let mut rows = conn
+        .query(
+            "SELECT m.tbl_name, m.name FROM sqlite_master AS m, pragma_index_info(m.name) AS i \
+             WHERE m.type = 'index' AND i.seqno = 0 AND i.name = 'session_id' \
+             ORDER BY m.tbl_name, m.name",
+            (),
+        )
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().await.unwrap() {
+        out.push((row.get(0).unwrap(), row.get(1).unwrap()));
+    }
+    out
+}
+
+/// A new database has one index on `session_id` per child table, no two:
+/// the steps' unique key `(session_id, step_id)` serves their lookups by
+/// session (a second index there only cost every batch a page per session).
+/// Every lookup by session finds its rows through an index.
+#[tokio::test]
+async fn each_child_table_has_one_index_on_session_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.db");
+    let storage = LibsqlTraceStorage::new(StorageConfig::file(path.to_string_lossy()))
+        .await
+        .unwrap();
+    storage.close().await.unwrap();
+    let conn = raw(&path).await;
+    let indexes = session_indexes(&conn).await;
+    let tables = [
+        "event_rewards",
+        "events",
+        "messages",
+        "outcome_rewards",
+        "session_timesteps",
+        "session_traces",
+    ];
+    for table in tables {
+        let on_table: Vec<_> = indexes.iter().filter(|(t, _)| t == table).collect();
+        assert_eq!(on_table.len(), 1, "{table}: {indexes:?}");
+        let mut plan = conn
+            .query(
+                &format!("EXPLAIN QUERY PLAN SELECT * FROM {table} WHERE session_id = 'x'"),
+                (),
+            )
+            .await
+            .unwrap();
+        while let Some(row) = plan.next().await.unwrap() {
+            let detail: String = row.get(3).unwrap();
+            assert!(detail.starts_with("SEARCH"), "{table}: {detail}");
+        }
+    }
+}
