@@ -340,7 +340,8 @@ async fn main() {
     }
 }
 
-/// Tracer rollouts per remote run: two per tracer, about one full batch.
+/// Tracer rollouts per short remote run: two per tracer, 4,096 operations,
+/// half a remote batch.
 const ROLLOUTS_AT_A_DISTANCE: usize = 32;
 
 /// Added round trips of the remote latency table, in milliseconds.

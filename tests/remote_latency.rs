@@ -21,7 +21,8 @@ use trace_writer::*;
 
 const ROUND_TRIPS_MS: [u64; 4] = [0, 20, 50, 100];
 /// Rollouts through the writer by default (`TRACE_WRITER_LATENCY_ROLLOUTS`),
-/// from `PRODUCERS` concurrent tracers: about one full batch.
+/// from `PRODUCERS` concurrent tracers: 4,096 operations, half a remote
+/// batch: at 100 ms its last round trip is most of the run.
 const WRITER_ROLLOUTS: usize = 32;
 
 fn writer_rollouts() -> usize {
