@@ -495,14 +495,7 @@ async fn fix_ups_find_their_rows_through_an_index() {
 /// other steps of the batch still go in the JSON argument.
 #[test]
 fn a_step_named_with_a_nul_is_fixed_up_alone() {
-    let mut encoder = RemoteEncoder::default();
-    let remap = StepRemap::default();
-    let ops = [step(7, "a"), step(8, "b\0c")];
-    let batch: Vec<&Op> = ops.iter().collect();
-    let tx = encoder
-        .encode(&remap, &batch, true, &[], None)
-        .expect("encode");
-    let sql = sql_of(&tx);
+    let (tx, sql) = encoded(&[step(7, "a"), step(8, "b\0c")], true);
     let at = |text: &str| sql.iter().position(|s| s == text);
     let (Some(fix), Some(read)) = (at(FIX_UP_SQL[0]), at(STEP_IDS_SQL)) else {
         panic!("{sql:?}");
@@ -527,6 +520,17 @@ fn a_step_named_with_a_nul_is_fixed_up_alone() {
     assert_eq!(remap.learnt(), 2);
 }
 
+/// `ops` encoded as one batch (with `multi`, runs as multi-row statements),
+/// with no lease and nothing in flight, and the SQL of its statements.
+fn encoded(ops: &[Op], multi: bool) -> (EncodedTx, Vec<String>) {
+    let batch: Vec<&Op> = ops.iter().collect();
+    let tx = RemoteEncoder::default()
+        .encode(&StepRemap::default(), &batch, multi, &[], None)
+        .expect("encode");
+    let sql = sql_of(&tx);
+    (tx, sql)
+}
+
 fn step_update(name: &str, completed_at: &str) -> Op {
     Op::UpdateTimestep {
         values: vec![
@@ -549,8 +553,6 @@ fn json_arg(tx: &EncodedTx, k: usize) -> Json {
 /// winning, as one after another.
 #[test]
 fn updates_of_steps_go_in_after_the_run_in_one_statement() {
-    let mut encoder = RemoteEncoder::default();
-    let remap = StepRemap::default();
     let ops = [
         step(7, "a"),
         event(100, 7),
@@ -560,11 +562,7 @@ fn updates_of_steps_go_in_after_the_run_in_one_statement() {
         step_update("b", "t2"),
         step_update("a", "t3"),
     ];
-    let batch: Vec<&Op> = ops.iter().collect();
-    let tx = encoder
-        .encode(&remap, &batch, true, &[], None)
-        .expect("encode");
-    let sql = sql_of(&tx);
+    let (tx, sql) = encoded(&ops, true);
     let at = |text: &str| sql.iter().position(|s| s == text);
     let steps = at(&Table::Timesteps.insert_json_sql()).expect("the steps' insert");
     let updates = at(STEP_UPDATES_SQL).expect("the updates");
@@ -584,8 +582,6 @@ fn updates_of_steps_go_in_after_the_run_in_one_statement() {
 /// insert.
 #[test]
 fn an_update_of_a_step_inserted_later_goes_alone_before_it() {
-    let mut encoder = RemoteEncoder::default();
-    let remap = StepRemap::default();
     let ops = [
         event(100, 1),
         step_update("a", "t1"),
@@ -593,11 +589,7 @@ fn an_update_of_a_step_inserted_later_goes_alone_before_it() {
         step(7, "a"),
         event(102, 7),
     ];
-    let batch: Vec<&Op> = ops.iter().collect();
-    let tx = encoder
-        .encode(&remap, &batch, true, &[], None)
-        .expect("encode");
-    let sql = sql_of(&tx);
+    let (_, sql) = encoded(&ops, true);
     let alone = sql
         .iter()
         .position(|s| s == UPDATE_TIMESTEP_SQL)
@@ -614,14 +606,7 @@ fn an_update_of_a_step_inserted_later_goes_alone_before_it() {
 /// of a step goes alone and names its operation.
 #[test]
 fn without_runs_an_update_of_a_step_goes_alone() {
-    let mut encoder = RemoteEncoder::default();
-    let remap = StepRemap::default();
-    let ops = [step(7, "a"), step_update("a", "t1")];
-    let batch: Vec<&Op> = ops.iter().collect();
-    let tx = encoder
-        .encode(&remap, &batch, false, &[], None)
-        .expect("encode");
-    let sql = sql_of(&tx);
+    let (_, sql) = encoded(&[step(7, "a"), step_update("a", "t1")], false);
     assert_eq!(sql.iter().filter(|s| *s == UPDATE_TIMESTEP_SQL).count(), 1);
     assert!(!sql.iter().any(|s| s == STEP_UPDATES_SQL), "{sql:?}");
 }
