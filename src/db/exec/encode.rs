@@ -9,7 +9,7 @@ use std::sync::Arc;
 use hyper::body::Bytes;
 use libsql::Value;
 
-use crate::db::columns::Table;
+use crate::db::columns::{Columns, StepCol, Table};
 use crate::db::exec::json_form::{has_json_form, push_json_row};
 use crate::db::exec::remap::StepRemap;
 use crate::db::exec::{segments, Segment};
@@ -238,6 +238,9 @@ impl RemoteEncoder {
                         if !inserts.is_empty() {
                             self.push_rows(remap, table, ops, &inserts, &mut stmts);
                         }
+                        if updates.is_empty() {
+                            continue;
+                        }
                         match step_updates(ops, &updates) {
                             Some(stmt) => stmts.push(stmt),
                             // Not expected (each has a JSON form): alone.
@@ -421,9 +424,12 @@ impl RemoteEncoder {
         // Some row has a value with no JSON form. Rows that carry their ids
         // may go in any order, so the others still go as JSON and only
         // those rows are bound; otherwise the run keeps its order, bound.
-        let with_ids = rows
-            .iter()
-            .all(|&j| ops.get(j).is_some_and(|op| op.id().is_some()));
+        // Steps keep their order too: of two inserts of one step, the first
+        // makes the row, whose id is the step's.
+        let with_ids = table != Table::Timesteps
+            && rows
+                .iter()
+                .all(|&j| ops.get(j).is_some_and(|op| op.id().is_some()));
         let mut bound = Vec::with_capacity(rows.len());
         let mut json = Vec::with_capacity(rows.len());
         for &j in rows {
@@ -510,11 +516,19 @@ fn deferrable_step_updates(ops: &[&Op]) -> Vec<bool> {
     let mut deferrable = vec![false; ops.len()];
     for (k, op) in ops.iter().enumerate().rev() {
         match op {
-            Op::Insert { .. } => {
-                if let Some((_, sid, step)) = op.timestep_key() {
+            Op::Insert {
+                table: Table::Timesteps,
+                values,
+            } => {
+                // By its names, whether or not its id is set.
+                if let (Some(Value::Text(sid)), Some(Value::Text(step))) = (
+                    values.get(StepCol::SessionId.index()),
+                    values.get(StepCol::StepId.index()),
+                ) {
                     inserted_later.insert((sid, step));
                 }
             }
+            Op::Insert { .. } => {}
             Op::UpdateTimestep { values } => {
                 deferrable[k] = step_update_key(values)
                     .is_some_and(|key| !inserted_later.contains(&key))

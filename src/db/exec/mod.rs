@@ -73,7 +73,7 @@ pub(crate) enum Replayed {
 }
 
 /// A stretch of a batch, in order: one operation alone, or a run of
-/// inserts grouped by table (see [`segments`]).
+/// operations grouped by table (see [`segments`]).
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Segment {
     One(usize),
@@ -97,10 +97,13 @@ impl Segment {
 }
 
 /// Cuts `n` operations into [`Segment`]s: `table_of(k)` is the table of
-/// operation `k` if it may join a run of inserts. Ids are assigned, so the
-/// inserts of a run commute and each table's rows go in together; runs of
-/// fewer than `min_run` stay single. Both the local batch and the remote
-/// encoder group through it.
+/// operation `k` if it may join a run. Ids are assigned, so the inserts of
+/// a run commute and each table's rows go in together, in their order;
+/// runs of fewer than `min_run` stay single. Both the local batch and the
+/// remote encoder group through it. The remote encoder also lets updates
+/// of steps join, as rows of the steps' table that go in after the run's
+/// step inserts (see `encode::deferrable_step_updates`); the caller decides
+/// which operations may join so that the run's order holds.
 pub(crate) fn segments(
     n: usize,
     min_run: usize,

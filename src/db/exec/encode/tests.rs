@@ -676,3 +676,37 @@ async fn updates_of_steps_apply_on_a_real_database() {
         "{details:?}"
     );
 }
+
+/// A step is known by its names: an update before an insert of the same
+/// step goes alone even when that insert carries no id of its own.
+#[test]
+fn an_update_before_a_step_without_an_id_goes_alone() {
+    let mut unnamed = step(7, "a");
+    if let Op::Insert { values, .. } = &mut unnamed {
+        values[StepCol::Id.index()] = Value::Null;
+    }
+    let (_, sql) = encoded(&[event(100, 1), step_update("a", "t1"), unnamed], true);
+    assert_eq!(sql.iter().filter(|s| *s == UPDATE_TIMESTEP_SQL).count(), 1);
+    assert!(!sql.iter().any(|s| s == STEP_UPDATES_SQL), "{sql:?}");
+}
+
+/// Of two inserts of one step the first makes the row: a run of steps
+/// with a value that has no JSON form keeps its order, all bound, rather
+/// than send the others first as JSON.
+#[test]
+fn a_run_of_steps_keeps_its_order_when_one_must_be_bound() {
+    let mut with_nul = step(8, "a");
+    if let Op::Insert { values, .. } = &mut with_nul {
+        values[StepCol::StepMetadata.index()] = Value::Text("{\"k\":\"x\0y\"}".into());
+    }
+    let (_, sql) = encoded(&[with_nul, step(7, "a"), event(100, 7)], true);
+    assert!(
+        !sql.contains(&Table::Timesteps.insert_json_sql()),
+        "{sql:?}"
+    );
+    let bound = sql
+        .iter()
+        .filter(|s| s.starts_with("INSERT INTO session_timesteps"))
+        .count();
+    assert_eq!(bound, 1, "{sql:?}");
+}
