@@ -379,21 +379,33 @@ impl Op {
 
     /// `(id, session_id, step_id)` of a timestep insert with its id set.
     pub(crate) fn timestep_key(&self) -> Option<(i64, &str, &str)> {
-        let Op::Insert {
-            table: Table::Timesteps,
-            values,
-        } = self
-        else {
-            return None;
+        let (sid, step) = self.step_names()?;
+        match self {
+            Op::Insert { values, .. } => match values.get(StepCol::Id.index()) {
+                Some(Value::Integer(id)) => Some((*id, sid, step)),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// `(session_id, step_id)` of the step a timestep insert (with its id
+    /// set or not) or an update of a step names.
+    pub(crate) fn step_names(&self) -> Option<(&str, &str)> {
+        let (sid, step) = match self {
+            Op::Insert {
+                table: Table::Timesteps,
+                values,
+            } => (
+                values.get(StepCol::SessionId.index()),
+                values.get(StepCol::StepId.index()),
+            ),
+            // As `UPDATE_TIMESTEP_SQL` binds them: completed_at, then these.
+            Op::UpdateTimestep { values } => (values.get(1), values.get(2)),
+            _ => return None,
         };
-        match (
-            values.get(StepCol::Id.index()),
-            values.get(StepCol::SessionId.index()),
-            values.get(StepCol::StepId.index()),
-        ) {
-            (Some(Value::Integer(id)), Some(Value::Text(sid)), Some(Value::Text(step))) => {
-                Some((*id, sid, step))
-            }
+        match (sid, step) {
+            (Some(Value::Text(sid)), Some(Value::Text(step))) => Some((sid, step)),
             _ => None,
         }
     }

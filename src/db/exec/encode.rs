@@ -9,15 +9,15 @@ use std::sync::Arc;
 use hyper::body::Bytes;
 use libsql::Value;
 
-use crate::db::columns::{Columns, StepCol, Table};
-use crate::db::exec::json_form::{has_json_form, push_json_row};
+use crate::db::columns::Table;
+use crate::db::exec::json_form::{has_json_form, push_json_row, text_has_json_form};
 use crate::db::exec::remap::StepRemap;
 use crate::db::exec::{segments, Segment};
 use crate::db::hrana::{self, hrana_integer, Arg, BatchResult, Stmt};
 use crate::db::lease::{lease_statements, remote_block, READS_BLOCK};
 use crate::db::op::{text, Op, UPDATE_COUNTS_SQL, UPDATE_TIMESTEP_SQL};
 use crate::db::tx::{Marker, RemoteOutcome, RemoteTx, TxShape};
-use crate::error::{DbError, ErrorClass};
+use crate::error::{DbError, ErrorClass, BUG};
 
 /// Most bound parameters in one statement of a remote batch: SQLite's
 /// default limit since 3.32. A server with a lower one refuses the
@@ -145,6 +145,11 @@ const FIX_UP_ONE_SQL: [&str; 2] = [
 /// than the one this writer gave it, both ids: `(given, real)`.
 const STEP_IDS_SQL: &str = concat!("SELECT m.given, m.real FROM ", fixes!(), " AS m");
 
+/// Whether a step's names can go in the JSON argument of [`FIX_UP_SQL`].
+fn names_have_json_form(sid: &str, step: &str) -> bool {
+    text_has_json_form(sid) && text_has_json_form(step)
+}
+
 /// `steps`, `(id given, session_id, step_id)`, as the JSON argument of
 /// [`FIX_UP_SQL`] and [`STEP_IDS_SQL`].
 fn steps_json<'a>(steps: impl Iterator<Item = (i64, &'a str, &'a str)>) -> Result<String, DbError> {
@@ -241,18 +246,11 @@ impl RemoteEncoder {
                         if updates.is_empty() {
                             continue;
                         }
-                        match step_updates(ops, &updates) {
-                            Some(stmt) => stmts.push(stmt),
-                            // Not expected (each has a JSON form): alone.
-                            None => stmts.extend(updates.iter().filter_map(|&j| match ops[j] {
-                                Op::UpdateTimestep { values } => Some(Stmt {
-                                    sql: UPDATE_TIMESTEP_SQL.into(),
-                                    args: values.iter().map(Arg::of).collect(),
-                                    want_rows: false,
-                                }),
-                                _ => None,
-                            })),
-                        }
+                        // Each deferred update names its step and has a JSON
+                        // form (`deferrable_step_updates`).
+                        let stmt = step_updates(ops, &updates)
+                            .ok_or_else(|| DbError::new(ErrorClass::Fatal, BUG))?;
+                        stmts.push(stmt);
                     }
                     carries.resize_with(stmts.len(), || Carries::Many);
                     continue;
@@ -300,7 +298,7 @@ impl RemoteEncoder {
             .iter()
             .copied()
             .chain(steps_behind)
-            .partition(|(_, sid, step)| !sid.contains('\0') && !step.contains('\0'));
+            .partition(|&(_, sid, step)| names_have_json_form(sid, step));
         if !fixed.is_empty() {
             let steps = steps_json(fixed.into_iter())?;
             for sql in FIX_UP_SQL {
@@ -332,7 +330,7 @@ impl RemoteEncoder {
         // fails.
         let (made, made_with_nul): (Vec<_>, Vec<_>) = steps_made
             .into_iter()
-            .partition(|(_, sid, step)| !sid.contains('\0') && !step.contains('\0'));
+            .partition(|&(_, sid, step)| names_have_json_form(sid, step));
         let id_read = if made.is_empty() {
             None
         } else {
@@ -516,22 +514,16 @@ fn deferrable_step_updates(ops: &[&Op]) -> Vec<bool> {
     let mut deferrable = vec![false; ops.len()];
     for (k, op) in ops.iter().enumerate().rev() {
         match op {
-            Op::Insert {
-                table: Table::Timesteps,
-                values,
-            } => {
-                // By its names, whether or not its id is set.
-                if let (Some(Value::Text(sid)), Some(Value::Text(step))) = (
-                    values.get(StepCol::SessionId.index()),
-                    values.get(StepCol::StepId.index()),
-                ) {
-                    inserted_later.insert((sid, step));
+            // By its names, whether or not its id is set.
+            Op::Insert { .. } => {
+                if let Some(names) = op.step_names() {
+                    inserted_later.insert(names);
                 }
             }
-            Op::Insert { .. } => {}
             Op::UpdateTimestep { values } => {
-                deferrable[k] = step_update_key(values)
-                    .is_some_and(|key| !inserted_later.contains(&key))
+                deferrable[k] = op
+                    .step_names()
+                    .is_some_and(|names| !inserted_later.contains(&names))
                     && values.iter().all(has_json_form);
             }
             Op::UpdateSessionCounts { .. } => {}
@@ -540,27 +532,17 @@ fn deferrable_step_updates(ops: &[&Op]) -> Vec<bool> {
     deferrable
 }
 
-/// The `(session_id, step_id)` an update of a step names (see
-/// [`UPDATE_TIMESTEP_SQL`] for its values).
-fn step_update_key(values: &[Value]) -> Option<(&str, &str)> {
-    match (values.get(1), values.get(2)) {
-        (Some(Value::Text(sid)), Some(Value::Text(step))) => Some((sid, step)),
-        _ => None,
-    }
-}
-
 /// The updates of steps `updates` (indexes into `ops`, in order) as one
 /// statement: the last update of each step wins, as it would one after
-/// another. `None` if there are none, or a value has no JSON form.
+/// another. `None` if there are none, or one names no step or has a value
+/// with no JSON form.
 fn step_updates<'a>(ops: &[&'a Op], updates: &[usize]) -> Option<Stmt<'a>> {
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     let mut last: Vec<&[Value]> = Vec::with_capacity(updates.len());
     for &j in updates.iter().rev() {
-        if let Op::UpdateTimestep { values } = ops[j] {
-            if let Some(key) = step_update_key(values) {
-                if seen.insert(key) {
-                    last.push(values);
-                }
+        if let (Op::UpdateTimestep { values }, Some(names)) = (ops[j], ops[j].step_names()) {
+            if seen.insert(names) {
+                last.push(values);
             }
         }
     }

@@ -50,9 +50,15 @@ pub(super) fn has_json_form(v: &Value) -> bool {
     match v {
         Value::Null | Value::Integer(_) => true,
         Value::Real(f) => *f == 0.0 || JSON_REAL_RANGE.contains(&f.abs()),
-        Value::Text(t) => !t.contains('\0'),
+        Value::Text(t) => text_has_json_form(t),
         Value::Blob(_) => false,
     }
+}
+
+/// Whether text has a JSON form: SQLite's JSON functions end a string at
+/// U+0000.
+pub(super) fn text_has_json_form(t: &str) -> bool {
+    !t.contains('\0')
 }
 
 /// One row's values as a JSON array, appended to `text`; `None` if a value
