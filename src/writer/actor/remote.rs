@@ -235,18 +235,34 @@ impl Actor {
             };
             let before = p.queued.len();
             let send = before < MAX_AHEAD;
-            let mut next = QueuedBatch::collected(next_items, terminator);
-            let readied = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                self.get_ready(items, current, &mut next, before, send)
-            }));
-            // Queued even if encoding it panicked (a bug): the dying actor
-            // holds its writes with the pipeline's, in order.
-            if let Some(p) = self.pipeline.as_mut() {
-                p.queued.push_back(next);
+            let next = QueuedBatch::collected(next_items, terminator);
+            self.ready_and_queue(next, false, |actor, next| {
+                actor.get_ready(items, current, next, before, send)
+            });
+        }
+    }
+
+    /// Runs `ready` on `batch`, then queues it in the pipeline: at the
+    /// front with `front`, else at the back. Queued even if `ready`
+    /// panicked (a bug), so that the dying actor holds its writes with the
+    /// pipeline's, in order (see [`Actor::hold_on_panic`]); the panic then
+    /// goes on.
+    fn ready_and_queue(
+        &mut self,
+        mut batch: QueuedBatch,
+        front: bool,
+        ready: impl FnOnce(&mut Self, &mut QueuedBatch),
+    ) {
+        let readied = std::panic::catch_unwind(AssertUnwindSafe(|| ready(self, &mut batch)));
+        if let Some(p) = self.pipeline.as_mut() {
+            if front {
+                p.queued.push_front(batch);
+            } else {
+                p.queued.push_back(batch);
             }
-            if let Err(panic) = readied {
-                std::panic::resume_unwind(panic);
-            }
+        }
+        if let Err(panic) = readied {
+            std::panic::resume_unwind(panic);
         }
     }
 
@@ -264,24 +280,16 @@ impl Actor {
         let Some(p) = self.pipeline.as_mut() else {
             return;
         };
-        let Some(mut front) = p.queued.pop_front() else {
+        let Some(front) = p.queued.pop_front() else {
             return;
         };
         if front.stage.is_sent() || unfailed_writes(&front.items).is_empty() {
             p.queued.push_front(front);
             return;
         }
-        let readied = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.send_behind_current(items, current, &mut front, multi)
-        }));
-        // Back in its place even if sending it panicked (a bug): the dying
-        // actor holds its writes with the pipeline's, in order.
-        if let Some(p) = self.pipeline.as_mut() {
-            p.queued.push_front(front);
-        }
-        if let Err(panic) = readied {
-            std::panic::resume_unwind(panic);
-        }
+        self.ready_and_queue(front, true, |actor, front| {
+            actor.send_behind_current(items, current, front, multi)
+        });
     }
 
     /// [`Actor::send_queued_front`]'s work on `front`, taken off the queue.
