@@ -403,24 +403,14 @@ async fn remote_latency() -> Vec<Latency> {
     ROUND_TRIPS_MS
         .iter()
         .zip(runs)
-        .map(|(&rtt_ms, mut runs)| {
-            let mid = runs.len() / 2;
-            runs.sort_by(|a, b| a.0.events_per_sec.total_cmp(&b.0.events_per_sec));
-            let writer = runs[mid].0;
-            runs.sort_by(|a, b| a.1.events_per_sec.total_cmp(&b.1.events_per_sec));
-            let rollouts = runs[mid].1;
-            runs.sort_by(|a, b| a.2.events_per_sec.total_cmp(&b.2.events_per_sec));
-            let provisional = runs[mid].2;
-            runs.sort_by(|a, b| a.3 .0.total_cmp(&b.3 .0));
-            let (plain_eps, plain_conns_per_op) = runs[mid].3;
-            runs.sort_by(|a, b| a.4.events_per_sec.total_cmp(&b.4.events_per_sec));
-            let long = runs[mid].4;
+        .map(|(&rtt_ms, runs)| {
+            let (plain_eps, plain_conns_per_op) = median_by(&runs, |r| r.3 .0).3;
             Latency {
                 rtt_ms,
-                writer,
-                rollouts,
-                provisional,
-                long,
+                writer: median_by(&runs, |r| r.0.events_per_sec).0,
+                rollouts: median_by(&runs, |r| r.1.events_per_sec).1,
+                provisional: median_by(&runs, |r| r.2.events_per_sec).2,
+                long: median_by(&runs, |r| r.4.events_per_sec).4,
                 plain_eps,
                 plain_conns_per_op,
             }
@@ -428,16 +418,36 @@ async fn remote_latency() -> Vec<Latency> {
         .collect()
 }
 
+/// The one of `runs` (not empty) whose `key` is the median.
+fn median_by<T: Copy>(runs: &[T], key: impl Fn(&T) -> f64) -> T {
+    let mut sorted = runs.to_vec();
+    sorted.sort_by(|a, b| key(a).total_cmp(&key(b)));
+    sorted[sorted.len() / 2]
+}
+
+/// One of a row's writer rates.
+type Rate = fn(&Latency) -> f64;
+
+/// The remote table's writer rates, in its column order, each named as in
+/// the targets.
+const REMOTE_RATES: [(&str, Rate); 5] = [
+    ("small events", |l| l.writer.events_per_sec),
+    ("tracer rollouts", |l| l.rollouts.events_per_sec),
+    ("tracer rollouts until they returned", |l| {
+        l.rollouts.returned_per_sec
+    }),
+    ("tracer rollouts with provisional step ids", |l| {
+        l.provisional.events_per_sec
+    }),
+    ("the long run of tracer rollouts", |l| l.long.events_per_sec),
+];
+
 /// Appends the remote latency table and its targets to the report.
 fn render_latency(s: &mut String, rows: &[Latency]) {
     let Some(loopback) = rows.iter().find(|r| r.rtt_ms == 0) else {
         return;
     };
     let base = loopback.writer.events_per_sec;
-    let base_rollouts = loopback.rollouts.events_per_sec;
-    let base_provisional = loopback.provisional.events_per_sec;
-    let base_returned = loopback.rollouts.returned_per_sec;
-    let base_long = loopback.long.events_per_sec;
     let _ = writeln!(
         s,
         "\nRemote server (sqld on loopback, a fresh one per run) through a proxy adding a round \
@@ -462,20 +472,13 @@ fn render_latency(s: &mut String, rows: &[Latency]) {
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
+        let _ = write!(s, "| {} ms |", r.rtt_ms);
+        for (_, rate) in REMOTE_RATES {
+            let _ = write!(s, " {:.0} | {:.2} |", rate(r), rate(r) / rate(loopback));
+        }
         let _ = writeln!(
             s,
-            "| {} ms | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.0} | {:.2} | {:.1} | {:.0}× | {:.3} | {:.1} | {:.2} |",
-            r.rtt_ms,
-            r.writer.events_per_sec,
-            r.writer.events_per_sec / base,
-            r.rollouts.events_per_sec,
-            r.rollouts.events_per_sec / base_rollouts,
-            r.rollouts.returned_per_sec,
-            r.rollouts.returned_per_sec / base_returned,
-            r.provisional.events_per_sec,
-            r.provisional.events_per_sec / base_provisional,
-            r.long.events_per_sec,
-            r.long.events_per_sec / base_long,
+            " {:.1} | {:.0}× | {:.3} | {:.1} | {:.2} |",
             r.plain_eps,
             r.writer.events_per_sec / r.plain_eps,
             r.writer.secs_per_batch,
@@ -507,31 +510,13 @@ fn render_latency(s: &mut String, rows: &[Latency]) {
         );
     }
     if let Some(r) = rows.iter().find(|r| r.rtt_ms == 100) {
-        target(
-            "remote, 100 ms round trip: small events vs their loopback rate",
-            r.writer.events_per_sec / base,
-            0.8,
-        );
-        target(
-            "remote, 100 ms round trip: tracer rollouts vs their loopback rate",
-            r.rollouts.events_per_sec / base_rollouts,
-            0.8,
-        );
-        target(
-            "remote, 100 ms round trip: tracer rollouts, provisional step ids, vs their loopback rate",
-            r.provisional.events_per_sec / base_provisional,
-            0.8,
-        );
-        target(
-            "remote, 100 ms round trip: tracer rollouts until they returned, vs their loopback rate",
-            r.rollouts.returned_per_sec / base_returned,
-            0.8,
-        );
-        target(
-            "remote, 100 ms round trip: the long run of tracer rollouts vs its loopback rate",
-            r.long.events_per_sec / base_long,
-            0.8,
-        );
+        for (name, rate) in REMOTE_RATES {
+            target(
+                &format!("remote, 100 ms round trip: {name} vs the loopback rate"),
+                rate(r) / rate(loopback),
+                0.8,
+            );
+        }
     }
 }
 
