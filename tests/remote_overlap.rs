@@ -287,6 +287,74 @@ async fn a_batch_sent_behind_commits_only_after_the_one_before() {
     writer.close().await.expect("close");
 }
 
+/// A burst of writes that ends while a batch is in flight goes behind that
+/// batch at once, not a round trip later when its reply is in: the server
+/// comes to hold the burst while the writer still waits for the reply of
+/// the batch before it (with the old order the burst was sent only after
+/// that reply, so nothing of it could be stored before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn a_burst_that_ended_goes_behind_the_batch_in_flight() {
+    const BURST: usize = 10;
+    let server = Sqld::start().await;
+    let proxy = Proxy::start(server.addr(), Duration::ZERO).await;
+    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches().max_batch_ops(64))
+        .await
+        .expect("writer");
+    writer
+        .ensure_session("b", Utc::now(), &json!({}))
+        .await
+        .expect("session");
+    // Leases the ids the rest needs, before the round trip grows.
+    writer
+        .insert_event("b", None, &common::cais_event(0))
+        .await
+        .expect("event");
+    writer.flush().await.expect("flush");
+    let direct = LibsqlTraceStorage::new(remote(server.url()))
+        .await
+        .expect("a connection past the proxy");
+    proxy.set_round_trip(Duration::from_secs(4));
+    let before = writer.stats();
+    // The batch in flight: one event, sent once the actor's linger ends.
+    writer
+        .insert_event("b", None, &common::cais_event(1))
+        .await
+        .expect("event");
+    // Should the actor take the burst into the same batch, the count of
+    // batches below fails the test.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for i in 0..BURST {
+        writer
+            .insert_event("b", None, &common::cais_event(2 + i))
+            .await
+            .expect("event");
+    }
+    // Every wait here ends when the first batch's reply is in.
+    loop {
+        let stored = common::count(&direct, "events").await;
+        if stored == 2 + BURST as i64 {
+            break;
+        }
+        let now = writer.stats();
+        assert_eq!(
+            now.committed,
+            before.committed,
+            "the first batch's reply came in while the server held {stored} of {} events: \
+             the burst waited for it",
+            2 + BURST
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer.flush().await.expect("flush");
+    let after = writer.stats();
+    // The event and the burst went as two batches (one would prove nothing).
+    assert_eq!(after.batches - before.batches, 2, "{after:?}");
+    assert_eq!(after.committed - before.committed, 1 + BURST as u64);
+    direct.close().await.expect("close");
+    writer.close().await.expect("close");
+}
+
 /// A lease asked for while a batch is in flight, and then a flush with no
 /// write before it: the next "batch" has nothing to carry the lease, which
 /// must still be served (a producer waits for it).

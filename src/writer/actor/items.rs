@@ -72,6 +72,11 @@ impl Gathering {
         config.max_batch_ops.saturating_sub(self.ops)
     }
 
+    /// Whether the batch holds a write.
+    pub(crate) fn has_writes(&self) -> bool {
+        self.ops > 0
+    }
+
     pub(crate) fn take(&mut self, msg: Msg, config: &WriterConfig) -> BatchBound {
         match msg {
             Msg::Write { op, bytes } => {

@@ -8,6 +8,7 @@
 //! requests for the next request to carry, and encodes that batch.
 
 use std::panic::AssertUnwindSafe;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::TryRecvError;
 
@@ -32,6 +33,8 @@ enum WaitEnded {
     Reply(Answer),
     /// A control message was served, or the wait timed out.
     Other,
+    /// No message came within the wait asked for: the queue is dry.
+    Idle,
 }
 
 /// The pipeline of an actor on a remote server; `None` on a local one.
@@ -221,8 +224,12 @@ impl Actor {
             if !room {
                 return;
             }
+            // A batch that would be sent at once stops growing when the
+            // queue runs dry; one that must wait for a slot grows meanwhile.
+            let early = p.queued.len() < MAX_AHEAD;
             let mut g = Gathering::default();
-            let terminator = match catch_unwind(self.collect_during(current, &mut g)).await {
+            let collect = self.collect_during(current, &mut g, early);
+            let terminator = match catch_unwind(collect).await {
                 Ok(t) => t,
                 Err(panic) => self.hold_on_panic(std::mem::take(&mut g.items), false, panic),
             };
@@ -440,14 +447,20 @@ impl Actor {
     /// Takes the messages that make the next batch while `current` is in
     /// flight: up to the batch bounds, stopping after a message that needs
     /// a commit first, and once the queue is empty after the reply came, a
-    /// read was taken, or the close deadline passed. Step loads are
-    /// answered meanwhile, and lease requests kept for the next request to
-    /// carry.
+    /// read was taken, or the close deadline passed. With `early` (the
+    /// batch is sent as soon as it is collected), also once the queue has
+    /// stayed empty for `linger` with a write taken: a burst that ended is
+    /// sent behind `current` rather than a round trip later, when its reply
+    /// is in. Step loads are answered meanwhile, and lease requests kept
+    /// for the next request to carry.
     async fn collect_during(
         &mut self,
         current: &mut Stage,
         g: &mut Gathering,
+        early: bool,
     ) -> Option<Terminator> {
+        // When the queue last ran dry, while it stays dry.
+        let mut dry_since: Option<Instant> = None;
         loop {
             if g.items.len() % 256 == 255 {
                 self.serve_control(true).await;
@@ -459,12 +472,23 @@ impl Actor {
                     if g.has_read || current.answered() || self.shared.past_close_deadline() {
                         break;
                     }
-                    match self.wait_during(current).await {
+                    let idle_left = if early && g.has_writes() {
+                        let since = *dry_since.get_or_insert_with(Instant::now);
+                        let left = self.config.linger.saturating_sub(since.elapsed());
+                        if left.is_zero() {
+                            break;
+                        }
+                        Some(left)
+                    } else {
+                        None
+                    };
+                    match self.wait_during(current, idle_left).await {
                         WaitEnded::Message(m) => m,
                         WaitEnded::Reply(r) => {
                             current.answer(r);
                             continue;
                         }
+                        WaitEnded::Idle => break,
                         WaitEnded::Other => {
                             self.serve_control(true).await;
                             continue;
@@ -472,6 +496,7 @@ impl Actor {
                     }
                 }
             };
+            dry_since = None;
             match g.take(msg, &self.config) {
                 BatchBound::Open => {}
                 BatchBound::Full => break,
@@ -482,10 +507,15 @@ impl Actor {
     }
 
     /// Waits for a message, a control message, or `current`'s reply,
-    /// whichever comes first, for at most [`CLOSE_CHECK`].
-    async fn wait_during(&mut self, current: &Stage) -> WaitEnded {
+    /// whichever comes first, for at most [`CLOSE_CHECK`], or at most
+    /// `idle` if that is shorter ([`WaitEnded::Idle`] if nothing came).
+    async fn wait_during(&mut self, current: &Stage, idle: Option<Duration>) -> WaitEnded {
         let Some(reply) = current.reply_channel() else {
             return WaitEnded::Other;
+        };
+        let (wait, timed_out) = match idle {
+            Some(d) if d < CLOSE_CHECK => (d, WaitEnded::Idle),
+            _ => (CLOSE_CHECK, WaitEnded::Other),
         };
         crossbeam_channel::select! {
             recv(self.rx) -> m => match m {
@@ -499,7 +529,7 @@ impl Actor {
                 WaitEnded::Other
             }
             recv(reply) -> r => WaitEnded::Reply(r.unwrap_or_else(|_| Err(reply_lost()))),
-            default(CLOSE_CHECK) => WaitEnded::Other,
+            default(wait) => timed_out,
         }
     }
 }
