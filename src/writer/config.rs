@@ -223,7 +223,10 @@ impl WriterConfig {
         self
     }
     setter!(
-        /// How long a batch may wait to grow once the queue runs dry.
+        /// How long a batch may wait to grow once the queue runs dry. On a
+        /// remote database, a batch collected while only one other is in
+        /// flight also ends once the queue stayed dry this long, and goes
+        /// behind that one at once.
         linger: Duration
     );
     setter!(
