@@ -51,6 +51,24 @@ async fn round_trip_on(storage: Arc<dyn TraceStorage>) {
     storage.close().await.unwrap();
 }
 
+/// The probe the fault tests use to tell a wedged server from stuck
+/// writers (`Sqld::restart_if_wedged`) sees a healthy server commit, and a
+/// stopped one not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
+async fn the_wedge_probe_tells_a_committing_server_from_a_stopped_one() {
+    let server = Sqld::start().await;
+    assert!(server.commits().await, "a healthy server commits the probe");
+    server.signal("STOP");
+    let stopped = server.commits().await;
+    server.signal("CONT");
+    assert!(!stopped, "a stopped server committed the probe");
+    assert!(
+        server.commits().await,
+        "the server commits again once resumed"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs sqld: set TRACE_WRITER_SQLD to its path and run with --ignored"]
 async fn plain_backend_round_trip() {

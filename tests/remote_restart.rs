@@ -21,6 +21,16 @@ const FLUSH_EVERY: usize = 250;
 /// How long the server stays down, by repetition: the 3 s, and
 /// shorter and longer ones.
 const DOWN_MS: [u64; 4] = [3_000, 200, 1_000, 5_000];
+/// Nothing committed for this long after the restart: is the server
+/// committing? (see [`Sqld::restart_if_wedged`]). Healthy, the writer
+/// commits again within seconds of the restart.
+const STALL: Duration = Duration::from_secs(60);
+/// Bounds the wait for the streams after the restart; healthy, they end
+/// in seconds.
+const TASKS_DEADLINE: Duration = Duration::from_secs(600);
+/// The writer's `flush_timeout`: past a restart of a wedged server, about
+/// STALL and a probe after the last commit.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(300);
 
 fn remote(url: String) -> StorageConfig {
     StorageConfig::turso(url, "")
@@ -77,7 +87,8 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 async fn one_run(run: usize) -> String {
     let mut server = Sqld::start().await;
-    let writer = BufferedTraceWriter::new(remote(server.url()), WriterConfig::default())
+    let config = WriterConfig::default().flush_timeout(FLUSH_DEADLINE);
+    let writer = BufferedTraceWriter::new(remote(server.url()), config)
         .await
         .unwrap();
     for t in 0..TASKS {
@@ -106,6 +117,23 @@ async fn one_run(run: usize) -> String {
     let down = Duration::from_millis(DOWN_MS[run % DOWN_MS.len()]);
     tokio::time::sleep(down).await;
     server.restart().await;
+    let mut progress = (writer.stats().committed, tokio::time::Instant::now());
+    let deadline = tokio::time::Instant::now() + TASKS_DEADLINE;
+    while !tasks.iter().all(|t| t.is_finished()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run}: the streams did not end within {TASKS_DEADLINE:?}"
+        );
+        let committed = writer.stats().committed;
+        if committed != progress.0 {
+            progress = (committed, tokio::time::Instant::now());
+        } else if progress.1.elapsed() > STALL {
+            let stalled = format!("run {run}: nothing committed for {STALL:?}");
+            server.restart_if_wedged(&stalled).await;
+            progress.1 = tokio::time::Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     let mut acked = HashMap::new();
     let mut written = HashMap::new();

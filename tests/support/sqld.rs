@@ -21,6 +21,8 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 /// How many fresh ports a start tries: another process may take the free
 /// port between our probe and sqld's bind.
 const PORT_ATTEMPTS: usize = 3;
+/// How long [`Sqld::commits`] waits for one row to commit.
+const PROBE_DEADLINE: Duration = Duration::from_secs(20);
 
 /// The sqld binary named by `TRACE_WRITER_SQLD`; panics with [`NEEDS_SQLD`]
 /// when it is unset, so a run with `--ignored` never passes silently.
@@ -204,6 +206,57 @@ impl Sqld {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Sends the server `signal` (`"STOP"`, `"CONT"`) with `kill(1)`: a
+    /// stopped server accepts connections and answers nothing.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("the server is running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill(1)");
+        assert!(status.success(), "kill -{signal} {pid}: {status}");
+    }
+
+    /// Whether the server commits a row within [`PROBE_DEADLINE`], through
+    /// a connection of its own.
+    pub async fn commits(&self) -> bool {
+        let url = self.url();
+        use trace_writer::TraceStorage;
+        let probe = async {
+            let config = trace_writer::StorageConfig::turso(url, "");
+            let s = trace_writer::LibsqlTraceStorage::new(config).await.ok()?;
+            s.query("CREATE TABLE IF NOT EXISTS wedge_probe (x)", vec![])
+                .await
+                .ok()?;
+            s.query("INSERT INTO wedge_probe VALUES (1)", vec![])
+                .await
+                .ok()?;
+            s.close().await.ok()
+        };
+        matches!(
+            tokio::time::timeout(PROBE_DEADLINE, probe).await,
+            Ok(Some(()))
+        )
+    }
+
+    /// For a test whose writers made no progress for a while (`what` says
+    /// how long): if the server commits nothing, it is wedged, and it is
+    /// restarted, as an operator would, which stderr says. If it commits,
+    /// the writers are stuck, not the server, and the test fails.
+    ///
+    /// sqld 0.24.33 was seen to wedge after a restart: every write hung,
+    /// also from a fresh connection after every client was gone, while its
+    /// write-lock manager spun and reads were answered (docs/remote.md).
+    pub async fn restart_if_wedged(&mut self, what: &str) {
+        assert!(
+            !self.commits().await,
+            "{what}, yet the server commits: the writers are stuck"
+        );
+        eprintln!("{what}, and the server commits nothing: sqld is wedged; restarting it");
+        self.restart().await;
     }
 
     /// The server's log of its latest start (for a failure message).
