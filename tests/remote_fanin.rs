@@ -288,7 +288,8 @@ async fn four_processes_write_to_one_server() {
     let retries = finish(children, &mut server, &acks, "fan-in").await;
     eprintln!(
         "fan-in: {CHILDREN} processes x {EVENTS_PER_CHILD} events, every id once and in place; \
-         retries per child {retries:?}"
+         retries per child {retries:?}; wedged-server restarts {}",
+        server.wedged_restarts()
     );
 }
 
@@ -318,7 +319,9 @@ async fn four_processes_survive_a_server_restart_mid_stream() {
         );
         let retries = finish(children, &mut server, &acks, &what).await;
         eprintln!(
-            "fan-in restart: {what}: nothing lost, nothing doubled; retries per child {retries:?}"
+            "fan-in restart: {what}: nothing lost, nothing doubled; retries per child \
+             {retries:?}; wedged-server restarts {}",
+            server.wedged_restarts()
         );
     }
 }

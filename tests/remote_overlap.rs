@@ -298,7 +298,12 @@ async fn a_burst_that_ended_goes_behind_the_batch_in_flight() {
     const BURST: usize = 10;
     let server = Sqld::start().await;
     let proxy = Proxy::start(server.addr(), Duration::ZERO).await;
-    let writer = BufferedTraceWriter::new(remote(proxy.url()), small_batches().max_batch_ops(64))
+    // A linger far above a pause between two of the burst's calls, far
+    // below the pause before the burst.
+    let config = small_batches()
+        .max_batch_ops(64)
+        .linger(Duration::from_millis(50));
+    let writer = BufferedTraceWriter::new(remote(proxy.url()), config)
         .await
         .expect("writer");
     writer
@@ -323,16 +328,24 @@ async fn a_burst_that_ended_goes_behind_the_batch_in_flight() {
         .expect("event");
     // Should the actor take the burst into the same batch, the count of
     // batches below fails the test.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     for i in 0..BURST {
         writer
             .insert_event("b", None, &common::cais_event(2 + i))
             .await
             .expect("event");
     }
-    // Every wait here ends when the first batch's reply is in.
+    // Ends when the first batch's reply is in, or fails at the deadline.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let stored = common::count(&direct, "events").await;
+        assert!(
+            std::time::Instant::now() < deadline,
+            "neither the burst nor the first reply came in 60 s"
+        );
+        let count = common::count(&direct, "events");
+        let stored = tokio::time::timeout(Duration::from_secs(20), count)
+            .await
+            .expect("a count of the server's events answers");
         if stored == 2 + BURST as i64 {
             break;
         }

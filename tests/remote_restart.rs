@@ -159,8 +159,11 @@ async fn one_run(run: usize) -> String {
     let stored = rows::stored(&check).await;
     check.close().await.unwrap();
     let what = format!(
-        "run {run} (killed at {} of {total} committed, down {down:?}, {} retries)",
-        at_kill.committed, stats.retries
+        "run {run} (killed at {} of {total} committed, down {down:?}, {} retries, \
+         {} wedged-server restarts)",
+        at_kill.committed,
+        stats.retries,
+        server.wedged_restarts()
     );
     // Nothing acknowledged may be missing or doubled, whatever else failed.
     let acked_stored: Vec<(i64, Tagged)> = stored

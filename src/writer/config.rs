@@ -223,10 +223,11 @@ impl WriterConfig {
         self
     }
     setter!(
-        /// How long a batch may wait to grow once the queue runs dry. On a
-        /// remote database, a batch collected while only one other is in
-        /// flight also ends once the queue stayed dry this long, and goes
-        /// behind that one at once.
+        /// How long a batch may wait to grow once the queue runs dry,
+        /// counted from the batch's first operation. On a remote database,
+        /// a batch collected while only one other is in flight also ends
+        /// once the queue stayed dry this long, and is sent behind that one
+        /// at once when it can be (docs/remote.md).
         linger: Duration
     );
     setter!(

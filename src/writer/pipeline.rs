@@ -18,9 +18,10 @@
 //! is done with one, and the round trip hides behind the server's work.
 //!
 //! Up to [`MAX_AHEAD`] batches are sent behind the one whose reply the actor
-//! waits for; the actor sends one as soon as it is full, or once the queue
-//! stayed empty for `linger` (a burst ended), rather than wait for the
-//! reply. One more is collected and encoded meanwhile, and sent as soon
+//! waits for; the actor sends one as soon as it is collected (full, ended
+//! by a read or a message that needs a commit, or, with a slot free, once
+//! the queue stayed empty for `linger`: a burst ended) rather than wait for
+//! the reply. One more is collected and encoded meanwhile, and sent as soon
 //! as that reply has been handled, so that it reaches the server before the
 //! batch ahead of it is done. A batch sent behind that reached the server's
 //! lock first is sent again at once while the one before it is still in

@@ -54,6 +54,8 @@ pub struct Sqld {
     child: Option<Child>,
     /// Starts so far, to give each its own log file.
     starts: usize,
+    /// Restarts of a wedged server (see [`Sqld::restart_if_wedged`]).
+    wedged_restarts: usize,
 }
 
 impl Sqld {
@@ -89,6 +91,7 @@ impl Sqld {
             jwt_key,
             child: None,
             starts: 0,
+            wedged_restarts: 0,
         };
         let mut last = String::new();
         for _ in 0..PORT_ATTEMPTS {
@@ -221,42 +224,52 @@ impl Sqld {
     }
 
     /// Whether the server commits a row within [`PROBE_DEADLINE`], through
-    /// a connection of its own.
-    pub async fn commits(&self) -> bool {
-        let url = self.url();
+    /// a connection of its own: `Ok(false)` if the probe timed out, and the
+    /// error if it failed otherwise.
+    pub async fn commits(&self) -> Result<bool, String> {
         use trace_writer::TraceStorage;
+        let url = self.url();
         let probe = async {
             let config = trace_writer::StorageConfig::turso(url, "");
-            let s = trace_writer::LibsqlTraceStorage::new(config).await.ok()?;
+            let s = trace_writer::LibsqlTraceStorage::new(config).await?;
             s.query("CREATE TABLE IF NOT EXISTS wedge_probe (x)", vec![])
-                .await
-                .ok()?;
+                .await?;
             s.query("INSERT INTO wedge_probe VALUES (1)", vec![])
-                .await
-                .ok()?;
-            s.close().await.ok()
+                .await?;
+            s.close().await
         };
-        matches!(
-            tokio::time::timeout(PROBE_DEADLINE, probe).await,
-            Ok(Some(()))
-        )
+        match tokio::time::timeout(PROBE_DEADLINE, probe).await {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Ok(false),
+        }
     }
 
     /// For a test whose writers made no progress for a while (`what` says
-    /// how long): if the server commits nothing, it is wedged, and it is
-    /// restarted, as an operator would, which stderr says. If it commits,
-    /// the writers are stuck, not the server, and the test fails.
+    /// how long): if a write to the server hangs, the server is wedged, and
+    /// it is restarted, as an operator would, which stderr says (and
+    /// [`Sqld::wedged_restarts`] counts). If the server commits, the
+    /// writers are stuck, not the server, and the test fails; so it does if
+    /// the probe fails otherwise.
     ///
     /// sqld 0.24.33 was seen to wedge after a restart: every write hung,
     /// also from a fresh connection after every client was gone, while its
     /// write-lock manager spun and reads were answered (docs/remote.md).
     pub async fn restart_if_wedged(&mut self, what: &str) {
-        assert!(
-            !self.commits().await,
-            "{what}, yet the server commits: the writers are stuck"
-        );
-        eprintln!("{what}, and the server commits nothing: sqld is wedged; restarting it");
-        self.restart().await;
+        match self.commits().await {
+            Ok(true) => panic!("{what}, yet the server commits: the writers are stuck"),
+            Ok(false) => {
+                eprintln!("{what}, and a write to the server hangs: sqld is wedged; restarting it");
+                self.wedged_restarts += 1;
+                self.restart().await;
+            }
+            Err(e) => panic!("{what}, and the probe of the server failed: {e}"),
+        }
+    }
+
+    /// How many times [`Sqld::restart_if_wedged`] restarted the server.
+    pub fn wedged_restarts(&self) -> usize {
+        self.wedged_restarts
     }
 
     /// The server's log of its latest start (for a failure message).

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::TryRecvError;
 
 use crate::db::exec::RemoteBatch;
+use crate::db::tx::marker;
 use crate::db::{Op, Table};
 use crate::error::{DbError, ErrorClass, BUG};
 use crate::unwind::catch_unwind;
@@ -31,7 +32,8 @@ enum WaitEnded {
     Message(Msg),
     /// The reply to the request.
     Reply(Answer),
-    /// A control message was served, or the wait timed out.
+    /// A control message was served, the queue is gone, or the wait timed
+    /// out.
     Other,
     /// No message came within the wait asked for: the queue is dry.
     Idle,
@@ -225,8 +227,14 @@ impl Actor {
                 return;
             }
             // A batch that would be sent at once stops growing when the
-            // queue runs dry; one that must wait for a slot grows meanwhile.
-            let early = p.queued.len() < MAX_AHEAD;
+            // queue runs dry; one that must wait for a slot, or for the
+            // reply of a batch it cannot be sent behind (no marker row),
+            // grows meanwhile, and step loads are served meanwhile.
+            let early = p.queued.len() < MAX_AHEAD
+                && !self.spilling
+                && current
+                    .encoded()
+                    .is_some_and(|b| marker(&ops_of(items, &b.writes)).is_some());
             let mut g = Gathering::default();
             let collect = self.collect_during(current, &mut g, early);
             let terminator = match catch_unwind(collect).await {
