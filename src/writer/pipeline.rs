@@ -39,7 +39,7 @@ use tokio::task::JoinHandle;
 
 use crate::db::exec::{Behind, EncodedTx, Executor};
 use crate::db::hrana::{BatchResult, HranaClient};
-use crate::db::tx::marker;
+use crate::db::tx::{marker, Marker};
 use crate::db::Op;
 use crate::error::{DbError, ErrorClass, BUG};
 use crate::writer::actor::items::{Item, Terminator};
@@ -74,6 +74,9 @@ pub(crate) struct EncodedBatch {
     pub(crate) multi: bool,
     /// Encoded behind a batch in flight (see [`Behind`]).
     pub(crate) behind: bool,
+    /// Its marker row, which a batch sent behind it checks; `None` if it
+    /// has none, and then nothing can be sent behind it.
+    pub(crate) marker: Option<Marker>,
 }
 
 /// A request sent and not answered yet. Dropped unanswered, it is cut
@@ -283,6 +286,7 @@ fn encode_batch(
     let tx = exec.prepare_remote(&ops, multi, &sizes, behind)?;
     Ok(Some(EncodedBatch {
         tx,
+        marker: marker(&ops),
         writes,
         leases: std::mem::take(leases),
         multi,
@@ -383,14 +387,13 @@ impl Pipeline {
     ) -> Option<EncodedBatch> {
         // Everything in flight before it, oldest first.
         let mut in_flight = ops_of(first.items, &first.batch.writes);
-        let mut last = marker(&in_flight);
+        let mut last = first.batch.marker;
         for b in self.queued.iter().take(before) {
-            let ops = b
-                .stage
-                .encoded()
-                .map_or_else(Vec::new, |r| ops_of(&b.items, &r.writes));
-            last = marker(&ops);
-            in_flight.extend(ops);
+            let encoded = b.stage.encoded();
+            last = encoded.and_then(|r| r.marker);
+            if let Some(r) = encoded {
+                in_flight.extend(ops_of(&b.items, &r.writes));
+            }
         }
         let behind = last.map(|marker| Behind {
             marker,

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::TryRecvError;
 
 use crate::db::exec::RemoteBatch;
-use crate::db::tx::marker;
 use crate::db::{Op, Table};
 use crate::error::{DbError, ErrorClass, BUG};
 use crate::unwind::catch_unwind;
@@ -232,9 +231,7 @@ impl Actor {
             // grows meanwhile, and step loads are served meanwhile.
             let early = p.queued.len() < MAX_AHEAD
                 && !self.spilling
-                && current
-                    .encoded()
-                    .is_some_and(|b| marker(&ops_of(items, &b.writes)).is_some());
+                && current.encoded().is_some_and(|b| b.marker.is_some());
             let mut g = Gathering::default();
             let collect = self.collect_during(current, &mut g, early);
             let terminator = match catch_unwind(collect).await {
