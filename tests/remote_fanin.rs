@@ -15,7 +15,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use support::rows::{self, Tagged};
-use support::sqld::Sqld;
+use support::sqld::{Sqld, Watchdog, FLUSH_PAST_A_WEDGE};
 use trace_writer::*;
 
 const CHILDREN: usize = 4;
@@ -25,12 +25,6 @@ const FLUSH_EVERY: usize = 250;
 const DOWN_MS: [u64; 3] = [1_000, 3_000, 200];
 /// Bounds the wait for the children; they finish in seconds when healthy.
 const CHILDREN_DEADLINE: Duration = Duration::from_secs(600);
-/// No child acknowledged a flush for this long: is the server committing?
-/// The children flush every fraction of a second when healthy, and a
-/// restart's outage lasts a few seconds.
-const STALL: Duration = Duration::from_secs(60);
-/// The children's `flush_timeout`: past a restart of a wedged server.
-const FLUSH_DEADLINE: Duration = Duration::from_secs(300);
 
 fn remote(url: String) -> StorageConfig {
     StorageConfig::turso(url, "")
@@ -60,8 +54,8 @@ fn fan_in_child() {
         .unwrap();
     rt.block_on(async {
         // A flush outlasts the parent's restart of a wedged server (see
-        // `finish`), about STALL and a probe after the last good one.
-        let config = WriterConfig::default().flush_timeout(FLUSH_DEADLINE);
+        // `finish`).
+        let config = WriterConfig::default().flush_timeout(FLUSH_PAST_A_WEDGE);
         let writer = BufferedTraceWriter::new(remote(url), config)
             .await
             .expect("the child's writer opens");
@@ -178,10 +172,9 @@ fn spawn_children(url: &str) -> (Children, mpsc::Receiver<usize>) {
 /// the end without an error and that the server holds exactly what they
 /// were acknowledged, each once. Returns each child's retries.
 ///
-/// Should no child acknowledge a flush for [`STALL`], a server that
-/// commits nothing is restarted and the run goes on; one that commits
-/// fails the test, since the children are stuck (see
-/// [`Sqld::restart_if_wedged`]).
+/// Should no child acknowledge a flush for a while (see [`Watchdog`]), a
+/// server that commits nothing is restarted and the run goes on; one that
+/// commits fails the test, since the children are stuck.
 async fn finish(
     mut children: Children,
     server: &mut Sqld,
@@ -189,7 +182,8 @@ async fn finish(
     what: &str,
 ) -> Vec<u64> {
     let deadline = std::time::Instant::now() + CHILDREN_DEADLINE;
-    let mut last_ack = std::time::Instant::now();
+    let mut acked = 0;
+    let mut watchdog = Watchdog::new(acked);
     for (c, proc) in children.procs.iter_mut().enumerate() {
         loop {
             if let Some(status) = proc.try_wait().unwrap() {
@@ -200,13 +194,8 @@ async fn finish(
                 std::time::Instant::now() < deadline,
                 "{what}: child {c} still running after {CHILDREN_DEADLINE:?}"
             );
-            if acks.try_iter().count() > 0 {
-                last_ack = std::time::Instant::now();
-            } else if last_ack.elapsed() > STALL {
-                let stalled = format!("{what}: no child acknowledged a flush for {STALL:?}");
-                server.restart_if_wedged(&stalled).await;
-                last_ack = std::time::Instant::now();
-            }
+            acked += acks.try_iter().count() as u64;
+            watchdog.check(acked, server, what).await;
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }

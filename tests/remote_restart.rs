@@ -12,7 +12,7 @@ use std::time::Duration;
 use chrono::Utc;
 use serde_json::json;
 use support::rows::{self, Tagged};
-use support::sqld::Sqld;
+use support::sqld::{Sqld, Watchdog, FLUSH_PAST_A_WEDGE};
 use trace_writer::*;
 
 const TASKS: usize = 16;
@@ -21,16 +21,9 @@ const FLUSH_EVERY: usize = 250;
 /// How long the server stays down, by repetition: the 3 s, and
 /// shorter and longer ones.
 const DOWN_MS: [u64; 4] = [3_000, 200, 1_000, 5_000];
-/// Nothing committed for this long after the restart: is the server
-/// committing? (see [`Sqld::restart_if_wedged`]). Healthy, the writer
-/// commits again within seconds of the restart.
-const STALL: Duration = Duration::from_secs(60);
 /// Bounds the wait for the streams after the restart; healthy, they end
 /// in seconds.
 const TASKS_DEADLINE: Duration = Duration::from_secs(600);
-/// The writer's `flush_timeout`: past a restart of a wedged server, about
-/// STALL and a probe after the last commit.
-const FLUSH_DEADLINE: Duration = Duration::from_secs(300);
 
 fn remote(url: String) -> StorageConfig {
     StorageConfig::turso(url, "")
@@ -87,7 +80,8 @@ async fn wait_for(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
 
 async fn one_run(run: usize) -> String {
     let mut server = Sqld::start().await;
-    let config = WriterConfig::default().flush_timeout(FLUSH_DEADLINE);
+    // A flush outlasts the watchdog's restart of a wedged server.
+    let config = WriterConfig::default().flush_timeout(FLUSH_PAST_A_WEDGE);
     let writer = BufferedTraceWriter::new(remote(server.url()), config)
         .await
         .unwrap();
@@ -117,21 +111,19 @@ async fn one_run(run: usize) -> String {
     let down = Duration::from_millis(DOWN_MS[run % DOWN_MS.len()]);
     tokio::time::sleep(down).await;
     server.restart().await;
-    let mut progress = (writer.stats().committed, tokio::time::Instant::now());
+    // Nothing committed for a while after the restart: a wedged server is
+    // restarted, stuck writers fail the test.
+    let mut watchdog = Watchdog::new(writer.stats().committed);
+    let this_run = format!("run {run}");
     let deadline = tokio::time::Instant::now() + TASKS_DEADLINE;
     while !tasks.iter().all(|t| t.is_finished()) {
         assert!(
             tokio::time::Instant::now() < deadline,
             "run {run}: the streams did not end within {TASKS_DEADLINE:?}"
         );
-        let committed = writer.stats().committed;
-        if committed != progress.0 {
-            progress = (committed, tokio::time::Instant::now());
-        } else if progress.1.elapsed() > STALL {
-            let stalled = format!("run {run}: nothing committed for {STALL:?}");
-            server.restart_if_wedged(&stalled).await;
-            progress.1 = tokio::time::Instant::now();
-        }
+        watchdog
+            .check(writer.stats().committed, &mut server, &this_run)
+            .await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 

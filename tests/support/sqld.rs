@@ -23,6 +23,43 @@ const READY_DEADLINE: Duration = Duration::from_secs(60);
 const PORT_ATTEMPTS: usize = 3;
 /// How long [`Sqld::commits`] waits for one row to commit.
 const PROBE_DEADLINE: Duration = Duration::from_secs(20);
+/// How long a test's writers may make no progress before a [`Watchdog`]
+/// probes the server. Healthy, they make progress within seconds of a
+/// restart.
+pub const WEDGE_STALL: Duration = Duration::from_secs(60);
+/// A `flush_timeout` that outlasts a [`Watchdog`]'s restart of a wedged
+/// server: [`WEDGE_STALL`], a probe and a restart after the last progress.
+pub const FLUSH_PAST_A_WEDGE: Duration = Duration::from_secs(300);
+
+/// Watches a count that grows while a test's writers make progress. After
+/// [`WEDGE_STALL`] without growth it calls [`Sqld::restart_if_wedged`]:
+/// a wedged server is restarted, and stuck writers fail the test.
+pub struct Watchdog {
+    seen: u64,
+    since: Instant,
+}
+
+impl Watchdog {
+    /// Starts watching from the count `seen`.
+    pub fn new(seen: u64) -> Self {
+        Watchdog {
+            seen,
+            since: Instant::now(),
+        }
+    }
+
+    /// Takes the count now; `what` names the run in a message.
+    pub async fn check(&mut self, progress: u64, server: &mut Sqld, what: &str) {
+        if progress != self.seen {
+            self.seen = progress;
+            self.since = Instant::now();
+        } else if self.since.elapsed() > WEDGE_STALL {
+            let stalled = format!("{what}: no progress for {WEDGE_STALL:?}");
+            server.restart_if_wedged(&stalled).await;
+            self.since = Instant::now();
+        }
+    }
+}
 
 /// The sqld binary named by `TRACE_WRITER_SQLD`; panics with [`NEEDS_SQLD`]
 /// when it is unset, so a run with `--ignored` never passes silently.
