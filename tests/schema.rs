@@ -206,8 +206,8 @@ async fn tables_without_autoincrement_are_refused_at_open() {
     }
 }
 
-/// The indexes whose first column is `session_id`, table by table, and the
-/// plan of a lookup by session in each child table.
+/// The indexes whose first column is `session_id`, as `(table, index)`,
+/// by table.
 async fn session_indexes(conn: &libsql::Connection) -> Vec<(String, String)> {
     let mut rows = conn
         .query(
